@@ -1,0 +1,81 @@
+"""Build the Redis broker and its middleware stack from settings: the only Dramatiq wiring in zapq.
+
+Each service's ``__init__`` calls :func:`setup_broker` after ``sentry_sdk.init()``. The stack is
+Dramatiq's defaults with ``Retries`` replaced by zapq's :class:`RetryMiddleware`, plus the poison guard,
+prompt dead-worker recovery and asyncio support for async actors.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    AsyncIO,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
+from libs.settings import Settings
+
+#: Time limit of an actor unless it declares its own (ms).
+DEFAULT_TIME_LIMIT_MS = 60_000
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client for ``settings.redis_url`` (hiredis parser when installed)."""
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+    )
+
+
+def build_middleware(settings: Settings) -> list[Middleware]:
+    """zapq's middleware stack, in order."""
+    return [
+        AgeLimit(),
+        TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        CurrentMessage(),
+        AsyncIO(),
+        PoisonGuard(max_deliveries=settings.max_deliveries),
+        RetryMiddleware(defer_budget=settings.defer_budget),
+        DeadWorkerRecovery(),
+    ]
+
+
+def build_broker(settings: Settings, *, extra: list[Middleware] | None = None) -> RedisBroker:
+    """A new Redis broker for ``settings`` (not installed as the global one)."""
+    broker = RedisBroker(
+        client=redis_client(settings),
+        namespace=settings.redis_namespace,
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
+        middleware=[*build_middleware(settings), *(extra or [])],
+    )
+    broker.zapq_identity = (settings.redis_url, settings.redis_namespace)  # type: ignore[attr-defined]
+    return broker
+
+
+def setup_broker(settings: Settings) -> RedisBroker:
+    """Install zapq's broker as the process's Dramatiq broker, reusing it if already installed.
+
+    Several services imported into one process (tests, the demo) thus share one broker and their actors
+    all register on it; ``dramatiq services.<name>`` still consumes only the queues its module declares.
+    """
+    try:
+        current = dramatiq.get_broker()
+    except Exception:  # pragma: no cover - get_broker builds a default broker when none is set
+        current = None
+    identity = (settings.redis_url, settings.redis_namespace)
+    if isinstance(current, RedisBroker) and getattr(current, "zapq_identity", None) == identity:
+        return current
+    broker = build_broker(settings)
+    dramatiq.set_broker(broker)
+    return broker

@@ -1,0 +1,127 @@
+"""Typed cross-service message contracts: queue names, tiers, and how to build each service's messages.
+
+A service never imports another service's actors. To hand work to another service it builds the message
+from a :class:`Contract` (actor name, queue, payload type) and enqueues it on the shared broker; only the
+consuming service declares the actor. The consuming actor's signature must match the payload's fields
+(``tests/test_contracts.py`` checks every pair).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import dramatiq
+from dramatiq import Message
+
+WEBHOOKS = "webhooks"
+MESSAGES_URGENT = "messages.urgent"
+MESSAGES = "messages"
+MESSAGES_LOW = "messages.low"
+CAMPAIGNS = "campaigns"
+DEAD_LETTER = "dead-letter"
+MAINTENANCE = "maintenance"
+EVENTS = "events"
+
+#: Send tier → queue. Campaign traffic is ``low`` so it never delays a human reply.
+TIER_QUEUES: dict[str, str] = {"urgent": MESSAGES_URGENT, "normal": MESSAGES, "low": MESSAGES_LOW}
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessWebhook:
+    """Parse and apply one stored webhook row."""
+
+    webhook_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Send one stored outbound message row."""
+
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpandCampaignBatch:
+    """Create the message rows of one slice of a campaign's recipients and enqueue their sends."""
+
+    campaign_id: int
+    first_recipient_id: int
+    last_recipient_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDeadLetter:
+    """Write one failed job to the dead-letter ledger (and report it to Sentry)."""
+
+    message: dict[str, Any]
+    reason: str
+    error_type: str
+    error_message: str
+    traceback: str | None
+    attempts: int
+    first_failed_at: float | None
+    last_failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessageEvent:
+    """Announced on ``events`` when an inbound WhatsApp message was stored (for the CRM, an AI responder)."""
+
+    message_id: int
+    company_id: int
+    connection_id: int | None
+    contact_wa_id: str
+    type: str
+    external_id: str
+
+
+@dataclass(frozen=True)
+class Contract(Generic[P]):
+    """How to reach one actor of another service: its name, queue and payload type."""
+
+    actor_name: str
+    queue_name: str
+    payload: type[P]
+
+    def message(self, payload: P, **options: Any) -> Message[Any]:
+        """Build the Dramatiq message carrying ``payload`` as keyword arguments."""
+        if not isinstance(payload, self.payload):
+            raise TypeError(f"{self.actor_name} takes {self.payload.__name__}, not {type(payload).__name__}")
+        return Message(
+            queue_name=self.queue_name,
+            actor_name=self.actor_name,
+            args=(),
+            kwargs=dataclasses.asdict(payload),  # type: ignore[call-overload]
+            options=options,
+        )
+
+    def send(self, payload: P, *, broker: dramatiq.Broker | None = None, delay: int | None = None) -> Message[Any]:
+        """Enqueue ``payload`` for the consuming service (on ``broker`` or the process's broker)."""
+        return (broker or dramatiq.get_broker()).enqueue(self.message(payload), delay=delay)
+
+
+PROCESS_WEBHOOK: Contract[ProcessWebhook] = Contract("process_webhook", WEBHOOKS, ProcessWebhook)
+SEND_URGENT: Contract[SendMessage] = Contract("send_message_urgent", MESSAGES_URGENT, SendMessage)
+SEND_NORMAL: Contract[SendMessage] = Contract("send_message", MESSAGES, SendMessage)
+SEND_LOW: Contract[SendMessage] = Contract("send_message_low", MESSAGES_LOW, SendMessage)
+SEND_BY_TIER: dict[str, Contract[SendMessage]] = {
+    "urgent": SEND_URGENT,
+    "normal": SEND_NORMAL,
+    "low": SEND_LOW,
+}
+EXPAND_CAMPAIGN_BATCH: Contract[ExpandCampaignBatch] = Contract("expand_campaign_batch", CAMPAIGNS, ExpandCampaignBatch)
+RECORD_DEAD_LETTER: Contract[RecordDeadLetter] = Contract("record_dead_letter", DEAD_LETTER, RecordDeadLetter)
+INBOUND_MESSAGE: Contract[InboundMessageEvent] = Contract("inbound_message", EVENTS, InboundMessageEvent)
+
+ALL_CONTRACTS: tuple[Contract[Any], ...] = (
+    PROCESS_WEBHOOK,
+    SEND_URGENT,
+    SEND_NORMAL,
+    SEND_LOW,
+    EXPAND_CAMPAIGN_BATCH,
+    RECORD_DEAD_LETTER,
+)

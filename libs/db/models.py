@@ -1,0 +1,362 @@
+"""SQLAlchemy 2 typed models: the whole relational state of zapq.
+
+Every lookup a worker makes has an index here; uniqueness constraints carry idempotency (a wamid is stored
+once, a campaign recipient gets one message, a dead letter is recorded once per failed message).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base with timezone-aware timestamps and JSONB for dicts."""
+
+    type_annotation_map = {
+        dt.datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+    }
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    """Store enums as their string values in a VARCHAR (no Postgres ENUM type to migrate)."""
+    return Enum(cls, native_enum=False, values_callable=lambda e: [m.value for m in e], length=32)
+
+
+class Provider(enum.StrEnum):
+    """Which kind of WhatsApp connection a company sends through."""
+
+    META = "meta"
+    BAILEYS = "baileys"
+
+
+class ConnectionStatus(enum.StrEnum):
+    """Whether the sender may use a connection."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class Direction(enum.StrEnum):
+    """Inbound (from a contact) or outbound (sent by us)."""
+
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class Priority(enum.StrEnum):
+    """Send tier; each tier is its own queue."""
+
+    URGENT = "urgent"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class MessageStatus(enum.StrEnum):
+    """Life of a message. Outbound: queued → sending → sent → delivered → read (played), or failed."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WebhookSource(enum.StrEnum):
+    """Who posted a webhook."""
+
+    META = "meta"
+    BAILEYS = "baileys"
+
+
+class WebhookStatus(enum.StrEnum):
+    """received (durable) → enqueued → processed | failed."""
+
+    RECEIVED = "received"
+    ENQUEUED = "enqueued"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+class CampaignStatus(enum.StrEnum):
+    """draft → scheduled → running ⇄ paused → completed | cancelled."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+def _now() -> Any:
+    return func.now()
+
+
+class Company(Base):
+    """A tenant of the CRM."""
+
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: Share of send capacity when campaigns of several companies run at once.
+    campaign_weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+
+
+class Connection(Base):
+    """A WhatsApp number a company sends from: a Meta Cloud API number or a Baileys-bridge instance."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        Index(
+            "uq_connections_meta_phone_number_id",
+            "phone_number_id",
+            unique=True,
+            postgresql_where=text("phone_number_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_connections_bridge_instance",
+            "bridge_instance",
+            unique=True,
+            postgresql_where=text("bridge_instance IS NOT NULL"),
+        ),
+        Index("ix_connections_company_status", "company_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    provider: Mapped[Provider] = mapped_column(_enum(Provider))
+    status: Mapped[ConnectionStatus] = mapped_column(
+        _enum(ConnectionStatus), default=ConnectionStatus.ACTIVE, server_default="active"
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    #: Meta: the phone number id, its WABA and display number; the access token is a secret.
+    phone_number_id: Mapped[str | None] = mapped_column(String(64))
+    waba_id: Mapped[str | None] = mapped_column(String(64))
+    display_phone_number: Mapped[str | None] = mapped_column(String(32))
+    access_token: Mapped[str | None] = mapped_column(Text)
+    #: Baileys bridge (Evolution API): base URL, instance name and API key (a secret).
+    bridge_url: Mapped[str | None] = mapped_column(Text)
+    bridge_instance: Mapped[str | None] = mapped_column(String(200))
+    bridge_api_key: Mapped[str | None] = mapped_column(Text)
+    #: Messages per second this number may send (Meta default 80, up to 1,000).
+    rate_per_second: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class Contact(Base):
+    """A WhatsApp user known to a company, by wa_id."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("company_id", "wa_id", name="uq_contacts_company_wa_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    wa_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class Message(Base):
+    """One WhatsApp message, inbound or outbound, with a timestamp per state."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("uq_messages_external_id", "external_id", unique=True),
+        Index(
+            "uq_messages_idempotency",
+            "company_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "uq_messages_campaign_recipient",
+            "campaign_id",
+            "recipient",
+            unique=True,
+            postgresql_where=text("campaign_id IS NOT NULL"),
+        ),
+        Index("ix_messages_company_created", "company_id", "created_at"),
+        Index("ix_messages_campaign_status", "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    direction: Mapped[Direction] = mapped_column(_enum(Direction))
+    priority: Mapped[Priority] = mapped_column(_enum(Priority), default=Priority.NORMAL, server_default="normal")
+    status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus))
+    #: The other party's number (recipient of an outbound message, sender of an inbound one).
+    recipient: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32), default="text", server_default="text")
+    body: Mapped[str | None] = mapped_column(Text)
+    #: Template name/language/components, media ids, reaction target, raw provider extras.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    #: The provider's id: Meta wamid or Baileys key.id. Unique, so an inbound message is stored once.
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    queued_at: Mapped[dt.datetime | None]
+    sending_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+    read_at: Mapped[dt.datetime | None]
+    failed_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class PendingStatus(Base):
+    """A status webhook that arrived before its outbound message was known; applied when it appears."""
+
+    __tablename__ = "pending_statuses"
+    __table_args__ = (UniqueConstraint("external_id", "status", name="uq_pending_statuses_external_status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(200), index=True)
+    #: Our message id from ``biz_opaque_callback_data``, when Meta echoed it.
+    client_ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime | None]
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+
+
+class Webhook(Base):
+    """A raw webhook exactly as received, durable before the sender is answered."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (
+        Index("uq_webhooks_dedup_key", "source", "dedup_key", unique=True),
+        Index(
+            "ix_webhooks_unfinished",
+            "received_at",
+            postgresql_where=text("status IN ('received', 'enqueued')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[WebhookSource] = mapped_column(_enum(WebhookSource))
+    #: sha256 of the raw body: an identical redelivery maps to the same row.
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[WebhookStatus] = mapped_column(
+        _enum(WebhookStatus), default=WebhookStatus.RECEIVED, server_default="received"
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    #: Items found in the body (messages + statuses + events) once processed.
+    item_count: Mapped[int | None] = mapped_column(Integer)
+    received_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    enqueued_at: Mapped[dt.datetime | None]
+    processed_at: Mapped[dt.datetime | None]
+
+
+class Campaign(Base):
+    """A bulk send: content × recipients, with exact counters."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_due", "status", "start_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus), default=CampaignStatus.DRAFT, server_default="draft"
+    )
+    #: ``text`` (body with ``{var}`` placeholders) or ``template`` (name, language, components).
+    content_type: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
+    body: Mapped[str | None] = mapped_column(Text)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    start_at: Mapped[dt.datetime | None]
+    recipients_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sent_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delivered_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    read_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class CampaignRecipient(Base):
+    """One imported recipient row of a campaign, with its template variables."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (UniqueConstraint("campaign_id", "recipient", name="uq_campaign_recipients_campaign_recipient"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(32))
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    expanded: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class DeadLetter(Base):
+    """The ledger of jobs that failed for good, kept ``dead_letter_retention_days`` and replayable."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index("uq_dead_letters_message_id", "message_id", unique=True),
+        Index("ix_dead_letters_queue_created", "queue_name", "created_at"),
+        Index("ix_dead_letters_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    #: Dramatiq message id of the failed job (stable across retries).
+    message_id: Mapped[str] = mapped_column(String(64))
+    queue_name: Mapped[str] = mapped_column(String(100))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    args: Mapped[list[Any]] = mapped_column(default=list)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The original message (``Message.asdict()``), what replay re-enqueues.
+    message: Mapped[dict[str, Any]] = mapped_column()
+    reason: Mapped[str] = mapped_column(String(32))
+    error_type: Mapped[str] = mapped_column(String(200))
+    error_message: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_failed_at: Mapped[dt.datetime | None]
+    last_failed_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    replay_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    replayed_at: Mapped[dt.datetime | None]
+    replayed_message_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,127 @@
+"""The one typed exception tree of zapq.
+
+Retry decisions are made by ``isinstance`` against this tree, never by matching error text::
+
+    ZapqError
+    ├── TransientError ─────────────── retried with the queue's policy (unknown exceptions count as this)
+    │   ├── DependencyUnavailableError   Postgres / Redis / a provider's network is down
+    │   └── ProviderTransientError       5xx, timeout, connection reset, Meta 1/2/131000/131016/131057/133004
+    │       └── ProviderTimeoutError
+    ├── PermanentError ─────────────── dead-lettered at once, no further attempt
+    │   ├── RecordNotFoundError          the row a message points at does not exist
+    │   ├── ParseError                   a payload that can never be parsed
+    │   └── ProviderPermanentError       invalid recipient, bad parameter, template problems, policy blocks
+    │       ├── InvalidRecipientError    131026, 131050, Baileys "exists: false"
+    │       ├── TemplateError            132000-132016
+    │       └── ConnectionNeedsAttentionError   0 / 190 / 401: the credentials must be fixed by a human
+    └── Defer ──────────────────────── control signal: run again after ``delay_ms``, no attempt consumed
+        └── RateLimited                  throttled by our token bucket or by the provider (130429, 131056, 4, 80007)
+
+``ProviderError`` is a mixin carried by every provider exception so that callers can read the provider's
+code and HTTP status without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class ZapqError(Exception):
+    """Base class of every exception zapq raises on purpose."""
+
+
+class TransientError(ZapqError):
+    """A failure that may succeed if tried again later (retried with the queue's policy)."""
+
+
+class PermanentError(ZapqError):
+    """A failure that will never succeed by retrying: the message is dead-lettered at once."""
+
+
+class DependencyUnavailableError(TransientError):
+    """A dependency we own (Postgres, Redis) could not be reached."""
+
+
+class RecordNotFoundError(PermanentError):
+    """The row a job refers to does not exist (a missing row is final, never retried)."""
+
+
+class ParseError(PermanentError):
+    """A payload could not be parsed into zapq's types; ``path`` says where."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class Defer(ZapqError):
+    """Run the job again after ``delay_ms`` without consuming an attempt (bounded by a defer budget)."""
+
+    def __init__(self, delay_ms: int, reason: str = "deferred") -> None:
+        super().__init__(f"{reason} (retry in {delay_ms} ms)")
+        self.delay_ms = max(0, int(delay_ms))
+        self.reason = reason
+
+
+class RateLimited(Defer):
+    """A throughput limit was hit (ours or the provider's); try again after ``delay_ms``."""
+
+
+class ProviderError(ZapqError):
+    """Mixin data for errors raised by a provider client: provider name, its code and HTTP status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        code: int | None = None,
+        http_status: int | None = None,
+        details: str = "",
+    ) -> None:
+        # Not super(): in diamonds with Defer the next class would expect a delay, not a message.
+        ZapqError.__init__(self, message)
+        self.provider = provider
+        self.code = code
+        self.http_status = http_status
+        self.details = details
+
+
+class ProviderTransientError(ProviderError, TransientError):
+    """The provider failed in a way that may pass (5xx, downtime codes, network errors)."""
+
+
+class ProviderTimeoutError(ProviderTransientError):
+    """The provider did not answer in time."""
+
+
+class ProviderPermanentError(ProviderError, PermanentError):
+    """The provider refused the request for a reason retrying cannot fix."""
+
+
+class InvalidRecipientError(ProviderPermanentError):
+    """The recipient cannot receive this message (not on WhatsApp, opted out, outside the 24 h window)."""
+
+
+class TemplateError(ProviderPermanentError):
+    """The template is missing, unapproved, paused, disabled or its parameters do not match."""
+
+
+class ConnectionNeedsAttentionError(ProviderPermanentError):
+    """The connection's credentials are invalid or expired; a human must fix the connection."""
+
+
+class ProviderRateLimited(ProviderError, RateLimited):
+    """The provider throttled us (Meta 130429 / 131056 / 4 / 80007)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        delay_ms: int,
+        code: int | None = None,
+        http_status: int | None = None,
+        details: str = "",
+    ) -> None:
+        ProviderError.__init__(self, message, provider=provider, code=code, http_status=http_status, details=details)
+        self.delay_ms = max(0, int(delay_ms))
+        self.reason = message

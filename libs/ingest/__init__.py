@@ -1,0 +1,1 @@
+"""Webhook ingestion: durable acceptance at the edge, idempotent processing in the worker."""

@@ -1,0 +1,172 @@
+"""The public webhook edge (ASGI): authenticate, validate, store durably, answer, then enqueue.
+
+* ``GET /webhooks/meta``: Meta's verification handshake.
+* ``POST /webhooks/meta``: ``X-Hub-Signature-256`` over the raw bytes (401), size (413), JSON and
+  ``object`` (400); 200 only once the raw body is committed in Postgres (503 if it cannot be); the job is
+  enqueued after the answer — if Redis is down then, the outbox sweep enqueues it later.
+* ``POST /webhooks/baileys``: Evolution API events authenticated by a shared-secret header.
+
+Nothing is stored or enqueued for a request that is rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from libs import contracts
+from libs.enqueue import enqueue_many_async
+from libs.ingest.store import mark_enqueued, store_webhook
+from libs.settings import Settings
+from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
+
+logger = logging.getLogger(__name__)
+
+META_OBJECT = "whatsapp_business_account"
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class WebhookEdge:
+    """Request handlers holding the process's Postgres pool and Redis client (opened in the lifespan)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: AsyncConnectionPool | None = None
+        self.redis: aioredis.Redis | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Open the pool and the Redis client for the app's lifetime."""
+        self.pool = AsyncConnectionPool(
+            self.settings.libpq_url,
+            min_size=2,
+            max_size=self.settings.database_pool_size,
+            timeout=3.0,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+        )
+        await self.pool.open(wait=False)
+        self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            yield
+        finally:
+            await self.redis.aclose()
+            await self.pool.close()
+
+    async def verify(self, request: Request) -> Response:
+        """Meta's GET handshake: echo ``hub.challenge`` when mode and token match."""
+        params = request.query_params
+        token = params.get("hub.verify_token", "")
+        if params.get("hub.mode") != "subscribe" or not verify_shared_secret(token, self.settings.meta_verify_token):
+            return _error(403, "verification failed: wrong hub.mode or hub.verify_token")
+        challenge = params.get("hub.challenge")
+        if not challenge:
+            return _error(400, "hub.challenge is missing")
+        return PlainTextResponse(challenge)
+
+    async def meta(self, request: Request) -> Response:
+        """Accept a Meta webhook POST."""
+        try:
+            body = await _read_body(request, self.settings.webhook_max_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {self.settings.webhook_max_bytes} bytes")
+        if not verify_meta_signature(body, request.headers.get("x-hub-signature-256"), self.settings.meta_app_secret):
+            return _error(401, "missing or invalid X-Hub-Signature-256")
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        if not isinstance(payload, dict) or payload.get("object") != META_OBJECT:
+            return _error(400, f"object must be {META_OBJECT!r}")
+        return await self._accept("meta", body)
+
+    async def baileys(self, request: Request) -> Response:
+        """Accept an Evolution API (Baileys bridge) webhook POST."""
+        given = request.headers.get(self.settings.baileys_secret_header)
+        if not verify_shared_secret(given, self.settings.baileys_webhook_secret):
+            return _error(401, f"missing or invalid {self.settings.baileys_secret_header} header")
+        try:
+            body = await _read_body(request, self.settings.webhook_max_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {self.settings.webhook_max_bytes} bytes")
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+            return _error(400, "an Evolution API event needs a string 'event'")
+        return await self._accept("baileys", body)
+
+    async def _accept(self, source: str, body: bytes) -> Response:
+        assert self.pool is not None
+        try:
+            accepted = await store_webhook(self.pool, source, body)
+        except Exception:
+            logger.warning("could not store a %s webhook; answering 503 so it is redelivered", source, exc_info=True)
+            return _error(503, "storage unavailable, retry later")
+        if accepted.webhook_id is None:
+            return JSONResponse({"status": "duplicate"})
+        return JSONResponse(
+            {"status": "accepted", "id": accepted.webhook_id},
+            background=BackgroundTask(self._enqueue, accepted.webhook_id),
+        )
+
+    async def _enqueue(self, webhook_id: int) -> None:
+        assert self.pool is not None and self.redis is not None
+        try:
+            message = contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_id))
+            await enqueue_many_async(self.redis, self.settings.redis_namespace, [message])
+            await mark_enqueued(self.pool, [webhook_id])
+        except Exception:
+            # Durable already: the outbox sweep enqueues rows left in 'received'.
+            logger.warning("webhook %s stored but not enqueued; the sweep will retry", webhook_id, exc_info=True)
+
+    async def health(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The webhook-ingest ASGI app for ``settings``."""
+    edge = WebhookEdge(settings)
+    routes: list[Any] = [
+        Route("/webhooks/meta", edge.verify, methods=["GET"]),
+        Route("/webhooks/meta", edge.meta, methods=["POST"]),
+        Route("/webhooks/baileys", edge.baileys, methods=["POST"]),
+        Route("/healthz", edge.health, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=edge.lifespan)
+    app.state.edge = edge
+    return app

@@ -1,0 +1,63 @@
+"""Poison-message guard: a job whose worker dies while running it is dead-lettered after N deliveries.
+
+Dramatiq redelivers a SIGKILLed job without counting a retry (upstream #213), so a job that kills its
+worker would loop forever. Each delivery increments a counter in Redis before the actor runs; the counter
+is dropped when the attempt ends in any way the process survives. A counter above ``max_deliveries``
+therefore means that many workers died in this job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq import Broker, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import SkipMessage
+
+from libs.middleware.deadletter import FAILURES, dead_letter
+
+#: Deliveries without completion before a job is dead-lettered as ``worker_died``.
+DEFAULT_MAX_DELIVERIES = 3
+#: Counters of jobs nobody finishes expire after this long.
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
+
+
+def delivery_key(broker: Broker, message_id: str) -> str:
+    """Redis key counting deliveries of one job."""
+    return f"{broker.namespace}:zapq:deliveries:{message_id}"  # type: ignore[attr-defined]
+
+
+class PoisonGuard(Middleware):
+    """Count deliveries in Redis; dead-letter a job that was delivered too often without finishing."""
+
+    def __init__(self, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES) -> None:
+        self.max_deliveries = max_deliveries
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        """Count this delivery; skip (and dead-letter) the job when earlier deliveries all died."""
+        key = delivery_key(broker, message.message_id)
+        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe.incr(key)
+        pipe.expire(key, COUNTER_TTL_SECONDS)
+        deliveries, _ = pipe.execute()
+        if deliveries > self.max_deliveries:
+            dead_letter(
+                broker,
+                message,
+                reason="worker_died",
+                attempts=message.options.get(FAILURES, 0) + deliveries - 1,
+                error_type="WorkerDied",
+                error_message=f"the worker died {deliveries - 1} times while running this job",
+            )
+            broker.client.delete(key)  # type: ignore[attr-defined]
+            raise SkipMessage("poison message dead-lettered")
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        """The attempt ended with the worker alive: forget its deliveries."""
+        broker.client.delete(delivery_key(broker, message.message_id))  # type: ignore[attr-defined]
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        """A skipped job ended too."""
+        broker.client.delete(delivery_key(broker, message.message_id))  # type: ignore[attr-defined]

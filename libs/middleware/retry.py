@@ -1,0 +1,138 @@
+"""Retry policies, deferral and dead-lettering: replaces Dramatiq's ``Retries`` middleware.
+
+After a failed attempt, by the exception's type (never its text):
+
+* ``Defer`` / ``RateLimited``: enqueue again after ``delay_ms``; no attempt is consumed. Past the
+  per-message defer budget the job is dead-lettered with reason ``defer_budget``.
+* ``PermanentError`` or a type in the policy's ``permanent``: dead-lettered at once (``permanent``).
+* anything else (``TransientError`` and unknown exceptions): retried after the policy's delay until the
+  policy's attempts are spent, then dead-lettered (``exhausted``).
+
+The job that failed is acked either way: its retry copy or dead letter is already enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq import Broker, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+
+from libs import contracts
+from libs.errors import Defer, PermanentError
+from libs.middleware.deadletter import DEFERS, FAILURES, FIRST_FAILURE, AnyMessage, dead_letter
+from libs.middleware.policy import DEFAULT_POLICIES, FALLBACK_POLICY, RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+#: Deferrals one message may take before it is dead-lettered.
+DEFAULT_DEFER_BUDGET = 100
+
+
+class RetryMiddleware(Middleware):
+    """Apply the queue's (or actor's ``retry_policy=``) policy to every failed attempt."""
+
+    #: ``throws`` as in Dramatiq: expected exception types are logged at info level, not as errors.
+    actor_options = {"retry_policy", "throws"}
+
+    def __init__(
+        self,
+        *,
+        policies: dict[str, RetryPolicy] | None = None,
+        defer_budget: int = DEFAULT_DEFER_BUDGET,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policies = dict(DEFAULT_POLICIES if policies is None else policies)
+        self.defer_budget = defer_budget
+        self.rng = rng or random.Random()
+
+    def policy_for(self, broker: Broker, message: AnyMessage) -> RetryPolicy:
+        """The actor's own policy, else its queue's, else the fallback."""
+        actor = broker.actors.get(message.actor_name)
+        own = actor.options.get("retry_policy") if actor is not None else None
+        return own or self.policies.get(q_name(message.queue_name), FALLBACK_POLICY)
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Decide retry, deferral or dead letter for a failed attempt."""
+        if exception is None:
+            return
+        if isinstance(exception, Defer):
+            self._defer(broker, message, exception)
+            return
+
+        failures = message.options.get(FAILURES, 0) + 1
+        first_failure = message.options.get(FIRST_FAILURE) or time.time()
+        policy = self.policy_for(broker, message)
+        # The recorder itself never dead-letters: it waits for Postgres instead.
+        recorder = q_name(message.queue_name) == contracts.DEAD_LETTER
+        permanent = not recorder and isinstance(exception, (PermanentError, *policy.permanent))
+        if permanent or (not recorder and policy.exhausted(failures)):
+            message.options[FIRST_FAILURE] = first_failure
+            dead_letter(
+                broker,
+                message,
+                reason="permanent" if permanent else "exhausted",
+                attempts=failures,
+                exception=exception,
+            )
+            return
+
+        delay = policy.delay_ms(failures, self.rng)
+        if isinstance(exception, dramatiq.Retry) and exception.delay is not None:
+            delay = exception.delay
+        broker.enqueue(
+            message.copy(options={FAILURES: failures, FIRST_FAILURE: first_failure}),
+            delay=delay,
+        )
+        logger.warning(
+            "retrying message %s of %s in %d ms (attempt %d failed: %s)",
+            message.message_id,
+            message.actor_name,
+            delay,
+            failures,
+            type(exception).__name__,
+        )
+
+    def _defer(self, broker: Broker, message: AnyMessage, signal: Defer) -> None:
+        defers = message.options.get(DEFERS, 0) + 1
+        if defers > self.defer_budget:
+            dead_letter(
+                broker,
+                message,
+                reason="defer_budget",
+                attempts=message.options.get(FAILURES, 0),
+                exception=signal,
+                error_message=f"deferred {defers - 1} times (budget {self.defer_budget}): {signal.reason}",
+            )
+            return
+        broker.enqueue(message.copy(options={DEFERS: defers}), delay=signal.delay_ms)
+        logger.info(
+            "deferred message %s of %s by %d ms: %s",
+            message.message_id,
+            message.actor_name,
+            signal.delay_ms,
+            signal.reason,
+        )
+
+
+def is_final_attempt(broker: Broker, message: AnyMessage | None) -> bool:
+    """True when a failure of the running attempt of ``message`` would dead-letter it (not retry)."""
+    if message is None:
+        return False
+    for middleware in broker.middleware:
+        if isinstance(middleware, RetryMiddleware):
+            policy = middleware.policy_for(broker, message)
+            return policy.exhausted(message.options.get(FAILURES, 0) + 1)
+    return False

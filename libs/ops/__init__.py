@@ -1,0 +1,1 @@
+"""Operations: the ``zapq`` CLI, the demo, queue stats and dead-letter tooling."""

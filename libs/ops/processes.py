@@ -1,0 +1,86 @@
+"""Start and stop zapq's processes as children (demo, benchmarks, fault tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, *, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 2xx, the process exits, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before {url} answered")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).is_success:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class ProcessGroup:
+    """Children started together and stopped together (SIGTERM, then SIGKILL after a grace period)."""
+
+    def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (``python -m`` style, with this interpreter) in its own session."""
+        out = open(self.log_dir / f"{name}.log", "wb") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.children.append((name, process))
+        return process
+
+    def stop(self, grace: float = 15.0) -> dict[str, int | None]:
+        """Stop every child: SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns exit codes."""
+        for _, process in self.children:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        codes: dict[str, int | None] = {}
+        for name, process in self.children:
+            try:
+                codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                codes[name] = process.wait()
+        self.children.clear()
+        return codes
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ProcessGroup]:
+        """Stop every child on exit, whatever happens."""
+        try:
+            yield self
+        finally:
+            self.stop()

@@ -1,0 +1,243 @@
+"""Meta WhatsApp Cloud API client and the one function that maps Meta errors onto ``libs.errors``.
+
+Classification is by Meta ``error.code`` (protocol doc, section B4), falling back to the HTTP status only when
+the body carries no code::
+
+    code                                   exception                       handling
+    130429                                 ProviderRateLimited (1 s)       deferred, no attempt used
+    4, 80007                               ProviderRateLimited (60 s)      deferred, no attempt used
+    131056                                 ProviderRateLimited (4**X s)    deferred, no attempt used
+    1, 2, 131000, 131016, 131057, 133004   ProviderTransientError          retried (queue policy)
+    131026, 131047, 131050                 InvalidRecipientError           dead-lettered
+    132000 - 132016                        TemplateError                   dead-lettered
+    0, 190, 10, 200-299, 131005, 133010,
+    368, 131031                            ConnectionNeedsAttentionError   dead-lettered, fix connection
+    100, 131008, 131009, 131048, 131049,
+    131051, other codes with HTTP 4xx      ProviderPermanentError          dead-lettered
+    other codes with HTTP 5xx              ProviderTransientError          retried (queue policy)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from libs.errors import (
+    ConnectionNeedsAttentionError,
+    InvalidRecipientError,
+    ProviderError,
+    ProviderPermanentError,
+    ProviderRateLimited,
+    ProviderTransientError,
+    TemplateError,
+)
+from libs.providers._http import excerpt, json_object, map_transport_error, redact
+from libs.providers.base import OutboundTemplate, OutboundText, SendResult
+
+PROVIDER = "meta"
+
+THROUGHPUT_DELAY_MS = 1_000
+"""Deferral after 130429 (per-number throughput): the window is one second."""
+APP_LIMIT_DELAY_MS = 60_000
+"""Deferral after 4 (app call limit) and 80007 (WABA limit): these windows are counted over an hour."""
+PAIR_LIMIT_BASE_S = 4
+"""After 131056 wait ``4 ** pair_hits`` seconds (Meta: 4^X s, X = 0, 1, 2, …)."""
+MAX_PAIR_HITS = 8
+"""``pair_hits`` is clamped to this, so the pair-limit deferral never exceeds 4**8 s (about 18 h)."""
+
+RATE_LIMIT_DELAYS_MS: dict[int, int] = {
+    130429: THROUGHPUT_DELAY_MS,
+    4: APP_LIMIT_DELAY_MS,
+    80007: APP_LIMIT_DELAY_MS,
+}
+PAIR_LIMIT_CODE = 131056
+TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 131057, 133004})
+INVALID_RECIPIENT_CODES = frozenset({131026, 131047, 131050})
+TEMPLATE_CODES = frozenset(range(132000, 132017))
+NEEDS_ATTENTION_CODES = frozenset({0, 190, 10, 131005, 133010, 368, 131031, *range(200, 300)})
+PERMANENT_CODES = frozenset({100, 131008, 131009, 131048, 131049, 131051})
+
+_API_VERSION = re.compile(r"^v\d+\.\d+$")
+
+
+def pair_limit_delay_ms(pair_hits: int) -> int:
+    """Milliseconds to wait after the ``pair_hits``-th consecutive 131056 for one recipient (0-based)."""
+    return PAIR_LIMIT_BASE_S ** min(max(pair_hits, 0), MAX_PAIR_HITS) * 1000
+
+
+def _error_code(error: dict[str, Any]) -> int | None:
+    code = error.get("code")
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code)
+    return None
+
+
+def map_meta_error(http_status: int, body: bytes | dict[str, Any] | None, *, pair_hits: int = 0) -> ProviderError:
+    """Translate a failed Graph API response into the ``libs.errors`` exception to raise.
+
+    ``body`` is the raw response body or its parsed JSON; ``pair_hits`` is how many 131056 replies this
+    recipient has already produced in a row (it sets the 4**X back-off). The returned exception carries
+    ``code``, ``http_status`` and ``error_data.details``; the caller raises it.
+    """
+    envelope = json_object(body)
+    error = envelope.get("error") if envelope else None
+    code = _error_code(error) if isinstance(error, dict) else None
+    if not isinstance(error, dict) or code is None:
+        return _by_status(http_status, body)
+
+    error_data = error.get("error_data")
+    details = error_data.get("details") if isinstance(error_data, dict) else None
+    text = error.get("message")
+    message = f"meta error {code} (HTTP {http_status})"
+    if isinstance(text, str) and text:
+        message = f"{message}: {text[:200]}"
+    common: dict[str, Any] = {
+        "provider": PROVIDER,
+        "code": code,
+        "http_status": http_status,
+        "details": details if isinstance(details, str) else "",
+    }
+
+    if code in RATE_LIMIT_DELAYS_MS:
+        return ProviderRateLimited(message, delay_ms=RATE_LIMIT_DELAYS_MS[code], **common)
+    if code == PAIR_LIMIT_CODE:
+        return ProviderRateLimited(message, delay_ms=pair_limit_delay_ms(pair_hits), **common)
+    if code in TRANSIENT_CODES:
+        return ProviderTransientError(message, **common)
+    if code in INVALID_RECIPIENT_CODES:
+        return InvalidRecipientError(message, **common)
+    if code in TEMPLATE_CODES:
+        return TemplateError(message, **common)
+    if code in NEEDS_ATTENTION_CODES:
+        return ConnectionNeedsAttentionError(message, **common)
+    if code in PERMANENT_CODES:
+        return ProviderPermanentError(message, **common)
+    if http_status >= 500:
+        return ProviderTransientError(message, **common)
+    if http_status == 429:
+        return ProviderRateLimited(message, delay_ms=THROUGHPUT_DELAY_MS, **common)
+    if 400 <= http_status < 500:
+        return ProviderPermanentError(message, **common)
+    # An unknown code on a non-error status: nothing says retrying is futile.
+    return ProviderTransientError(message, **common)
+
+
+def _by_status(http_status: int, body: bytes | dict[str, Any] | None) -> ProviderError:
+    """Classify a response whose body has no Meta error code."""
+    message = f"meta HTTP {http_status} without an error code"
+    common: dict[str, Any] = {"provider": PROVIDER, "http_status": http_status, "details": excerpt(body)}
+    if http_status == 401:
+        return ConnectionNeedsAttentionError(message, **common)
+    if http_status == 429:
+        return ProviderRateLimited(message, delay_ms=THROUGHPUT_DELAY_MS, **common)
+    if http_status == 408 or http_status >= 500:
+        return ProviderTransientError(message, **common)
+    if 400 <= http_status < 500:
+        return ProviderPermanentError(message, **common)
+    return ProviderTransientError(message, **common)
+
+
+def build_payload(message: OutboundText | OutboundTemplate) -> dict[str, Any]:
+    """The JSON body of ``POST /{version}/{phone_number_id}/messages`` for ``message`` (doc section B1)."""
+    payload: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": message.to,
+    }
+    if isinstance(message, OutboundText):
+        payload["type"] = "text"
+        payload["text"] = {"preview_url": False, "body": message.body}
+        if message.reply_to:
+            payload["context"] = {"message_id": message.reply_to}
+    else:
+        payload["type"] = "template"
+        template: dict[str, Any] = {"name": message.name, "language": {"code": message.language}}
+        if message.components:
+            template["components"] = list(message.components)
+        payload["template"] = template
+    if message.client_ref:
+        payload["biz_opaque_callback_data"] = message.client_ref
+    return payload
+
+
+def parse_send_response(body: bytes) -> SendResult:
+    """Read the wamid (``messages[0].id``), ``contacts[0].wa_id`` and ``message_status`` of a 200 reply.
+
+    A 200 without a wamid is raised as ``ProviderPermanentError``: the message may have gone out, and a
+    retry could deliver it twice.
+    """
+    envelope = json_object(body) or {}
+    messages = envelope.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    wamid = first.get("id") if isinstance(first, dict) else None
+    if not isinstance(wamid, str) or not wamid:
+        raise ProviderPermanentError(
+            "meta accepted the request but returned no message id",
+            provider=PROVIDER,
+            http_status=200,
+            details=excerpt(body),
+        )
+    contacts = envelope.get("contacts")
+    contact = contacts[0] if isinstance(contacts, list) and contacts else None
+    wa_id = contact.get("wa_id") if isinstance(contact, dict) else None
+    status = first.get("message_status") if isinstance(first, dict) else None
+    return SendResult(
+        external_id=wamid,
+        wa_id=wa_id if isinstance(wa_id, str) else None,
+        provider_status=status if isinstance(status, str) else None,
+    )
+
+
+class MetaCloudClient:
+    """Sends messages through the Meta WhatsApp Cloud API for one business phone number.
+
+    The ``httpx.AsyncClient`` (with its timeouts and pool limits) is owned by the caller; this class only
+    builds requests and maps replies. The access token is kept out of ``repr`` and of every exception.
+    """
+
+    name: str = PROVIDER
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        graph_url: str,
+        api_version: str,
+        phone_number_id: str,
+        access_token: str,
+    ) -> None:
+        if not _API_VERSION.match(api_version):
+            raise ValueError(f"api_version must look like 'v21.0', got {api_version!r}")
+        if not phone_number_id:
+            raise ValueError("phone_number_id must not be empty")
+        if not access_token:
+            raise ValueError("access_token must not be empty")
+        self._http = http
+        self._access_token = access_token
+        self.phone_number_id = phone_number_id
+        self.url = f"{graph_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+
+    def __repr__(self) -> str:
+        return f"MetaCloudClient(url={self.url!r})"
+
+    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
+        """POST ``message`` once; return its wamid or raise the mapped ``libs.errors`` exception.
+
+        ``pair_hits`` is the number of 131056 replies already seen in a row for this recipient; it only
+        matters if this call is refused for the pair limit (delay ``4 ** pair_hits`` s).
+        """
+        headers = {"Authorization": f"Bearer {self._access_token}"}
+        try:
+            response = await self._http.post(self.url, json=build_payload(message), headers=headers)
+        except httpx.TransportError as exc:
+            raise map_transport_error(exc, provider=PROVIDER) from exc
+        if not response.is_success:
+            error = map_meta_error(response.status_code, response.content, pair_hits=pair_hits)
+            raise redact(error, self._access_token)
+        return parse_send_response(response.content)

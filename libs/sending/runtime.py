@@ -1,0 +1,65 @@
+"""The sender's per-process resources, created on the worker's event loop and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from dramatiq import Broker, Middleware
+from dramatiq.asyncio import get_event_loop_thread
+from psycopg_pool import AsyncConnectionPool
+
+from libs.sending.send import SenderContext
+from libs.settings import Settings
+
+#: Provider calls: connect fast, allow Meta its usual latency, never hang a job.
+PROVIDER_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=10.0)
+PROVIDER_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+
+
+class SenderResources(Middleware):
+    """Owns the sender's async Postgres pool and HTTP client for one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context: SenderContext | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def context(self) -> SenderContext:
+        """The process's :class:`SenderContext`, created on first use (on the event loop)."""
+        if self._context is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._context is None:
+                    pool = AsyncConnectionPool(
+                        self.settings.libpq_url,
+                        min_size=1,
+                        max_size=self.settings.database_pool_size,
+                        timeout=10.0,
+                        open=False,
+                        kwargs={"autocommit": True, "connect_timeout": 5},
+                    )
+                    await pool.open(wait=False)
+                    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, limits=PROVIDER_LIMITS)
+                    self._context = SenderContext(
+                        pool=pool,
+                        http=http,
+                        graph_url=self.settings.meta_graph_url,
+                        api_version=self.settings.meta_api_version,
+                    )
+        return self._context
+
+    async def aclose(self) -> None:
+        """Close the pool and the HTTP client."""
+        if self._context is not None:
+            context, self._context = self._context, None
+            await context.http.aclose()
+            await context.pool.close()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        """Close on the event loop before the AsyncIO middleware stops it."""
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and self._context is not None:
+            loop_thread.run_coroutine(self.aclose())

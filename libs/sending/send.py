@@ -1,0 +1,166 @@
+"""The one send function shared by the three tier actors.
+
+Steps, each an idempotent state transition so a redelivered job never sends twice:
+
+1. claim the row (``queued`` → ``sending``); a row already sent, failed or cancelled is left alone;
+2. build the provider client for the message's connection and call it once;
+3. record the provider's id (``sending`` → ``sent``) and apply statuses that arrived early.
+
+Failures are raised as ``libs.errors`` types for the retry middleware. A failure after which the provider
+may have accepted the message (timeout, connection dropped mid-request) keeps the row in ``sending``: the
+next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from libs.errors import (
+    ConnectionNeedsAttentionError,
+    Defer,
+    PermanentError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeoutError,
+    RecordNotFoundError,
+)
+from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
+from libs.sending import store
+from libs.statuses import record_sent_async
+
+logger = logging.getLogger(__name__)
+
+#: How long an ambiguous attempt waits for a status webhook before the message is sent again.
+DEFAULT_RECONCILE_SECONDS = 30
+#: How long a message waits for an inactive connection or a paused campaign before it is looked at again.
+HOLD_MS = 10_000
+
+
+@dataclass
+class SenderContext:
+    """Per-process resources of the sender, created on the worker's event loop."""
+
+    pool: AsyncConnectionPool
+    http: httpx.AsyncClient
+    graph_url: str
+    api_version: str
+    reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
+
+
+def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
+    """The client for the claimed message's connection."""
+    if row["provider"] == "meta":
+        return MetaCloudClient(
+            ctx.http,
+            graph_url=ctx.graph_url,
+            api_version=ctx.api_version,
+            phone_number_id=row["phone_number_id"] or "",
+            access_token=row["access_token"] or "",
+        )
+    return BaileysBridgeClient(
+        ctx.http,
+        base_url=row["bridge_url"] or "",
+        instance=row["bridge_instance"] or "",
+        api_key=row["bridge_api_key"] or "",
+    )
+
+
+def build_outbound(row: store.Claimed) -> OutboundText | OutboundTemplate:
+    """The provider-neutral message for a claimed row."""
+    payload: dict[str, Any] = row["payload"] or {}
+    client_ref = str(row["id"])
+    if row["type"] == "template":
+        return OutboundTemplate(
+            to=row["recipient"],
+            name=payload["template"]["name"],
+            language=payload["template"].get("language", "en_US"),
+            components=payload["template"].get("components", []),
+            client_ref=client_ref,
+        )
+    return OutboundText(
+        to=row["recipient"], body=row["body"] or "", reply_to=payload.get("reply_to"), client_ref=client_ref
+    )
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """True when the provider may have accepted the request although we saw an error."""
+    if isinstance(exc, ProviderTimeoutError):
+        return not isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout)
+    if isinstance(exc, ProviderError) and exc.http_status is None:
+        return not isinstance(exc.__cause__, httpx.ConnectError)
+    return False
+
+
+async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
+    state = await store.inspect(ctx.pool, message_id)
+    if state is None:
+        raise RecordNotFoundError(f"message {message_id} does not exist")
+    if state["direction"] != "out":
+        raise RecordNotFoundError(f"message {message_id} is not outbound")
+    if state["external_id"] is not None or state["status"] in (
+        "sent",
+        "delivered",
+        "read",
+        "played",
+        "failed",
+        "cancelled",
+    ):
+        return  # already done: a redelivered job
+    if state["campaign_status"] == "cancelled":
+        await store.execute(ctx.pool, store.CANCEL, {"id": message_id})
+        return
+    if state["campaign_status"] == "paused":
+        raise Defer(HOLD_MS, "campaign paused")
+    if state["connection_status"] == "needs_attention":
+        raise ConnectionNeedsAttentionError("the connection needs attention", provider="zapq")
+    if state["connection_status"] != "active":
+        raise Defer(HOLD_MS, f"connection {state['connection_status']}")
+    if state["status"] == "sending":
+        wait_s = max(1.0, ctx.reconcile_seconds - float(state["sending_for_s"] or 0))
+        raise Defer(int(wait_s * 1000), "waiting for the provider's status of an ambiguous attempt")
+    raise RecordNotFoundError(f"message {message_id} is in state {state['status']}")
+
+
+async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
+    """Send message ``message_id`` at most once; returns the provider id, or None if nothing was sent."""
+    row = await store.claim(ctx.pool, message_id, ctx.reconcile_seconds)
+    if row is None:
+        await _not_claimed(ctx, message_id)
+        return None
+    provider = build_provider(ctx, row)
+    try:
+        result = await provider.send(build_outbound(row))
+    except ProviderRateLimited:
+        await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
+        raise
+    except PermanentError as exc:
+        await _fail(ctx, row, exc)
+        raise
+    except Exception as exc:
+        if final_attempt:
+            await _fail(ctx, row, exc)
+        elif not _ambiguous(exc):
+            await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
+        raise
+    await record_sent_async(ctx.pool, message_id, result.external_id)
+    return result.external_id
+
+
+async def _fail(ctx: SenderContext, row: store.Claimed, exc: BaseException) -> None:
+    code = exc.code if isinstance(exc, ProviderError) else None
+    await store.execute(
+        ctx.pool,
+        store.RECORD_FAILED,
+        {"id": row["id"], "code": code, "title": f"{type(exc).__name__}: {exc}"[:500]},
+    )
+    if isinstance(exc, ConnectionNeedsAttentionError):
+        await store.execute(
+            ctx.pool,
+            store.CONNECTION_NEEDS_ATTENTION,
+            {"id": row["connection_id"], "reason": f"{type(exc).__name__} (code {code})"},
+        )

@@ -1,0 +1,89 @@
+"""SQL of the send path (psycopg async, autocommit): each statement is one idempotent state transition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+#: Take a queued message (or one whose previous attempt ended ambiguously long enough ago) for sending.
+CLAIM = """
+UPDATE messages AS m
+SET status = 'sending', sending_at = now(), attempts = m.attempts + 1, updated_at = now()
+FROM connections AS c
+WHERE m.id = %(id)s AND c.id = m.connection_id AND m.direction = 'out' AND m.external_id IS NULL
+  AND c.status = 'active'
+  AND (m.status = 'queued'
+       OR (m.status = 'sending' AND m.sending_at < now() - make_interval(secs => %(reconcile_s)s)))
+  AND NOT EXISTS (SELECT 1 FROM campaigns k WHERE k.id = m.campaign_id AND k.status IN ('paused', 'cancelled'))
+RETURNING m.id, m.company_id, m.recipient, m.type, m.body, m.payload, m.priority, m.campaign_id, m.attempts,
+          c.id AS connection_id, c.provider, c.phone_number_id, c.access_token, c.bridge_url,
+          c.bridge_instance, c.bridge_api_key, c.rate_per_second
+"""
+
+#: Why a message could not be claimed.
+INSPECT = """
+SELECT m.status, m.external_id, m.direction,
+       EXTRACT(EPOCH FROM (now() - m.sending_at)) AS sending_for_s,
+       c.status AS connection_status, k.status AS campaign_status
+FROM messages m
+LEFT JOIN connections c ON c.id = m.connection_id
+LEFT JOIN campaigns k ON k.id = m.campaign_id
+WHERE m.id = %(id)s
+"""
+
+#: A clean failure (nothing reached the provider, or it refused): the next attempt may send at once.
+RELEASE = """
+UPDATE messages SET status = 'queued', updated_at = now() WHERE id = %(id)s AND status = 'sending'
+"""
+
+RECORD_FAILED = """
+UPDATE messages SET status = 'failed', failed_at = now(), error_code = %(code)s, error_title = %(title)s,
+       updated_at = now()
+WHERE id = %(id)s AND status IN ('queued', 'sending')
+"""
+
+CANCEL = """
+UPDATE messages SET status = 'cancelled', updated_at = now() WHERE id = %(id)s AND status = 'queued'
+"""
+
+CONNECTION_NEEDS_ATTENTION = """
+UPDATE connections SET status = 'needs_attention', status_reason = %(reason)s, updated_at = now()
+WHERE id = %(id)s AND status <> 'needs_attention'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message taken for sending, with its connection's credentials."""
+
+    row: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row[key]
+
+
+async def claim(pool: AsyncConnectionPool, message_id: int, reconcile_s: int) -> Claimed | None:
+    """Move the message to ``sending``; ``None`` when it is not sendable now (see :func:`inspect`)."""
+    async with pool.connection() as conn:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(CLAIM, {"id": message_id, "reconcile_s": reconcile_s}, prepare=True)
+        row = await cursor.fetchone()
+    return Claimed(row) if row else None
+
+
+async def inspect(pool: AsyncConnectionPool, message_id: int) -> dict[str, Any] | None:
+    """The state that decided a failed claim."""
+    async with pool.connection() as conn:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(INSPECT, {"id": message_id}, prepare=True)
+        return await cursor.fetchone()
+
+
+async def execute(pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> int:
+    """Run one statement; returns the affected row count."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(sql, params, prepare=True)
+        return cursor.rowcount

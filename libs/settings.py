@@ -1,0 +1,117 @@
+"""zapq's settings: read once from ``ZAPQ_*`` environment variables into one frozen, validated object.
+
+Only this module reads the environment. Every process calls :func:`load_settings` once at start-up and
+passes the object (or parts of it) down.
+
+``dev`` and ``test`` have explicit defaults for every secret (listed in ``DEV_DEFAULTS``) so that a fresh
+checkout runs the demo without configuration; ``prod`` refuses to start while any secret is missing or
+still a placeholder, naming the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["dev", "test", "prod"]
+
+#: Secrets that must be set to a real value in ``prod``; their dev/test defaults are documented here.
+DEV_DEFAULTS: dict[str, str] = {
+    "meta_app_secret": "dev-meta-app-secret",
+    "meta_verify_token": "dev-verify-token",
+    "baileys_webhook_secret": "dev-baileys-secret",
+    "api_token": "dev-api-token",
+}
+
+#: Values that are never acceptable as a production secret.
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo", "replace-me"})
+
+
+class SettingsError(RuntimeError):
+    """The environment does not describe a valid configuration; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of a zapq process. Field ``x`` is read from ``ZAPQ_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="ZAPQ_", frozen=True, extra="ignore")
+
+    env: Environment = "dev"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key zapq and Dramatiq write (tests use one namespace per session).
+    redis_namespace: str = "dramatiq"
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/zapq"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    meta_app_secret: str = ""
+    meta_verify_token: str = ""
+    meta_graph_url: str = "https://graph.facebook.com"
+    meta_api_version: str = "v21.0"
+    baileys_webhook_secret: str = ""
+    #: Header the Baileys bridge (Evolution API ``webhook.headers``) sends the shared secret in.
+    baileys_secret_header: str = "x-zapq-secret"
+    api_token: str = ""
+    sentry_dsn: str = ""
+    sentry_environment: str = ""
+
+    #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).
+    webhook_max_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    #: Accepted-but-unprocessed webhooks older than this are enqueued again by the outbox sweep.
+    webhook_sweep_after_seconds: int = Field(default=60, ge=1)
+    #: Dead-letter ledger retention.
+    dead_letter_retention_days: int = Field(default=90, ge=1)
+    #: Deliveries without completion after which a message is dead-lettered as "worker died".
+    max_deliveries: int = Field(default=3, ge=1)
+    #: Deferrals (throttling) a message may take before it is dead-lettered.
+    defer_budget: int = Field(default=100, ge=1)
+    #: Dead letters within ``alert_window_minutes`` that fire one Sentry alert.
+    alert_dead_letter_threshold: int = Field(default=100, ge=1)
+    alert_window_minutes: int = Field(default=10, ge=1)
+    #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
+    heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.env == "prod":
+            for name in DEV_DEFAULTS:
+                value = getattr(self, name)
+                if value.strip().lower() in PLACEHOLDERS or value in DEV_DEFAULTS.values():
+                    raise ValueError(f"ZAPQ_{name.upper()} must be set to a real secret when ZAPQ_ENV=prod")
+        return self
+
+    def with_dev_defaults(self) -> Settings:
+        """Return a copy with the documented dev defaults filled in for empty secrets (never in prod)."""
+        if self.env == "prod":
+            return self
+        missing = {name: value for name, value in DEV_DEFAULTS.items() if not getattr(self, name)}
+        return self.model_copy(update=missing) if missing else self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in SQLAlchemy's form (``postgresql+psycopg://``)."""
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL in libpq's form (``postgresql://``), for psycopg used directly."""
+        return self.sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise :class:`SettingsError` naming the bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"])
+            name = f"ZAPQ_{location.upper()}" if location else "configuration"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid zapq settings: " + "; ".join(problems)) from None
+    return settings.with_dev_defaults()

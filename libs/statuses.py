@@ -1,0 +1,152 @@
+"""Apply delivery statuses to outbound messages: forward only, campaign counters kept exact.
+
+Ordering: queued < sending < sent < delivered < read < played; ``failed`` is terminal and may follow
+queued / sending / sent only. A status may skip steps (Meta can skip ``delivered``): the timestamps and the
+campaign counters of every implied step are filled in. Applying the same status twice changes nothing.
+
+The SQL is written once (psycopg ``%(name)s`` parameters) and run from the sync ingest worker
+(``exec_driver_sql``) and from the async sender (psycopg pool).
+
+A status whose message is not known yet is kept in ``pending_statuses`` and applied when the message
+appears: the sender applies pending rows after recording the provider id, and the ingest worker checks
+again after inserting a pending row, so whichever commits second sees the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.orm import Session
+
+RANKS: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4, "played": 5}
+FAILED = "failed"
+
+
+def _rank(column: str) -> str:
+    cases = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in RANKS.items())
+    return f"(CASE {column} {cases} ELSE -1 END)"
+
+
+def _apply_sql(key: str) -> str:
+    old = _rank("t.old_status")
+    return f"""
+WITH target AS (
+  SELECT id, status AS old_status FROM messages
+  WHERE {key} AND direction = 'out'
+  FOR UPDATE
+), updated AS (
+  UPDATE messages m SET
+    status = %(status)s,
+    external_id = COALESCE(m.external_id, %(external_id)s),
+    sent_at = CASE WHEN %(rank)s >= 2 THEN COALESCE(m.sent_at, %(at)s) ELSE m.sent_at END,
+    delivered_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(m.delivered_at, %(at)s) ELSE m.delivered_at END,
+    read_at = CASE WHEN %(rank)s >= 4 THEN COALESCE(m.read_at, %(at)s) ELSE m.read_at END,
+    failed_at = CASE WHEN %(status)s = 'failed' THEN %(at)s ELSE m.failed_at END,
+    error_code = CASE WHEN %(status)s = 'failed' THEN %(code)s ELSE m.error_code END,
+    error_title = CASE WHEN %(status)s = 'failed' THEN %(title)s ELSE m.error_title END,
+    updated_at = now()
+  FROM target t
+  WHERE m.id = t.id AND (
+    (%(status)s <> 'failed' AND {old} >= 0 AND {old} < %(rank)s)
+    OR (%(status)s = 'failed' AND t.old_status IN ('queued', 'sending', 'sent')))
+  RETURNING m.id, m.campaign_id, t.old_status
+), counted AS (
+  UPDATE campaigns k SET
+    sent_count = k.sent_count + (CASE WHEN %(rank)s >= 2 AND {_rank("u.old_status")} < 2 THEN 1 ELSE 0 END),
+    delivered_count = k.delivered_count
+      + (CASE WHEN %(rank)s >= 3 AND {_rank("u.old_status")} < 3 THEN 1 ELSE 0 END),
+    read_count = k.read_count + (CASE WHEN %(rank)s >= 4 AND {_rank("u.old_status")} < 4 THEN 1 ELSE 0 END),
+    failed_count = k.failed_count + (CASE WHEN %(status)s = 'failed' THEN 1 ELSE 0 END)
+  FROM updated u WHERE k.id = u.campaign_id
+  RETURNING k.id
+)
+SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM updated) AS applied,
+       (SELECT count(*) FROM counted) AS counted
+"""
+
+
+APPLY_BY_EXTERNAL_ID = _apply_sql("external_id = %(external_id)s")
+#: Reconciliation through our own id (Meta's ``biz_opaque_callback_data``) or the sender's own record.
+APPLY_BY_ID = _apply_sql("id = %(id)s AND (external_id IS NULL OR external_id = %(external_id)s)")
+
+INSERT_PENDING = """
+INSERT INTO pending_statuses (external_id, client_ref, status, occurred_at, error_code, error_title)
+VALUES (%(external_id)s, %(client_ref)s, %(status)s, %(at)s, %(code)s, %(title)s)
+ON CONFLICT (external_id, status) DO NOTHING
+"""
+
+TAKE_PENDING = """
+DELETE FROM pending_statuses WHERE external_id = %(external_id)s
+RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code, error_title AS title
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One status report for one outbound message."""
+
+    external_id: str
+    status: str
+    at: dt.datetime | None = None
+    client_ref: str | None = None
+    code: int | None = None
+    title: str | None = None
+
+    def params(self, message_id: int | None = None) -> dict[str, Any]:
+        """Parameters of the apply statements."""
+        return {
+            "external_id": self.external_id,
+            "status": self.status,
+            "rank": RANKS.get(self.status, 99 if self.status == FAILED else -2),
+            "at": self.at or dt.datetime.now(dt.UTC),
+            "code": self.code,
+            "title": self.title,
+            "id": message_id,
+        }
+
+
+def _client_id(client_ref: str | None) -> int | None:
+    return int(client_ref) if client_ref and client_ref.isdigit() and len(client_ref) < 19 else None
+
+
+def _sorted(changes: list[dict[str, Any]]) -> list[StatusChange]:
+    items = [StatusChange(**row) for row in changes]
+    return sorted(items, key=lambda c: RANKS.get(c.status, 10))
+
+
+def apply_status(session: Session, change: StatusChange) -> str:
+    """Apply ``change`` in the session's transaction; returns ``applied``, ``unchanged`` or ``pending``."""
+    conn = session.connection()
+    if change.status not in RANKS and change.status != FAILED:
+        return "unchanged"
+    found, applied, _ = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
+    if not found and (message_id := _client_id(change.client_ref)) is not None:
+        found, applied, _ = conn.exec_driver_sql(APPLY_BY_ID, change.params(message_id)).one()
+    if found:
+        return "applied" if applied else "unchanged"
+    conn.exec_driver_sql(INSERT_PENDING, change.params())
+    return "pending"
+
+
+def apply_pending(session: Session, external_id: str) -> int:
+    """Apply (and drop) statuses kept for ``external_id``; returns how many changed the message."""
+    conn = session.connection()
+    rows = [dict(r._mapping) for r in conn.exec_driver_sql(TAKE_PENDING, {"external_id": external_id})]
+    applied = 0
+    for change in _sorted(rows):
+        applied += conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()[1]
+    return applied
+
+
+async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external_id: str) -> None:
+    """The sender's record of an accepted send (``sending`` → ``sent``), then any statuses that came early."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(APPLY_BY_ID, StatusChange(external_id, "sent").params(message_id), prepare=True)
+        cursor = await conn.execute(TAKE_PENDING, {"external_id": external_id}, prepare=True)
+        columns = [c.name for c in cursor.description or []]
+        rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
+        for change in _sorted(rows):
+            await conn.execute(APPLY_BY_EXTERNAL_ID, change.params(), prepare=True)

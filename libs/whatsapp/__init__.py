@@ -1,0 +1,58 @@
+"""WhatsApp wire formats: webhook signatures, Meta Cloud API and Evolution API (Baileys) webhook parsers, and
+outbound status ordering. Pure functions only: no I/O, no settings, no globals.
+
+Parsers raise :class:`libs.errors.ParseError` (with a JSON ``path``) and nothing else for any JSON-like input.
+"""
+
+from __future__ import annotations
+
+from libs.whatsapp.baileys import (
+    jid_phone,
+    map_baileys_status,
+    normalize_event_name,
+    parse_baileys_event,
+    parse_baileys_events,
+)
+from libs.whatsapp.baileys_types import (
+    BaileysConnectionUpdate,
+    BaileysEvent,
+    BaileysMessageUpdate,
+    BaileysMessageUpsert,
+    BaileysOther,
+)
+from libs.whatsapp.meta import meta_dedup_key, parse_meta_webhook
+from libs.whatsapp.meta_types import (
+    ContactInfo,
+    InboundMessage,
+    MetaBatch,
+    MetaSystemError,
+    StatusUpdate,
+)
+from libs.whatsapp.signature import sign_meta, verify_meta_signature, verify_shared_secret
+from libs.whatsapp.status import STATUS_RANK, is_known_status, status_advances
+
+__all__ = [
+    "STATUS_RANK",
+    "BaileysConnectionUpdate",
+    "BaileysEvent",
+    "BaileysMessageUpdate",
+    "BaileysMessageUpsert",
+    "BaileysOther",
+    "ContactInfo",
+    "InboundMessage",
+    "MetaBatch",
+    "MetaSystemError",
+    "StatusUpdate",
+    "is_known_status",
+    "jid_phone",
+    "map_baileys_status",
+    "meta_dedup_key",
+    "normalize_event_name",
+    "parse_baileys_event",
+    "parse_baileys_events",
+    "parse_meta_webhook",
+    "sign_meta",
+    "status_advances",
+    "verify_meta_signature",
+    "verify_shared_secret",
+]

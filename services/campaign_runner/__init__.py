@@ -1,0 +1,21 @@
+"""campaign-runner: consumes ``campaigns``. Run with ``dramatiq services.campaign_runner``.
+
+Setup order: settings → Sentry → broker → actors.
+"""
+
+from __future__ import annotations
+
+from libs.broker import setup_broker
+from libs.observability import init_sentry, setup_logging
+from libs.runtime import install_resources
+from libs.settings import load_settings
+
+settings = load_settings()
+setup_logging()
+init_sentry(settings, service="campaign-runner")
+broker = setup_broker(settings)
+resources = install_resources(broker, settings)
+
+from services.campaign_runner.actors import expand_campaign_batch  # noqa: E402
+
+__all__ = ["broker", "expand_campaign_batch", "resources", "settings"]

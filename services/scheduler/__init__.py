@@ -1,0 +1,32 @@
+"""Ops service: the dead-letter recorder and the periodic jobs.
+
+Two commands import this module:
+
+* ``dramatiq services.scheduler`` consumes ``dead-letter`` and ``maintenance`` (any number of processes);
+* ``periodiq services.scheduler`` is the clock that enqueues the periodic jobs (run exactly one).
+"""
+
+from __future__ import annotations
+
+from periodiq import PeriodiqMiddleware
+
+from libs.broker import setup_broker
+from libs.observability import init_sentry, setup_logging
+from libs.runtime import install_resources
+from libs.settings import load_settings
+
+settings = load_settings()
+setup_logging()
+init_sentry(settings, service="scheduler")
+broker = setup_broker(settings)
+if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
+    broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
+resources = install_resources(broker, settings)
+
+from services.scheduler.actors import (  # noqa: E402
+    prune_dead_letters,
+    record_dead_letter,
+    sweep_webhooks,
+)
+
+__all__ = ["broker", "prune_dead_letters", "record_dead_letter", "resources", "settings", "sweep_webhooks"]

@@ -1,0 +1,49 @@
+"""The dead-letter recorder and periodic maintenance actors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from periodiq import cron
+
+from libs import contracts
+from libs.deadletters import alerts, ledger
+from libs.ingest.sweep import sweep_webhooks as sweep
+from services.scheduler import broker, resources, settings
+
+
+@dramatiq.actor(
+    actor_name=contracts.RECORD_DEAD_LETTER.actor_name,
+    queue_name=contracts.RECORD_DEAD_LETTER.queue_name,
+    time_limit=30_000,
+)
+def record_dead_letter(**fields: Any) -> None:
+    """Write a dead letter to the ledger (retried until Postgres is back), then report it once."""
+    entry = contracts.RecordDeadLetter(**fields)
+    if ledger.record(resources.db, entry):
+        alerts.report_dead_letter(entry)
+        alerts.check_threshold(
+            resources.db,
+            broker.client,
+            settings.redis_namespace,
+            threshold=settings.alert_dead_letter_threshold,
+            window_minutes=settings.alert_window_minutes,
+        )
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def sweep_webhooks() -> None:
+    """Every minute: enqueue webhooks stored but not enqueued (the outbox sweep)."""
+    sweep(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        older_than_seconds=settings.webhook_sweep_after_seconds,
+    )
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("17 3 * * *"), time_limit=600_000)
+def prune_dead_letters() -> None:
+    """Daily: drop ledger rows older than the retention period (90 days by default)."""
+    ledger.prune(resources.db, settings.dead_letter_retention_days)
