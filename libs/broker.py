@@ -22,6 +22,7 @@ from dramatiq.middleware import (
 )
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
+from libs.middleware.concurrency import AsyncBatching
 from libs.settings import Settings
 
 #: Time limit of an actor unless it declares its own (ms).
@@ -45,6 +46,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         Pipelines(),
         CurrentMessage(),
         AsyncIO(),
+        AsyncBatching(batch_size=settings.concurrent_jobs_per_thread),
         PoisonGuard(max_deliveries=settings.max_deliveries),
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),

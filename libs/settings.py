@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     #: Dead letters within ``alert_window_minutes`` that fire one Sentry alert.
     alert_dead_letter_threshold: int = Field(default=100, ge=1)
     alert_window_minutes: int = Field(default=10, ge=1)
+    #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).
+    concurrent_jobs_per_thread: int = Field(default=64, ge=1, le=1000)
     #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
     heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
 

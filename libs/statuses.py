@@ -2,7 +2,8 @@
 
 Ordering: queued < sending < sent < delivered < read < played; ``failed`` is terminal and may follow
 queued / sending / sent only. A status may skip steps (Meta can skip ``delivered``): the timestamps and the
-campaign counters of every implied step are filled in. Applying the same status twice changes nothing.
+campaign counters of every implied step are filled in; ``failed`` implies ``sent`` only (the provider had
+accepted the message). Applying the same status twice changes nothing.
 
 The SQL is written once (psycopg ``%(name)s`` parameters) and run from the sync ingest worker
 (``exec_driver_sql``) and from the async sender (psycopg pool).
@@ -72,6 +73,10 @@ APPLY_BY_EXTERNAL_ID = _apply_sql("external_id = %(external_id)s")
 #: Reconciliation through our own id (Meta's ``biz_opaque_callback_data``) or the sender's own record.
 APPLY_BY_ID = _apply_sql("id = %(id)s AND (external_id IS NULL OR external_id = %(external_id)s)")
 
+#: Serialises "keep as pending" (ingest) against "record the provider id" (sender) for one external id,
+#: so a pending status is never left behind by the two racing.
+LOCK_EXTERNAL_ID = "SELECT pg_advisory_xact_lock(hashtext(%(external_id)s))"
+
 INSERT_PENDING = """
 INSERT INTO pending_statuses (external_id, client_ref, status, occurred_at, error_code, error_title)
 VALUES (%(external_id)s, %(client_ref)s, %(status)s, %(at)s, %(code)s, %(title)s)
@@ -100,10 +105,12 @@ class StatusChange:
         return {
             "external_id": self.external_id,
             "status": self.status,
-            "rank": RANKS.get(self.status, 99 if self.status == FAILED else -2),
+            # ``failed`` implies only ``sent`` (the provider accepted the message), never delivered/read.
+            "rank": RANKS.get(self.status, RANKS["sent"] if self.status == FAILED else -2),
             "at": self.at or dt.datetime.now(dt.UTC),
             "code": self.code,
             "title": self.title,
+            "client_ref": self.client_ref,
             "id": message_id,
         }
 
@@ -127,6 +134,10 @@ def apply_status(session: Session, change: StatusChange) -> str:
         found, applied, _ = conn.exec_driver_sql(APPLY_BY_ID, change.params(message_id)).one()
     if found:
         return "applied" if applied else "unchanged"
+    conn.exec_driver_sql(LOCK_EXTERNAL_ID, {"external_id": change.external_id})
+    found, applied, _ = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
+    if found:
+        return "applied" if applied else "unchanged"
     conn.exec_driver_sql(INSERT_PENDING, change.params())
     return "pending"
 
@@ -144,6 +155,7 @@ def apply_pending(session: Session, external_id: str) -> int:
 async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external_id: str) -> None:
     """The sender's record of an accepted send (``sending`` → ``sent``), then any statuses that came early."""
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(LOCK_EXTERNAL_ID, {"external_id": external_id}, prepare=True)
         await conn.execute(APPLY_BY_ID, StatusChange(external_id, "sent").params(message_id), prepare=True)
         cursor = await conn.execute(TAKE_PENDING, {"external_id": external_id}, prepare=True)
         columns = [c.name for c in cursor.description or []]

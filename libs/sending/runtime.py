@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from dramatiq import Broker, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 from psycopg_pool import AsyncConnectionPool
 
 from libs.sending.send import SenderContext
+from libs.sending.throttle import Throttle
 from libs.settings import Settings
 
 #: Provider calls: connect fast, allow Meta its usual latency, never hang a job.
@@ -43,9 +45,11 @@ class SenderResources(Middleware):
                     )
                     await pool.open(wait=False)
                     http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, limits=PROVIDER_LIMITS)
+                    client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
                     self._context = SenderContext(
                         pool=pool,
                         http=http,
+                        throttle=Throttle(client, self.settings.redis_namespace),
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
                     )
@@ -56,6 +60,7 @@ class SenderResources(Middleware):
         if self._context is not None:
             context, self._context = self._context, None
             await context.http.aclose()
+            await context.throttle.client.aclose()
             await context.pool.close()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:

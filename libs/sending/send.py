@@ -31,6 +31,7 @@ from libs.errors import (
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
+from libs.sending.throttle import Throttle
 from libs.statuses import record_sent_async
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_RECONCILE_SECONDS = 30
 #: How long a message waits for an inactive connection or a paused campaign before it is looked at again.
 HOLD_MS = 10_000
+#: How often a message whose send is in flight or unconfirmed is looked at again.
+RECHECK_S = 3.0
+#: Gate order per tier: urgent first.
+TIER_ORDER = {"urgent": 0, "normal": 10, "low": 20}
 
 
 @dataclass
@@ -47,6 +52,7 @@ class SenderContext:
 
     pool: AsyncConnectionPool
     http: httpx.AsyncClient
+    throttle: Throttle
     graph_url: str
     api_version: str
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
@@ -121,8 +127,10 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
     if state["connection_status"] != "active":
         raise Defer(HOLD_MS, f"connection {state['connection_status']}")
     if state["status"] == "sending":
-        wait_s = max(1.0, ctx.reconcile_seconds - float(state["sending_for_s"] or 0))
-        raise Defer(int(wait_s * 1000), "waiting for the provider's status of an ambiguous attempt")
+        # Another delivery of this job may still be sending it, or an attempt ended ambiguously: look again
+        # soon; past the reconcile window the claim succeeds and the message is sent again.
+        wait_s = min(RECHECK_S, max(0.5, ctx.reconcile_seconds - float(state["sending_for_s"] or 0)))
+        raise Defer(int(wait_s * 1000), "the message is being sent or its last attempt is unconfirmed")
     raise RecordNotFoundError(f"message {message_id} is in state {state['status']}")
 
 
@@ -134,9 +142,12 @@ async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bo
         return None
     provider = build_provider(ctx, row)
     try:
+        await ctx.throttle.acquire(
+            row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
+        )
         result = await provider.send(build_outbound(row))
-    except ProviderRateLimited:
-        await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
+    except (Defer, ProviderRateLimited):
+        await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
     except PermanentError as exc:
         await _fail(ctx, row, exc)

@@ -45,6 +45,12 @@ UPDATE messages SET status = 'failed', failed_at = now(), error_code = %(code)s,
 WHERE id = %(id)s AND status IN ('queued', 'sending')
 """
 
+#: A deferral (throttled) is not an attempt: hand the row back as it was.
+RELEASE_DEFERRED = """
+UPDATE messages SET status = 'queued', attempts = GREATEST(attempts - 1, 0), updated_at = now()
+WHERE id = %(id)s AND status = 'sending'
+"""
+
 CANCEL = """
 UPDATE messages SET status = 'cancelled', updated_at = now() WHERE id = %(id)s AND status = 'queued'
 """

@@ -1,21 +1,32 @@
-"""Actors of the webhook-ingest service (queue ``webhooks``)."""
+"""Actors of the webhook-ingest service (queue ``webhooks``: 3 attempts, exponential from 2 s)."""
 
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from libs import contracts
-from libs.errors import Defer
+from libs.enqueue import enqueue_many
+from libs.errors import PermanentError
 from libs.ingest import process
-from services.webhook_ingest import resources
+from libs.middleware.retry import is_final_attempt
+from services.webhook_ingest import broker, resources, settings
+
+
+def _announce(events: list[contracts.InboundMessageEvent]) -> None:
+    enqueue_many(broker.client, settings.redis_namespace, (contracts.INBOUND_MESSAGE.message(e) for e in events))
 
 
 @dramatiq.actor(
     actor_name=contracts.PROCESS_WEBHOOK.actor_name,
     queue_name=contracts.PROCESS_WEBHOOK.queue_name,
     time_limit=60_000,
-    throws=(Defer,),
 )
 def process_webhook(webhook_id: int) -> None:
-    """Parse and apply one stored webhook."""
-    process.process_webhook(resources.db, webhook_id)
+    """Parse and apply one stored webhook; on its last failure the row is marked failed."""
+    try:
+        process.process_webhook(resources.db, webhook_id, _announce)
+    except Exception as exc:
+        if isinstance(exc, PermanentError) or is_final_attempt(broker, CurrentMessage.get_current_message()):
+            process.mark_failed(resources.db, webhook_id, f"{type(exc).__name__}: {exc}")
+        raise

@@ -1,0 +1,262 @@
+"""Apply parsed webhooks to the database, idempotently, inside the webhook row's transaction.
+
+* Inbound messages are stored once (unique ``external_id`` = wamid / Baileys ``key.id``) with their
+  contact upserted by wa_id; only newly stored ones are announced on the ``events`` contract.
+* Statuses move outbound messages forward only (:mod:`libs.statuses`); early ones are kept.
+* Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from libs import contracts
+from libs.db.models import Connection, ConnectionStatus, Contact, Direction, Message, MessageStatus, Provider
+from libs.statuses import StatusChange, apply_status
+from libs.whatsapp import (
+    BaileysConnectionUpdate,
+    BaileysMessageUpdate,
+    BaileysMessageUpsert,
+    InboundMessage,
+    MetaBatch,
+    StatusUpdate,
+)
+
+logger = logging.getLogger(__name__)
+
+ConnectionKey = tuple[int, int]  # (company_id, connection_id)
+
+#: Width of ``messages.type``: unknown provider types are kept as sent, so longer ones are clipped to fit
+#: (the untouched item stays in ``payload.raw``) instead of failing the whole batch.
+TYPE_LENGTH = 32
+
+
+@dataclass
+class Outcome:
+    """What applying one webhook did (counts for the row, events to announce, notes for its error)."""
+
+    stored: int = 0
+    duplicates: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    connection_changes: int = 0
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+    events: list[contracts.InboundMessageEvent] = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        """Every item the webhook held."""
+        return self.stored + self.duplicates + sum(self.statuses.values()) + self.connection_changes + self.skipped
+
+    def count_status(self, result: str) -> None:
+        """Tally one status application result."""
+        self.statuses[result] = self.statuses.get(result, 0) + 1
+
+
+def _at(timestamp: int | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else dt.datetime.now(dt.UTC)
+
+
+def _meta_connections(session: Session, phone_number_ids: set[str]) -> dict[str, ConnectionKey]:
+    if not phone_number_ids:
+        return {}
+    rows = session.execute(
+        select(Connection.phone_number_id, Connection.company_id, Connection.id).where(
+            Connection.provider == Provider.META, Connection.phone_number_id.in_(phone_number_ids)
+        )
+    ).all()
+    return {pid: (company, conn) for pid, company, conn in rows if pid}
+
+
+def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
+    base = insert(Contact).values(company_id=company_id, wa_id=wa_id, name=name)
+    stmt = base.on_conflict_do_update(
+        constraint="uq_contacts_company_wa_id",
+        set_={"name": base.excluded.name, "updated_at": dt.datetime.now(dt.UTC)},
+        where=base.excluded.name.is_not(None) & (Contact.name.is_distinct_from(base.excluded.name)),
+    ).returning(Contact.id)
+    contact_id = session.execute(stmt).scalar_one_or_none()
+    if contact_id is None:  # unchanged row: ON CONFLICT ... WHERE false returns nothing
+        contact_id = session.execute(
+            select(Contact.id).where(Contact.company_id == company_id, Contact.wa_id == wa_id)
+        ).scalar_one()
+    return contact_id
+
+
+def _store_message(session: Session, outcome: Outcome, values: dict[str, Any]) -> None:
+    values["type"] = values["type"][:TYPE_LENGTH]
+    stmt = insert(Message).values(**values).on_conflict_do_nothing(index_elements=[Message.external_id])
+    message_id = session.execute(stmt.returning(Message.id)).scalar_one_or_none()
+    if message_id is None:
+        outcome.duplicates += 1
+        return
+    outcome.stored += 1
+    if values["direction"] == Direction.INBOUND:
+        outcome.events.append(
+            contracts.InboundMessageEvent(
+                message_id=message_id,
+                company_id=values["company_id"],
+                connection_id=values["connection_id"],
+                contact_wa_id=values["recipient"],
+                type=values["type"],
+                external_id=values["external_id"],
+            )
+        )
+
+
+def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
+    extras = {
+        "media_id": item.media_id,
+        "mime_type": item.mime_type,
+        "reply_id": item.reply_id,
+        "context_wamid": item.context_wamid,
+        "reaction_to": item.reaction_to,
+    }
+    payload: dict[str, Any] = {k: v for k, v in extras.items() if v is not None}
+    if item.type == "reaction":
+        payload["reaction_removed"] = item.reaction_removed
+    payload["raw"] = item.raw
+    return payload
+
+
+def apply_meta(session: Session, batch: MetaBatch) -> Outcome:
+    """Apply every contact, inbound message, status and system error of a Meta batch."""
+    outcome = Outcome()
+    connections = _meta_connections(
+        session, {m.phone_number_id for m in batch.inbound} | {c.phone_number_id or "" for c in batch.contacts}
+    )
+    names = {(c.phone_number_id, c.wa_id): c.name for c in batch.contacts}
+    for item in batch.inbound:
+        key = connections.get(item.phone_number_id)
+        if key is None:
+            outcome.skipped += 1
+            outcome.notes.append(f"no connection for phone_number_id {item.phone_number_id}")
+            continue
+        company_id, connection_id = key
+        name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
+        contact_id = _upsert_contact(session, company_id, item.from_wa_id, name)
+        _store_message(
+            session,
+            outcome,
+            {
+                "company_id": company_id,
+                "connection_id": connection_id,
+                "contact_id": contact_id,
+                "direction": Direction.INBOUND,
+                "status": MessageStatus.RECEIVED,
+                "recipient": item.from_wa_id,
+                "type": item.type,
+                "body": item.text,
+                "payload": _inbound_payload(item),
+                "external_id": item.wamid,
+                "created_at": _at(item.timestamp),
+            },
+        )
+    for status in batch.statuses:
+        outcome.count_status(apply_status(session, _meta_status(status)))
+    for error in batch.system_errors:
+        outcome.skipped += 1
+        outcome.notes.append(f"system error {error.code}: {error.title}")
+        logger.warning("Meta reported system error %s (%s) for WABA %s", error.code, error.title, error.waba_id)
+    if batch.skipped_changes:
+        outcome.notes.append(f"{batch.skipped_changes} change(s) of fields other than messages ignored")
+    return outcome
+
+
+def _meta_status(status: StatusUpdate) -> StatusChange:
+    return StatusChange(
+        external_id=status.wamid,
+        status=status.status,
+        at=_at(status.timestamp),
+        client_ref=status.biz_opaque_callback_data,
+        code=status.error_code,
+        title=status.error_title,
+    )
+
+
+def _bridge_connection(session: Session, instance: str) -> tuple[int, int, ConnectionStatus] | None:
+    row = session.execute(
+        select(Connection.company_id, Connection.id, Connection.status).where(
+            Connection.provider == Provider.BAILEYS, Connection.bridge_instance == instance
+        )
+    ).one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def apply_baileys(session: Session, events: list[Any]) -> Outcome:
+    """Apply Evolution API events: upserts, status updates, connection state changes."""
+    outcome = Outcome()
+    for event in events:
+        if isinstance(event, BaileysMessageUpdate):
+            if event.status in ("sent", "delivered", "read", "played", "failed") and event.from_me:
+                outcome.count_status(apply_status(session, StatusChange(external_id=event.key_id, status=event.status)))
+            else:
+                outcome.skipped += 1
+            continue
+        connection = _bridge_connection(session, getattr(event, "instance", ""))
+        if connection is None:
+            outcome.skipped += 1
+            outcome.notes.append(f"no connection for bridge instance {getattr(event, 'instance', '?')}")
+            continue
+        company_id, connection_id, connection_status = connection
+        if isinstance(event, BaileysMessageUpsert):
+            _apply_upsert(session, outcome, event, company_id, connection_id)
+        elif isinstance(event, BaileysConnectionUpdate):
+            _apply_connection(session, outcome, event, connection_id, connection_status)
+        else:
+            outcome.skipped += 1
+    return outcome
+
+
+def _apply_upsert(
+    session: Session, outcome: Outcome, event: BaileysMessageUpsert, company_id: int, connection_id: int
+) -> None:
+    if event.phone is None:  # groups and @lid chats are not conversations zapq models
+        outcome.skipped += 1
+        return
+    contact_id = _upsert_contact(session, company_id, event.phone, None if event.from_me else event.push_name)
+    payload: dict[str, Any] = {"raw": event.raw}
+    if event.quoted_id:
+        payload["context_wamid"] = event.quoted_id
+    if event.reaction_to:
+        payload.update(reaction_to=event.reaction_to, reaction_removed=event.reaction_removed)
+    _store_message(
+        session,
+        outcome,
+        {
+            "company_id": company_id,
+            "connection_id": connection_id,
+            "contact_id": contact_id,
+            "direction": Direction.OUTBOUND if event.from_me else Direction.INBOUND,
+            "status": MessageStatus.SENT if event.from_me else MessageStatus.RECEIVED,
+            "recipient": event.phone,
+            "type": event.message_type,
+            "body": event.text,
+            "payload": payload,
+            "external_id": event.key_id,
+            "created_at": _at(event.timestamp),
+            "sent_at": _at(event.timestamp) if event.from_me else None,  # a 'sent' row carries its sent_at
+        },
+    )
+
+
+def _apply_connection(
+    session: Session, outcome: Outcome, event: BaileysConnectionUpdate, connection_id: int, current: ConnectionStatus
+) -> None:
+    outcome.connection_changes += 1
+    if event.state == "open" and current == ConnectionStatus.INACTIVE:
+        target, reason = ConnectionStatus.ACTIVE, None
+    elif event.state in ("close", "refused") and current == ConnectionStatus.ACTIVE:
+        target, reason = ConnectionStatus.INACTIVE, f"bridge reported {event.state} ({event.status_reason})"
+    else:
+        return
+    session.execute(
+        update(Connection).where(Connection.id == connection_id).values(status=target, status_reason=reason)
+    )

@@ -1,0 +1,171 @@
+"""Many I/O-bound async jobs in flight per worker thread, with at-least-once delivery kept.
+
+Dramatiq runs one job per worker thread, so a thread waiting 200 ms on a provider caps a process at
+threads ÷ latency sends per second. For actors declared ``concurrent=True`` (``async def``), each worker
+thread instead takes up to ``batch_size`` messages already fetched from the work queue, runs every
+middleware ``before`` hook for them on the thread, runs their coroutines together on the AsyncIO event
+loop, then runs the ``after`` hooks and acks each message on the same thread — so retry policies, dead
+letters and the poison guard see exactly what they see for a plain job, and a message is acked only once
+its coroutine has finished.
+
+Non-concurrent actors on the same worker are processed one at a time as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from queue import Empty
+from typing import Any
+
+from dramatiq import Broker, Middleware, Worker
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import MessageProxy
+from dramatiq.errors import RateLimitExceeded, Retry
+from dramatiq.middleware import CurrentMessage, SkipMessage, TimeLimitExceeded
+from dramatiq.worker import WorkerThread
+
+from libs.errors import Defer
+
+#: Jobs one worker thread keeps in flight.
+DEFAULT_BATCH_SIZE = 64
+#: Time limit of a concurrent job that declares none (ms), as for other actors.
+DEFAULT_TIME_LIMIT_MS = 60_000
+
+
+def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] | None:
+    fn = inspect.unwrap(actor.fn)
+    return fn if inspect.iscoroutinefunction(fn) else None
+
+
+class BatchingWorkerThread(WorkerThread):
+    """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window)."""
+
+    def __init__(self, *, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_size = batch_size
+        self.in_flight: dict[Future[Any], MessageProxy] = {}
+
+    def run(self) -> None:
+        """Like :meth:`WorkerThread.run`; finishes in-flight jobs before stopping."""
+        self.running = True
+        self.broker.emit_after("worker_thread_boot", self)
+        while self.running or self.in_flight:
+            try:
+                if self.paused and not self.in_flight:
+                    self.paused_event.set()
+                    time.sleep(self.timeout)
+                    continue
+                self._refill()
+                self._collect()
+            except TimeLimitExceeded:  # a thread-level limit can't target one of many jobs; each has its own
+                self.logger.warning("time limit signal ignored by a batching worker thread")
+        self.broker.emit_before("worker_thread_shutdown", self)
+
+    def _refill(self) -> None:
+        while self.running and not self.paused and len(self.in_flight) < self.batch_size:
+            try:
+                item = self.work_queue.get(timeout=self.timeout) if not self.in_flight else self.work_queue.get_nowait()
+            except Empty:
+                return
+            message = item.message
+            actor = self.broker.actors.get(message.actor_name)
+            if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
+                self.process_message(message)
+                continue
+            self._start(message, actor)
+
+    def _start(self, message: MessageProxy, actor: Any) -> None:
+        try:
+            self.broker.emit_before("process_message", message)
+            if message.failed:
+                self._finish(message, result=None)
+                return
+            fn = _coroutine_function(actor)
+            assert fn is not None
+            limit_ms = message.options.get("time_limit") or actor.options.get("time_limit") or DEFAULT_TIME_LIMIT_MS
+            loop_thread = get_event_loop_thread()
+            assert loop_thread is not None, "the AsyncIO middleware must run before AsyncBatching"
+            coroutine = _run_one(message, fn(*message.args, **message.kwargs), limit_ms / 1000)
+            self.in_flight[asyncio.run_coroutine_threadsafe(coroutine, loop_thread.loop)] = message
+        except SkipMessage:
+            self.broker.emit_after("skip_message", message)
+            self._done(message)
+        except BaseException as exc:
+            self._finish(message, exception=exc)
+
+    def _collect(self) -> None:
+        if not self.in_flight:
+            return
+        done, _ = wait(list(self.in_flight), timeout=self.timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            message = self.in_flight.pop(future)
+            exception = future.exception()
+            if exception is None:
+                self._finish(message, result=future.result())
+            else:
+                self._finish(message, exception=exception)
+
+    def _finish(self, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None) -> None:
+        try:
+            if exception is None:
+                self.broker.emit_after("process_message", message, result=result)
+            else:
+                message.stuff_exception(exception)
+                if not isinstance(exception, Defer | Retry | RateLimitExceeded):
+                    self.logger.error(
+                        "Failed to process message %s with unhandled exception.",
+                        message,
+                        exc_info=(type(exception), exception, exception.__traceback__),
+                    )
+                self.broker.emit_after("process_message", message, exception=exception)
+        except BaseException:
+            self.logger.exception("after_process_message failed for %s", message)
+        finally:
+            self._done(message)
+
+    def _done(self, message: MessageProxy) -> None:
+        try:
+            self.consumers[message.queue_name].post_process_message(message)
+        finally:
+            self.work_queue.task_done()
+            message.clear_exception()
+
+
+async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], limit_s: float) -> Any:
+    CurrentMessage._MESSAGE.set(message)  # type: ignore[arg-type]  # each task has its own context: the actor sees its own message
+    try:
+        return await asyncio.wait_for(coroutine, timeout=limit_s)
+    except TimeoutError:
+        raise TimeLimitExceeded(f"job exceeded its time limit of {limit_s:.0f} s") from None
+
+
+class AsyncBatching(Middleware):
+    """Make the worker's threads :class:`BatchingWorkerThread` and size prefetch for them."""
+
+    actor_options = {"concurrent"}
+
+    def __init__(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.batch_size = batch_size
+
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Swap the worker's thread factory before it starts its threads and consumers."""
+        batch_size = self.batch_size
+        # Each thread may hold a whole batch in flight: prefetch enough to keep them all busy.
+        worker.queue_prefetch = max(worker.queue_prefetch, worker.worker_threads * batch_size * 2)
+
+        def add_worker() -> None:
+            thread = BatchingWorkerThread(
+                batch_size=batch_size,
+                broker=worker.broker,
+                consumers=worker.consumers,
+                work_queue=worker.work_queue,
+                worker_timeout=worker.worker_timeout,
+            )
+            thread.start()
+            worker.workers.append(thread)
+
+        worker._add_worker = add_worker  # type: ignore[method-assign]

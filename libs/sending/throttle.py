@@ -1,0 +1,155 @@
+"""Per-connection send throttling shared by every worker process, plus the per-recipient pair limit.
+
+One Lua call per attempt implements both, atomically, in Redis:
+
+* **Connection rate** (default 80/s): a GCRA schedule *with reservations*. A send takes the next free slot
+  (``TAT``) if it is at most ``horizon_ms`` ahead and sleeps until it; sends are therefore spaced exactly
+  ``1000 / rate`` ms apart across all processes, never bursting over the limit.
+* **Pair rate** (Meta: ~1 message / 6 s to one user, bursts up to 45): a GCRA with burst tolerance, without
+  reservation; when exceeded the send is deferred (no attempt consumed).
+
+In each process, the sends waiting for one connection line up behind a :class:`PriorityGate` (urgent
+first), so only the head of the line polls Redis. A send that waited ``max_hold_ms`` without a slot gives
+its place back and is deferred, so one busy number cannot hold every in-flight slot of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from libs.errors import RateLimited
+
+RESERVE = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local pair_interval = tonumber(ARGV[4])
+local pair_burst = tonumber(ARGV[5])
+local pair_tat = now
+if pair_interval > 0 then
+  pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
+  local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
+  if allowed_at > now then return {1, math.ceil(allowed_at - now)} end
+end
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+local wait = tat - now
+if wait > horizon then return {2, math.ceil(wait - horizon)} end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
+if pair_interval > 0 then
+  redis.call('SET', KEYS[2], tostring(pair_tat + pair_interval), 'PX', math.ceil(pair_tat + pair_interval - now) + 1000)
+end
+return {0, math.ceil(wait)}
+"""
+
+GRANTED, PAIR_LIMITED, FULL = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    """Throttle knobs (the rate itself is per connection)."""
+
+    horizon_ms: int = 1_000
+    max_hold_ms: int = 5_000
+    pair_interval_ms: int = 6_000
+    pair_burst: int = 45
+
+
+class PriorityGate:
+    """An asyncio lock per key whose waiters are served by priority, then arrival (lower first)."""
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._order = itertools.count()
+
+    @asynccontextmanager
+    async def turn(self, key: str, priority: int, timeout: float) -> AsyncIterator[None]:
+        """Hold ``key`` exclusively; raise ``TimeoutError`` when not served within ``timeout`` s."""
+        if key in self._busy:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (priority, next(self._order), future)
+            heapq.heappush(self._waiters.setdefault(key, []), entry)
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                if future.done():  # served at the last moment: pass the turn on
+                    self._release(key)
+                else:
+                    future.cancel()
+                raise
+        else:
+            self._busy.add(key)
+        try:
+            yield
+        finally:
+            self._release(key)
+
+    def _release(self, key: str) -> None:
+        waiters = self._waiters.get(key, [])
+        while waiters:
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)  # the turn passes straight to this waiter
+                return
+        self._waiters.pop(key, None)
+        self._busy.discard(key)
+
+
+class Throttle:
+    """Reserve send slots for a connection (and recipient) in Redis; sleep until the slot."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, config: ThrottleConfig | None = None) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.config = config or ThrottleConfig()
+        self.gate = PriorityGate()
+        self._script = client.register_script(RESERVE)
+
+    def keys(self, connection_id: int, recipient: str) -> list[str]:
+        """Redis keys of the connection schedule and of the pair limit."""
+        prefix = f"{self.namespace}:zapq:throttle"
+        return [f"{prefix}:conn:{connection_id}", f"{prefix}:pair:{connection_id}:{recipient}"]
+
+    async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int]:
+        """One attempt: ``(GRANTED, wait_ms)``, ``(PAIR_LIMITED, retry_ms)`` or ``(FULL, retry_ms)``."""
+        interval = 1000.0 / max(rate_per_second, 0.001)
+        code, ms = await self._script(
+            keys=self.keys(connection_id, recipient),
+            args=[
+                int(time.time() * 1000),
+                interval,
+                self.config.horizon_ms,
+                self.config.pair_interval_ms,
+                self.config.pair_burst,
+            ],
+        )
+        return int(code), int(ms)
+
+    async def acquire(self, connection_id: int, recipient: str, rate_per_second: float, priority: int) -> None:
+        """Wait for this send's slot; raise :class:`RateLimited` (a deferral) when it cannot be had soon."""
+        hold_s = self.config.max_hold_ms / 1000
+        deadline = time.monotonic() + hold_s
+        interval_s = 1.0 / max(rate_per_second, 0.001)
+        try:
+            async with self.gate.turn(str(connection_id), priority, hold_s):
+                while True:
+                    code, ms = await self.reserve(connection_id, recipient, rate_per_second)
+                    if code == GRANTED:
+                        break
+                    if code == PAIR_LIMITED:
+                        raise RateLimited(ms, "recipient pair rate limit")
+                    if time.monotonic() + ms / 1000 > deadline:
+                        raise RateLimited(ms + self.config.horizon_ms, "connection send rate limit")
+                    await asyncio.sleep(max(ms / 1000, interval_s))
+        except TimeoutError:
+            raise RateLimited(self.config.horizon_ms, "connection send rate limit (queued in process)") from None
+        if ms:
+            await asyncio.sleep(ms / 1000)
