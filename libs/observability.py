@@ -19,10 +19,37 @@ from libs.settings import Settings
 
 #: 8+ digits, optionally with a leading +: phone numbers and wa_ids.
 PHONE = re.compile(r"\+?\d[\d \-]{6,}\d")
+#: Credentials inside free text: Meta access tokens, ``Bearer``/``Basic`` values, JWTs, ``token=…`` pairs.
+TOKEN = re.compile(
+    r"\bEAA[A-Za-z0-9]{20,}"
+    r"|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|(?<![A-Za-z0-9_])(?i:access_token|token|api_?key|secret|password)=[^\s&\"',;]+"
+)
+#: Keys whose values are redacted. Short words must be the whole key or a ``_``/``-``/``.`` separated part of
+#: it: as substrings they would hit Sentry's own ``contexts`` ("text") and break the event.
 SECRET_KEYS = re.compile(
-    r"(token|secret|password|passwd|authorization|apikey|api_key|signature|cookie|dsn|body|text|caption|"
-    r"recipient|wa_id|phone|from|to|number)",
+    r"(token|secret|password|passwd|authorization|apikey|api_key|signature|cookie|dsn|caption|recipient|wa_id|"
+    r"phone)|(?:^|[_.-])(body|text|from|to|number)(?:$|[_.-])",
     re.IGNORECASE,
+)
+#: Fields sent verbatim: Sentry needs its ids, times and versions intact, and a hex id, a UUID, an ISO date or a
+#: commit sha often holds what looks like a phone number (8+ digits and dashes). None of them carries user data.
+VERBATIM_KEYS = frozenset(
+    {
+        "event_id",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "timestamp",
+        "start_timestamp",
+        "release",
+        "dist",
+        "sdk",
+        "modules",
+        "message_id",
+        "dramatiq_message_id",
+    }
 )
 REDACTED = "[redacted]"
 
@@ -33,20 +60,31 @@ def mask_phone(value: str) -> str:
     return f"{digits[:2]}…{digits[-2:]}" if len(digits) > 4 else "…"
 
 
+def scrub_text(value: str) -> str:
+    """Mask phone numbers and redact credentials in free text."""
+    # Tokens first: masking a digit run inside a token would hide it from the token pattern.
+    return PHONE.sub(lambda m: mask_phone(m.group()), TOKEN.sub(REDACTED, value))
+
+
 def scrub(value: Any, depth: int = 0) -> Any:
-    """Recursively redact secret-looking keys and phone-number-looking strings."""
+    """Recursively redact secret-looking keys, credentials and phone-number-looking strings."""
     if depth > 20:
         return REDACTED
     if isinstance(value, dict):
-        return {
-            k: REDACTED if isinstance(k, str) and SECRET_KEYS.search(k) else scrub(v, depth + 1)
-            for k, v in value.items()
-        }
+        return {k: _scrub_entry(k, v, depth) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v, depth + 1) for v in value]
     if isinstance(value, str):
-        return PHONE.sub(lambda m: mask_phone(m.group()), value)
+        return scrub_text(value)
     return value
+
+
+def _scrub_entry(key: Any, value: Any, depth: int) -> Any:
+    if isinstance(key, str) and SECRET_KEYS.search(key):
+        return REDACTED
+    if key in VERBATIM_KEYS:
+        return value
+    return scrub(value, depth + 1)
 
 
 def _before_send(event: Any, hint: dict[str, Any]) -> Any:
@@ -82,14 +120,25 @@ def init_sentry(settings: Settings, *, service: str) -> bool:
 
 
 class PhoneMaskingFilter(logging.Filter):
-    """Mask phone numbers in every log record that passes through a handler."""
+    """Mask phone numbers (and credentials) in every log record that passes through a handler."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message with phone numbers masked."""
-        message = record.getMessage()
-        masked = PHONE.sub(lambda m: mask_phone(m.group()), message)
+        """Rewrite the record's message, exception text and stack with phone numbers masked."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed logging call: let the handler report it, as logging does
+            return True
+        masked = scrub_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        # The traceback of ``exc_info`` repeats the exception's message (often with the recipient in it).
+        # Formatter.format reuses a cached ``exc_text``, so formatting and masking it here is what it prints.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
         return True
 
 

@@ -31,6 +31,11 @@ class RetryPolicy:
             raise ValueError("a retry policy needs at least one attempt")
         if self.base_ms < 0 or not 0 <= self.jitter < 1:
             raise ValueError("base_ms must be >= 0 and jitter in [0, 1)")
+        # Anything but "fixed" would otherwise silently behave as "exponential".
+        if self.kind not in ("exponential", "fixed"):
+            raise ValueError(f"unknown retry policy kind {self.kind!r}: use 'exponential' or 'fixed'")
+        if self.cap_ms is not None and self.cap_ms < 0:
+            raise ValueError("cap_ms must be >= 0")
 
     def delay_ms(self, failed_attempts: int, rng: random.Random | None = None) -> int:
         """Wait before the next try after ``failed_attempts`` (≥ 1) failures."""

@@ -5,6 +5,8 @@ Dramatiq's Redis broker requeues the acks of workers silent for ``heartbeat_time
 prefetch is full sends no heartbeat at all. This middleware runs a thread in every worker process that,
 every ``interval`` seconds, refreshes the process's heartbeat and runs maintenance on every declared
 queue — so a SIGKILLed worker's messages are back within ``heartbeat_timeout`` + ``interval``.
+The interval is shortened to a third of the heartbeat timeout when that is shorter: a heartbeat sent less
+often than the timeout would let live workers be taken for dead and their running jobs delivered twice.
 """
 
 from __future__ import annotations
@@ -51,10 +53,17 @@ class DeadWorkerRecovery(Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def tick_seconds(self, broker: Broker) -> float:
+        """Seconds between runs: ``interval``, at most a third of the broker's heartbeat timeout."""
+        timeout_ms = getattr(broker, "heartbeat_timeout", None)
+        return self.interval if timeout_ms is None else min(self.interval, timeout_ms / 3000)
+
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         """Start the maintenance thread."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(broker,), name="zapq-recovery", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(broker, self.tick_seconds(broker)), name="zapq-recovery", daemon=True
+        )
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
@@ -63,8 +72,8 @@ class DeadWorkerRecovery(Middleware):
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 5)
 
-    def _loop(self, broker: Broker) -> None:
-        while not self._stop.wait(self.interval):
+    def _loop(self, broker: Broker, tick: float) -> None:
+        while not self._stop.wait(tick):
             try:
                 run_maintenance(broker)
             except Exception:  # a Redis outage must not kill the thread; the next tick tries again

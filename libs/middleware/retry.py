@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Deferrals one message may take before it is dead-lettered.
 DEFAULT_DEFER_BUDGET = 100
+#: Option marking a failed message with its fate (``retry``, ``dead`` or ``deferred``) once decided here, for
+#: the ``Lifecycle`` middleware (listed before this one, so its ``after_process_message`` runs after this one's).
+OUTCOME = "zq_outcome"
 
 
 class RetryMiddleware(Middleware):
@@ -87,6 +90,7 @@ class RetryMiddleware(Middleware):
                 attempts=failures,
                 exception=exception,
             )
+            message.options[OUTCOME] = "dead"
             return
 
         delay = policy.delay_ms(failures, self.rng)
@@ -96,6 +100,7 @@ class RetryMiddleware(Middleware):
             message.copy(options={FAILURES: failures, FIRST_FAILURE: first_failure}),
             delay=delay,
         )
+        message.options[OUTCOME] = "retry"
         logger.warning(
             "retrying message %s of %s in %d ms (attempt %d failed: %s)",
             message.message_id,
@@ -116,8 +121,10 @@ class RetryMiddleware(Middleware):
                 exception=signal,
                 error_message=f"deferred {defers - 1} times (budget {self.defer_budget}): {signal.reason}",
             )
+            message.options[OUTCOME] = "dead"
             return
         broker.enqueue(message.copy(options={DEFERS: defers}), delay=signal.delay_ms)
+        message.options[OUTCOME] = "deferred"
         logger.info(
             "deferred message %s of %s by %d ms: %s",
             message.message_id,

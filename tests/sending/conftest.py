@@ -45,27 +45,49 @@ def sends(url: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{url}/_fake/sends").json())
 
 
-def make_connection(db: Database, *, phone_number_id: str = "106540352242922", rate: int = 80,
-                    token: str = DEFAULT_TOKEN) -> tuple[int, int]:
+def make_connection(
+    db: Database, *, phone_number_id: str = "106540352242922", rate: int = 80, token: str = DEFAULT_TOKEN
+) -> tuple[int, int]:
     """A company and a Meta connection; returns their ids."""
     with db.session() as session:
         company = Company(name="Acme")
         session.add(company)
         session.flush()
-        connection = Connection(company_id=company.id, provider=Provider.META, phone_number_id=phone_number_id,
-                                access_token=token, rate_per_second=rate, status=ConnectionStatus.ACTIVE)
+        connection = Connection(
+            company_id=company.id,
+            provider=Provider.META,
+            phone_number_id=phone_number_id,
+            access_token=token,
+            rate_per_second=rate,
+            status=ConnectionStatus.ACTIVE,
+        )
         session.add(connection)
         session.flush()
         return company.id, connection.id
 
 
-def make_messages(db: Database, company_id: int, connection_id: int, recipients: list[str],
-                  priority: str = "normal", body: str = "hello") -> list[int]:
+def make_messages(
+    db: Database,
+    company_id: int,
+    connection_id: int,
+    recipients: list[str],
+    priority: str = "normal",
+    body: str = "hello",
+) -> list[int]:
     """Queued outbound messages; returns their ids."""
     with db.session() as session:
-        rows = [Message(company_id=company_id, connection_id=connection_id, direction=Direction.OUTBOUND,
-                        priority=priority, status=MessageStatus.QUEUED, recipient=r, body=body)
-                for r in recipients]
+        rows = [
+            Message(
+                company_id=company_id,
+                connection_id=connection_id,
+                direction=Direction.OUTBOUND,
+                priority=priority,
+                status=MessageStatus.QUEUED,
+                recipient=r,
+                body=body,
+            )
+            for r in recipients
+        ]
         session.add_all(rows)
         session.flush()
         return [r.id for r in rows]

@@ -13,8 +13,7 @@ from tests.helpers import drain
 from tests.sending.conftest import configure, make_connection, make_messages, sends
 
 
-def test_sent_once_with_wamid(db: Database, broker: Any, sender: Any, fake_meta: str,
-                              worker: dramatiq.Worker) -> None:
+def test_sent_once_with_wamid(db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker) -> None:
     company, connection = make_connection(db)
     ids = make_messages(db, company, connection, [f"1650555{i:04d}" for i in range(20)])
     for message_id in ids:
@@ -30,8 +29,9 @@ def test_sent_once_with_wamid(db: Database, broker: Any, sender: Any, fake_meta:
         assert {r.external_id for r in rows} == {s["wamid"] for s in accepted}
 
 
-def test_permanent_error_fails_and_dead_letters(db: Database, broker: Any, sender: Any, fake_meta: str,
-                                                worker: dramatiq.Worker) -> None:
+def test_permanent_error_fails_and_dead_letters(
+    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker
+) -> None:
     company, connection = make_connection(db)
     [message_id] = make_messages(db, company, connection, ["16505550000"])
     configure(fake_meta, forced_errors=[131026])
@@ -44,8 +44,9 @@ def test_permanent_error_fails_and_dead_letters(db: Database, broker: Any, sende
         assert letter.reason == "permanent" and letter.attempts == 1
 
 
-def test_provider_throttle_defers_without_attempt(db: Database, broker: Any, sender: Any, fake_meta: str,
-                                                  worker: dramatiq.Worker) -> None:
+def test_provider_throttle_defers_without_attempt(
+    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker
+) -> None:
     company, connection = make_connection(db)
     [message_id] = make_messages(db, company, connection, ["16505550001"])
     configure(fake_meta, forced_errors=[130429, 130429])
