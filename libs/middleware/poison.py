@@ -34,12 +34,17 @@ class PoisonGuard(Middleware):
         self.max_deliveries = max_deliveries
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        """Count this delivery; skip (and dead-letter) the job when earlier deliveries all died."""
-        key = delivery_key(broker, message.message_id)
-        pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        pipe.incr(key)
-        pipe.expire(key, COUNTER_TTL_SECONDS)
-        deliveries, _ = pipe.execute()
+        """Count this delivery durably; skip (and dead-letter) the job when earlier deliveries all died."""
+        group_commit = getattr(broker, "group_commit", None)
+        if group_commit is not None:
+            # Written with other jobs' acks and marks in one round trip; the counter is dropped with the ack.
+            deliveries = group_commit.mark(message.message_id)
+        else:
+            key = delivery_key(broker, message.message_id)
+            pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+            pipe.incr(key)
+            pipe.expire(key, COUNTER_TTL_SECONDS)
+            deliveries, _ = pipe.execute()
         if deliveries > self.max_deliveries:
             dead_letter(
                 broker,
@@ -49,15 +54,20 @@ class PoisonGuard(Middleware):
                 error_type="WorkerDied",
                 error_message=f"the worker died {deliveries - 1} times while running this job",
             )
-            broker.client.delete(key)  # type: ignore[attr-defined]
+            self._forget(broker, message)
             raise SkipMessage("poison message dead-lettered")
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
         """The attempt ended with the worker alive: forget its deliveries."""
-        broker.client.delete(delivery_key(broker, message.message_id))  # type: ignore[attr-defined]
+        self._forget(broker, message)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """A skipped job ended too."""
-        broker.client.delete(delivery_key(broker, message.message_id))  # type: ignore[attr-defined]
+        self._forget(broker, message)
+
+    @staticmethod
+    def _forget(broker: Broker, message: MessageProxy) -> None:
+        if getattr(broker, "group_commit", None) is None:  # else the batched ack drops the counter
+            broker.client.delete(delivery_key(broker, message.message_id))  # type: ignore[attr-defined]

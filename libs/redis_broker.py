@@ -1,0 +1,199 @@
+"""zapq's Redis broker: Dramatiq's, with acks and delivery counts written in group commits.
+
+Dramatiq acks every message with its own Lua round trip from the worker thread, which dominates a
+worker's time (``dramatiq-notes.md``: ~260 µs per round trip, most of a no-op job). Here one background
+thread per process, :class:`GroupCommit`, drains whatever acks and delivery marks the worker threads have
+handed it into **one** Lua call, then starts again: under load many jobs share a round trip, when idle a
+request is written at once.
+
+* Acks are fire-and-forget for the worker thread. A process that dies before its acks were written
+  has those jobs redelivered (at-least-once: duplicates, never loss); graceful shutdown flushes them.
+* Delivery marks (the poison guard's "this job is starting") are waited for: a job runs only after its
+  mark is durable, so a job that kills its worker is always counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.encoder import Encoder, MessageData
+from dramatiq.errors import ConnectionClosed
+
+logger = logging.getLogger(__name__)
+
+COMMIT = """
+local ns, wid, ts, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+redis.call('zadd', ns .. ':__heartbeats__', ts, wid)
+local n_acks = tonumber(ARGV[5])
+local i = 6
+for _ = 1, n_acks do
+  local queue, rid, mid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  if redis.call('srem', ns .. ':__acks__.' .. wid .. '.' .. queue, rid) > 0 then
+    redis.call('hdel', ns .. ':' .. queue .. '.msgs', rid)
+  end
+  if mid ~= '' then redis.call('del', ns .. ':zapq:deliveries:' .. mid) end
+end
+local n_marks = tonumber(ARGV[i])
+i = i + 1
+local counts = {}
+for k = 1, n_marks do
+  local key = ns .. ':zapq:deliveries:' .. ARGV[i]
+  i = i + 1
+  counts[k] = redis.call('incr', key)
+  redis.call('expire', key, ttl)
+end
+return counts
+"""
+
+#: Delivery counters of jobs nobody finishes expire after this long.
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
+#: Most requests written in one Lua call (keeps the call's argument list bounded).
+MAX_BATCH = 500
+
+
+class OrjsonEncoder(Encoder):
+    """Dramatiq's JSON wire format, encoded and decoded with orjson (same bytes on the wire)."""
+
+    def encode(self, data: MessageData) -> bytes:
+        """Serialise a message's dict."""
+        return orjson.dumps(data)
+
+    def decode(self, data: bytes) -> MessageData:
+        """Parse a message's bytes."""
+        return orjson.loads(data)  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Mark:
+    message_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    count: int = 0
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Write acks and delivery marks of one process in shared Lua calls (see the module docstring)."""
+
+    def __init__(self, broker: RedisBroker, *, counter_ttl: int = COUNTER_TTL_SECONDS) -> None:
+        self.broker = broker
+        self.counter_ttl = counter_ttl
+        self._cond = threading.Condition()
+        self._acks: list[tuple[str, str, str]] = []
+        self._marks: list[_Mark] = []
+        self._thread: threading.Thread | None = None
+        self._script = broker.client.register_script(COMMIT)
+
+    def ack(self, queue_name: str, redis_message_id: str, message_id: str) -> None:
+        """Queue an ack (returns at once)."""
+        with self._cond:
+            self._acks.append((queue_name, redis_message_id, message_id))
+            self._wake()
+
+    def mark(self, message_id: str) -> int:
+        """Count a delivery of ``message_id`` durably; returns the count including this one."""
+        mark = _Mark(message_id)
+        with self._cond:
+            self._marks.append(mark)
+            self._wake()
+        mark.done.wait()
+        if mark.error is not None:
+            raise mark.error
+        return mark.count
+
+    def flush(self) -> None:
+        """Write everything queued so far from the calling thread (shutdown)."""
+        while True:
+            with self._cond:
+                acks, marks = self._take()
+            if not acks and not marks:
+                return
+            self._write(acks, marks)
+
+    def _wake(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="zapq-group-commit", daemon=True)
+            self._thread.start()
+        self._cond.notify()
+
+    def _take(self) -> tuple[list[tuple[str, str, str]], list[_Mark]]:
+        acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
+        marks, self._marks = self._marks[:MAX_BATCH], self._marks[MAX_BATCH:]
+        return acks, marks
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._acks and not self._marks:
+                    self._cond.wait()
+                acks, marks = self._take()
+            self._write(acks, marks)
+
+    def _write(self, acks: list[tuple[str, str, str]], marks: list[_Mark]) -> None:
+        args: list[Any] = [
+            self.broker.namespace,
+            self.broker.broker_id,
+            int(time.time() * 1000),
+            self.counter_ttl,
+            len(acks),
+        ]
+        for ack in acks:
+            args.extend(ack)
+        args.append(len(marks))
+        args.extend(mark.message_id for mark in marks)
+        attempt = 0
+        while True:
+            try:
+                counts = self._script(args=args)
+                break
+            except redis.ConnectionError as exc:
+                attempt += 1
+                if marks:  # the waiting jobs see the outage; acks are retried until Redis is back
+                    for mark in marks:
+                        mark.error = ConnectionClosed(exc)
+                        mark.done.set()
+                    marks = []
+                    args = [*args[: 5 + 3 * len(acks)], 0]
+                logger.warning("could not write %d ack(s) (attempt %d); retrying", len(acks), attempt)
+                time.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
+        for mark, count in zip(marks, counts, strict=True):
+            mark.count = int(count)
+            mark.done.set()
+
+
+class ZapqRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer with acks handed to the process's :class:`GroupCommit`."""
+
+    def ack(self, message: Any) -> None:
+        """Queue the ack; the group commit writes it (with any others) in its next round."""
+        try:
+            self.broker.group_commit.ack(self.queue_name, message.options["redis_message_id"], message.message_id)
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+
+    def close(self) -> None:
+        """Write pending acks before the consumer goes away."""
+        try:
+            self.broker.group_commit.flush()
+        finally:
+            super().close()
+
+
+class ZapqRedisBroker(RedisBroker):
+    """A :class:`RedisBroker` whose consumers ack through a per-process :class:`GroupCommit`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.group_commit = GroupCommit(self)
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        """Consumers that ack through the group commit."""
+        return ZapqRedisConsumer
