@@ -68,7 +68,7 @@ class OrjsonEncoder(Encoder):
 
     def decode(self, data: bytes) -> MessageData:
         """Parse a message's bytes."""
-        return orjson.loads(data)  # type: ignore[no-any-return]
+        return orjson.loads(data)
 
 
 @dataclass

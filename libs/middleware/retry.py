@@ -8,7 +8,8 @@ After a failed attempt, by the exception's type (never its text):
 * anything else (``TransientError`` and unknown exceptions): retried after the policy's delay until the
   policy's attempts are spent, then dead-lettered (``exhausted``).
 
-The job that failed is acked either way: its retry copy or dead letter is already enqueued.
+The job that failed is acked either way: its retry copy or dead letter is already enqueued. When neither
+can be enqueued the job is nacked instead (kept in Dramatiq's ``<queue>.XQ``), never acked away.
 """
 
 from __future__ import annotations
@@ -71,6 +72,20 @@ class RetryMiddleware(Middleware):
         """Decide retry, deferral or dead letter for a failed attempt."""
         if exception is None:
             return
+        try:
+            self._after_failure(broker, message, exception)
+        except Exception:
+            # Neither a retry copy nor a dead letter could be enqueued (e.g. a Redis blip). Dramatiq would ack
+            # the job anyway and lose it (upstream #545): nack it instead, into its queue's Dramatiq dead set.
+            logger.critical(
+                "could not schedule message %s of %s after a failure; nacking it",
+                message.message_id,
+                message.actor_name,
+                exc_info=True,
+            )
+            message.fail()
+
+    def _after_failure(self, broker: Broker, message: MessageProxy, exception: BaseException) -> None:
         if isinstance(exception, Defer):
             self._defer(broker, message, exception)
             return
