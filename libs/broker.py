@@ -19,6 +19,7 @@ from dramatiq.middleware import (
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
 from libs.middleware.concurrency import AsyncBatching
+from libs.middleware.liveness import Liveness
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
 from libs.settings import Settings
 
@@ -47,6 +48,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         PoisonGuard(max_deliveries=settings.max_deliveries),
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),
+        Liveness(directory=settings.heartbeat_dir),
     ]
 
 

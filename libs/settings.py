@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     alert_window_minutes: int = Field(default=10, ge=1)
     #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).
     concurrent_jobs_per_thread: int = Field(default=64, ge=1, le=1000)
+    #: Where workers and the scheduler keep the heartbeat files read by ``python -m libs.ops.probe``.
+    heartbeat_dir: str = "/tmp/zapq-heartbeats"
     #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
     heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
 

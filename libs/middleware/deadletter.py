@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 FAILURES = "zq_failures"
 DEFERS = "zq_defers"
 FIRST_FAILURE = "zq_first_failure"
-INTERNAL_OPTIONS = frozenset({FAILURES, DEFERS, FIRST_FAILURE, "redis_message_id", "eta", "retries"})
+#: Sentry's Dramatiq integration adds trace headers; a replay must start a new trace, not resume one.
+INTERNAL_OPTIONS = frozenset({FAILURES, DEFERS, FIRST_FAILURE, "redis_message_id", "eta", "retries", "_sentry_headers"})
 
 #: What middleware hooks receive (a proxy) or what code builds (a message).
 AnyMessage = Message[Any] | MessageProxy

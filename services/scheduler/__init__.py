@@ -8,10 +8,14 @@ Two commands import this module:
 
 from __future__ import annotations
 
+import os
+import sys
+
 from periodiq import PeriodiqMiddleware
 
 from libs.broker import setup_broker
 from libs.observability import init_sentry, setup_logging
+from libs.ops.probe import start_heartbeat
 from libs.runtime import install_resources
 from libs.settings import load_settings
 
@@ -22,6 +26,9 @@ broker = setup_broker(settings)
 if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))
 resources = install_resources(broker, settings)
+if os.path.basename(sys.argv[0]).startswith("periodiq"):
+    # The clock process (`periodiq services.scheduler`) has no worker threads: prove it runs for its probe.
+    start_heartbeat(settings.heartbeat_dir, "scheduler")
 
 from services.scheduler.actors import (  # noqa: E402
     prune_dead_letters,
