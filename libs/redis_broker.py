@@ -46,8 +46,8 @@ i = i + 1
 local counts = {}
 for k = 1, n_marks do
   local key = ns .. ':zapq:deliveries:' .. ARGV[i]
-  i = i + 1
-  counts[k] = redis.call('incr', key)
+  counts[k] = redis.call('incrby', key, ARGV[i + 1])
+  i = i + 2
   redis.call('expire', key, ttl)
 end
 return counts
@@ -74,6 +74,7 @@ class OrjsonEncoder(Encoder):
 @dataclass
 class _Mark:
     message_id: str
+    delta: int = 1
     done: threading.Event = field(default_factory=threading.Event)
     count: int = 0
     error: BaseException | None = None
@@ -99,14 +100,19 @@ class GroupCommit:
 
     def mark(self, message_id: str) -> int:
         """Count a delivery of ``message_id`` durably; returns the count including this one."""
-        mark = _Mark(message_id)
+        return self.mark_many([message_id])[0]
+
+    def mark_many(self, message_ids: list[str], *, delta: int = 1) -> list[int]:
+        """Add ``delta`` to the delivery counts of ``message_ids`` durably (one wait); returns the counts."""
+        marks = [_Mark(message_id, delta) for message_id in message_ids]
         with self._cond:
-            self._marks.append(mark)
+            self._marks.extend(marks)
             self._wake()
-        mark.done.wait()
-        if mark.error is not None:
-            raise mark.error
-        return mark.count
+        for mark in marks:
+            mark.done.wait()
+            if mark.error is not None:
+                raise mark.error
+        return [mark.count for mark in marks]
 
     def flush(self) -> None:
         """Write everything queued so far from the calling thread (shutdown)."""
@@ -147,7 +153,8 @@ class GroupCommit:
         for ack in acks:
             args.extend(ack)
         args.append(len(marks))
-        args.extend(mark.message_id for mark in marks)
+        for mark in marks:
+            args.extend((mark.message_id, mark.delta))
         attempt = 0
         while True:
             try:

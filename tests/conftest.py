@@ -102,3 +102,6 @@ def worker(broker: Any) -> Iterator[dramatiq.Worker]:
     w.start()
     yield w
     w.stop()
+    # Dramatiq leaves the stopped worker's middleware on the broker; a queue declared later would get a
+    # consumer for this dead worker that fetches messages nobody runs.
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not w]

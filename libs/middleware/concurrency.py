@@ -36,6 +36,12 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_TIME_LIMIT_MS = 60_000
 
 
+def count_of(message: MessageProxy) -> int | None:
+    """The delivery count a worker thread already wrote for ``message`` (``None`` when not pre-marked)."""
+    count: int | None = message.__dict__.get("zq_deliveries")
+    return count
+
+
 def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] | None:
     fn = inspect.unwrap(actor.fn)
     return fn if inspect.iscoroutinefunction(fn) else None
@@ -66,17 +72,53 @@ class BatchingWorkerThread(WorkerThread):
         self.broker.emit_before("worker_thread_shutdown", self)
 
     def _refill(self) -> None:
+        plain: list[MessageProxy] = []
         while self.running and not self.paused and len(self.in_flight) < self.batch_size:
             try:
-                item = self.work_queue.get(timeout=self.timeout) if not self.in_flight else self.work_queue.get_nowait()
+                if self.in_flight or plain:
+                    item = self.work_queue.get_nowait()
+                else:
+                    item = self.work_queue.get(timeout=self.timeout)
             except Empty:
-                return
+                break
             message = item.message
             actor = self.broker.actors.get(message.actor_name)
             if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
-                self.process_message(message)
+                plain.append(message)
+                if len(plain) >= self.batch_size:
+                    break
                 continue
             self._start(message, actor)
+        if plain:
+            self._process_plain(plain)
+
+    def _process_plain(self, messages: list[MessageProxy]) -> None:
+        """Run ordinary jobs one after another, with their delivery marks written together.
+
+        A job marked alongside others that are still waiting their turn could, if one of them killed the
+        worker, be counted as a death it took no part in. So jobs with an earlier death on record (count
+        > 1) are unmarked and then run one at a time with marks of their own: a job reaches the poison
+        limit only through deaths while it itself was running (or beside it on another thread).
+        """
+        group_commit = getattr(self.broker, "group_commit", None)
+        if group_commit is None or len(messages) == 1:
+            for message in messages:
+                self.process_message(message)
+            return
+        counts = group_commit.mark_many([m.message_id for m in messages])
+        suspects = []
+        for message, count in zip(messages, counts, strict=True):
+            if count > 1:
+                suspects.append(message)
+            else:
+                message.__dict__["zq_deliveries"] = count
+        for message in messages:
+            if count_of(message) is not None:
+                self.process_message(message)
+        if suspects:
+            group_commit.mark_many([m.message_id for m in suspects], delta=-1)
+            for message in suspects:
+                self.process_message(message)  # the poison guard marks it alone
 
     def _start(self, message: MessageProxy, actor: Any) -> None:
         try:
@@ -143,6 +185,15 @@ async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], l
         raise TimeLimitExceeded(f"job exceeded its time limit of {limit_s:.0f} s") from None
 
 
+def _runs_concurrent_actors(broker: Broker, worker: Worker) -> bool:
+    """True when ``worker`` consumes the queue of at least one ``concurrent=True`` actor."""
+    whitelist = worker.consumer_whitelist
+    return any(
+        actor.options.get("concurrent") and (not whitelist or actor.queue_name in whitelist)
+        for actor in broker.actors.values()
+    )
+
+
 class AsyncBatching(Middleware):
     """Make the worker's threads :class:`BatchingWorkerThread` and size prefetch for them."""
 
@@ -154,8 +205,11 @@ class AsyncBatching(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Swap the worker's thread factory before it starts its threads and consumers."""
         batch_size = self.batch_size
-        # Each thread may hold a whole batch in flight: prefetch enough to keep them all busy.
-        worker.queue_prefetch = max(worker.queue_prefetch, worker.worker_threads * batch_size * 2)
+        # Each thread may hold a whole batch in flight: prefetch enough to keep them all busy. Only a worker
+        # that runs concurrent actors needs it: in any other, a SIGKILL would strand that many prefetched jobs
+        # until dead-worker recovery (and the first worker up would take 1,000+ jobs from the others).
+        if _runs_concurrent_actors(broker, worker):
+            worker.queue_prefetch = max(worker.queue_prefetch, worker.worker_threads * batch_size * 2)
 
         def add_worker() -> None:
             thread = BatchingWorkerThread(

@@ -36,7 +36,10 @@ class PoisonGuard(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Count this delivery durably; skip (and dead-letter) the job when earlier deliveries all died."""
         group_commit = getattr(broker, "group_commit", None)
-        if group_commit is not None:
+        premarked = message.__dict__.get("zq_deliveries")  # written by a worker thread with its batch
+        if premarked is not None:
+            deliveries = premarked
+        elif group_commit is not None:
             # Written with other jobs' acks and marks in one round trip; the counter is dropped with the ack.
             deliveries = group_commit.mark(message.message_id)
         else:
