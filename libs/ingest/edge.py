@@ -20,20 +20,19 @@ import orjson
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from libs import contracts
-from libs.enqueue import enqueue_many_async
-from libs.ingest.store import mark_enqueued, store_webhook
+from libs.ingest.batcher import WebhookWriter
 from libs.settings import Settings
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 
 logger = logging.getLogger(__name__)
 
 META_OBJECT = "whatsapp_business_account"
+#: Longest a chain of reconnection attempts of the edge's pool backs off before starting afresh.
+RECONNECT_TIMEOUT_S = 5.0
 
 
 class BodyTooLarge(Exception):
@@ -65,6 +64,7 @@ class WebhookEdge:
         self.settings = settings
         self.pool: AsyncConnectionPool | None = None
         self.redis: aioredis.Redis | None = None
+        self.writer: WebhookWriter | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -76,12 +76,19 @@ class WebhookEdge:
             timeout=3.0,
             open=False,
             kwargs={"autocommit": True, "connect_timeout": 3},
+            # After a Postgres outage: a broken connection is replaced on checkout instead of answering 503, and
+            # reconnection attempts give up (and start afresh on the next request) after a few seconds instead
+            # of backing off exponentially for 5 minutes, which kept answering 503 long after Postgres was back.
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
         )
         await self.pool.open(wait=False)
         self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self.writer = WebhookWriter(self.pool, self.redis, self.settings.redis_namespace)
         try:
             yield
         finally:
+            await self.writer.close()
             await self.redis.aclose()
             await self.pool.close()
 
@@ -130,28 +137,15 @@ class WebhookEdge:
         return await self._accept("baileys", body)
 
     async def _accept(self, source: str, body: bytes) -> Response:
-        assert self.pool is not None
+        assert self.writer is not None
         try:
-            accepted = await store_webhook(self.pool, source, body)
+            accepted = await self.writer.accept(source, body)
         except Exception:
             logger.warning("could not store a %s webhook; answering 503 so it is redelivered", source, exc_info=True)
             return _error(503, "storage unavailable, retry later")
         if accepted.webhook_id is None:
             return JSONResponse({"status": "duplicate"})
-        return JSONResponse(
-            {"status": "accepted", "id": accepted.webhook_id},
-            background=BackgroundTask(self._enqueue, accepted.webhook_id),
-        )
-
-    async def _enqueue(self, webhook_id: int) -> None:
-        assert self.pool is not None and self.redis is not None
-        try:
-            message = contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_id))
-            await enqueue_many_async(self.redis, self.settings.redis_namespace, [message])
-            await mark_enqueued(self.pool, [webhook_id])
-        except Exception:
-            # Durable already: the outbox sweep enqueues rows left in 'received'.
-            logger.warning("webhook %s stored but not enqueued; the sweep will retry", webhook_id, exc_info=True)
+        return JSONResponse({"status": "accepted", "id": accepted.webhook_id})
 
     async def health(self, request: Request) -> Response:
         """Liveness: the process answers."""

@@ -123,6 +123,7 @@ class TestAcceptance:
         response = post_meta(client, body, sign_meta(body, settings.meta_app_secret))
         assert response.status_code == 200
         webhook_id = response.json()["id"]
+        client.portal.call(client.app.state.edge.writer.drain)  # type: ignore[union-attr,attr-defined]
         with db.session() as session:
             row = session.get(Webhook, webhook_id)
             assert row is not None

@@ -1,0 +1,134 @@
+"""Group commit at the webhook edge: concurrent requests share one INSERT, then one enqueue + one UPDATE.
+
+Each request still gets its answer only after *its* row is committed; what changes is that the requests
+arriving while a commit is in flight are written together by the next one, so Postgres and Redis see a
+round trip per batch rather than per webhook. After the commit the accepted ids are enqueued on
+``webhooks`` and marked ``enqueued`` in the background (one pipeline, one UPDATE); if that fails, the rows
+stay ``received`` and the outbox sweep enqueues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from libs import contracts
+from libs.enqueue import enqueue_many_async
+from libs.ingest.store import MARK_ENQUEUED, Accepted
+from libs.whatsapp import meta_dedup_key
+
+logger = logging.getLogger(__name__)
+
+INSERT_MANY = """
+INSERT INTO webhooks (source, dedup_key, body, status)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[])
+ON CONFLICT (source, dedup_key) DO NOTHING
+RETURNING id, source, dedup_key
+"""
+
+#: Most webhooks written by one INSERT.
+MAX_BATCH = 256
+
+
+@dataclass
+class _Pending:
+    source: str
+    key: str
+    body: bytes
+    future: asyncio.Future[Accepted] = field(repr=False)
+
+
+class WebhookWriter:
+    """Accept webhooks durably in shared transactions (one writer task per process)."""
+
+    def __init__(self, pool: AsyncConnectionPool, redis: aioredis.Redis, namespace: str) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.namespace = namespace
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def accept(self, source: str, body: bytes) -> Accepted:
+        """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(source, meta_dedup_key(body), body, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        self._wakeup.set()
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every accepted webhook so far has been handed to Redis (or given up on)."""
+        while self._pending or self._background:
+            self._wakeup.set()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Finish what is queued and the background enqueues."""
+        while self._pending:
+            await asyncio.sleep(0)
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(
+                    INSERT_MANY,
+                    (
+                        [p.source for p in batch],
+                        [p.key for p in batch],
+                        [p.body for p in batch],
+                        ["received"] * len(batch),
+                    ),
+                )
+                rows = await cursor.fetchall()
+        except Exception as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        created = {(source, key): webhook_id for webhook_id, source, key in rows}
+        accepted_ids = []
+        for pending in batch:
+            webhook_id = created.pop((pending.source, pending.key), None)  # one request per new row wins
+            if webhook_id is not None:
+                accepted_ids.append(webhook_id)
+            if not pending.future.done():
+                pending.future.set_result(Accepted(webhook_id))
+        if accepted_ids:
+            task = asyncio.create_task(self._enqueue(accepted_ids))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _enqueue(self, webhook_ids: list[int]) -> None:
+        try:
+            messages = [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i)) for i in webhook_ids]
+            await enqueue_many_async(self.redis, self.namespace, messages)
+            async with self.pool.connection() as conn:
+                await conn.execute(MARK_ENQUEUED, (webhook_ids,), prepare=True)
+        except Exception:
+            logger.warning(
+                "%d webhook(s) stored but not enqueued; the outbox sweep will enqueue them",
+                len(webhook_ids),
+                exc_info=True,
+            )
