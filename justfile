@@ -32,14 +32,14 @@ test *ARGS:
 
 # Lint, format check and types.
 lint:
-    ruff check libs services tests
-    ruff format --check libs services tests
+    ruff check libs services tests bench
+    ruff format --check libs services tests bench
     mypy
 
 # Format the code.
 fmt:
-    ruff format libs services tests
-    ruff check --fix libs services tests
+    ruff format libs services tests bench
+    ruff check --fix libs services tests bench
 
 # Benchmarks with same-run baselines (see bench/README.md).
 bench *ARGS:

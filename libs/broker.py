@@ -19,6 +19,7 @@ from dramatiq.middleware import (
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
 from libs.middleware.concurrency import AsyncBatching
+from libs.middleware.lifecycle import Lifecycle
 from libs.middleware.liveness import Liveness
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
 from libs.settings import Settings
@@ -45,6 +46,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         AsyncIO(),
         AsyncBatching(batch_size=settings.concurrent_jobs_per_thread),
+        # Before RetryMiddleware: after-hooks run in reverse, so the retry outcome is known when it records.
+        Lifecycle(),
         PoisonGuard(max_deliveries=settings.max_deliveries),
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),

@@ -5,16 +5,15 @@ in one pipelined ``MULTI`` for many messages at once — the lever for bulk enqu
 ``redis.asyncio`` for ASGI handlers that must not block their event loop. Delayed messages still go
 through ``broker.enqueue``.
 
-Broker hooks do not run here, so the :mod:`~libs.middleware.lifecycle` bookkeeping is done inline: every
-call advances each queue's ``seq`` counter (so positions of other jobs stay right), and with
-``lifecycle=True`` each job also gets its ``waiting`` hash (one more round trip first, to reserve its
-sequence numbers, plus an ``HSET`` + ``EXPIRE`` per job).
+Broker hooks do not run here, so the :mod:`~libs.middleware.lifecycle` bookkeeping is done inline, in
+the same ``MULTI``: every call advances each queue's ``seq`` counter (so positions of other jobs stay
+right), and with ``lifecycle=True`` each job also gets its ``waiting`` hash (the lifecycle's Lua script,
+run inside the transaction).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 from uuid import uuid4
@@ -23,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from libs.middleware.lifecycle import DEFAULT_JOB_TTL_SECONDS, LifecycleKeys, waiting_fields
+from libs.middleware.lifecycle import APPLY_LUA, CHUNK, WIDTH, LifecycleKeys, apply_args, waiting_records
 
 
 class _Row(NamedTuple):
@@ -42,16 +41,7 @@ def _prepared(messages: Iterable[Message[Any]]) -> list[_Row]:
     return rows
 
 
-def _reserve_commands(pipe: Any, keys: LifecycleKeys, counts: Counter[str]) -> None:
-    for queue, count in counts.items():
-        pipe.incrby(keys.seq(queue), count)
-
-
-def _first_seqs(counts: Counter[str], results: list[Any]) -> dict[str, int]:
-    return {queue: int(last) - count + 1 for (queue, count), last in zip(counts.items(), results, strict=True)}
-
-
-def _queue_commands(pipe: Any, namespace: str, rows: list[_Row], first_seq: dict[str, int] | None) -> None:
+def _queue_commands(pipe: Any, namespace: str, rows: list[_Row], *, lifecycle: bool) -> None:
     keys = LifecycleKeys(namespace)
     by_queue: dict[str, list[_Row]] = {}
     for row in rows:
@@ -60,34 +50,24 @@ def _queue_commands(pipe: Any, namespace: str, rows: list[_Row], first_seq: dict
         key = f"{namespace}:{queue}"
         pipe.hset(f"{key}.msgs", mapping={row.redis_id: row.data for row in items})
         pipe.rpush(key, *(row.redis_id for row in items))
-        if first_seq is None:
+        if not lifecycle:
             pipe.incrby(keys.seq(queue), len(items))
-    if first_seq is not None:
-        now = time.time()
-        for row in rows:
-            seq = first_seq[row.queue]
-            first_seq[row.queue] = seq + 1
-            fields = {k: v for k, v in waiting_fields(row.message, now, seq).items() if v is not None}
-            pipe.hset(keys.job(row.message.message_id), mapping=fields)
-            pipe.expire(keys.job(row.message.message_id), DEFAULT_JOB_TTL_SECONDS)
+    if lifecycle:  # the script advances seq itself, one job at a time
+        records = waiting_records((row.message for row in rows), time.time())
+        step = CHUNK * WIDTH
+        for start in range(0, len(records), step):
+            pipe.eval(APPLY_LUA, 0, *apply_args(keys, records[start : start + step]))
 
 
 def enqueue_many(
     client: redis.Redis, namespace: str, messages: Iterable[Message[Any]], *, lifecycle: bool = False
 ) -> int:
-    """Enqueue ``messages`` atomically in one round trip (two with ``lifecycle``); returns how many."""
+    """Enqueue ``messages`` atomically in one round trip; returns how many were enqueued."""
     rows = _prepared(messages)
-    if not rows:
-        return 0
-    first_seq = None
-    if lifecycle:
-        counts = Counter(row.queue for row in rows)
-        reserve = client.pipeline(transaction=False)
-        _reserve_commands(reserve, LifecycleKeys(namespace), counts)
-        first_seq = _first_seqs(counts, reserve.execute())
-    pipe = client.pipeline(transaction=True)
-    _queue_commands(pipe, namespace, rows, first_seq)
-    pipe.execute()
+    if rows:
+        pipe = client.pipeline(transaction=True)
+        _queue_commands(pipe, namespace, rows, lifecycle=lifecycle)
+        pipe.execute()
     return len(rows)
 
 
@@ -96,15 +76,8 @@ async def enqueue_many_async(
 ) -> int:
     """The asyncio twin of :func:`enqueue_many`."""
     rows = _prepared(messages)
-    if not rows:
-        return 0
-    first_seq = None
-    if lifecycle:
-        counts = Counter(row.queue for row in rows)
-        reserve = client.pipeline(transaction=False)
-        _reserve_commands(reserve, LifecycleKeys(namespace), counts)
-        first_seq = _first_seqs(counts, await reserve.execute())
-    pipe = client.pipeline(transaction=True)
-    _queue_commands(pipe, namespace, rows, first_seq)
-    await pipe.execute()
+    if rows:
+        pipe = client.pipeline(transaction=True)
+        _queue_commands(pipe, namespace, rows, lifecycle=lifecycle)
+        await pipe.execute()
     return len(rows)

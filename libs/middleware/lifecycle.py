@@ -1,8 +1,10 @@
 """Every job's life in Redis (state, timings, worker, last error) and per-queue rates, cheap on the hot path.
 
 Hooks only append a small tuple to an in-memory buffer; a background thread flushes the buffer every
-``flush_interval`` seconds (≈ 100 ms) in one pipeline (two when jobs entered a queue: their sequence numbers
-are reserved first). No hook ever waits on Redis. Keys, under ``<namespace>:zapq:``:
+``flush_interval`` seconds (≈ 100 ms) in one pipeline: the updates go as the arguments of a Lua script
+(:data:`APPLY_LUA`, chunks of ``CHUNK`` updates) that applies them in order inside Redis, so the flush
+costs one round trip and almost no Python per update. No hook ever waits on Redis. Keys, under
+``<namespace>:zapq:``:
 
 * ``job:<message_id>`` HASH, TTL ``job_ttl`` (24 h): ``state`` (waiting | delayed | running | succeeded |
   failed | dead | deferred | skipped), ``queue``, ``actor``, ``enqueued_at``, ``seq``, ``eta`` and
@@ -36,7 +38,7 @@ import socket
 import threading
 import time
 import weakref
-from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +64,116 @@ DEFAULT_DURATIONS_KEPT = 1000
 DEFAULT_MAX_BUFFER = 500_000
 #: Characters of an exception's text kept in ``last_error``.
 MAX_ERROR_TEXT = 300
+#: Updates per Lua call (each call blocks Redis while it runs: keep it to a few milliseconds).
+CHUNK = 2000
 
 STATES = ("waiting", "delayed", "running", "succeeded", "failed", "dead", "deferred", "skipped")
 
-# Buffered operations (plain tuples: building them is all a hook does).
-_ENQUEUED, _STARTED, _FINISHED = 0, 1, 2
-#: Outcome of a finished attempt → the job's state.
-_STATE_OF = {"succeeded": "succeeded", "retry": "failed", "failed": "failed", "dead": "dead", "deferred": "deferred"}
-_CLEAR_TIMES = dict.fromkeys(("eta", "next_retry_at"))
+#: Applies buffered updates in order. ARGV: prefix, job TTL, stats TTL, durations kept, then records of
+#: ``WIDTH`` fields: kind (E waiting | D delayed | S started | T taken only | F finished), queue, message id,
+#: actor, time, then per kind — D: eta; S: worker; F: outcome, duration ms, failures, error type, error text,
+#: "1" when the attempt failed (not a deferral).
+APPLY_LUA = """
+local prefix, job_ttl, stats_ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local states = {succeeded="succeeded", retry="failed", failed="failed", dead="dead", deferred="deferred"}
+local jobs, order, counters, taken, durations = {}, {}, {}, {}, {}
+local function set(mid, ...)
+  local job = jobs[mid]
+  if not job then job = {}; jobs[mid] = job; order[#order + 1] = mid end
+  local pairs_ = {...}
+  for k = 1, #pairs_, 2 do job[pairs_[k]] = pairs_[k + 1] end
+end
+-- Records from several processes (a producer's buffer, a worker's) may arrive out of order: a job's fields
+-- only move forward in time ("updated_at"); its counters always count.
+local latest = {}
+local function fresh(mid, at)
+  local known = latest[mid]
+  if known == nil then
+    known = tonumber(redis.call("hget", prefix .. "job:" .. mid, "updated_at")) or 0
+  end
+  local now = tonumber(at)
+  if now < known then latest[mid] = known; return false end
+  latest[mid] = now
+  return true
+end
+local function count(key, name, by)
+  local c = counters[key]
+  if not c then c = {}; counters[key] = c end
+  c[name] = (c[name] or 0) + by
+end
+for i = 5, #ARGV, 11 do
+  local kind, queue, mid, actor, at = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local current = fresh(mid, at)
+  if kind == "E" then
+    local seq = redis.call("incr", prefix .. "seq:" .. queue)
+    if current then set(mid, "state", "waiting", "queue", queue, "actor", actor, "enqueued_at", at, "seq", seq,
+        "eta", false, "next_retry_at", false) end
+  elseif kind == "D" then
+    if current then set(mid, "state", "delayed", "queue", queue, "actor", actor, "enqueued_at", at, "eta", ARGV[i+5],
+        "next_retry_at", ARGV[i+5], "seq", false) end
+  elseif kind == "S" or kind == "T" then
+    taken[queue] = (taken[queue] or 0) + 1
+    if kind == "S" and current then
+      set(mid, "state", "running", "queue", queue, "actor", actor, "started_at", at, "worker", ARGV[i+5],
+          "finished_at", false, "duration_ms", false, "eta", false, "next_retry_at", false)
+    end
+  elseif kind == "F" then
+    local outcome, duration, failures = ARGV[i+5], ARGV[i+6], ARGV[i+7]
+    if current then
+      set(mid, "state", states[outcome] or outcome, "finished_at", at)
+      if duration ~= "" then set(mid, "duration_ms", duration) end
+      if failures ~= "" then set(mid, "failures", failures, "last_error_type", ARGV[i+8], "last_error", ARGV[i+9]) end
+      if outcome == "succeeded" or outcome == "dead" or outcome == "skipped" then
+        set(mid, "eta", false, "next_retry_at", false)
+      end
+    end
+    local minute = queue .. ":" .. math.floor(tonumber(at) / 60)
+    local names = {}
+    if outcome == "succeeded" then names = {"completed"}
+    elseif outcome == "deferred" then names = {"deferred"}
+    elseif outcome == "dead" then names = {"dead"} end
+    if ARGV[i+10] == "1" then names[#names + 1] = "failed" end
+    for _, name in ipairs(names) do
+      count("stats:" .. minute, name, 1)
+      count("totals:" .. queue, name, 1)
+    end
+    if outcome == "succeeded" and duration ~= "" then
+      count("stats:" .. minute, "duration_ms_sum", tonumber(duration))
+      local list = durations[queue]
+      if not list then list = {}; durations[queue] = list end
+      list[#list + 1] = duration
+    end
+  end
+end
+for _, mid in ipairs(order) do
+  jobs[mid]["updated_at"] = tostring(latest[mid])
+  local key, sets, dels = prefix .. "job:" .. mid, {}, {}
+  for name, value in pairs(jobs[mid]) do
+    if value == false then dels[#dels + 1] = name else sets[#sets + 1] = name; sets[#sets + 1] = value end
+  end
+  if #dels > 0 then redis.call("hdel", key, unpack(dels)) end
+  if #sets > 0 then redis.call("hset", key, unpack(sets)) end
+  redis.call("expire", key, job_ttl)
+end
+for key, names in pairs(counters) do
+  local full = prefix .. key
+  for name, value in pairs(names) do
+    if name == "duration_ms_sum" then redis.call("hincrbyfloat", full, name, value)
+    else redis.call("hincrby", full, name, value) end
+  end
+  if string.sub(key, 1, 6) == "stats:" then redis.call("expire", full, stats_ttl) end
+end
+for queue, n in pairs(taken) do redis.call("incrby", prefix .. "taken:" .. queue, n) end
+for queue, list in pairs(durations) do
+  local key = prefix .. "durations:" .. queue
+  for k = 1, #list, 1000 do redis.call("lpush", key, unpack(list, k, math.min(k + 999, #list))) end
+  redis.call("ltrim", key, 0, keep - 1)
+end
+return 0
+"""
+WIDTH = 11
+_PAD6 = ("",) * 6
+_PAD5 = ("",) * 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,39 +212,17 @@ class LifecycleKeys:
         return f"{self.prefix}taken:{queue}"
 
 
-def waiting_fields(message: AnyMessage, at: float, seq: int | None) -> dict[str, Any]:
-    """Hash fields of a job that just entered its queue (``None`` = delete the field)."""
-    return {
-        "state": "waiting",
-        "queue": q_name(message.queue_name),
-        "actor": message.actor_name,
-        "enqueued_at": _ts(at),
-        "seq": seq,
-        **_CLEAR_TIMES,
-    }
+def waiting_records(messages: Iterable[AnyMessage], at: float) -> list[Any]:
+    """:data:`APPLY_LUA` records of jobs that just entered their queue (bulk enqueues)."""
+    args: list[Any] = []
+    for message in messages:
+        args.extend(("E", q_name(message.queue_name), message.message_id, message.actor_name, at, *_PAD6))
+    return args
 
 
-def _ts(value: float) -> str:
-    return f"{value:.3f}"
-
-
-class _JobUpdate:
-    """Field changes of one job accumulated during one flush (later changes win; ``None`` deletes)."""
-
-    __slots__ = ("deleted", "fields")
-
-    def __init__(self) -> None:
-        self.fields: dict[str, Any] = {}
-        self.deleted: set[str] = set()
-
-    def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if value is None:
-                self.fields.pop(name, None)
-                self.deleted.add(name)
-            else:
-                self.fields[name] = value
-                self.deleted.discard(name)
+def apply_args(keys: LifecycleKeys, records: list[Any], *, job_ttl: int = DEFAULT_JOB_TTL_SECONDS) -> list[Any]:
+    """The full ARGV of one :data:`APPLY_LUA` call."""
+    return [keys.prefix, job_ttl, DEFAULT_STATS_TTL_SECONDS, DEFAULT_DURATIONS_KEPT, *records]
 
 
 class Lifecycle(Middleware):
@@ -176,15 +258,20 @@ class Lifecycle(Middleware):
 
     def after_enqueue(self, broker: Broker, message: AnyMessage, delay: int | None) -> None:
         """The job entered its queue (waiting) or its delay queue (delayed until ``eta``)."""
-        eta = message.options.get("eta") if delay is not None else None
-        self._push(broker, (_ENQUEUED, q_name(message.queue_name), message.message_id, time.time(), message, eta))
+        queue, now = q_name(message.queue_name), time.time()
+        if delay is None:
+            self._push(broker, ("E", queue, message.message_id, message.actor_name, now, *_PAD6))
+        else:
+            due = message.options.get("eta", now * 1000) / 1000
+            self._push(broker, ("D", queue, message.message_id, message.actor_name, now, due, *_PAD5))
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """A worker started the job."""
         now = time.time()
         self._started[_delivery(message)] = now
         worker = f"{self._host}:{threading.current_thread().name}"
-        self._push(broker, (_STARTED, q_name(message.queue_name), message.message_id, now, message, worker))
+        queue = q_name(message.queue_name)
+        self._push(broker, ("S", queue, message.message_id, message.actor_name, now, worker, *_PAD5))
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
@@ -192,26 +279,30 @@ class Lifecycle(Middleware):
         """The attempt ended: succeeded, or failed and (per the retry middleware) retried, dead or deferred."""
         now = time.time()
         started = self._started.pop(_delivery(message), None)
-        duration = (now - started) * 1000 if started is not None else None
+        duration: Any = round((now - started) * 1000, 1) if started is not None else ""
+        queue = q_name(message.queue_name)
+        op: tuple[Any, ...]
         if exception is None:
-            outcome, error = "succeeded", None
+            op = ("F", queue, message.message_id, message.actor_name, now, "succeeded", duration, "", "", "", "")
         else:
-            deferred = isinstance(exception, Defer)
-            outcome = message.options.get(OUTCOME) or ("deferred" if deferred else "failed")
+            # The retry middleware's marker; without one: nacked into Dramatiq's dead set, deferred, or failed.
+            fallback = "dead" if message.failed else "deferred" if isinstance(exception, Defer) else "failed"
+            outcome = message.options.get(OUTCOME) or fallback
+            deferred = outcome == "deferred" or isinstance(exception, Defer)
             failures = message.options.get(FAILURES, 0) + (0 if deferred else 1)
-            error = (qualified_name(type(exception)), str(exception)[:MAX_ERROR_TEXT], not deferred, failures)
-        op = (_FINISHED, q_name(message.queue_name), message.message_id, now, message, outcome, duration, error)
+            error = (qualified_name(type(exception)), str(exception)[:MAX_ERROR_TEXT], "" if deferred else "1")
+            op = ("F", queue, message.message_id, message.actor_name, now, outcome, duration, failures, *error)
         self._push(broker, op)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """The job was skipped (too old, poison, a stale periodic tick): dead when it went to Dramatiq's DLQ."""
         now = time.time()
-        queue = q_name(message.queue_name)
+        queue, actor = q_name(message.queue_name), message.actor_name
         if self._started.pop(_delivery(message), None) is None:
             # The skip came from a middleware before this one: count the job as taken all the same.
-            self._push(broker, (_STARTED, queue, message.message_id, now, message, None))
+            self._push(broker, ("T", queue, message.message_id, actor, now, *_PAD6))
         outcome = message.options.get(OUTCOME) or ("dead" if message.failed else "skipped")
-        self._push(broker, (_FINISHED, queue, message.message_id, now, message, outcome, None, None))
+        self._push(broker, ("F", queue, message.message_id, actor, now, outcome, *_PAD5))
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         """Flush what the last jobs recorded."""
@@ -273,97 +364,13 @@ class Lifecycle(Middleware):
             return len(ops)
 
     def _write(self, ops: list[tuple[Any, ...]]) -> None:
-        keys = self._keys
-        assert keys is not None
-        entering = Counter(op[1] for op in ops if op[0] == _ENQUEUED and op[5] is None)
-        next_seq: dict[str, int] = {}
-        if entering:
-            reserve = self._client.pipeline(transaction=False)
-            for queue, count in entering.items():
-                reserve.incrby(keys.seq(queue), count)
-            for (queue, count), last in zip(entering.items(), reserve.execute(), strict=True):
-                next_seq[queue] = int(last) - count + 1
-
-        jobs: dict[str, _JobUpdate] = defaultdict(_JobUpdate)
-        minute_counts: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        totals: dict[str, Counter[str]] = defaultdict(Counter)
-        durations: dict[str, list[float]] = defaultdict(list)
-        taken: Counter[str] = Counter()
-        for op in ops:
-            kind, queue, message_id, at, message = op[:5]
-            job = jobs[message_id]
-            if kind == _ENQUEUED:
-                eta = op[5]
-                if eta is None:
-                    seq = next_seq[queue]
-                    next_seq[queue] = seq + 1
-                    job.update(waiting_fields(message, at, seq))
-                else:
-                    due = _ts(eta / 1000)
-                    job.update(
-                        {"state": "delayed", "queue": queue, "actor": message.actor_name, "enqueued_at": _ts(at)}
-                    )
-                    job.update({"seq": None, "eta": due, "next_retry_at": due})
-            elif kind == _STARTED:
-                taken[queue] += 1
-                if op[5] is not None:
-                    job.update({"state": "running", "queue": queue, "actor": message.actor_name})
-                    job.update({"started_at": _ts(at), "worker": op[5], "finished_at": None, "duration_ms": None})
-                    job.update(_CLEAR_TIMES)
-            else:
-                outcome, duration, error = op[5], op[6], op[7]
-                changes: dict[str, Any] = {"state": _STATE_OF.get(outcome, outcome), "finished_at": _ts(at)}
-                if duration is not None:
-                    changes["duration_ms"] = f"{duration:.1f}"
-                if error is not None:
-                    changes.update(failures=error[3], last_error_type=error[0], last_error=error[1])
-                if outcome in ("succeeded", "dead", "skipped"):
-                    changes.update(_CLEAR_TIMES)
-                job.update(changes)
-                counts = minute_counts[(queue, int(at // 60))]
-                for name in _counters(outcome, failed_attempt=error is not None and error[2]):
-                    counts[name] += 1
-                    totals[queue][name] += 1
-                if outcome == "succeeded" and duration is not None:
-                    counts["duration_ms_sum"] += round(duration, 1)
-                    durations[queue].append(round(duration, 1))
-
+        assert self._keys is not None
         pipe = self._client.pipeline(transaction=False)
-        for message_id, job in jobs.items():
-            key = keys.job(message_id)
-            if job.deleted:
-                pipe.hdel(key, *job.deleted)
-            if job.fields:
-                pipe.hset(key, mapping=job.fields)
-            pipe.expire(key, self.job_ttl_seconds)
-        for (queue, minute), counts in minute_counts.items():
-            key = keys.stats(queue, minute)
-            for name, value in counts.items():
-                if name == "duration_ms_sum":
-                    pipe.hincrbyfloat(key, name, round(value, 1))
-                else:
-                    pipe.hincrby(key, name, int(value))
-            pipe.expire(key, self.stats_ttl_seconds)
-        for queue, total in totals.items():
-            for name, count in total.items():
-                pipe.hincrby(keys.totals(queue), name, count)
-        for queue, values in durations.items():
-            pipe.lpush(keys.durations(queue), *values)
-            pipe.ltrim(keys.durations(queue), 0, self.durations_kept - 1)
-        for queue, count in taken.items():
-            pipe.incrby(keys.taken(queue), count)
+        for start in range(0, len(ops), CHUNK):
+            records = [field for op in ops[start : start + CHUNK] for field in op]
+            args = [self._keys.prefix, self.job_ttl_seconds, self.stats_ttl_seconds, self.durations_kept, *records]
+            pipe.eval(APPLY_LUA, 0, *args)
         pipe.execute()
-
-
-def _counters(outcome: str, *, failed_attempt: bool) -> tuple[str, ...]:
-    """Counters one finished attempt increments."""
-    if outcome == "succeeded":
-        return ("completed",)
-    if outcome == "deferred":
-        return ("deferred",)
-    if outcome == "dead":
-        return ("failed", "dead") if failed_attempt else ("dead",)
-    return ("failed",) if failed_attempt else ()
 
 
 def _delivery(message: MessageProxy) -> str:

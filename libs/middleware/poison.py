@@ -15,6 +15,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
 from libs.middleware.deadletter import FAILURES, dead_letter
+from libs.middleware.retry import OUTCOME
 
 #: Deliveries without completion before a job is dead-lettered as ``worker_died``.
 DEFAULT_MAX_DELIVERIES = 3
@@ -57,6 +58,7 @@ class PoisonGuard(Middleware):
                 error_type="WorkerDied",
                 error_message=f"the worker died {deliveries - 1} times while running this job",
             )
+            message.options[OUTCOME] = "dead"
             self._forget(broker, message)
             raise SkipMessage("poison message dead-lettered")
 

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.set_defaults(func=cmd_migrate)
 
+    from libs.ops.cli_stats import add_stats_commands
+
+    add_stats_commands(sub)  # stats, job, top
+
     demo = sub.add_parser("demo", help="start the system, send a signed webhook, show it processed, stop")
     demo.add_argument("--keep-running", action="store_true", help="leave the processes up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
@@ -239,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zapq`` console script."""
-    from libs.errors import RecordNotFoundError
+    from libs.errors import RecordNotFoundError, ZapqError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -255,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecordNotFoundError as exc:
         print(f"zapq: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except ZapqError as exc:  # e.g. the database is unreachable: "operation failed", not a traceback
+        print(f"zapq: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""zapq's benchmarks: ``python -m bench [SCENARIO…] [--quick]`` (see ``bench/README.md``)."""

@@ -1,0 +1,13 @@
+"""The benchmark scenarios, in the order a full run executes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.harness import BenchRun
+from bench.report import ScenarioResult
+from bench.scenarios import core, fanout, ingest, send
+
+Scenario = Callable[[BenchRun, ScenarioResult], None]
+
+SCENARIOS: dict[str, Scenario] = {"core": core.run, "send": send.run, "ingest": ingest.run, "fanout": fanout.run}

@@ -1,0 +1,135 @@
+"""The API's ASGI app: the route table (which is also the OpenAPI document), auth, errors, the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from libs.api import campaigns, companies, connections, messages, metrics, ops
+from libs.api.auth import BearerAuth
+from libs.api.http import ApiContext, ApiError, error_response, json_response
+from libs.api.openapi import Endpoint, build_openapi
+from libs.api.pages import DASHBOARD_HTML, DOCS_HTML
+from libs.api.schemas import (
+    REQUEST_MODELS,
+    CampaignIn,
+    CampaignStartIn,
+    CompanyIn,
+    ConnectionIn,
+    ConnectionPatch,
+    MessageIn,
+)
+from libs.errors import DependencyUnavailableError
+from libs.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Paths answered without a token: health checks and the static page shells (which hold no data).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs"})
+
+
+async def dashboard(request: Request) -> Response:
+    """The dashboard page (asks for the token, then reads the API with it)."""
+    return HTMLResponse(DASHBOARD_HTML)
+
+
+async def docs(request: Request) -> Response:
+    """A readable rendering of ``/openapi.json``."""
+    return HTMLResponse(DOCS_HTML)
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document."""
+    return json_response(request.app.state.openapi)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/api/messages", messages.create_message, "Create and enqueue a message", "messages",
+             MessageIn, status=201),
+    Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages"),
+    Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
+             status=201),
+    Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies"),
+    Endpoint("GET", "/api/companies/{id:int}", companies.get_company, "A company", "companies"),
+    Endpoint("POST", "/api/connections", connections.create_connection, "Create a connection", "connections",
+             ConnectionIn, status=201),
+    Endpoint("GET", "/api/connections", connections.list_connections, "Connections and their health",
+             "connections"),
+    Endpoint("GET", "/api/connections/{id:int}", connections.get_connection, "A connection", "connections"),
+    Endpoint("PATCH", "/api/connections/{id:int}", connections.patch_connection, "Change a connection",
+             "connections", ConnectionPatch),
+    Endpoint("POST", "/api/connections/{id:int}/deactivate", connections.deactivate_connection,
+             "Deactivate a connection", "connections"),
+    Endpoint("POST", "/api/campaigns", campaigns.create_campaign, "Create a campaign (draft)", "campaigns",
+             CampaignIn, status=201),
+    Endpoint("GET", "/api/campaigns", campaigns.list_campaigns, "Recent campaigns with progress", "campaigns"),
+    Endpoint("GET", "/api/campaigns/{id:int}", campaigns.get_campaign, "A campaign with its counters",
+             "campaigns"),
+    Endpoint("POST", "/api/campaigns/{id:int}/recipients", campaigns.upload_recipients,
+             "Import recipients from a CSV upload", "campaigns", content="text/csv"),
+    Endpoint("POST", "/api/campaigns/{id:int}/start", campaigns.start_campaign, "Start (or schedule) a campaign",
+             "campaigns", CampaignStartIn),
+    Endpoint("POST", "/api/campaigns/{id:int}/pause", campaigns.pause_campaign, "Pause a campaign", "campaigns"),
+    Endpoint("POST", "/api/campaigns/{id:int}/resume", campaigns.resume_campaign, "Resume a campaign",
+             "campaigns"),
+    Endpoint("POST", "/api/campaigns/{id:int}/cancel", campaigns.cancel_campaign, "Cancel a campaign",
+             "campaigns"),
+    Endpoint("GET", "/api/queues", ops.queues, "Stats of every queue", "ops"),
+    Endpoint("GET", "/api/jobs/{id}", ops.job, "Where a job is", "ops"),
+    Endpoint("GET", "/api/dead-letters", ops.dead_letters, "Dead letters, newest first", "ops"),
+    Endpoint("POST", "/api/dead-letters/{id:int}/replay", ops.replay_dead_letter, "Replay a dead letter", "ops"),
+    Endpoint("GET", "/metrics", metrics.metrics, "Prometheus metrics", "ops"),
+    Endpoint("GET", "/healthz", ops.healthz, "Liveness", "health", auth=False),
+    Endpoint("GET", "/readyz", ops.readyz, "Readiness: Redis and Postgres", "health", auth=False),
+    Endpoint("GET", "/openapi.json", openapi, "This document", "docs"),
+)  # fmt: skip
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.reason, exc.details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, reason)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("dependency unavailable during %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(503, f"a dependency is unavailable ({type(exc).__name__}); retry later")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The API for ``settings`` (token, database, Redis namespace)."""
+    ctx = ApiContext(settings)
+    routes: list[Any] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    routes += [Route("/", dashboard, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    app = Starlette(
+        routes=routes,
+        lifespan=ctx.lifespan,
+        middleware=[Middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            psycopg.OperationalError: _unavailable,
+            psycopg_pool.PoolTimeout: _unavailable,
+            redis.exceptions.ConnectionError: _unavailable,
+            redis.exceptions.TimeoutError: _unavailable,
+            DependencyUnavailableError: _unavailable,
+        },
+    )
+    app.state.ctx = ctx
+    app.state.openapi = build_openapi(ENDPOINTS, REQUEST_MODELS)
+    return app

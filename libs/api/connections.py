@@ -1,0 +1,126 @@
+"""WhatsApp connections (Meta numbers, Baileys-bridge instances). Secrets go in, never out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import errors as pg_errors
+from starlette.requests import Request
+from starlette.responses import Response
+
+from libs.api.http import ApiError, context, json_response, path_id, read_model
+from libs.api.schemas import ConnectionIn, ConnectionPatch
+
+#: Every column but the secrets, plus whether each secret is set.
+COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
+bridge_url, bridge_instance, rate_per_second, created_at, updated_at,
+access_token IS NOT NULL AS has_access_token, bridge_api_key IS NOT NULL AS has_bridge_api_key"""
+
+INSERTED = (
+    "company_id",
+    "provider",
+    "name",
+    "phone_number_id",
+    "access_token",
+    "waba_id",
+    "display_phone_number",
+    "bridge_url",
+    "bridge_instance",
+    "bridge_api_key",
+    "rate_per_second",
+)
+
+
+def _conflict(exc: pg_errors.UniqueViolation) -> ApiError:
+    constraint = exc.diag.constraint_name or ""
+    if "phone_number_id" in constraint:
+        return ApiError(409, "another connection already uses this phone_number_id")
+    if "bridge_instance" in constraint:
+        return ApiError(409, "another connection already uses this bridge_instance")
+    return ApiError(409, "conflicts with an existing connection")
+
+
+async def create_connection(request: Request) -> Response:
+    """``POST /api/connections`` → 201 (secrets stored, answered as ``has_…: true``)."""
+    body = await read_model(request, ConnectionIn)
+    values = {name: getattr(body, name) for name in INSERTED}
+    placeholders = ", ".join(f"%({name})s" for name in INSERTED)
+    async with context(request).pool.connection() as conn:
+        company = await (await conn.execute("SELECT 1 FROM companies WHERE id = %s", (body.company_id,))).fetchone()
+        if company is None:
+            raise ApiError(422, f"company {body.company_id} does not exist")
+        try:
+            cursor = await conn.execute(
+                f"INSERT INTO connections ({', '.join(INSERTED)}) VALUES ({placeholders}) RETURNING {COLUMNS}",
+                values,
+            )
+        except pg_errors.UniqueViolation as exc:
+            raise _conflict(exc) from None
+        return json_response(await cursor.fetchone(), 201)
+
+
+async def list_connections(request: Request) -> Response:
+    """``GET /api/connections[?company_id=N]`` (health included: status and its reason)."""
+    company = request.query_params.get("company_id")
+    if company is not None and not company.isdigit():
+        raise ApiError(400, "company_id must be a number")
+    async with context(request).pool.connection() as conn:
+        if company is None:
+            cursor = await conn.execute(f"SELECT {COLUMNS} FROM connections ORDER BY id LIMIT 1000")
+        else:
+            cursor = await conn.execute(
+                f"SELECT {COLUMNS} FROM connections WHERE company_id = %s ORDER BY id LIMIT 1000", (int(company),)
+            )
+        return json_response(await cursor.fetchall())
+
+
+async def get_connection(request: Request) -> Response:
+    """``GET /api/connections/{id}``."""
+    return json_response(await _fetch(request, path_id(request)))
+
+
+async def _fetch(request: Request, connection_id: int) -> dict[str, Any]:
+    async with context(request).pool.connection() as conn:
+        row = await (
+            await conn.execute(f"SELECT {COLUMNS} FROM connections WHERE id = %s", (connection_id,))
+        ).fetchone()
+    if row is None:
+        raise ApiError(404, f"no connection {connection_id}")
+    return dict(row)
+
+
+async def patch_connection(request: Request) -> Response:
+    """``PATCH /api/connections/{id}``: change the given fields (``status: active`` reactivates)."""
+    connection_id = path_id(request)
+    body = await read_model(request, ConnectionPatch)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    current = await _fetch(request, connection_id)
+    own = ("access_token",) if current["provider"] == "meta" else ("bridge_url", "bridge_api_key")
+    foreign = {"access_token", "bridge_url", "bridge_api_key"} - set(own)
+    stray = sorted(foreign & changes.keys())
+    if stray:
+        raise ApiError(422, f"{', '.join(stray)} do not apply to a {current['provider']} connection")
+    if changes.get("status") == "active":
+        changes["status_reason"] = None
+    assignments = ", ".join(f"{name} = %({name})s" for name in changes)
+    async with context(request).pool.connection() as conn:
+        cursor = await conn.execute(
+            f"UPDATE connections SET {assignments}, updated_at = now() WHERE id = %(id)s RETURNING {COLUMNS}",
+            {**changes, "id": connection_id},
+        )
+        return json_response(await cursor.fetchone())
+
+
+async def deactivate_connection(request: Request) -> Response:
+    """``POST /api/connections/{id}/deactivate``: the sender holds its messages until it is active again."""
+    connection_id = path_id(request)
+    async with context(request).pool.connection() as conn:
+        cursor = await conn.execute(
+            f"UPDATE connections SET status = 'inactive', status_reason = 'deactivated through the API', "
+            f"updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
+            (connection_id,),
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise ApiError(404, f"no connection {connection_id}")
+    return json_response(row)

@@ -1,0 +1,160 @@
+"""Request/response plumbing shared by the API handlers: JSON in and out, typed errors, the app context."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from libs.db.engine import Database
+from libs.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Largest JSON body accepted.
+MAX_JSON_BYTES = 1024 * 1024
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, a reason for humans, optional details."""
+
+    def __init__(self, status: int, reason: str, details: Any = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.details = details
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``data`` as JSON (datetimes as ISO 8601)."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, reason: str, details: Any = None) -> Response:
+    """The one error shape: ``{"error": reason, "details": …}``."""
+    body: dict[str, Any] = {"error": reason}
+    if details is not None:
+        body["details"] = details
+    return json_response(body, status)
+
+
+async def read_model(request: Request, model: type[M]) -> M:
+    """Parse the JSON body into ``model``: 400 for malformed JSON, 422 for invalid fields (with reasons)."""
+    body = await request.body()
+    if len(body) > MAX_JSON_BYTES:
+        raise ApiError(413, f"body larger than {MAX_JSON_BYTES} bytes")
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(part) for part in error["loc"]), "reason": error["msg"]} for error in exc.errors()
+        ]
+        reason = "invalid input: " + "; ".join(f"{d['field']}: {d['reason']}" for d in details)
+        raise ApiError(422, reason, details) from None
+
+
+class ApiContext:
+    """The process's resources, opened in the lifespan: Postgres (async pool + a small sync engine), Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: AsyncConnectionPool[AsyncConnection[DictRow]] | None = None
+        self._redis: aioredis.Redis | None = None
+        self._db: Database | None = None
+        self._broker: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+        """The async Postgres pool (rows as dicts, autocommit)."""
+        assert self._pool is not None, "the API lifespan has not started"
+        return self._pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The asyncio Redis client."""
+        assert self._redis is not None, "the API lifespan has not started"
+        return self._redis
+
+    @property
+    def db(self) -> Database:
+        """A small sync SQLAlchemy engine for the dead-letter ledger functions (run in a thread)."""
+        assert self._db is not None, "the API lifespan has not started"
+        return self._db
+
+    @property
+    def namespace(self) -> str:
+        """The Redis namespace of the queues."""
+        return self.settings.redis_namespace
+
+    def broker(self) -> Any:
+        """A broker built once per process, for replays (sync; used from worker threads)."""
+        with self._lock:
+            if self._broker is None:
+                from libs.broker import build_broker
+                from libs.middleware.lifecycle import Lifecycle
+
+                broker = build_broker(self.settings)
+                if not any(isinstance(m, Lifecycle) for m in broker.middleware):
+                    broker.add_middleware(Lifecycle())
+                self._broker = broker
+            return self._broker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Open every resource for the app's lifetime; close them after."""
+        self._pool = AsyncConnectionPool(
+            self.settings.libpq_url,
+            connection_class=AsyncConnection[DictRow],
+            min_size=1,
+            max_size=self.settings.database_pool_size,
+            timeout=5.0,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": 3, "row_factory": dict_row},
+        )
+        await self._pool.open(wait=False)
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self._db = Database.from_url(self.settings.sqlalchemy_url, pool_size=2)
+        try:
+            yield
+        finally:
+            if self._broker is not None:
+                for middleware in self._broker.middleware:
+                    close = getattr(middleware, "close", None)
+                    if callable(close) and type(middleware).__name__ == "Lifecycle":
+                        close()
+                self._broker.close()
+            self._db.close()
+            await self._redis.aclose()
+            await self._pool.close()
+
+
+def context(request: Request) -> ApiContext:
+    """The app's :class:`ApiContext`."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """An integer path parameter (the route's ``{id:int}`` convertor already rejected non-numbers)."""
+    value = int(request.path_params[name])
+    if value <= 0:
+        raise ApiError(404, f"no {name} {value}")
+    return value

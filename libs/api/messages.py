@@ -1,0 +1,140 @@
+"""Outbound messages created by producers: stored as ``queued``, then enqueued on their tier's queue.
+
+``Idempotency-Key`` (unique per company) makes a create safe to retry: a repeat answers the stored message
+with 200 instead of 201 and enqueues nothing. The row is committed before its job is enqueued (a worker
+must find it); if the enqueue fails the row is deleted again and the client gets a 503 to retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+from dramatiq import Message
+from psycopg.types.json import Jsonb
+from starlette.requests import Request
+from starlette.responses import Response
+
+from libs import contracts
+from libs.api.http import ApiError, context, json_response, path_id, read_model
+from libs.api.schemas import MessageIn
+from libs.enqueue import enqueue_many_async
+
+logger = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 200
+#: Namespace of the job ids of API-created messages (derived from the row, so a repeat finds the same job).
+JOB_NAMESPACE = uuid.UUID("6f0b1c53-52a2-4c8e-9d0e-7a1f3f0e2b11")
+
+COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
+payload, idempotency_key, external_id, error_code, error_title, attempts, created_at, queued_at, sending_at,
+sent_at, delivered_at, read_at, failed_at"""
+
+INSERT = f"""
+INSERT INTO messages (company_id, connection_id, direction, priority, status, recipient, type, body, payload,
+                      idempotency_key, queued_at)
+VALUES (%(company_id)s, %(connection_id)s, 'out', %(priority)s, 'queued', %(recipient)s, %(type)s, %(body)s,
+        %(payload)s, %(key)s, now())
+ON CONFLICT (company_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {COLUMNS}
+"""
+
+
+def job_id(row: dict[str, Any]) -> str | None:
+    """The Dramatiq message id of an API-created message's send job (``None`` for other messages)."""
+    if row["direction"] != "out" or row["campaign_id"] is not None:
+        return None
+    created: dt.datetime = row["created_at"]
+    return str(uuid.uuid5(JOB_NAMESPACE, f"message:{row['id']}:{created.timestamp():.6f}"))
+
+
+def _out(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "job_id": job_id(row)}
+
+
+def send_job(row: dict[str, Any]) -> Message[Any]:
+    """The send job of a stored message, on its tier's queue."""
+    contract = contracts.SEND_BY_TIER[row["priority"]]
+    return contract.message(contracts.SendMessage(row["id"])).copy(message_id=job_id(row))
+
+
+async def _existing(conn: Any, company_id: int, key: str) -> dict[str, Any] | None:
+    cursor = await conn.execute(
+        f"SELECT {COLUMNS} FROM messages WHERE company_id = %s AND idempotency_key = %s", (company_id, key)
+    )
+    row: dict[str, Any] | None = await cursor.fetchone()
+    return row
+
+
+async def _connection_for(conn: Any, body: MessageIn) -> int:
+    company = await (await conn.execute("SELECT 1 FROM companies WHERE id = %s", (body.company_id,))).fetchone()
+    if company is None:
+        raise ApiError(422, f"company {body.company_id} does not exist")
+    if body.connection_id is not None:
+        cursor = await conn.execute("SELECT company_id, status FROM connections WHERE id = %s", (body.connection_id,))
+        found = await cursor.fetchone()
+        if found is None or found["company_id"] != body.company_id:
+            raise ApiError(422, f"connection {body.connection_id} does not belong to company {body.company_id}")
+        return body.connection_id
+    cursor = await conn.execute(
+        "SELECT id FROM connections WHERE company_id = %s AND status = 'active' ORDER BY id LIMIT 1",
+        (body.company_id,),
+    )
+    found = await cursor.fetchone()
+    if found is None:
+        raise ApiError(422, f"company {body.company_id} has no active connection")
+    return int(found["id"])
+
+
+async def create_message(request: Request) -> Response:
+    """``POST /api/messages`` → 201 (or 200 for a repeated ``Idempotency-Key``)."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key.strip()) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    key = key.strip() if key else None
+    body = await read_model(request, MessageIn)
+    ctx = context(request)
+    async with ctx.pool.connection() as conn:
+        if key is not None and (row := await _existing(conn, body.company_id, key)) is not None:
+            return json_response(_out(row), 200)
+        connection_id = await _connection_for(conn, body)
+        payload = {"template": body.template.model_dump()} if body.template is not None else {}
+        cursor = await conn.execute(
+            INSERT,
+            {
+                "company_id": body.company_id,
+                "connection_id": connection_id,
+                "priority": body.priority,
+                "recipient": body.to,
+                "type": "template" if body.template is not None else "text",
+                "body": body.text,
+                "payload": Jsonb(payload),
+                "key": key,
+            },
+        )
+        row = await cursor.fetchone()
+        if row is None:  # a concurrent request with the same key won the insert
+            assert key is not None
+            existing = await _existing(conn, body.company_id, key)
+            assert existing is not None
+            return json_response(_out(existing), 200)
+    try:
+        await enqueue_many_async(ctx.redis, ctx.namespace, [send_job(row)], lifecycle=True)
+    except Exception:
+        logger.warning("message %s stored but not enqueued; deleting it", row["id"], exc_info=True)
+        async with ctx.pool.connection() as conn:
+            await conn.execute("DELETE FROM messages WHERE id = %s AND status = 'queued'", (row["id"],))
+        raise ApiError(503, "the queue is unavailable; nothing was created, retry later") from None
+    return json_response(_out(row), 201, headers={"location": f"/api/messages/{row['id']}"})
+
+
+async def get_message(request: Request) -> Response:
+    """``GET /api/messages/{id}``."""
+    message_id = path_id(request)
+    async with context(request).pool.connection() as conn:
+        row = await (await conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = %s", (message_id,))).fetchone()
+    if row is None:
+        raise ApiError(404, f"no message {message_id}")
+    return json_response(_out(row))

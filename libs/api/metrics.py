@@ -1,0 +1,83 @@
+"""``GET /metrics``: queue depth, dead letters, job counters and live workers in Prometheus text format.
+
+Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one ``ZCOUNT``) —
+nothing is kept in this process, so any API replica answers the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.requests import Request
+from starlette.responses import Response
+
+from libs.api.http import context
+from libs.ops.stats import queue_stats_async
+
+DEAD_BY_KIND_SQL = """
+SELECT queue_name, actor_name, error_type, count(*) AS n FROM dead_letters
+GROUP BY queue_name, actor_name, error_type
+"""
+
+
+class _Snapshot:
+    """A collector returning metric families computed just before."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of zapq's queues."""
+    ctx = context(request)
+    stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
+    async with ctx.pool.connection() as conn:
+        dead_rows: list[dict[str, Any]] = await (await conn.execute(DEAD_BY_KIND_SQL)).fetchall()
+    now_ms = int(time.time() * 1000)
+    workers = await ctx.redis.zcount(
+        f"{ctx.namespace}:__heartbeats__", now_ms - ctx.settings.heartbeat_timeout_ms, "+inf"
+    )
+
+    def gauge(name: str, doc: str, attribute: str) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc, labels=["queue"])
+        for item in stats:
+            value = getattr(item, attribute)
+            if value is not None:
+                family.add_metric([item.queue], float(value))
+        return family
+
+    def counter(name: str, doc: str, attribute: str) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, doc, labels=["queue"])
+        for item in stats:
+            family.add_metric([item.queue], float(getattr(item, attribute)))
+        return family
+
+    dead = CounterMetricFamily(
+        "zapq_dead_letters", "Dead letters in the ledger (kept 90 days)", labels=["queue", "actor", "error_type"]
+    )
+    for row in dead_rows:
+        dead.add_metric([row["queue_name"], row["actor_name"], row["error_type"]], float(row["n"]))
+    alive = GaugeMetricFamily("zapq_workers_alive", "Worker processes with a heartbeat within the timeout")
+    alive.add_metric([], float(workers))
+    families: list[Metric] = [
+        gauge("zapq_queue_waiting", "Jobs waiting in the queue", "waiting"),
+        gauge("zapq_queue_delayed", "Jobs delayed (retries with backoff, deferrals, eta)", "delayed"),
+        gauge("zapq_queue_inflight", "Jobs fetched by workers and not yet acknowledged", "in_flight"),
+        gauge("zapq_queue_dead", "Dead letters not replayed", "dead"),
+        gauge("zapq_queue_oldest_waiting_seconds", "Age of the oldest waiting job", "oldest_waiting_seconds"),
+        gauge("zapq_queue_duration_p95_milliseconds", "p95 duration of the last 1,000 completed jobs", "p95_ms"),
+        counter("zapq_jobs_completed", "Jobs completed", "completed_total"),
+        counter("zapq_jobs_failed", "Failed attempts", "failed_total"),
+        dead,
+        alive,
+    ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))  # type: ignore[arg-type]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,126 @@
+"""Ops routes: queue stats, job lookup, dead letters (browse, replay), health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from libs.api.http import ApiError, context, error_response, json_response, path_id
+from libs.deadletters import ledger
+from libs.errors import RecordNotFoundError
+from libs.ops.stats import job_lookup_async, queue_stats_async
+
+#: Longest a readiness probe waits on each dependency.
+READY_TIMEOUT_SECONDS = 2.0
+
+
+async def queues(request: Request) -> Response:
+    """``GET /api/queues``: every zapq queue's depth, in-flight, dead, last-hour rates and durations."""
+    ctx = context(request)
+    stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
+    return json_response([item.to_dict() for item in stats])
+
+
+async def job(request: Request) -> Response:
+    """``GET /api/jobs/{id}``: state, position and ETA of a job by its Dramatiq message id."""
+    ctx = context(request)
+    message_id = request.path_params["id"]
+    if not 0 < len(message_id) <= 64:
+        raise ApiError(404, "no such job")
+    info = await job_lookup_async(ctx.redis, ctx.namespace, message_id, ctx.pool)
+    if info.state is None:
+        raise ApiError(404, f"no job {message_id} (unknown, or its record expired after 24 h)")
+    return json_response(info.to_dict())
+
+
+def dead_letter_dict(row: Any) -> dict[str, Any]:
+    """A ledger row as the API shows it (no traceback, no payload)."""
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "queue": row.queue_name,
+        "actor": row.actor_name,
+        "reason": row.reason,
+        "error_type": row.error_type,
+        "error_message": row.error_message[:1000],
+        "attempts": row.attempts,
+        "first_failed_at": row.first_failed_at,
+        "last_failed_at": row.last_failed_at,
+        "created_at": row.created_at,
+        "state": "replayed" if row.replayed_at else "dead",
+        "replay_count": row.replay_count,
+        "replayed_at": row.replayed_at,
+    }
+
+
+async def dead_letters(request: Request) -> Response:
+    """``GET /api/dead-letters[?queue=Q&since=2h|ISO&limit=N&state=dead]``: newest first."""
+    from libs.ops.cli import UsageError, parse_since
+
+    params = request.query_params
+    limit = params.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise ApiError(400, "limit must be 1 to 1000")
+    state = params.get("state", "all")
+    if state not in ("all", "dead"):
+        raise ApiError(400, "state must be all or dead")
+    try:
+        since = parse_since(params["since"]) if params.get("since") else None
+    except UsageError as exc:
+        raise ApiError(400, str(exc)) from None
+    flt = ledger.Filter(queue=params.get("queue") or None, since=since, only_dead=state == "dead")
+    rows = await run_in_threadpool(ledger.list_rows, context(request).db, flt, limit=int(limit))
+    return json_response([dead_letter_dict(row) for row in rows])
+
+
+async def replay_dead_letter(request: Request) -> Response:
+    """``POST /api/dead-letters/{id}/replay``: re-enqueue the job with fresh attempts (once)."""
+    dead_letter_id = path_id(request)
+    ctx = context(request)
+
+    def replay() -> dict[str, Any]:
+        row = ledger.get(ctx.db, dead_letter_id)
+        if row.replayed_at is not None:
+            raise ApiError(409, f"dead letter {dead_letter_id} was already replayed at {row.replayed_at.isoformat()}")
+        done = ledger.replay(ctx.db, ctx.broker().enqueue, [dead_letter_id])
+        if not done:
+            raise ApiError(409, f"dead letter {dead_letter_id} is being replayed by someone else")
+        return {"replayed": dead_letter_id, "job_id": row.message_id, "job": f"/api/jobs/{row.message_id}"}
+
+    try:
+        return json_response(await run_in_threadpool(replay))
+    except RecordNotFoundError:
+        raise ApiError(404, f"no dead letter {dead_letter_id}") from None
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: the process answers (no dependency checked)."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: Redis ``PING`` and Postgres ``SELECT 1``; 503 naming what failed."""
+    ctx = context(request)
+
+    async def check_redis() -> None:
+        await ctx.redis.ping()  # type: ignore[misc]
+
+    async def check_postgres() -> None:
+        async with ctx.pool.connection(timeout=READY_TIMEOUT_SECONDS) as conn:
+            await conn.execute("SELECT 1")
+
+    results: dict[str, str] = {}
+    for name, check in (("redis", check_redis), ("postgres", check_postgres)):
+        try:
+            await asyncio.wait_for(check(), READY_TIMEOUT_SECONDS)
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"failed: {type(exc).__name__}"
+    failed = [name for name, result in results.items() if result != "ok"]
+    if failed:
+        return error_response(503, f"not ready: {', '.join(failed)} unavailable", results)
+    return json_response({"status": "ready", **results})

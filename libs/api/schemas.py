@@ -1,0 +1,170 @@
+"""Pydantic models of the API's request bodies (validation, and the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import string
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NON_DIGITS = re.compile(r"\D+")
+
+
+def normalize_phone(value: str) -> str:
+    """``+55 (11) 98888-7777`` → ``5511988887777``; 7 to 15 digits (E.164) or ``ValueError``."""
+    digits = NON_DIGITS.sub("", value)
+    if not 7 <= len(digits) <= 15:
+        raise ValueError("a phone number needs 7 to 15 digits (E.164, country code first)")
+    return digits
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TemplateIn(_Strict):
+    """An approved WhatsApp template."""
+
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(default="en_US", min_length=2, max_length=16)
+    components: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class MessageIn(_Strict):
+    """``POST /api/messages``: one outbound message, text or template."""
+
+    company_id: int = Field(gt=0)
+    to: str = Field(description="recipient phone number; normalised to digits")
+    text: str | None = Field(default=None, min_length=1, max_length=4096)
+    template: TemplateIn | None = None
+    priority: Literal["urgent", "normal", "low"] = "normal"
+    connection_id: int | None = Field(default=None, gt=0, description="default: the company's first active one")
+
+    @field_validator("to")
+    @classmethod
+    def _digits(cls, value: str) -> str:
+        return normalize_phone(value)
+
+    @model_validator(mode="after")
+    def _one_content(self) -> MessageIn:
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give exactly one of text or template")
+        return self
+
+
+class CompanyIn(_Strict):
+    """``POST /api/companies``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    campaign_weight: int = Field(default=1, ge=1, le=100)
+
+
+META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number")
+BAILEYS_FIELDS = ("bridge_url", "bridge_instance", "bridge_api_key")
+
+
+class ConnectionIn(_Strict):
+    """``POST /api/connections``: a Meta Cloud API number or a Baileys-bridge (Evolution API) instance."""
+
+    company_id: int = Field(gt=0)
+    provider: Literal["meta", "baileys"]
+    name: str = Field(default="", max_length=200)
+    phone_number_id: str | None = Field(default=None, min_length=1, max_length=64)
+    access_token: str | None = Field(default=None, min_length=1, description="secret: never returned")
+    waba_id: str | None = Field(default=None, max_length=64)
+    display_phone_number: str | None = Field(default=None, max_length=32)
+    bridge_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
+    bridge_instance: str | None = Field(default=None, min_length=1, max_length=200)
+    bridge_api_key: str | None = Field(default=None, min_length=1, description="secret: never returned")
+    rate_per_second: int = Field(default=80, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ConnectionIn:
+        own, other = (META_FIELDS, BAILEYS_FIELDS) if self.provider == "meta" else (BAILEYS_FIELDS, META_FIELDS)
+        required = ("phone_number_id", "access_token") if self.provider == "meta" else BAILEYS_FIELDS
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.provider} connection needs {', '.join(missing)}")
+        stray = [name for name in other if getattr(self, name) is not None]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do not apply to a {self.provider} connection")
+        assert own
+        return self
+
+
+class ConnectionPatch(_Strict):
+    """``PATCH /api/connections/{id}``: only the fields given change; ``status: active`` reactivates."""
+
+    name: str | None = Field(default=None, max_length=200)
+    access_token: str | None = Field(default=None, min_length=1)
+    waba_id: str | None = Field(default=None, max_length=64)
+    display_phone_number: str | None = Field(default=None, max_length=32)
+    bridge_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
+    bridge_api_key: str | None = Field(default=None, min_length=1)
+    rate_per_second: int | None = Field(default=None, ge=1, le=1000)
+    status: Literal["active"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ConnectionPatch:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        return self
+
+
+class CampaignTemplateIn(TemplateIn):
+    """A campaign's template; ``variables`` name the CSV columns filling the body's parameters, in order."""
+
+    variables: list[str] = Field(default_factory=list)
+
+
+class CampaignIn(_Strict):
+    """``POST /api/campaigns``: a text body with ``{var}`` placeholders, or a template."""
+
+    company_id: int = Field(gt=0)
+    connection_id: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=200)
+    text: str | None = Field(default=None, min_length=1, max_length=4096)
+    template: CampaignTemplateIn | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                for _, field, _, _ in string.Formatter().parse(value):
+                    if field is not None and not field.isidentifier():
+                        raise ValueError(f"placeholder {{{field}}} must be a plain name like {{name}}")
+            except ValueError as exc:
+                raise ValueError(f"bad placeholder: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_content(self) -> CampaignIn:
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give exactly one of text or template")
+        return self
+
+
+class CampaignStartIn(_Strict):
+    """``POST /api/campaigns/{id}/start``: now, or at ``start_at`` (the campaign is then ``scheduled``)."""
+
+    start_at: dt.datetime | None = None
+
+    @field_validator("start_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    MessageIn,
+    CompanyIn,
+    ConnectionIn,
+    ConnectionPatch,
+    CampaignIn,
+    CampaignStartIn,
+)

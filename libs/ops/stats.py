@@ -1,0 +1,418 @@
+"""Queue stats and job lookup read from Redis (broker keys + lifecycle keys) and the dead-letter ledger.
+
+Every read is O(1) or O(log n) per queue, whatever the queue depth: ``LLEN``, ``HLEN``, ``ZCARD``,
+``SCARD`` of each live worker's ack set (the ack-set names are built from the ``__heartbeats__`` members,
+never by scanning the keyspace), ``HMGET`` of 60 per-minute counters, the bounded recent-durations list,
+and ``LINDEX 0`` for the oldest waiting job. All queues are read in one Lua call (:data:`STATS_LUA`).
+
+The Redis logic is written once as "plans": generators that yield a batch of commands and receive their
+results. :func:`run_plan` and :func:`run_plan_async` execute a plan on a sync or an asyncio client, so the
+CLI and the ASGI API share it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from psycopg.rows import tuple_row
+
+from libs import contracts
+from libs.middleware.lifecycle import LifecycleKeys
+
+#: Every queue zapq uses, in display order.
+QUEUES: tuple[str, ...] = (
+    contracts.MESSAGES_URGENT,
+    contracts.MESSAGES,
+    contracts.MESSAGES_LOW,
+    contracts.WEBHOOKS,
+    contracts.CAMPAIGNS,
+    contracts.DEAD_LETTER,
+    contracts.MAINTENANCE,
+    contracts.EVENTS,
+)
+#: Per-minute history returned by :func:`queue_stats_plan`.
+WINDOW_MINUTES = 60
+#: Minutes of completions the ETA of a waiting job is based on.
+RATE_MINUTES = 5
+
+Command = tuple[str, tuple[Any, ...]]
+Plan = Generator[list[Command], list[Any], Any]
+
+DEAD_COUNTS_SQL = "SELECT queue_name, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY queue_name"
+LEDGER_ROW_SQL = """
+SELECT id, queue_name, actor_name, reason, error_type, error_message, attempts,
+       first_failed_at, last_failed_at, created_at, replayed_at, replay_count
+FROM dead_letters WHERE message_id = %s
+"""
+
+
+@dataclass
+class QueueStats:
+    """One queue right now, and its last hour."""
+
+    queue: str
+    waiting: int
+    delayed: int
+    in_flight: int
+    #: Dead letters in the ledger not yet replayed (Postgres).
+    dead: int
+    #: Messages in Dramatiq's own dead-letter zset (``<q>.XQ``: nacked, e.g. too old or of an unknown actor).
+    broker_dead: int
+    #: Oldest → newest, one per minute, the last entry being the current (partial) minute.
+    completed_per_minute: list[int] = field(default_factory=list)
+    failed_per_minute: list[int] = field(default_factory=list)
+    #: Over the last hour, from the per-minute sums.
+    mean_ms: float | None = None
+    #: Over the last (up to 1,000) completed jobs.
+    p95_ms: float | None = None
+    #: Completions per second over the last ``RATE_MINUTES`` minutes.
+    rate_per_second: float = 0.0
+    oldest_waiting_seconds: float | None = None
+    completed_total: int = 0
+    failed_total: int = 0
+    dead_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+@dataclass
+class JobInfo:
+    """Where one job is: its lifecycle hash, read as the answer to "what happened to my job?"."""
+
+    message_id: str
+    state: str | None
+    queue: str | None = None
+    actor: str | None = None
+    enqueued_at: float | None = None
+    #: 1 = the next job a worker takes (waiting only; approximate, see ``libs.middleware.lifecycle``).
+    position: int | None = None
+    #: Seconds until it probably starts (waiting: position ÷ recent completion rate; delayed: until due).
+    eta_seconds: float | None = None
+    due_at: float | None = None
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_ms: float | None = None
+    failures: int = 0
+    last_error_type: str | None = None
+    last_error: str | None = None
+    next_retry_at: float | None = None
+    #: The ledger row of a dead job (id, reason, error, attempts, replayed_at …).
+    dead_letter: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, times as ISO 8601 UTC."""
+        data = asdict(self)
+        for name in ("enqueued_at", "due_at", "started_at", "finished_at", "next_retry_at"):
+            data[name] = iso(data[name])
+        return data
+
+
+def iso(value: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC."""
+    return dt.datetime.fromtimestamp(value, dt.UTC).isoformat() if value is not None else None
+
+
+def _int(value: Any) -> int:
+    return int(float(value)) if value is not None else 0
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _rate(completed_by_minute: Sequence[int], now: float, minutes: int = RATE_MINUTES) -> float:
+    """Completions per second over the last ``minutes`` (the last entry is the current partial minute)."""
+    recent = completed_by_minute[-minutes:]
+    elapsed = (len(recent) - 1) * 60 + (now % 60)
+    return sum(recent) / elapsed if elapsed > 0 else 0.0
+
+
+# -- plans ---------------------------------------------------------------------------------------------
+
+
+#: Reads every queue's numbers inside Redis in one call and returns a compact array per queue (so Python
+#: parses a few hundred integers instead of thousands of replies). ARGV: namespace, lifecycle prefix, first
+#: minute, minutes, then the queue names. Per queue: waiting, delayed, broker dead, in flight, completed per
+#: minute, failed per minute, duration sum, p95 of the recent durations, totals (completed, failed, dead),
+#: and when the oldest waiting job entered the queue (its lifecycle hash, else its message timestamp).
+STATS_LUA = """
+local ns, prefix, first, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local workers = redis.call("zrange", ns .. ":__heartbeats__", 0, -1)
+local out = {}
+for qi = 5, #ARGV do
+  local q = ARGV[qi]
+  local base = ns .. ":" .. q
+  local inflight = 0
+  for _, w in ipairs(workers) do
+    inflight = inflight + redis.call("scard", ns .. ":__acks__." .. w .. "." .. q)
+  end
+  local completed, failed, sum = {}, {}, 0
+  for m = first, first + n - 1 do
+    local v = redis.call("hmget", prefix .. "stats:" .. q .. ":" .. m, "completed", "failed", "duration_ms_sum")
+    completed[#completed + 1] = tonumber(v[1]) or 0
+    failed[#failed + 1] = tonumber(v[2]) or 0
+    sum = sum + (tonumber(v[3]) or 0)
+  end
+  local p95 = false
+  local durations = redis.call("lrange", prefix .. "durations:" .. q, 0, -1)
+  if #durations > 0 then
+    local values = {}
+    for i, d in ipairs(durations) do values[i] = tonumber(d) or 0 end
+    table.sort(values)
+    p95 = tostring(values[math.max(1, math.ceil(0.95 * #values))])
+  end
+  local totals = redis.call("hmget", prefix .. "totals:" .. q, "completed", "failed", "dead")
+  local oldest = false
+  local head = redis.call("lindex", base, 0)
+  if head then
+    local payload = redis.call("hget", base .. ".msgs", head)
+    if payload then
+      local ok, message = pcall(cjson.decode, payload)
+      if ok and type(message) == "table" then
+        oldest = redis.call("hget", prefix .. "job:" .. tostring(message.message_id), "enqueued_at")
+        if not oldest and type(message.message_timestamp) == "number" then
+          oldest = tostring(message.message_timestamp / 1000)
+        end
+      end
+    end
+  end
+  out[#out + 1] = {redis.call("llen", base), redis.call("hlen", base .. ".DQ.msgs"), redis.call("zcard", base .. ".XQ"),
+                   inflight, completed, failed, tostring(sum), p95, totals[1] or false, totals[2] or false,
+                   totals[3] or false, oldest}
+end
+return out
+"""
+
+
+def queue_stats_plan(
+    namespace: str, queues: Sequence[str], *, dead_counts: dict[str, int] | None = None, now: float | None = None
+) -> Plan:
+    """Stats of ``queues`` in one round trip (one Lua call); O(1)/O(log n) reads per queue, whatever the depth.
+
+    In flight = the ``SCARD`` of each heartbeating worker's ack set for the queue: the set names are built
+    from the ``__heartbeats__`` members, never found by scanning the keyspace.
+    """
+    now = time.time() if now is None else now
+    keys = LifecycleKeys(namespace)
+    minute = int(now // 60)
+    args = (namespace, keys.prefix, minute - WINDOW_MINUTES + 1, WINDOW_MINUTES, *queues)
+    (rows,) = yield [("eval", (STATS_LUA, 0, *args))]
+    stats: list[QueueStats] = []
+    for queue, row in zip(queues, rows, strict=True):
+        waiting, delayed, xq, in_flight, completed, failed, duration_sum, p95_ms, *totals, oldest = row
+        done = sum(completed)
+        since = _float(oldest)
+        stats.append(
+            QueueStats(
+                queue=queue,
+                waiting=int(waiting),
+                delayed=int(delayed),
+                in_flight=int(in_flight),
+                dead=(dead_counts or {}).get(queue, 0),
+                broker_dead=int(xq),
+                completed_per_minute=[int(v) for v in completed],
+                failed_per_minute=[int(v) for v in failed],
+                mean_ms=round(float(duration_sum) / done, 1) if done else None,
+                p95_ms=_float(p95_ms),
+                rate_per_second=round(_rate(completed, now), 3),
+                oldest_waiting_seconds=round(max(0.0, now - since), 3) if since is not None else None,
+                completed_total=_int(totals[0]),
+                failed_total=_int(totals[1]),
+                dead_total=_int(totals[2]),
+            )
+        )
+    return stats
+
+
+def job_plan(namespace: str, message_id: str, *, now: float | None = None) -> Plan:
+    """The lifecycle of one job: one round trip, two for a waiting job (its queue's progress)."""
+    now = time.time() if now is None else now
+    keys = LifecycleKeys(namespace)
+    (raw,) = yield [("hgetall", (keys.job(message_id),))]
+    fields = {_str(k): _str(v) for k, v in raw.items()}
+    info = JobInfo(
+        message_id=message_id,
+        state=fields.get("state"),
+        queue=fields.get("queue"),
+        actor=fields.get("actor"),
+        enqueued_at=_float(fields.get("enqueued_at")),
+        worker=fields.get("worker"),
+        started_at=_float(fields.get("started_at")),
+        finished_at=_float(fields.get("finished_at")),
+        duration_ms=_float(fields.get("duration_ms")),
+        failures=_int(fields.get("failures")),
+        last_error_type=fields.get("last_error_type"),
+        last_error=fields.get("last_error"),
+        next_retry_at=_float(fields.get("next_retry_at")),
+    )
+    if info.state in ("delayed", "failed", "deferred") and info.next_retry_at is not None:
+        info.due_at = info.next_retry_at
+        info.eta_seconds = round(max(0.0, info.next_retry_at - now), 3)
+    if info.state == "waiting" and info.queue and fields.get("seq"):
+        minute = int(now // 60)
+        minutes = range(minute - RATE_MINUTES + 1, minute + 1)
+        results = yield [
+            ("get", (keys.taken(info.queue),)),
+            *(("hget", (keys.stats(info.queue, m), "completed")) for m in minutes),
+        ]
+        info.position = max(1, _int(fields["seq"]) - _int(results[0]))
+        rate = _rate([_int(v) for v in results[1:]], now)
+        info.eta_seconds = round(info.position / rate, 3) if rate > 0 else None
+    return info
+
+
+def run_plan(client: redis.Redis, plan: Plan) -> Any:
+    """Execute ``plan`` with a sync client; returns its result."""
+    try:
+        commands = next(plan)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for name, args in commands:
+                getattr(pipe, name)(*args)
+            commands = plan.send(pipe.execute())
+    except StopIteration as done:
+        return done.value
+
+
+async def run_plan_async(client: aioredis.Redis, plan: Plan) -> Any:
+    """Execute ``plan`` with an asyncio client; returns its result."""
+    try:
+        commands = next(plan)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for name, args in commands:
+                getattr(pipe, name)(*args)
+            commands = plan.send(await pipe.execute())
+    except StopIteration as done:
+        return done.value
+
+
+# -- the dead-letter ledger ------------------------------------------------------------------------------
+
+
+def _ledger_dict(row: Sequence[Any]) -> dict[str, Any]:
+    names = (
+        "id",
+        "queue",
+        "actor",
+        "reason",
+        "error_type",
+        "error_message",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "created_at",
+        "replayed_at",
+        "replay_count",
+    )
+    data = dict(zip(names, row, strict=True))
+    for name in ("first_failed_at", "last_failed_at", "created_at", "replayed_at"):
+        data[name] = data[name].isoformat() if data[name] is not None else None
+    data["state"] = "replayed" if data["replayed_at"] else "dead"
+    return data
+
+
+def with_ledger(info: JobInfo, row: Sequence[Any] | None) -> JobInfo:
+    """Complete ``info`` with the job's ledger row: a row not replayed means the job is dead."""
+    if row is None:
+        return info
+    info.dead_letter = _ledger_dict(row)
+    if info.dead_letter["state"] == "dead" and info.state in (None, "dead", "failed", "skipped"):
+        info.state = "dead"
+        info.queue = info.queue or info.dead_letter["queue"]
+        info.actor = info.actor or info.dead_letter["actor"]
+        info.failures = max(info.failures, int(info.dead_letter["attempts"]))
+        info.last_error_type = info.last_error_type or info.dead_letter["error_type"]
+        info.last_error = info.last_error or info.dead_letter["error_message"][:300]
+        info.next_retry_at = info.due_at = info.eta_seconds = None
+    return info
+
+
+def needs_ledger(info: JobInfo) -> bool:
+    """Whether the ledger may know more (the job is dead, failed, skipped or unknown to Redis)."""
+    return info.state in (None, "dead", "failed", "skipped")
+
+
+def dead_counts(db: Any) -> dict[str, int]:
+    """Ledger rows not replayed, per queue (sync, SQLAlchemy ``Database``)."""
+    from sqlalchemy import text
+
+    with db.session() as session:
+        return {queue: int(count) for queue, count in session.execute(text(DEAD_COUNTS_SQL)).all()}
+
+
+async def dead_counts_async(pool: Any) -> dict[str, int]:
+    """Ledger rows not replayed, per queue (psycopg ``AsyncConnectionPool``)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(DEAD_COUNTS_SQL)
+        return {queue: int(count) for queue, count in await cursor.fetchall()}
+
+
+def ledger_row(db: Any, message_id: str) -> Sequence[Any] | None:
+    """The ledger row of ``message_id`` as a tuple (sync)."""
+    from sqlalchemy import text
+
+    sql = text(LEDGER_ROW_SQL.replace("%s", ":mid"))
+    with db.session() as session:
+        row = session.execute(sql, {"mid": message_id}).first()
+    return tuple(row) if row is not None else None
+
+
+async def ledger_row_async(pool: Any, message_id: str) -> Sequence[Any] | None:
+    """The ledger row of ``message_id`` as a tuple (asyncio)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(LEDGER_ROW_SQL, (message_id,))
+        row: Sequence[Any] | None = await cursor.fetchone()
+        return row
+
+
+# -- entry points ----------------------------------------------------------------------------------------
+
+
+def queue_stats(
+    client: redis.Redis, namespace: str, db: Any | None = None, queues: Sequence[str] = QUEUES
+) -> list[QueueStats]:
+    """Stats of every queue (sync)."""
+    counts = dead_counts(db) if db is not None else None
+    result: list[QueueStats] = run_plan(client, queue_stats_plan(namespace, queues, dead_counts=counts))
+    return result
+
+
+async def queue_stats_async(
+    client: aioredis.Redis, namespace: str, pool: Any | None = None, queues: Sequence[str] = QUEUES
+) -> list[QueueStats]:
+    """Stats of every queue (asyncio)."""
+    counts = await dead_counts_async(pool) if pool is not None else None
+    result: list[QueueStats] = await run_plan_async(client, queue_stats_plan(namespace, queues, dead_counts=counts))
+    return result
+
+
+def job_lookup(client: redis.Redis, namespace: str, message_id: str, db: Any | None = None) -> JobInfo:
+    """State, position and ETA of one job (sync); dead jobs are completed from the ledger."""
+    info: JobInfo = run_plan(client, job_plan(namespace, message_id))
+    if db is not None and needs_ledger(info):
+        info = with_ledger(info, ledger_row(db, message_id))
+    return info
+
+
+async def job_lookup_async(client: aioredis.Redis, namespace: str, message_id: str, pool: Any | None = None) -> JobInfo:
+    """State, position and ETA of one job (asyncio); dead jobs are completed from the ledger."""
+    info: JobInfo = await run_plan_async(client, job_plan(namespace, message_id))
+    if pool is not None and needs_ledger(info):
+        info = with_ledger(info, await ledger_row_async(pool, message_id))
+    return info

@@ -1,0 +1,211 @@
+"""Campaigns: create, streamed CSV import, the state machine (one start enqueues once) and counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from libs import contracts
+from libs.campaigns.expand import expand_batch
+from libs.db.engine import Database
+from libs.db.models import CampaignRecipient
+from libs.settings import Settings
+from tests.api.conftest import make_company, make_connection
+from tests.helpers import queue_length
+
+
+def make_campaign(api: TestClient, company: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    body = {
+        "company_id": company["id"],
+        "connection_id": company["connection"]["id"],
+        "name": "Black Friday",
+        "text": "Hi {name}, {discount} off today",
+        **extra,
+    }
+    response = api.post("/api/campaigns", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def upload(api: TestClient, campaign_id: int, data: bytes, chunk: int = 7) -> Any:
+    return api.post(
+        f"/api/campaigns/{campaign_id}/recipients", content=chunks(data, chunk), headers={"content-type": "text/csv"}
+    )
+
+
+def csv_rows(n: int, start: int = 0) -> bytes:
+    lines = ["phone,name,discount"] + [f"+1 415 555 {start + i:04d},Name {i},{i % 50}%" for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def recipients(db: Database, campaign_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with db.session() as session:
+        rows = session.execute(
+            select(CampaignRecipient.recipient, CampaignRecipient.variables)
+            .where(CampaignRecipient.campaign_id == campaign_id)
+            .order_by(CampaignRecipient.id)
+        )
+        return [(r, v) for r, v in rows]
+
+
+def test_a_campaign_is_created_as_draft(api: TestClient, company: dict[str, Any]) -> None:
+    campaign = make_campaign(api, company)
+    assert campaign["status"] == "draft" and campaign["content_type"] == "text"
+    assert campaign["progress"] == 0.0
+    assert api.get(f"/api/campaigns/{campaign['id']}").json() == campaign
+    template = make_campaign(
+        api, company, text=None, template={"name": "promo", "language": "pt_BR", "variables": ["name"]}
+    )
+    assert template["content_type"] == "template" and template["template"]["variables"] == ["name"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"text": None}, "exactly one of text or template"),
+        ({"text": "Hi {0}"}, "placeholder"),
+        ({"text": "Hi {name"}, "placeholder"),
+        ({"connection_id": 999}, "does not belong"),
+    ],
+)
+def test_invalid_campaigns_are_422(
+    api: TestClient, company: dict[str, Any], extra: dict[str, Any], reason: str
+) -> None:
+    body = {"company_id": company["id"], "connection_id": company["connection"]["id"], "name": "x", "text": "t"}
+    response = api.post("/api/campaigns", json={**body, **extra})
+    assert response.status_code == 422
+    assert reason in response.json()["error"]
+
+
+def test_recipients_stream_in_with_variables_duplicates_and_rejects(
+    api: TestClient, company: dict[str, Any], db: Database
+) -> None:
+    campaign = make_campaign(api, company)
+    data = (
+        '\ufeffPhone,name,note\n+1 (415) 555-0001,"Ana, the first","line one\nline two"\n'
+        "14155550002,Bruno,\n14155550001,Ana again,dup\nnot-a-phone,Zed,\n14155550003,Short\n"
+    ).encode()
+    # When the CSV is uploaded in 5-byte chunks (splitting lines and a quoted field spanning two lines)
+    response = upload(api, campaign["id"], data, chunk=5)
+    # Then valid rows are stored once each, with their variables, and the bad ones reported
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["rows"], result["inserted"], result["duplicates"], result["rejected"]) == (5, 2, 1, 2)
+    assert [e["row"] for e in result["errors"]] == [4, 5]
+    assert result["campaign"]["recipients_count"] == 2
+    assert recipients(db, campaign["id"]) == [
+        ("14155550001", {"name": "Ana, the first", "note": "line one\nline two"}),
+        ("14155550002", {"name": "Bruno", "note": ""}),
+    ]
+
+
+def test_a_large_upload_is_inserted_in_batches(api: TestClient, company: dict[str, Any], db: Database) -> None:
+    campaign = make_campaign(api, company)
+    response = upload(api, campaign["id"], csv_rows(2_500), chunk=4096)
+    assert response.json()["inserted"] == 2_500
+    assert api.get(f"/api/campaigns/{campaign['id']}").json()["recipients_count"] == 2_500
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"", "empty"), (b"name,city\nAna,Rio\n", "'phone' column"), (b'phone\n"1415555\n', "never closed"),
+     (b"phone\n\xff\xfe\n", "UTF-8")],
+)  # fmt: skip
+def test_unreadable_uploads_are_400_and_store_nothing(
+    api: TestClient, company: dict[str, Any], db: Database, data: bytes, reason: str
+) -> None:
+    campaign = make_campaign(api, company)
+    response = upload(api, campaign["id"], data)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert recipients(db, campaign["id"]) == []
+
+
+def test_start_enqueues_one_expansion_job_per_thousand_recipients_once(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings
+) -> None:
+    campaign = make_campaign(api, company)
+    upload(api, campaign["id"], csv_rows(2_001), chunk=65536)
+    # When two starts race
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: api.post(f"/api/campaigns/{campaign['id']}/start"), range(2)))
+    # Then one started it (3 slices of ≤ 1,000 recipients) and the other was refused
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    started = next(a.json() for a in answers if a.status_code == 200)
+    assert started["status"] == "running" and started["started_at"] is not None
+    assert len(started["expansion_jobs"]) == 3
+    assert queue_length(broker.client, settings.redis_namespace, contracts.CAMPAIGNS) == 3
+    # And a later start is refused too, as is an upload into a running campaign
+    assert api.post(f"/api/campaigns/{campaign['id']}/start").status_code == 409
+    assert upload(api, campaign["id"], csv_rows(1, start=9000)).status_code == 409
+    assert queue_length(broker.client, settings.redis_namespace, contracts.CAMPAIGNS) == 3
+
+
+def test_expansion_shows_in_the_counters(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings, db: Database
+) -> None:
+    campaign = make_campaign(api, company)
+    upload(api, campaign["id"], csv_rows(10))
+    started = api.post(f"/api/campaigns/{campaign['id']}/start").json()
+    job = api.get(f"/api/jobs/{started['expansion_jobs'][0]}").json()
+    assert job["state"] == "waiting" and job["queue"] == contracts.CAMPAIGNS
+    with db.session() as session:
+        first, last = (
+            session.execute(
+                select(CampaignRecipient.id)
+                .where(CampaignRecipient.campaign_id == campaign["id"])
+                .order_by(CampaignRecipient.id)
+            )
+            .scalars()
+            .all()[::9]
+        )
+    expand_batch(
+        db, broker.client, settings.redis_namespace, contracts.ExpandCampaignBatch(campaign["id"], first, last)
+    )
+    counters = api.get(f"/api/campaigns/{campaign['id']}").json()
+    assert counters["queued_count"] == 10 and counters["recipients_count"] == 10
+
+
+def test_the_state_machine(api: TestClient, company: dict[str, Any]) -> None:
+    campaign = make_campaign(api, company)
+    cid = campaign["id"]
+    assert api.post(f"/api/campaigns/{cid}/start").status_code == 409  # no recipients yet
+    upload(api, cid, csv_rows(3))
+    assert api.post(f"/api/campaigns/{cid}/pause").status_code == 409  # draft
+    scheduled = api.post(f"/api/campaigns/{cid}/start", json={"start_at": "2999-01-01T00:00:00Z"})
+    assert scheduled.json()["status"] == "scheduled"
+    assert api.post(f"/api/campaigns/{cid}/start").json()["status"] == "running"
+    assert api.post(f"/api/campaigns/{cid}/pause").json()["status"] == "paused"
+    assert api.post(f"/api/campaigns/{cid}/pause").status_code == 409
+    assert api.post(f"/api/campaigns/{cid}/resume").json()["status"] == "running"
+    cancelled = api.post(f"/api/campaigns/{cid}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    for action in ("start", "pause", "resume", "cancel"):
+        response = api.post(f"/api/campaigns/{cid}/{action}")
+        assert response.status_code == 409 and "cancelled" in response.json()["error"]
+    assert api.post(f"/api/campaigns/{cid}/start", json={"start_at": "soon"}).status_code == 422
+
+
+def test_unknown_campaigns_are_404(api: TestClient) -> None:
+    assert api.get("/api/campaigns/999").status_code == 404
+    for action in ("start", "pause", "resume", "cancel"):
+        assert api.post(f"/api/campaigns/999/{action}").status_code == 404
+    assert upload(api, 999, csv_rows(1)).status_code == 404
+    assert api.get("/api/campaigns?limit=0").status_code == 400
+
+
+def test_campaigns_need_a_connection_of_the_company(api: TestClient, company: dict[str, Any]) -> None:
+    other = make_company(api, "Other")
+    make_connection(api, other["id"], phone_number_id="pn-x")
+    body = {"company_id": other["id"], "connection_id": company["connection"]["id"], "name": "x", "text": "t"}
+    assert api.post("/api/campaigns", json=body).status_code == 422
