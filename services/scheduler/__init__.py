@@ -31,9 +31,20 @@ if os.path.basename(sys.argv[0]).startswith("periodiq"):
     start_heartbeat(settings.heartbeat_dir, "scheduler")
 
 from services.scheduler.actors import (  # noqa: E402
+    finish_campaigns,
     prune_dead_letters,
     record_dead_letter,
+    start_due_campaigns,
     sweep_webhooks,
 )
 
-__all__ = ["broker", "prune_dead_letters", "record_dead_letter", "resources", "settings", "sweep_webhooks"]
+__all__ = [
+    "broker",
+    "finish_campaigns",
+    "prune_dead_letters",
+    "record_dead_letter",
+    "resources",
+    "settings",
+    "start_due_campaigns",
+    "sweep_webhooks",
+]

@@ -8,6 +8,7 @@ import dramatiq
 from periodiq import cron
 
 from libs import contracts
+from libs.campaigns import schedule
 from libs.deadletters import alerts, ledger
 from libs.ingest.sweep import sweep_webhooks as sweep
 from services.scheduler import broker, resources, settings
@@ -47,3 +48,15 @@ def sweep_webhooks() -> None:
 def prune_dead_letters() -> None:
     """Daily: drop ledger rows older than the retention period (90 days by default)."""
     ledger.prune(resources.db, settings.dead_letter_retention_days)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def start_due_campaigns() -> None:
+    """Every minute: start scheduled campaigns that are due (exactly once, even with two schedulers)."""
+    schedule.start_due_campaigns(resources.db, broker.client, settings.redis_namespace)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def finish_campaigns() -> None:
+    """Every minute: close running campaigns whose messages are all final."""
+    schedule.finish_campaigns(resources.db)

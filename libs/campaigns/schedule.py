@@ -1,0 +1,63 @@
+"""Periodic campaign work: start due campaigns exactly once, and close finished ones."""
+
+from __future__ import annotations
+
+import redis
+from sqlalchemy import text
+
+from libs import contracts
+from libs.db.engine import Database
+from libs.enqueue import enqueue_many
+
+#: Recipients per expansion job.
+SLICE = 1_000
+
+#: A conditional update: of two schedulers (or overlapping ticks) only one moves a campaign to running.
+CLAIM_DUE = text("""
+UPDATE campaigns SET status = 'running', started_at = now()
+WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND start_at <= now()
+             ORDER BY start_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+RETURNING id
+""")
+
+SLICES = text("""
+SELECT min(id), max(id) FROM (
+  SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS slice
+  FROM campaign_recipients WHERE campaign_id = :campaign
+) s GROUP BY slice ORDER BY slice
+""")
+
+FINISH = text("""
+UPDATE campaigns c SET status = 'completed', finished_at = now()
+WHERE c.status = 'running' AND c.queued_count >= c.recipients_count
+  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued', 'sending'))
+RETURNING c.id
+""")
+
+
+def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> list[int]:
+    """Start every scheduled campaign whose time has come; returns their ids.
+
+    The status change and the enqueue of its expansion jobs happen in one transaction (the enqueue just
+    before the commit): a crash in between leaves the campaign scheduled and the next tick starts it;
+    expansion is idempotent, so a repeat creates no duplicate message.
+    """
+    with db.session() as session:
+        started = list(session.execute(CLAIM_DUE).scalars())
+        for campaign_id in started:
+            slices = session.execute(SLICES, {"size": SLICE, "campaign": campaign_id}).all()
+            enqueue_many(
+                client,
+                namespace,
+                (
+                    contracts.EXPAND_CAMPAIGN_BATCH.message(contracts.ExpandCampaignBatch(campaign_id, first, last))
+                    for first, last in slices
+                ),
+            )
+    return started
+
+
+def finish_campaigns(db: Database) -> list[int]:
+    """Mark running campaigns whose every message reached a final state as completed."""
+    with db.session() as session:
+        return list(session.execute(FINISH).scalars())
