@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from libs import contracts
-from libs.db.models import Connection, ConnectionStatus, Contact, Direction, Message, MessageStatus, Provider
+from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -64,36 +64,54 @@ def _at(timestamp: int | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else dt.datetime.now(dt.UTC)
 
 
+#: The hot statements are plain SQL run through the driver: no per-call SQLAlchemy compilation.
+META_CONNECTIONS = """
+SELECT phone_number_id, company_id, id FROM connections
+WHERE provider = 'meta' AND phone_number_id = ANY(%(ids)s::text[])
+"""
+
+#: Always returns the contact's id; the name only changes when a new non-empty one arrives.
+UPSERT_CONTACT = """
+INSERT INTO contacts (company_id, wa_id, name) VALUES (%(company_id)s, %(wa_id)s, %(name)s)
+ON CONFLICT ON CONSTRAINT uq_contacts_company_wa_id DO UPDATE
+SET name = COALESCE(EXCLUDED.name, contacts.name),
+    updated_at = CASE WHEN EXCLUDED.name IS DISTINCT FROM contacts.name AND EXCLUDED.name IS NOT NULL
+                      THEN now() ELSE contacts.updated_at END
+RETURNING id
+"""
+
+INSERT_MESSAGE = """
+INSERT INTO messages (company_id, connection_id, contact_id, direction, status, recipient, type, body, payload,
+                      external_id, created_at, sent_at)
+VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
+        %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
+ON CONFLICT (external_id) DO NOTHING
+RETURNING id
+"""
+
+
 def _meta_connections(session: Session, phone_number_ids: set[str]) -> dict[str, ConnectionKey]:
     if not phone_number_ids:
         return {}
-    rows = session.execute(
-        select(Connection.phone_number_id, Connection.company_id, Connection.id).where(
-            Connection.provider == Provider.META, Connection.phone_number_id.in_(phone_number_ids)
-        )
-    ).all()
+    rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": sorted(phone_number_ids)}).all()
     return {pid: (company, conn) for pid, company, conn in rows if pid}
 
 
 def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
-    base = insert(Contact).values(company_id=company_id, wa_id=wa_id, name=name)
-    stmt = base.on_conflict_do_update(
-        constraint="uq_contacts_company_wa_id",
-        set_={"name": base.excluded.name, "updated_at": dt.datetime.now(dt.UTC)},
-        where=base.excluded.name.is_not(None) & (Contact.name.is_distinct_from(base.excluded.name)),
-    ).returning(Contact.id)
-    contact_id = session.execute(stmt).scalar_one_or_none()
-    if contact_id is None:  # unchanged row: ON CONFLICT ... WHERE false returns nothing
-        contact_id = session.execute(
-            select(Contact.id).where(Contact.company_id == company_id, Contact.wa_id == wa_id)
-        ).scalar_one()
-    return contact_id
+    params = {"company_id": company_id, "wa_id": wa_id, "name": name}
+    return int(session.connection().exec_driver_sql(UPSERT_CONTACT, params).scalar_one())
 
 
 def _store_message(session: Session, outcome: Outcome, values: dict[str, Any]) -> None:
     values["type"] = values["type"][:TYPE_LENGTH]
-    stmt = insert(Message).values(**values).on_conflict_do_nothing(index_elements=[Message.external_id])
-    message_id = session.execute(stmt.returning(Message.id)).scalar_one_or_none()
+    params = {
+        **values,
+        "direction": str(values["direction"]),
+        "status": str(values["status"]),
+        "payload": Jsonb(values["payload"]),
+        "sent_at": values.get("sent_at"),
+    }
+    message_id = session.connection().exec_driver_sql(INSERT_MESSAGE, params).scalar_one_or_none()
     if message_id is None:
         outcome.duplicates += 1
         return

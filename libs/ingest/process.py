@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from libs import contracts
 from libs.db.engine import Database
@@ -16,6 +15,12 @@ from libs.ingest.apply import Outcome, apply_baileys, apply_meta
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
+
+LOCK_WEBHOOK = "SELECT source, status, body FROM webhooks WHERE id = %(id)s FOR UPDATE"
+MARK_PROCESSED = """
+UPDATE webhooks SET status = 'processed', item_count = %(items)s, error = %(error)s, processed_at = now()
+WHERE id = %(id)s
+"""
 
 Announce = Callable[[list[contracts.InboundMessageEvent]], None]
 
@@ -29,19 +34,19 @@ def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcom
     A ``ParseError`` propagates (it is permanent: the job is dead-lettered and the row marked failed).
     """
     with db.session() as session:
-        row = session.execute(select(Webhook).where(Webhook.id == webhook_id).with_for_update()).scalar_one_or_none()
+        conn = session.connection()
+        row = conn.exec_driver_sql(LOCK_WEBHOOK, {"id": webhook_id}).one_or_none()
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        if row.status == WebhookStatus.PROCESSED:
+        source, status, body = row
+        if status == WebhookStatus.PROCESSED:
             return None
-        if row.source == WebhookSource.META:
-            outcome = apply_meta(session, parse_meta_webhook(row.body))
+        if source == WebhookSource.META:
+            outcome = apply_meta(session, parse_meta_webhook(bytes(body)))
         else:
-            outcome = apply_baileys(session, parse_baileys_events(row.body))
-        row.status = WebhookStatus.PROCESSED
-        row.item_count = outcome.items
-        row.error = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
-        row.processed_at = dt.datetime.now(dt.UTC)
+            outcome = apply_baileys(session, parse_baileys_events(bytes(body)))
+        note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
+        conn.exec_driver_sql(MARK_PROCESSED, {"id": webhook_id, "items": outcome.items, "error": note})
         if outcome.events:
             announce(outcome.events)
     return outcome
