@@ -162,3 +162,15 @@ async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external
         rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
         for change in _sorted(rows):
             await conn.execute(APPLY_BY_EXTERNAL_ID, change.params(), prepare=True)
+
+
+async def record_failed_async(pool: AsyncConnectionPool, message_id: int, *, code: int | None, title: str) -> None:
+    """The sender's record of a send that failed for good (``queued``/``sending`` → ``failed``), campaign counted.
+
+    The provider never accepted the message, so unlike a ``failed`` webhook this implies no ``sent`` step (no
+    ``sent_at``, no ``sent_count``). A row that got its provider id meanwhile is left alone.
+    """
+    params = StatusChange("", FAILED, code=code, title=title).params(message_id)
+    params.update(external_id=None, rank=RANKS["sending"])
+    async with pool.connection() as conn:
+        await conn.execute(APPLY_BY_ID, params, prepare=True)

@@ -63,8 +63,13 @@ class SenderResources(Middleware):
             await context.throttle.client.aclose()
             await context.pool.close()
 
-    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
-        """Close on the event loop before the AsyncIO middleware stops it."""
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        """Close on the event loop once the worker threads have finished their in-flight sends.
+
+        Not ``before_worker_shutdown``: batching worker threads keep running their in-flight jobs after it,
+        and a send whose client or pool was closed under it could not record the provider's answer. This
+        middleware is added after ``AsyncIO``, so its ``after_`` hook runs first, before the loop stops.
+        """
         loop_thread = get_event_loop_thread()
         if loop_thread is not None and self._context is not None:
             loop_thread.run_coroutine(self.aclose())

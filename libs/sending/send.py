@@ -32,7 +32,7 @@ from libs.errors import (
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
 from libs.sending.throttle import Throttle
-from libs.statuses import record_sent_async
+from libs.statuses import record_failed_async, record_sent_async
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bo
     if row is None:
         await _not_claimed(ctx, message_id)
         return None
-    provider = build_provider(ctx, row)
     try:
+        provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
         await ctx.throttle.acquire(
             row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
         )
@@ -164,11 +164,7 @@ async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bo
 
 async def _fail(ctx: SenderContext, row: store.Claimed, exc: BaseException) -> None:
     code = exc.code if isinstance(exc, ProviderError) else None
-    await store.execute(
-        ctx.pool,
-        store.RECORD_FAILED,
-        {"id": row["id"], "code": code, "title": f"{type(exc).__name__}: {exc}"[:500]},
-    )
+    await record_failed_async(ctx.pool, row["id"], code=code, title=f"{type(exc).__name__}: {exc}"[:500])
     if isinstance(exc, ConnectionNeedsAttentionError):
         await store.execute(
             ctx.pool,

@@ -39,12 +39,6 @@ RELEASE = """
 UPDATE messages SET status = 'queued', updated_at = now() WHERE id = %(id)s AND status = 'sending'
 """
 
-RECORD_FAILED = """
-UPDATE messages SET status = 'failed', failed_at = now(), error_code = %(code)s, error_title = %(title)s,
-       updated_at = now()
-WHERE id = %(id)s AND status IN ('queued', 'sending')
-"""
-
 #: A deferral (throttled) is not an attempt: hand the row back as it was.
 RELEASE_DEFERRED = """
 UPDATE messages SET status = 'queued', attempts = GREATEST(attempts - 1, 0), updated_at = now()
