@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from queue import Empty
 from typing import Any
 
@@ -145,7 +145,10 @@ class BatchingWorkerThread(WorkerThread):
         done, _ = wait(list(self.in_flight), timeout=self.timeout, return_when=FIRST_COMPLETED)
         for future in done:
             message = self.in_flight.pop(future)
-            exception = future.exception()
+            try:
+                exception = future.exception()
+            except CancelledError as cancelled:  # the loop was stopped under it: a failed attempt, not a crash
+                exception = cancelled
             if exception is None:
                 self._finish(message, result=future.result())
             else:

@@ -11,13 +11,15 @@ from dramatiq import Broker, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 from psycopg_pool import AsyncConnectionPool
 
-from libs.sending.send import SenderContext
+from libs.sending.send import HttpClients, SenderContext
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
 
 #: Provider calls: connect fast, allow Meta its usual latency, never hang a job.
 PROVIDER_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=10.0)
-PROVIDER_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+#: Clients in the ring and connections per client: 32 × 16 = 512 concurrent provider calls per process.
+HTTP_CLIENTS = 32
+PROVIDER_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 
 
 class SenderResources(Middleware):
@@ -44,11 +46,13 @@ class SenderResources(Middleware):
                         kwargs={"autocommit": True, "connect_timeout": 5},
                     )
                     await pool.open(wait=False)
-                    http = httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, limits=PROVIDER_LIMITS)
+                    clients = HttpClients(
+                        lambda: httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, limits=PROVIDER_LIMITS), HTTP_CLIENTS
+                    )
                     client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
                     self._context = SenderContext(
                         pool=pool,
-                        http=http,
+                        clients=clients,
                         throttle=Throttle(client, self.settings.redis_namespace),
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
@@ -59,7 +63,7 @@ class SenderResources(Middleware):
         """Close the pool and the HTTP client."""
         if self._context is not None:
             context, self._context = self._context, None
-            await context.http.aclose()
+            await context.clients.aclose()
             await context.throttle.client.aclose()
             await context.pool.close()
 

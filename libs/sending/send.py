@@ -13,7 +13,9 @@ next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it be
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +48,34 @@ RECHECK_S = 3.0
 TIER_ORDER = {"urgent": 0, "normal": 10, "low": 20}
 
 
+class HttpClients:
+    """A ring of small ``httpx.AsyncClient`` pools used in turn.
+
+    One client with a large pool spends its time rescanning that pool under hundreds of concurrent
+    requests (httpcore); several small ones, taken round-robin, keep that cost flat while every request
+    still reuses keep-alive connections and keeps httpx's exception types.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.AsyncClient], size: int) -> None:
+        self.clients = [factory() for _ in range(max(1, size))]
+        self._turn = itertools.cycle(self.clients)
+
+    def next(self) -> httpx.AsyncClient:
+        """The client for the next request."""
+        return next(self._turn)
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self.clients:
+            await client.aclose()
+
+
 @dataclass
 class SenderContext:
     """Per-process resources of the sender, created on the worker's event loop."""
 
     pool: AsyncConnectionPool
-    http: httpx.AsyncClient
+    clients: HttpClients
     throttle: Throttle
     graph_url: str
     api_version: str
@@ -62,14 +86,14 @@ def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
     """The client for the claimed message's connection."""
     if row["provider"] == "meta":
         return MetaCloudClient(
-            ctx.http,
+            ctx.clients.next(),
             graph_url=ctx.graph_url,
             api_version=ctx.api_version,
             phone_number_id=row["phone_number_id"] or "",
             access_token=row["access_token"] or "",
         )
     return BaileysBridgeClient(
-        ctx.http,
+        ctx.clients.next(),
         base_url=row["bridge_url"] or "",
         instance=row["bridge_instance"] or "",
         api_key=row["bridge_api_key"] or "",

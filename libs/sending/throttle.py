@@ -33,15 +33,16 @@ local interval = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
 local pair_interval = tonumber(ARGV[4])
 local pair_burst = tonumber(ARGV[5])
-local pair_tat = now
-if pair_interval > 0 then
-  pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
-  local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
-  if allowed_at > now then return {1, math.ceil(allowed_at - now)} end
-end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local wait = tat - now
 if wait > horizon then return {2, math.ceil(wait - horizon)} end
+-- the send leaves at its slot (tat): the pair limit is judged at that time, not now
+local pair_tat = tat
+if pair_interval > 0 then
+  pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or tat), tat)
+  local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
+  if allowed_at > tat then return {1, math.ceil(allowed_at - now)} end
+end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
 if pair_interval > 0 then
   redis.call('SET', KEYS[2], tostring(pair_tat + pair_interval), 'PX', math.ceil(pair_tat + pair_interval - now) + 1000)
@@ -79,8 +80,8 @@ class PriorityGate:
             heapq.heappush(self._waiters.setdefault(key, []), entry)
             try:
                 await asyncio.wait_for(asyncio.shield(future), timeout)
-            except TimeoutError:
-                if future.done():  # served at the last moment: pass the turn on
+            except BaseException:  # timed out or cancelled while waiting: never leave the turn with a ghost
+                if future.done() and not future.cancelled():  # served at the last moment: pass it on
                     self._release(key)
                 else:
                     future.cancel()
