@@ -22,9 +22,12 @@ from typing import Any
 
 import orjson
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
 from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ return counts
 
 #: Delivery counters of jobs nobody finishes expire after this long.
 COUNTER_TTL_SECONDS = 7 * 24 * 3600
+#: Pause of a consumer whose prefetch window is full (its worker is busy, not idle).
+FULL_WINDOW_PAUSE_S = 0.001
 #: Most requests written in one Lua call (keeps the call's argument list bounded).
 MAX_BATCH = 500
 
@@ -184,6 +189,37 @@ class ZapqRedisConsumer(_RedisConsumer):
             self.broker.group_commit.ack(self.queue_name, message.options["redis_message_id"], message.message_id)
         finally:
             self.queued_message_ids.discard(message.message_id)
+
+    def __next__(self) -> Any:
+        """Dramatiq's fetch loop, except that a full prefetch window is not an idle queue.
+
+        Dramatiq backs off exponentially (up to the idle timeout) both when the queue is empty and when
+        this consumer already holds ``prefetch`` unacked messages. The second case is a busy worker: backing
+        off there leaves the worker threads starved for up to a second once they catch up. Here it waits a
+        millisecond and looks again, without counting a miss.
+        """
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    self.misses = 0
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+                if self.outstanding_message_count >= self.prefetch:
+                    time.sleep(FULL_WINDOW_PAUSE_S)
+                    return None
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count
+                )
+                if not self.message_cache:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
 
     def close(self) -> None:
         """Write pending acks before the consumer goes away."""
