@@ -59,7 +59,7 @@ return counts
 #: Delivery counters of jobs nobody finishes expire after this long.
 COUNTER_TTL_SECONDS = 7 * 24 * 3600
 #: Pause of a consumer whose prefetch window is full (its worker is busy, not idle).
-FULL_WINDOW_PAUSE_S = 0.001
+FULL_WINDOW_PAUSE_S = 0.005
 #: Most requests written in one Lua call (keeps the call's argument list bounded).
 MAX_BATCH = 500
 
@@ -196,7 +196,7 @@ class ZapqRedisConsumer(_RedisConsumer):
         Dramatiq backs off exponentially (up to the idle timeout) both when the queue is empty and when
         this consumer already holds ``prefetch`` unacked messages. The second case is a busy worker: backing
         off there leaves the worker threads starved for up to a second once they catch up. Here it waits a
-        millisecond and looks again, without counting a miss.
+        few milliseconds and looks again, without counting a miss.
         """
         try:
             while True:
