@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.api.http import context
 from libs.ops.stats import queue_stats_async
+from libs.sending import metrics as provider_metrics
 
 DEAD_BY_KIND_SQL = """
 SELECT queue_name, actor_name, error_type, count(*) AS n FROM dead_letters
@@ -78,6 +79,23 @@ async def metrics(request: Request) -> Response:
         dead,
         alive,
     ]
+    families.extend(await _provider_families(ctx))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))  # type: ignore[arg-type]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _provider_families(ctx: Any) -> list[Metric]:
+    """Provider call latency (histogram) and error codes, as recorded by every sender process."""
+    recorded = await provider_metrics.read(ctx.redis, ctx.namespace)
+    latency = HistogramMetricFamily(
+        "zapq_provider_request_seconds", "Duration of provider send calls", labels=["provider"]
+    )
+    errors = CounterMetricFamily(
+        "zapq_provider_errors", "Provider calls that failed, by code", labels=["provider", "code"]
+    )
+    for provider, data in sorted(recorded.items()):
+        latency.add_metric([provider], data["buckets"], data["sum"])
+        for code, count in sorted(data["errors"].items()):
+            errors.add_metric([provider, code], float(count))
+    return [latency, errors]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import httpx
@@ -22,6 +24,12 @@ HTTP_CLIENTS = 32
 PROVIDER_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 
 
+logger = logging.getLogger(__name__)
+
+#: How often provider call counts are added to Redis.
+METRICS_FLUSH_S = 1.0
+
+
 class SenderResources(Middleware):
     """Owns the sender's async Postgres pool and HTTP client for one worker process."""
 
@@ -29,6 +37,7 @@ class SenderResources(Middleware):
         self.settings = settings
         self._context: SenderContext | None = None
         self._lock: asyncio.Lock | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def context(self) -> SenderContext:
         """The process's :class:`SenderContext`, created on first use (on the event loop)."""
@@ -57,12 +66,26 @@ class SenderResources(Middleware):
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
                     )
+                    self._flusher = asyncio.create_task(self._flush_metrics(self._context))
         return self._context
+
+    async def _flush_metrics(self, context: SenderContext) -> None:
+        """Add this process's provider call counts to Redis every second (for ``GET /metrics``)."""
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            try:
+                await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
+            except Exception:  # a Redis blip loses one second of metrics, never a send
+                logger.warning("could not flush provider metrics", exc_info=True)
 
     async def aclose(self) -> None:
         """Close the pool and the HTTP client."""
         if self._context is not None:
             context, self._context = self._context, None
+            if self._flusher is not None:
+                self._flusher.cancel()
+            with contextlib.suppress(Exception):
+                await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
             await context.clients.aclose()
             await context.throttle.client.aclose()
             await context.pool.close()

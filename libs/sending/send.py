@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from libs.errors import (
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
+from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.statuses import record_failed_async, record_sent_async
 
@@ -80,6 +82,7 @@ class SenderContext:
     graph_url: str
     api_version: str
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
+    metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
 
 
 def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
@@ -169,7 +172,14 @@ async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bo
         await ctx.throttle.acquire(
             row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
         )
-        result = await provider.send(build_outbound(row))
+        started = time.monotonic()
+        try:
+            result = await provider.send(build_outbound(row))
+        except ProviderError as exc:
+            code = exc.code if exc.code is not None else exc.http_status
+            ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
+            raise
+        ctx.metrics.observe(provider.name, time.monotonic() - started)
     except (Defer, ProviderRateLimited):
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
