@@ -152,9 +152,13 @@ def context(request: Request) -> ApiContext:
     return ctx
 
 
+#: Largest Postgres ``bigint``.
+MAX_ID = 2**63 - 1
+
+
 def path_id(request: Request, name: str = "id") -> int:
     """An integer path parameter (the route's ``{id:int}`` convertor already rejected non-numbers)."""
     value = int(request.path_params[name])
-    if value <= 0:
+    if not 0 < value <= MAX_ID:  # ids are Postgres bigints: anything outside cannot exist
         raise ApiError(404, f"no {name} {value}")
     return value

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from libs.api.http import MAX_ID
+
 NON_DIGITS = re.compile(r"\D+")
 
 
@@ -35,12 +37,14 @@ class TemplateIn(_Strict):
 class MessageIn(_Strict):
     """``POST /api/messages``: one outbound message, text or template."""
 
-    company_id: int = Field(gt=0)
+    company_id: int = Field(gt=0, le=MAX_ID)
     to: str = Field(description="recipient phone number; normalised to digits")
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: TemplateIn | None = None
     priority: Literal["urgent", "normal", "low"] = "normal"
-    connection_id: int | None = Field(default=None, gt=0, description="default: the company's first active one")
+    connection_id: int | None = Field(
+        default=None, gt=0, le=MAX_ID, description="default: the company's first active one"
+    )
 
     @field_validator("to")
     @classmethod
@@ -68,7 +72,7 @@ BAILEYS_FIELDS = ("bridge_url", "bridge_instance", "bridge_api_key")
 class ConnectionIn(_Strict):
     """``POST /api/connections``: a Meta Cloud API number or a Baileys-bridge (Evolution API) instance."""
 
-    company_id: int = Field(gt=0)
+    company_id: int = Field(gt=0, le=MAX_ID)
     provider: Literal["meta", "baileys"]
     name: str = Field(default="", max_length=200)
     phone_number_id: str | None = Field(default=None, min_length=1, max_length=64)
@@ -122,8 +126,8 @@ class CampaignTemplateIn(TemplateIn):
 class CampaignIn(_Strict):
     """``POST /api/campaigns``: a text body with ``{var}`` placeholders, or a template."""
 
-    company_id: int = Field(gt=0)
-    connection_id: int = Field(gt=0)
+    company_id: int = Field(gt=0, le=MAX_ID)
+    connection_id: int = Field(gt=0, le=MAX_ID)
     name: str = Field(min_length=1, max_length=200)
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: CampaignTemplateIn | None = None
