@@ -37,6 +37,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @pytest.mark.timeout(300)
 @schema.parametrize()
-@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_never_answers_a_server_error(case: Any, settings: Settings) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {settings.api_token}"}, checks=[not_a_server_error])
