@@ -19,12 +19,13 @@ from libs.settings import Settings
 
 #: 8+ digits, optionally with a leading +: phone numbers and wa_ids.
 PHONE = re.compile(r"\+?\d[\d \-]{6,}\d")
-#: Credentials inside free text: Meta access tokens, ``Bearer``/``Basic`` values, JWTs, ``token=…`` pairs.
+#: Credentials inside free text: Meta access tokens, ``Bearer``/``Basic`` values, JWTs, ``…token=…`` pairs (a
+#: query string's ``hub.verify_token=…`` or ``access_token=…`` as well).
 TOKEN = re.compile(
     r"\bEAA[A-Za-z0-9]{20,}"
     r"|\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
-    r"|(?<![A-Za-z0-9_])(?i:access_token|token|api_?key|secret|password)=[^\s&\"',;]+"
+    r"|(?<![A-Za-z0-9_.])(?i:[A-Za-z0-9_.]*(?:token|api_?key|secret|password))=[^\s&\"',;]+"
 )
 #: Keys whose values are redacted. Short words must be the whole key or a ``_``/``-``/``.`` separated part of
 #: it: as substrings they would hit Sentry's own ``contexts`` ("text") and break the event.
@@ -130,7 +131,7 @@ class PhoneMaskingFilter(logging.Filter):
             return True
         masked = scrub_text(message)
         if masked != message:
-            record.msg, record.args = masked, None
+            record.msg, record.args = _masked_call(record, masked)
         # The traceback of ``exc_info`` repeats the exception's message (often with the recipient in it).
         # Formatter.format reuses a cached ``exc_text``, so formatting and masking it here is what it prints.
         if record.exc_info and not record.exc_text:
@@ -142,14 +143,36 @@ class PhoneMaskingFilter(logging.Filter):
         return True
 
 
+def _masked_call(record: logging.LogRecord, masked: str) -> tuple[Any, Any]:
+    """``(msg, args)`` for a record whose message needed masking.
+
+    Masking the arguments one by one keeps the call's shape when that is enough: uvicorn's access formatter
+    reads the request line from ``args``. Otherwise the masked message replaces the call.
+    """
+    if isinstance(record.args, tuple) and record.args:
+        args = tuple(scrub_text(arg) if isinstance(arg, str) else arg for arg in record.args)
+        try:
+            candidate = str(record.msg) % args
+        except (TypeError, ValueError):
+            candidate = None
+        if candidate is not None and scrub_text(candidate) == candidate:
+            return record.msg, args
+    return masked, None
+
+
+#: Loggers that write through handlers of their own (uvicorn's), not the root's: filtered at the logger. The
+#: access log carries each request's query string: Meta's handshake puts the verify token there.
+OWN_HANDLER_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Structured-enough plain logs with phone masking on the root handler."""
+    """Structured-enough plain logs with phone masking on the root handler (and on uvicorn's loggers)."""
     root = logging.getLogger()
     if not root.handlers:
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
         root.addHandler(handler)
-    for handler in root.handlers:
-        if not any(isinstance(f, PhoneMaskingFilter) for f in handler.filters):
-            handler.addFilter(PhoneMaskingFilter())
+    for filterer in [*root.handlers, *(logging.getLogger(name) for name in OWN_HANDLER_LOGGERS)]:
+        if not any(isinstance(f, PhoneMaskingFilter) for f in filterer.filters):
+            filterer.addFilter(PhoneMaskingFilter())
     root.setLevel(level)

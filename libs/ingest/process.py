@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 from sqlalchemy import update
 
 from libs import contracts
@@ -41,15 +43,45 @@ def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcom
         source, status, body = row
         if status == WebhookStatus.PROCESSED:
             return None
+        payload = without_nul(bytes(body))
         if source == WebhookSource.META:
-            outcome = apply_meta(session, parse_meta_webhook(bytes(body)))
+            outcome = apply_meta(session, parse_meta_webhook(payload))
         else:
-            outcome = apply_baileys(session, parse_baileys_events(bytes(body)))
+            outcome = apply_baileys(session, parse_baileys_events(payload))
         note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
         conn.exec_driver_sql(MARK_PROCESSED, {"id": webhook_id, "items": outcome.items, "error": note})
         if outcome.events:
             announce(outcome.events)
     return outcome
+
+
+def without_nul(body: bytes) -> bytes | dict[str, Any]:
+    """``body`` for the parsers, with U+0000 dropped from every string and key when it has any.
+
+    JSON allows ``\\u0000``, but no Postgres text or jsonb value can hold it: one such character anywhere in a
+    batch (a message text, a profile name) would fail the whole webhook on every attempt.
+    """
+    if b"\\u0000" not in body:
+        return body
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body  # the parser reports it
+    if not isinstance(data, dict):
+        return body
+    stack: list[Any] = [data]
+    while stack:  # iterative: the parser's depth limit is checked later, on the cleaned value
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, value in items:
+            if isinstance(value, str):
+                value = value.replace("\x00", "")
+            elif isinstance(value, dict | list):
+                stack.append(value)
+            node[key.replace("\x00", "") if isinstance(key, str) else key] = value
+    return data
 
 
 def mark_failed(db: Database, webhook_id: int, error: str) -> None:

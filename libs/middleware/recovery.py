@@ -7,6 +7,12 @@ every ``interval`` seconds, refreshes the process's heartbeat and runs maintenan
 queue — so a SIGKILLed worker's messages are back within ``heartbeat_timeout`` + ``interval``.
 The interval is shortened to a third of the heartbeat timeout when that is shorter: a heartbeat sent less
 often than the timeout would let live workers be taken for dead and their running jobs delivered twice.
+
+A live worker can strand messages too: a fetch that Redis executed but whose reply was lost (Redis restarted
+mid-call) leaves ids in the worker's own ack sets that no thread of it holds, and Dramatiq would requeue them
+only once the worker dies. Each tick also requeues such orphans, once they have stayed orphaned for
+``orphan_age`` seconds (a job between two hands, or acked but not yet written, is orphaned for milliseconds).
+A stopping consumer's prefetch buffer, which Dramatiq leaves in the ack set, is requeued at once.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from queue import Queue
 from typing import Any
 
-from dramatiq import Broker, Middleware
+from dramatiq import Broker, Message, Middleware, Worker
+from dramatiq.broker import MessageProxy
 from dramatiq.common import dq_name
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 5.0
+#: An id of the worker's own ack sets that none of its threads has held for this long is requeued.
+DEFAULT_ORPHAN_AGE_SECONDS = 10.0
 
 
 def run_maintenance(broker: Any) -> None:
@@ -46,12 +56,18 @@ def run_maintenance(broker: Any) -> None:
 
 
 class DeadWorkerRecovery(Middleware):
-    """Run :func:`run_maintenance` every ``interval`` seconds while the worker runs."""
+    """Run :func:`run_maintenance` (and requeue this process's orphans) every ``interval`` seconds."""
 
-    def __init__(self, *, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self, *, interval: float = DEFAULT_INTERVAL_SECONDS, orphan_age: float = DEFAULT_ORPHAN_AGE_SECONDS
+    ) -> None:
         self.interval = interval
+        self.orphan_age = orphan_age
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._workers: list[Worker] = []
+        self._running: set[str] = set()
+        self._suspects: dict[str, float] = {}
 
     def tick_seconds(self, broker: Broker) -> float:
         """Seconds between runs: ``interval``, at most a third of the broker's heartbeat timeout."""
@@ -60,6 +76,7 @@ class DeadWorkerRecovery(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         """Start the maintenance thread."""
+        self._workers.append(worker)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._loop, args=(broker, self.tick_seconds(broker)), name="zapq-recovery", daemon=True
@@ -71,10 +88,79 @@ class DeadWorkerRecovery(Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 5)
+        if worker in self._workers:
+            self._workers.remove(worker)
+
+    def before_consumer_thread_shutdown(self, broker: Broker, thread: Any) -> None:
+        """Requeue what the stopping consumer fetched but never handed out.
+
+        Dramatiq leaves a consumer's prefetch buffer in the ack set when it stops (graceful shutdown included),
+        so those jobs would wait for the heartbeat timeout and another worker's maintenance.
+        """
+        consumer = getattr(thread, "consumer", None)
+        cache = getattr(consumer, "message_cache", None)
+        if consumer is None or not cache:
+            return
+        messages = [Message.decode(data) for data in cache if data is not None]
+        consumer.message_cache = []
+        try:
+            consumer.requeue(messages)
+        except Exception:  # Redis down: maintenance requeues them once this worker's heartbeat stops
+            logger.warning("could not requeue %d prefetched message(s) at shutdown", len(messages), exc_info=True)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        """A worker thread holds this message until it is acked or nacked."""
+        self._running.add(message.options.get("redis_message_id", ""))
+
+    def after_ack(self, broker: Broker, message: MessageProxy) -> None:
+        """Released."""
+        self._running.discard(message.options.get("redis_message_id", ""))
+
+    after_nack = after_ack
 
     def _loop(self, broker: Broker, tick: float) -> None:
         while not self._stop.wait(tick):
             try:
                 run_maintenance(broker)
+                self.requeue_orphans(broker)
             except Exception:  # a Redis outage must not kill the thread; the next tick tries again
                 logger.warning("broker maintenance failed", exc_info=True)
+
+    def held(self) -> set[str]:
+        """Redis ids of every message this process's workers hold: queued in memory, delayed or running."""
+        held = self._running.copy()
+        for worker in list(self._workers):
+            held |= _queued_ids(worker.work_queue)
+            for thread in list(worker.consumers.values()):
+                held |= _queued_ids(thread.delay_queue)
+                for data in list(getattr(thread.consumer, "message_cache", None) or ()):
+                    if data is not None:
+                        held.add(Message.decode(data).options.get("redis_message_id", ""))
+        return held
+
+    def requeue_orphans(self, broker: Any, now: float | None = None) -> int:
+        """Requeue ids of this process's ack sets held by none of its workers for ``orphan_age`` seconds."""
+        if not self._workers:
+            return 0
+        now = time.monotonic() if now is None else now
+        held = self.held()
+        suspects: dict[str, float] = {}
+        requeued = 0
+        for queue_name in sorted(broker.get_declared_queues()):
+            for name in (queue_name, dq_name(queue_name)):
+                key = f"{broker.namespace}:__acks__.{broker.broker_id}.{name}"
+                orphans = {m.decode() for m in broker.client.smembers(key)} - held
+                due = [rid for rid in orphans if now - self._suspects.get(rid, now) >= self.orphan_age]
+                suspects.update({rid: self._suspects.get(rid, now) for rid in orphans if rid not in due})
+                if due:
+                    broker.do_requeue(name, *due)
+                    requeued += len(due)
+                    logger.warning("requeued %d message(s) of %s fetched by this worker but never run", len(due), name)
+        self._suspects = suspects
+        return requeued
+
+
+def _queued_ids(work: Queue[Any]) -> set[str]:
+    with work.mutex:
+        items = list(work.queue)
+    return {item.message.options.get("redis_message_id", "") for item in items}

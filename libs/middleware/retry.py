@@ -4,28 +4,34 @@ After a failed attempt, by the exception's type (never its text):
 
 * ``Defer`` / ``RateLimited``: enqueue again after ``delay_ms``; no attempt is consumed. Past the
   per-message defer budget the job is dead-lettered with reason ``defer_budget``.
+* ``DependencyUnavailableError`` (Postgres down): deferred the same way, after the policy's backoff capped at
+  ``dependency_cap_ms`` — an outage longer than the policy's retries must not dead-letter every job it hits.
 * ``PermanentError`` or a type in the policy's ``permanent``: dead-lettered at once (``permanent``).
 * anything else (``TransientError`` and unknown exceptions): retried after the policy's delay until the
   policy's attempts are spent, then dead-lettered (``exhausted``).
 
-The job that failed is acked either way: its retry copy or dead letter is already enqueued. When neither
-can be enqueued the job is nacked instead (kept in Dramatiq's ``<queue>.XQ``), never acked away.
+The job that failed is acked either way: its retry copy or dead letter is already enqueued. While Redis is
+unreachable the worker thread waits for it (up to ``broker_wait_s``) to enqueue them; when neither can be
+enqueued the job is nacked instead (kept in Dramatiq's ``<queue>.XQ``), never acked away.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
+from dramatiq.errors import BrokerConnectionError
 
 from libs import contracts
-from libs.errors import Defer, PermanentError
+from libs.errors import Defer, DependencyUnavailableError, PermanentError
 from libs.middleware.deadletter import DEFERS, FAILURES, FIRST_FAILURE, AnyMessage, dead_letter
 from libs.middleware.policy import DEFAULT_POLICIES, FALLBACK_POLICY, RetryPolicy
 
@@ -33,6 +39,12 @@ logger = logging.getLogger(__name__)
 
 #: Deferrals one message may take before it is dead-lettered.
 DEFAULT_DEFER_BUDGET = 100
+#: How long a worker thread waits for Redis to come back to schedule a failed job's retry or dead letter.
+DEFAULT_BROKER_WAIT_S = 300.0
+#: Longest deferral of a job that failed because a dependency we own (Postgres) was unavailable.
+DEFAULT_DEPENDENCY_CAP_MS = 15_000
+INITIAL_BROKER_PAUSE_S = 0.1
+MAX_BROKER_PAUSE_S = 5.0
 #: Option marking a failed message with its fate (``retry``, ``dead`` or ``deferred``) once decided here, for
 #: the ``Lifecycle`` middleware (listed before this one, so its ``after_process_message`` runs after this one's).
 OUTCOME = "zq_outcome"
@@ -49,10 +61,14 @@ class RetryMiddleware(Middleware):
         *,
         policies: dict[str, RetryPolicy] | None = None,
         defer_budget: int = DEFAULT_DEFER_BUDGET,
+        broker_wait_s: float = DEFAULT_BROKER_WAIT_S,
+        dependency_cap_ms: int = DEFAULT_DEPENDENCY_CAP_MS,
         rng: random.Random | None = None,
     ) -> None:
         self.policies = dict(DEFAULT_POLICIES if policies is None else policies)
         self.defer_budget = defer_budget
+        self.broker_wait_s = broker_wait_s
+        self.dependency_cap_ms = dependency_cap_ms
         self.rng = rng or random.Random()
 
     def policy_for(self, broker: Broker, message: AnyMessage) -> RetryPolicy:
@@ -72,29 +88,58 @@ class RetryMiddleware(Middleware):
         """Decide retry, deferral or dead letter for a failed attempt."""
         if exception is None:
             return
-        try:
-            self._after_failure(broker, message, exception)
-        except Exception:
-            # Neither a retry copy nor a dead letter could be enqueued (e.g. a Redis blip). Dramatiq would ack
-            # the job anyway and lose it (upstream #545): nack it instead, into its queue's Dramatiq dead set.
-            logger.critical(
-                "could not schedule message %s of %s after a failure; nacking it",
-                message.message_id,
-                message.actor_name,
-                exc_info=True,
-            )
-            message.fail()
+        deadline = time.monotonic() + self.broker_wait_s
+        pause, answered = INITIAL_BROKER_PAUSE_S, False
+        while True:
+            try:
+                self._after_failure(broker, message, exception)
+                return
+            except (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError):
+                failure = sys.exc_info()
+                if _answers(broker):
+                    if answered:  # Redis is up yet refuses: not an outage to wait out
+                        break
+                    answered = True
+                    continue
+                # Redis is down (a restart, a failover): wait for it rather than park the job in the dead set,
+                # where nothing would run it again. The worker's consumers cannot fetch meanwhile anyway.
+                if time.monotonic() + pause > deadline:
+                    break
+                if pause == INITIAL_BROKER_PAUSE_S:
+                    logger.warning("cannot schedule message %s while Redis is down; waiting", message.message_id)
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_BROKER_PAUSE_S)
+            except Exception:
+                failure = sys.exc_info()
+                break
+        # Neither a retry copy nor a dead letter could be enqueued. Dramatiq would ack the job anyway and lose
+        # it (upstream #545): nack it instead, into its queue's Dramatiq dead set.
+        logger.critical(
+            "could not schedule message %s of %s after a failure; nacking it",
+            message.message_id,
+            message.actor_name,
+            exc_info=failure,
+        )
+        message.fail()
 
     def _after_failure(self, broker: Broker, message: MessageProxy, exception: BaseException) -> None:
         if isinstance(exception, Defer):
             self._defer(broker, message, exception)
             return
 
-        failures = message.options.get(FAILURES, 0) + 1
-        first_failure = message.options.get(FIRST_FAILURE) or time.time()
         policy = self.policy_for(broker, message)
         # The recorder itself never dead-letters: it waits for Postgres instead.
         recorder = q_name(message.queue_name) == contracts.DEAD_LETTER
+        if isinstance(exception, DependencyUnavailableError) and not recorder:
+            # Postgres is down: every job fails alike and would spend its attempts within seconds of the outage.
+            # Wait it out as a deferral (no attempt consumed) with the policy's backoff, capped, bounded by the
+            # defer budget.
+            delay = min(self.dependency_cap_ms, policy.delay_ms(message.options.get(DEFERS, 0) + 1, self.rng))
+            self._defer(broker, message, Defer(delay, f"dependency unavailable ({exception})"))
+            return
+
+        failures = message.options.get(FAILURES, 0) + 1
+        first_failure = message.options.get(FIRST_FAILURE) or time.time()
         permanent = not recorder and isinstance(exception, (PermanentError, *policy.permanent))
         if permanent or (not recorder and policy.exhausted(failures)):
             message.options[FIRST_FAILURE] = first_failure
@@ -147,6 +192,15 @@ class RetryMiddleware(Middleware):
             signal.delay_ms,
             signal.reason,
         )
+
+
+def _answers(broker: Broker) -> bool:
+    """True when the broker's Redis answers a PING."""
+    client = getattr(broker, "client", None)
+    try:
+        return client is None or bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 def is_final_attempt(broker: Broker, message: AnyMessage | None) -> bool:

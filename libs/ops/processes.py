@@ -60,19 +60,26 @@ class ProcessGroup:
         return process
 
     def stop(self, grace: float = 15.0) -> dict[str, int | None]:
-        """Stop every child: SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns exit codes."""
+        """Stop every child: SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns exit codes.
+
+        SIGTERM goes to each child only, never to its whole process group: Dramatiq's main process passes
+        it on to its workers, and a worker that gets a second TERM exits at once (code 1) instead of
+        finishing its jobs. Whatever is left in the group afterwards is SIGKILLed.
+        """
         for _, process in self.children:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         codes: dict[str, int | None] = {}
         for name, process in self.children:
             try:
                 codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                codes[name] = None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            if codes[name] is None:
                 codes[name] = process.wait()
         self.children.clear()
         return codes
