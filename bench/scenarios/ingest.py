@@ -10,13 +10,13 @@ storing anything) under the same uvicorn flags — the HTTP stack's own ceiling 
 
 from __future__ import annotations
 
-import json
 import time
 
 from bench import data, loadgen
 from bench.harness import BenchRun, now_ms, wait_until
 from bench.procfs import PeakRss, cpu_seconds, server_pids, worker_pids
 from bench.report import TIMEOUT, Figure, ScenarioResult, Target
+from libs.ops.demo import sample_webhook
 from libs.whatsapp import sign_meta
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -28,35 +28,9 @@ UVICORN += ["--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log
 
 def webhook(n: int, wamid: str) -> bytes:
     """Meta's documented single-text-message webhook, from a sender of its own (bytes as Meta signs them)."""
-    wa_id = str(5511900000000 + n)
-    payload = {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-                            "contacts": [{"profile": {"name": f"Contact {n}"}, "wa_id": wa_id}],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(int(time.time())),
-                                    "type": "text",
-                                    "text": {"body": f"bench webhook {n}"},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
+    return sample_webhook(
+        wamid, PHONE_NUMBER_ID, sender=str(5511900000000 + n), name=f"Contact {n}", text=f"bench webhook {n}"
+    )
 
 
 def build_requests(url: str, secret: str, first: int, count: int, run_token: str) -> list[bytes]:

@@ -39,22 +39,7 @@ async def job(request: Request) -> Response:
 
 def dead_letter_dict(row: Any) -> dict[str, Any]:
     """A ledger row as the API shows it (no traceback, no payload)."""
-    return {
-        "id": row.id,
-        "message_id": row.message_id,
-        "queue": row.queue_name,
-        "actor": row.actor_name,
-        "reason": row.reason,
-        "error_type": row.error_type,
-        "error_message": row.error_message[:1000],
-        "attempts": row.attempts,
-        "first_failed_at": row.first_failed_at,
-        "last_failed_at": row.last_failed_at,
-        "created_at": row.created_at,
-        "state": "replayed" if row.replayed_at else "dead",
-        "replay_count": row.replay_count,
-        "replayed_at": row.replayed_at,
-    }
+    return ledger.as_dict(row, max_error=1000)
 
 
 async def dead_letters(request: Request) -> Response:

@@ -21,6 +21,29 @@ from libs.db.models import DeadLetter
 from libs.errors import RecordNotFoundError
 
 
+def as_dict(row: DeadLetter, *, full: bool = False, max_error: int | None = None) -> dict[str, Any]:
+    """A ledger row as the CLI and the API show it; ``full`` adds arguments, options and the traceback."""
+    data: dict[str, Any] = {
+        "id": row.id,
+        "message_id": row.message_id,
+        "queue": row.queue_name,
+        "actor": row.actor_name,
+        "reason": row.reason,
+        "error_type": row.error_type,
+        "error_message": row.error_message[:max_error] if max_error else row.error_message,
+        "attempts": row.attempts,
+        "first_failed_at": row.first_failed_at,
+        "last_failed_at": row.last_failed_at,
+        "created_at": row.created_at,
+        "state": "replayed" if row.replayed_at else "dead",
+        "replay_count": row.replay_count,
+        "replayed_at": row.replayed_at,
+    }
+    if full:
+        data.update(args=row.args, kwargs=row.kwargs, options=row.message.get("options"), traceback=row.traceback)
+    return data
+
+
 def _ts(value: float | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(value, dt.UTC) if value is not None else None
 

@@ -69,25 +69,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dead_letter_dict(row: Any, *, full: bool = False) -> dict[str, Any]:
-    data = {
-        "id": row.id,
-        "message_id": row.message_id,
-        "queue": row.queue_name,
-        "actor": row.actor_name,
-        "reason": row.reason,
-        "error_type": row.error_type,
-        "error_message": row.error_message,
-        "attempts": row.attempts,
-        "first_failed_at": row.first_failed_at,
-        "last_failed_at": row.last_failed_at,
-        "created_at": row.created_at,
-        "state": "replayed" if row.replayed_at else "dead",
-        "replay_count": row.replay_count,
-        "replayed_at": row.replayed_at,
-    }
-    if full:
-        data.update(args=row.args, kwargs=row.kwargs, options=row.message.get("options"), traceback=row.traceback)
-    return data
+    from libs.deadletters.ledger import as_dict
+
+    return as_dict(row, full=full)
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -19,7 +19,14 @@ from libs.settings import Settings
 from libs.whatsapp.signature import sign_meta
 
 
-def sample_webhook(wamid: str, phone_number_id: str = "106540352242922") -> bytes:
+def sample_webhook(
+    wamid: str,
+    phone_number_id: str = "106540352242922",
+    *,
+    sender: str = "16505551234",
+    name: str = "Ana",
+    text: str = "hello from the zapq demo",
+) -> bytes:
     """Meta's documented incoming-text example with a fresh wamid (``ensure_ascii`` as Meta signs)."""
     payload = {
         "object": "whatsapp_business_account",
@@ -35,14 +42,14 @@ def sample_webhook(wamid: str, phone_number_id: str = "106540352242922") -> byte
                                 "display_phone_number": "15550783881",
                                 "phone_number_id": phone_number_id,
                             },
-                            "contacts": [{"profile": {"name": "Ana"}, "wa_id": "16505551234"}],
+                            "contacts": [{"profile": {"name": name}, "wa_id": sender}],
                             "messages": [
                                 {
-                                    "from": "16505551234",
+                                    "from": sender,
                                     "id": wamid,
                                     "timestamp": str(int(time.time())),
                                     "type": "text",
-                                    "text": {"body": "hello from the zapq demo"},
+                                    "text": {"body": text},
                                 }
                             ],
                         },
