@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs.errors import (
     ConnectionNeedsAttentionError,
     Defer,
+    DependencyUnavailableError,
     PermanentError,
     ProviderError,
     ProviderRateLimited,
@@ -162,6 +164,14 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
 
 
 async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
+    """Send message ``message_id`` at most once; a Postgres outage is a deferral, not a spent attempt."""
+    try:
+        return await _send_message(ctx, message_id, final_attempt=final_attempt)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+
+
+async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
     """Send message ``message_id`` at most once; returns the provider id, or None if nothing was sent."""
     row = await store.claim(ctx.pool, message_id, ctx.reconcile_seconds)
     if row is None:
