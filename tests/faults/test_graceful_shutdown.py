@@ -26,7 +26,6 @@ from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Campaign, CampaignStatus, Direction, Message, MessageStatus, Webhook, WebhookStatus
 from libs.enqueue import enqueue_many
-from libs.ingest.store import INSERT_WEBHOOK
 from libs.ops.processes import free_port, wait_http
 from libs.settings import Settings
 from libs.whatsapp import meta_dedup_key
@@ -76,6 +75,12 @@ def held_kwargs(client: redis.Redis, namespace: str, queues: tuple[str, ...]) ->
             data = client.hget(f"{namespace}:{queue}.msgs", member)
             found.append((key, DramatiqMessage.decode(data).asdict() if data else None))
     return found
+
+
+INSERT_WEBHOOK = """
+INSERT INTO webhooks (source, dedup_key, body, status) VALUES (%s, %s, %s, 'received')
+ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id
+"""
 
 
 def store_webhooks(db: Database, count: int) -> list[int]:
