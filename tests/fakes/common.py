@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import anyio
 import httpx
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger("tests.fakes")
@@ -195,3 +198,65 @@ def serve_forever(app: Any, args: argparse.Namespace) -> None:
         backlog=4096,
         timeout_keep_alive=30,
     )
+
+
+def fake_app(
+    fake: Any, routes: list[Route], *, validate: Callable[[dict[str, Any]], str | None] | None = None
+) -> Starlette:
+    """A fake provider's ASGI app: its own ``routes`` plus the shared ``/_fake/*`` control surface.
+
+    ``fake`` has ``config``, ``forced``, ``sends``, ``webhooks`` (a :class:`WebhookPoster`) and ``reset()``;
+    ``validate`` may refuse a config change with a reason before it is applied.
+    """
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def get_config(request: Request) -> Response:
+        return JSONResponse({**asdict(fake.config), "forced_errors": list(fake.forced)})
+
+    async def set_config(request: Request) -> Response:
+        changes = await request.json()
+        if not isinstance(changes, dict):
+            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+        fake.forced.extend(changes.pop("forced_errors", []))
+        problem = validate(changes) if validate else None
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        unknown = update_config(fake.config, changes)
+        if unknown:
+            return JSONResponse({"error": f"unknown settings: {unknown}"}, status_code=400)
+        return await get_config(request)
+
+    async def reset(request: Request) -> Response:
+        fake.reset()
+        return JSONResponse({"ok": True})
+
+    async def sends(request: Request) -> Response:
+        return JSONResponse([asdict(send) for send in fake.sends])
+
+    async def webhooks(request: Request) -> Response:
+        return JSONResponse([asdict(delivery) for delivery in fake.webhooks.deliveries])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await fake.webhooks.start()
+        try:
+            yield
+        finally:
+            await fake.webhooks.stop()
+
+    app = Starlette(
+        routes=[
+            *routes,
+            Route("/_fake/health", health, methods=["GET"]),
+            Route("/_fake/config", get_config, methods=["GET"]),
+            Route("/_fake/config", set_config, methods=["POST"]),
+            Route("/_fake/reset", reset, methods=["POST"]),
+            Route("/_fake/sends", sends, methods=["GET"]),
+            Route("/_fake/webhooks", webhooks, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.fake = fake
+    return app

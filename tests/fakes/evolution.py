@@ -19,15 +19,13 @@ in :mod:`tests.fakes.meta`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,9 +39,9 @@ from tests.fakes.common import (
     DropConnection,
     WebhookPoster,
     base_arg_parser,
+    fake_app,
     serve_forever,
     sleep_unless_disconnected,
-    update_config,
 )
 
 DEFAULT_API_KEY = "fake-evolution-key"
@@ -225,58 +223,18 @@ def create_app(config: EvolutionFakeConfig | None = None) -> Starlette:
     async def connection_state(request: Request) -> Response:
         return await fake.connection_state(request)
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    async def get_config(request: Request) -> Response:
-        return JSONResponse({**asdict(fake.config), "forced_errors": list(fake.forced)})
-
-    async def set_config(request: Request) -> Response:
-        changes = await request.json()
-        if not isinstance(changes, dict):
-            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-        fake.forced.extend(changes.pop("forced_errors", []))
+    def validate(changes: dict[str, Any]) -> str | None:
         bad_states = [s for s in (changes.get("instances") or {}).values() if s not in STATE_VALUES]
-        if bad_states:
-            return JSONResponse({"error": f"unknown states: {bad_states}"}, status_code=400)
-        unknown = update_config(fake.config, changes)
-        if unknown:
-            return JSONResponse({"error": f"unknown settings: {unknown}"}, status_code=400)
-        return await get_config(request)
+        return f"unknown states: {bad_states}" if bad_states else None
 
-    async def reset(request: Request) -> Response:
-        fake.reset()
-        return JSONResponse({"ok": True})
-
-    async def sends(request: Request) -> Response:
-        return JSONResponse([asdict(send) for send in fake.sends])
-
-    async def webhooks(request: Request) -> Response:
-        return JSONResponse([asdict(delivery) for delivery in fake.webhooks.deliveries])
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await fake.webhooks.start()
-        try:
-            yield
-        finally:
-            await fake.webhooks.stop()
-
-    app = Starlette(
-        routes=[
+    return fake_app(
+        fake,
+        [
             Route("/message/sendText/{instance}", send_text, methods=["POST"]),
             Route("/instance/connectionState/{instance}", connection_state, methods=["GET"]),
-            Route("/_fake/health", health, methods=["GET"]),
-            Route("/_fake/config", get_config, methods=["GET"]),
-            Route("/_fake/config", set_config, methods=["POST"]),
-            Route("/_fake/reset", reset, methods=["POST"]),
-            Route("/_fake/sends", sends, methods=["GET"]),
-            Route("/_fake/webhooks", webhooks, methods=["GET"]),
         ],
-        lifespan=lifespan,
+        validate=validate,
     )
-    app.state.fake = fake
-    return app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,14 +27,12 @@ Every answer waits ``latency_ms`` first. Control: ``GET/POST /_fake/config`` (PO
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -49,9 +47,9 @@ from tests.fakes.common import (
     SlidingWindow,
     WebhookPoster,
     base_arg_parser,
+    fake_app,
     serve_forever,
     sleep_unless_disconnected,
-    update_config,
 )
 
 DEFAULT_TOKEN = "fake-meta-token"
@@ -234,54 +232,7 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
     async def messages(request: Request) -> Response:
         return await fake.handle_send(request)
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    async def get_config(request: Request) -> Response:
-        return JSONResponse({**asdict(fake.config), "forced_errors": list(fake.forced)})
-
-    async def set_config(request: Request) -> Response:
-        changes = await request.json()
-        if not isinstance(changes, dict):
-            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-        fake.forced.extend(changes.pop("forced_errors", []))
-        unknown = update_config(fake.config, changes)
-        if unknown:
-            return JSONResponse({"error": f"unknown settings: {unknown}"}, status_code=400)
-        return await get_config(request)
-
-    async def reset(request: Request) -> Response:
-        fake.reset()
-        return JSONResponse({"ok": True})
-
-    async def sends(request: Request) -> Response:
-        return JSONResponse([asdict(send) for send in fake.sends])
-
-    async def webhooks(request: Request) -> Response:
-        return JSONResponse([asdict(delivery) for delivery in fake.webhooks.deliveries])
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await fake.webhooks.start()
-        try:
-            yield
-        finally:
-            await fake.webhooks.stop()
-
-    app = Starlette(
-        routes=[
-            Route("/{version}/{phone_number_id}/messages", messages, methods=["POST"]),
-            Route("/_fake/health", health, methods=["GET"]),
-            Route("/_fake/config", get_config, methods=["GET"]),
-            Route("/_fake/config", set_config, methods=["POST"]),
-            Route("/_fake/reset", reset, methods=["POST"]),
-            Route("/_fake/sends", sends, methods=["GET"]),
-            Route("/_fake/webhooks", webhooks, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.fake = fake
-    return app
+    return fake_app(fake, [Route("/{version}/{phone_number_id}/messages", messages, methods=["POST"])])
 
 
 def main(argv: list[str] | None = None) -> None:
