@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from libs.db.engine import Database
 from libs.db.migrate import upgrade
-from libs.db.models import Message, Webhook, WebhookStatus
+from libs.db.models import Company, Connection, Message, Provider, Webhook, WebhookStatus
 from libs.ops.processes import ProcessGroup, free_port, wait_http
 from libs.settings import Settings
 from libs.whatsapp.signature import sign_meta
@@ -61,10 +61,40 @@ def sample_webhook(
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
+DEMO_PHONE_NUMBER_ID = "106540352242922"
+
+
+def ensure_demo_connection(settings: Settings) -> None:
+    """A demo company with a Meta connection for the sample's phone number id (created once)."""
+    db = Database.from_url(settings.sqlalchemy_url, pool_size=1)
+    try:
+        with db.session() as session:
+            exists = session.execute(
+                select(Connection.id).where(Connection.phone_number_id == DEMO_PHONE_NUMBER_ID)
+            ).scalar_one_or_none()
+            if exists is None:
+                company = Company(name="Demo company")
+                session.add(company)
+                session.flush()
+                session.add(
+                    Connection(
+                        company_id=company.id,
+                        name="Demo number",
+                        provider=Provider.META,
+                        phone_number_id=DEMO_PHONE_NUMBER_ID,
+                        display_phone_number="15550783881",
+                        access_token="demo-access-token",
+                    )
+                )
+    finally:
+        db.close()
+
+
 def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float = 60.0) -> int:
     """Drive one webhook through the whole system and print what happened; 0 on success."""
     print(f"1/5 migrating {settings.sqlalchemy_url.rsplit('@', 1)[-1]}")
     upgrade(settings.sqlalchemy_url)
+    ensure_demo_connection(settings)
 
     port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="zapq-demo-"))
