@@ -25,10 +25,11 @@ import redis
 
 from libs.db.engine import Database
 from libs.db.migrate import upgrade
-from libs.db.models import Company, Connection, ConnectionStatus, Provider
+from libs.db.models import Provider
 from libs.ops.demo import sample_webhook
 from libs.ops.processes import ROOT, ProcessGroup, free_port
 from libs.whatsapp.signature import sign_meta
+from tests.sending.conftest import make_company_connection
 
 PG_BIN = Path(os.environ.get("ZAPQ_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 NUMBER_ID = "106540352242922"
@@ -220,20 +221,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
 
 def make_connection(db: Database, *, phone_number_id: str = NUMBER_ID, token: str = "fake-meta-token") -> int:
     """A company and an active Meta connection; returns the connection id."""
-    with db.session() as session:
-        company = Company(name=f"Fault {phone_number_id}")
-        session.add(company)
-        session.flush()
-        connection = Connection(
-            company_id=company.id,
-            provider=Provider.META,
-            phone_number_id=phone_number_id,
-            access_token=token,
-            status=ConnectionStatus.ACTIVE,
-        )
-        session.add(connection)
-        session.flush()
-        return connection.id
+    return make_company_connection(db, provider=Provider.META, phone_number_id=phone_number_id, access_token=token)[1]
 
 
 def signed_webhook(app_secret: str) -> tuple[str, bytes, dict[str, str]]:

@@ -232,46 +232,34 @@ def sends(url: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{url}/_fake/sends").json())
 
 
-def make_connection(
-    db: Database, *, phone_number_id: str = "106540352242922", rate: int = 80, token: str = DEFAULT_TOKEN
-) -> tuple[int, int]:
-    """A company and a Meta connection; returns their ids."""
+def make_company_connection(db: Database, **connection: Any) -> tuple[int, int]:
+    """A company and an active connection with the given fields; returns their ids."""
     with db.session() as session:
         company = Company(name="Acme")
         session.add(company)
         session.flush()
-        connection = Connection(
-            company_id=company.id,
-            provider=Provider.META,
-            phone_number_id=phone_number_id,
-            access_token=token,
-            rate_per_second=rate,
-            status=ConnectionStatus.ACTIVE,
-        )
-        session.add(connection)
+        row = Connection(company_id=company.id, status=ConnectionStatus.ACTIVE, **connection)
+        session.add(row)
         session.flush()
-        return company.id, connection.id
+        return company.id, row.id
+
+
+def make_connection(
+    db: Database, *, phone_number_id: str = "106540352242922", rate: int = 80, token: str = DEFAULT_TOKEN
+) -> tuple[int, int]:
+    """A company and a Meta connection; returns their ids."""
+    return make_company_connection(
+        db, provider=Provider.META, phone_number_id=phone_number_id, access_token=token, rate_per_second=rate
+    )
 
 
 def make_baileys_connection(
     db: Database, bridge_url: str, *, instance: str = DEFAULT_INSTANCE, api_key: str = DEFAULT_API_KEY
 ) -> tuple[int, int]:
     """A company and a Baileys-bridge connection to the fake Evolution API; returns their ids."""
-    with db.session() as session:
-        company = Company(name="Acme")
-        session.add(company)
-        session.flush()
-        connection = Connection(
-            company_id=company.id,
-            provider=Provider.BAILEYS,
-            bridge_url=bridge_url,
-            bridge_instance=instance,
-            bridge_api_key=api_key,
-            status=ConnectionStatus.ACTIVE,
-        )
-        session.add(connection)
-        session.flush()
-        return company.id, connection.id
+    return make_company_connection(
+        db, provider=Provider.BAILEYS, bridge_url=bridge_url, bridge_instance=instance, bridge_api_key=api_key
+    )
 
 
 def make_messages(
