@@ -1,12 +1,15 @@
 """Per-connection send throttling shared by every worker process, plus the per-recipient pair limit.
 
-One Lua call per attempt implements both, atomically, in Redis:
+One Lua call per attempt implements both, atomically, in Redis, on Redis's clock (``TIME``), so workers on
+different hosts share one schedule:
 
-* **Connection rate** (default 80/s): a GCRA schedule *with reservations*. A send takes the next free slot
-  (``TAT``) if it is at most ``horizon_ms`` ahead and sleeps until it; sends are therefore spaced exactly
-  ``1000 / rate`` ms apart across all processes, never bursting over the limit.
-* **Pair rate** (Meta: ~1 message / 6 s to one user, bursts up to 45): a GCRA with burst tolerance, without
-  reservation; when exceeded the send is deferred (no attempt consumed).
+* **Connection rate** (default 80/s): a GCRA admitting a send *now* when it conforms — at most
+  ``burst_ms`` ahead of the schedule (``TAT``) — and otherwise answering how long to wait. A send admitted
+  late does not earn a catch-up burst (``TAT`` restarts from now), so in any 1-s window at most
+  ``rate × (1 + burst_ms / 1000) + 1`` sends leave (83 at 80/s, 11 at 10/s), whatever the event loops'
+  lateness; the caller wakes ``burst_ms / 2`` early so ordinary lateness costs no throughput.
+* **Pair rate** (Meta: ~1 message / 6 s to one user, bursts up to 45): a GCRA with burst tolerance; when
+  exceeded the send is deferred (no attempt consumed) and takes no connection slot.
 
 In each process, the sends waiting for one connection line up behind a :class:`PriorityGate` (urgent
 first), so only the head of the line polls Redis. A send that waited ``max_hold_ms`` without a slot gives
@@ -28,35 +31,35 @@ import redis.asyncio as aioredis
 from libs.errors import RateLimited
 
 RESERVE = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
 local pair_interval = tonumber(ARGV[4])
 local pair_burst = tonumber(ARGV[5])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local wait = tat - now
 if wait > horizon then return {2, math.ceil(wait - horizon)} end
--- the send leaves at its slot (tat): the pair limit is judged at that time, not now
-local pair_tat = tat
+if wait > burst then return {3, math.ceil(wait)} end
 if pair_interval > 0 then
-  pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or tat), tat)
+  local pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
   local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
-  if allowed_at > tat then return {1, math.ceil(allowed_at - now)} end
-end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
-if pair_interval > 0 then
+  if allowed_at > now then return {1, math.ceil(allowed_at - now)} end
   redis.call('SET', KEYS[2], tostring(pair_tat + pair_interval), 'PX', math.ceil(pair_tat + pair_interval - now) + 1000)
 end
-return {0, math.ceil(wait)}
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
+return {0, 0}
 """
 
-GRANTED, PAIR_LIMITED, FULL = 0, 1, 2
+GRANTED, PAIR_LIMITED, FULL, WAIT = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
 class ThrottleConfig:
     """Throttle knobs (the rate itself is per connection)."""
 
+    burst_ms: int = 25
     horizon_ms: int = 1_000
     max_hold_ms: int = 5_000
     pair_interval_ms: int = 6_000
@@ -120,13 +123,14 @@ class Throttle:
         return [f"{prefix}:conn:{connection_id}", f"{prefix}:pair:{connection_id}:{recipient}"]
 
     async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int]:
-        """One attempt: ``(GRANTED, wait_ms)``, ``(PAIR_LIMITED, retry_ms)`` or ``(FULL, retry_ms)``."""
+        """One attempt: ``(GRANTED, 0)`` (send now), ``(WAIT, ms)`` until the next slot, ``(PAIR_LIMITED, ms)``
+        or ``(FULL, ms)`` (the next slot is beyond the horizon)."""
         interval = 1000.0 / max(rate_per_second, 0.001)
         code, ms = await self._script(
             keys=self.keys(connection_id, recipient),
             args=[
-                int(time.time() * 1000),
                 interval,
+                self.config.burst_ms,
                 self.config.horizon_ms,
                 self.config.pair_interval_ms,
                 self.config.pair_burst,
@@ -135,22 +139,20 @@ class Throttle:
         return int(code), int(ms)
 
     async def acquire(self, connection_id: int, recipient: str, rate_per_second: float, priority: int) -> None:
-        """Wait for this send's slot; raise :class:`RateLimited` (a deferral) when it cannot be had soon."""
+        """Return when this send may leave; raise :class:`RateLimited` (a deferral) when it cannot soon."""
         hold_s = self.config.max_hold_ms / 1000
         deadline = time.monotonic() + hold_s
-        interval_s = 1.0 / max(rate_per_second, 0.001)
+        early_s = self.config.burst_ms / 2000  # wake a little before the slot: lateness then costs nothing
         try:
             async with self.gate.turn(str(connection_id), priority, hold_s):
                 while True:
                     code, ms = await self.reserve(connection_id, recipient, rate_per_second)
                     if code == GRANTED:
-                        break
+                        return
                     if code == PAIR_LIMITED:
                         raise RateLimited(ms, "recipient pair rate limit")
-                    if time.monotonic() + ms / 1000 > deadline:
+                    if code == FULL or time.monotonic() + ms / 1000 > deadline:
                         raise RateLimited(ms + self.config.horizon_ms, "connection send rate limit")
-                    await asyncio.sleep(max(ms / 1000, interval_s))
+                    await asyncio.sleep(max(0.0, ms / 1000 - early_s))
         except TimeoutError:
             raise RateLimited(self.config.horizon_ms, "connection send rate limit (queued in process)") from None
-        if ms:
-            await asyncio.sleep(ms / 1000)

@@ -71,7 +71,7 @@ def test_connection_rate_spaces_sends_without_provider_refusals(
     # When their jobs run
     enqueue(broker, ids)
     drain(broker, worker)
-    # Then no 1-second window saw more than 10 sends (one more for jitter at the window's edges)
+    # Then no 1-second window saw more than 11 sends (10/s with the throttle's 25-ms burst tolerance: 11)
     times = sorted(s["received_at"] for s in sends(fake_meta))
     assert len(times) == 30
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
@@ -132,13 +132,13 @@ def test_urgent_message_overtakes_a_backlog_of_campaign_traffic(
     # Then it was taken for sending within 1.5 s of being enqueued
     claimed_at = row.sending_at.timestamp()
     assert claimed_at - enqueued_at < 1.5
-    # And once taken it overtook the whole backlog: only sends already given a slot (at most one horizon,
-    # 1 s = 20 slots at 20/s, plus the gate's hand-off) went out before it
+    # And once taken it overtook the whole backlog: only sends already past the gate (a few) went out
+    # between its claim and its own send
     after = sorted((s for s in sends(fake_meta) if s["received_at"] >= enqueued_at), key=lambda s: s["received_at"])
     position = [s["client_ref"] for s in after].index(str(urgent))
     before_claim = sum(1 for s in after if s["received_at"] < claimed_at)
     assert position - before_claim <= 20 + 2, (position, before_claim)
-    assert position < 30, position  # ~22 on an idle machine: a little over one horizon after its enqueue
+    assert position < 30, position  # sends in the 1.5 s before its claim, at 20/s, plus those few
     assert len(sends(fake_meta)) < 100  # most of the 300 were still waiting
     # (the rest of the backlog is not this test's business: cancel it so the worker drains quickly)
     execute(db, "UPDATE messages SET status = 'cancelled' WHERE priority = 'low' AND status IN ('queued', 'sending')")
