@@ -32,7 +32,7 @@ class _Row(NamedTuple):
     message: Message[Any]
 
 
-def _prepared(messages: Iterable[Message[Any]]) -> list[_Row]:
+def prepared(messages: Iterable[Message[Any]]) -> list[_Row]:
     rows = []
     for message in messages:
         redis_id = str(uuid4())
@@ -63,7 +63,7 @@ def enqueue_many(
     client: redis.Redis, namespace: str, messages: Iterable[Message[Any]], *, lifecycle: bool = False
 ) -> int:
     """Enqueue ``messages`` atomically in one round trip; returns how many were enqueued."""
-    rows = _prepared(messages)
+    rows = prepared(messages)
     if rows:
         pipe = client.pipeline(transaction=True)
         _queue_commands(pipe, namespace, rows, lifecycle=lifecycle)
@@ -75,7 +75,7 @@ async def enqueue_many_async(
     client: aioredis.Redis, namespace: str, messages: Iterable[Message[Any]], *, lifecycle: bool = False
 ) -> int:
     """The asyncio twin of :func:`enqueue_many`."""
-    rows = _prepared(messages)
+    rows = prepared(messages)
     if rows:
         pipe = client.pipeline(transaction=True)
         _queue_commands(pipe, namespace, rows, lifecycle=lifecycle)

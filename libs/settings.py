@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     sentry_environment: str = ""
 
     #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).
+    #: Campaign sends kept in ``messages.low`` itself; the rest wait in per-company lanes, fed round-robin.
+    campaign_feed_buffer: int = Field(default=1_000, ge=1, le=100_000)
     webhook_max_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     #: Accepted-but-unprocessed webhooks older than this are enqueued again by the outbox sweep.
     webhook_sweep_after_seconds: int = Field(default=60, ge=1)

@@ -13,6 +13,14 @@ def queue_length(client: redis.Redis, namespace: str, queue: str) -> int:
     return int(client.llen(f"{namespace}:{queue}"))
 
 
+def low_tier_waiting(client: redis.Redis, namespace: str) -> int:
+    """Campaign sends waiting: in ``messages.low`` itself and in the per-company fair lanes."""
+    from libs import contracts
+    from libs.campaigns.lanes import Lanes
+
+    return queue_length(client, namespace, contracts.MESSAGES_LOW) + Lanes(namespace).backlog(client)
+
+
 def stored_messages(client: redis.Redis, namespace: str, queue: str) -> int:
     """Messages of ``queue`` not yet acked (waiting + in flight)."""
     return int(client.hlen(f"{namespace}:{queue}.msgs"))

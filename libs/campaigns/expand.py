@@ -1,4 +1,5 @@
-"""Fan-out of one slice of a campaign's recipients into message rows and ``messages.low`` sends."""
+"""Fan-out of one slice of a campaign's recipients into message rows and ``messages.low`` sends (via the
+company's fair lane, :mod:`libs.campaigns.lanes`)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import redis
 from sqlalchemy import select, update
 
 from libs import contracts
+from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import (
     Campaign,
     CampaignRecipient,
     CampaignStatus,
 )
-from libs.enqueue import enqueue_many
 from libs.errors import PermanentError, RecordNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ WHERE campaign_id = %(campaign_id)s AND status = 'queued' AND recipient = ANY(%(
 """
 
 
-def expand_batch(db: Database, client: redis.Redis, namespace: str, batch: contracts.ExpandCampaignBatch) -> int:
+def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contracts.ExpandCampaignBatch) -> int:
     """Create the slice's message rows (once per recipient) and enqueue every still-queued one.
 
     Safe to run twice: rows are unique per campaign + recipient, and a send enqueued twice is claimed once.
@@ -94,10 +95,11 @@ def expand_batch(db: Database, client: redis.Redis, namespace: str, batch: contr
             bodies = [render(campaign.body or "", variables) for _, variables in recipients]
             payloads = ["{}"] * len(recipients)
         conn = session.connection()
-        created = 0
+        ids: list[int] = []
         if numbers:
-            created = len(
-                conn.exec_driver_sql(
+            ids = [
+                row[0]
+                for row in conn.exec_driver_sql(
                     INSERT_MESSAGES,
                     {
                         "company_id": campaign.company_id,
@@ -108,18 +110,22 @@ def expand_batch(db: Database, client: redis.Redis, namespace: str, batch: contr
                         "bodies": bodies,
                         "payloads": payloads,
                     },
-                ).all()
-            )
+                )
+            ]
+        created = len(ids)
         if created:
             session.execute(
                 update(Campaign).where(Campaign.id == campaign.id).values(queued_count=Campaign.queued_count + created)
             )
-    with db.session() as session:
-        queued = [
-            row[0]
-            for row in session.connection().exec_driver_sql(
-                QUEUED_IN_SLICE, {"campaign_id": batch.campaign_id, "recipients": numbers}
-            )
-        ]
-    enqueue_many(client, namespace, (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in queued))
+        company_id = campaign.company_id
+    if created < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
+        with db.session() as session:
+            ids = [
+                row[0]
+                for row in session.connection().exec_driver_sql(
+                    QUEUED_IN_SLICE, {"campaign_id": batch.campaign_id, "recipients": numbers}
+                )
+            ]
+    lanes.push(client, company_id, (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids))
+    lanes.feed(client)
     return created

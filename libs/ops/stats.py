@@ -62,6 +62,8 @@ class QueueStats:
     in_flight: int
     #: Dead letters in the ledger not yet replayed (Postgres).
     dead: int
+    #: Of ``waiting``, those still in the per-company fair lanes (:mod:`libs.campaigns.lanes`).
+    in_lanes: int
     #: Messages in Dramatiq's own dead-letter zset (``<q>.XQ``: nacked, e.g. too old or of an unknown actor).
     broker_dead: int
     #: Oldest → newest, one per minute, the last entry being the current (partial) minute.
@@ -193,7 +195,7 @@ for qi = 5, #ARGV do
   end
   out[#out + 1] = {redis.call("llen", base), redis.call("hlen", base .. ".DQ.msgs"), redis.call("zcard", base .. ".XQ"),
                    inflight, completed, failed, tostring(sum), p95, totals[1] or false, totals[2] or false,
-                   totals[3] or false, oldest}
+                   totals[3] or false, oldest, redis.call("get", prefix .. "lanes:" .. q .. ":backlog") or false}
 end
 return out
 """
@@ -214,13 +216,14 @@ def queue_stats_plan(
     (rows,) = yield [("eval", (STATS_LUA, 0, *args))]
     stats: list[QueueStats] = []
     for queue, row in zip(queues, rows, strict=True):
-        waiting, delayed, xq, in_flight, completed, failed, duration_sum, p95_ms, *totals, oldest = row
+        waiting, delayed, xq, in_flight, completed, failed, duration_sum, p95_ms, *totals, oldest, lanes = row
         done = sum(completed)
         since = _float(oldest)
         stats.append(
             QueueStats(
                 queue=queue,
-                waiting=int(waiting),
+                waiting=int(waiting) + _int(lanes),
+                in_lanes=_int(lanes),
                 delayed=int(delayed),
                 in_flight=int(in_flight),
                 dead=(dead_counts or {}).get(queue, 0),

@@ -6,6 +6,7 @@ Setup order: settings → Sentry → broker → actors.
 from __future__ import annotations
 
 from libs.broker import setup_broker
+from libs.campaigns.lanes import Lanes
 from libs.observability import init_sentry, setup_logging
 from libs.runtime import install_resources
 from libs.settings import load_settings
@@ -15,7 +16,8 @@ setup_logging()
 init_sentry(settings, service="campaign-runner")
 broker = setup_broker(settings)
 resources = install_resources(broker, settings)
+lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
 
 from services.campaign_runner.actors import expand_campaign_batch  # noqa: E402
 
-__all__ = ["broker", "expand_campaign_batch", "resources", "settings"]
+__all__ = ["broker", "expand_campaign_batch", "lanes", "resources", "settings"]

@@ -6,7 +6,7 @@ import dramatiq
 
 from libs import contracts
 from libs.campaigns.expand import expand_batch
-from services.campaign_runner import broker, resources, settings
+from services.campaign_runner import broker, lanes, resources
 
 
 @dramatiq.actor(
@@ -17,4 +17,4 @@ from services.campaign_runner import broker, resources, settings
 def expand_campaign_batch(campaign_id: int, first_recipient_id: int, last_recipient_id: int) -> None:
     """Create one slice's message rows and enqueue their low-tier sends."""
     batch = contracts.ExpandCampaignBatch(campaign_id, first_recipient_id, last_recipient_id)
-    expand_batch(resources.db, broker.client, settings.redis_namespace, batch)
+    expand_batch(resources.db, broker.client, lanes, batch)

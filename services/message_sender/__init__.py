@@ -6,6 +6,7 @@ Run with ``dramatiq services.message_sender``. Setup order: settings → Sentry 
 from __future__ import annotations
 
 from libs.broker import setup_broker
+from libs.campaigns.lanes import LaneFeeder, Lanes
 from libs.observability import init_sentry, setup_logging
 from libs.sending.runtime import SenderResources
 from libs.settings import load_settings
@@ -16,6 +17,7 @@ init_sentry(settings, service="message-sender")
 broker = setup_broker(settings)
 sender = SenderResources(settings)
 broker.add_middleware(sender)
+broker.add_middleware(LaneFeeder(Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)))
 
 from services.message_sender.actors import send_message, send_message_low, send_message_urgent  # noqa: E402
 

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.campaigns.expand import expand_batch
+from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import CampaignRecipient
 from libs.settings import Settings
@@ -170,7 +171,7 @@ def test_expansion_shows_in_the_counters(
             .all()[::9]
         )
     expand_batch(
-        db, broker.client, settings.redis_namespace, contracts.ExpandCampaignBatch(campaign["id"], first, last)
+        db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign["id"], first, last)
     )
     counters = api.get(f"/api/campaigns/{campaign['id']}").json()
     assert counters["queued_count"] == 10 and counters["recipients_count"] == 10

@@ -8,16 +8,24 @@ from sqlalchemy import func, select, text
 
 from libs import contracts
 from libs.campaigns.expand import expand_batch, render
+from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import Campaign, CampaignStatus, Message
 from libs.settings import Settings
-from tests.helpers import queue_length
+from tests.helpers import low_tier_waiting
 from tests.sending.conftest import make_connection
 
 
-def make_campaign(db: Database, recipients: int, *, template: dict[str, Any] | None = None) -> tuple[int, int, int]:
-    """A running campaign with ``recipients`` imported rows; returns (campaign, first id, last id)."""
-    company, connection = make_connection(db)
+def make_campaign(
+    db: Database,
+    recipients: int,
+    *,
+    template: dict[str, Any] | None = None,
+    rate: int = 80,
+    phone_number_id: str = "106540352242922",
+) -> tuple[int, int, int]:
+    """A running campaign of a new company with ``recipients`` imported rows; returns (campaign, first id, last id)."""
+    company, connection = make_connection(db, rate=rate, phone_number_id=phone_number_id)
     with db.session() as session:
         campaign = Campaign(
             company_id=company,
@@ -60,12 +68,12 @@ def test_batches_create_each_row_once_and_enqueue_low_sends(db: Database, broker
         contracts.ExpandCampaignBatch(campaign_id, first, mid),
         contracts.ExpandCampaignBatch(campaign_id, mid + 1, last),
     ]
-    created = [expand_batch(db, broker.client, settings.redis_namespace, s) for s in slices]
+    created = [expand_batch(db, broker.client, Lanes(settings.redis_namespace), s) for s in slices]
     assert created == [1_250, 1_250]
     assert count_messages(db, campaign_id) == 2_500
-    assert queue_length(broker.client, settings.redis_namespace, contracts.MESSAGES_LOW) == 2_500
+    assert low_tier_waiting(broker.client, settings.redis_namespace) == 2_500
     # A retried batch creates nothing new; its still-queued sends are enqueued again (claimed once by the sender).
-    assert expand_batch(db, broker.client, settings.redis_namespace, slices[0]) == 0
+    assert expand_batch(db, broker.client, Lanes(settings.redis_namespace), slices[0]) == 0
     assert count_messages(db, campaign_id) == 2_500
     with db.session() as session:
         campaign = session.get(Campaign, campaign_id)
@@ -79,7 +87,9 @@ def test_batches_create_each_row_once_and_enqueue_low_sends(db: Database, broker
 def test_template_campaign_carries_variables_as_parameters(db: Database, broker: Any, settings: Settings) -> None:
     template = {"name": "order_update", "language": "en_US", "variables": ["code"]}
     campaign_id, first, last = make_campaign(db, 3, template=template)
-    expand_batch(db, broker.client, settings.redis_namespace, contracts.ExpandCampaignBatch(campaign_id, first, last))
+    expand_batch(
+        db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign_id, first, last)
+    )
     with db.session() as session:
         payload = session.execute(
             select(Message.payload).where(Message.campaign_id == campaign_id, Message.recipient == "5511900000002")
@@ -99,7 +109,7 @@ def test_cancelled_campaign_expands_nothing(db: Database, broker: Any, settings:
         session.execute(text("UPDATE campaigns SET status = 'cancelled' WHERE id = :c"), {"c": campaign_id})
     assert (
         expand_batch(
-            db, broker.client, settings.redis_namespace, contracts.ExpandCampaignBatch(campaign_id, first, last)
+            db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign_id, first, last)
         )
         == 0
     )

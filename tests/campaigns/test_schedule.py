@@ -62,10 +62,13 @@ def test_future_campaign_waits(db: Database, broker: Any, settings: Settings) ->
 def test_campaign_completes_when_every_message_is_final(db: Database, broker: Any, settings: Settings) -> None:
     campaign_id, first, last = make_campaign(db, 3)
     from libs.campaigns.expand import expand_batch
+    from libs.campaigns.lanes import Lanes
 
     with db.session() as session:
         session.execute(text("UPDATE campaigns SET recipients_count = 3 WHERE id = :c"), {"c": campaign_id})
-    expand_batch(db, broker.client, settings.redis_namespace, contracts.ExpandCampaignBatch(campaign_id, first, last))
+    expand_batch(
+        db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign_id, first, last)
+    )
     assert finish_campaigns(db) == []  # three sends still queued
     with db.session() as session:
         session.execute(text("UPDATE messages SET status = 'sent' WHERE campaign_id = :c"), {"c": campaign_id})
