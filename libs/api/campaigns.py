@@ -19,6 +19,7 @@ from libs import contracts
 from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
+from libs.campaigns.lanes import Lanes
 from libs.enqueue import enqueue_many_async
 
 logger = logging.getLogger(__name__)
@@ -255,6 +256,12 @@ async def _transition(request: Request, action: str) -> Response:
                 "WHERE campaign_id = %s AND status = 'queued'",
                 (campaign_id,),
             )
+    if target != "paused":  # its parked sends go back to the company's lane (cancelled ones are then skipped)
+        ctx = context(request)
+        try:
+            await Lanes(ctx.namespace).unpark_async(ctx.redis, campaign_id)
+        except Exception:  # the scheduler's unpark sweep releases them within a minute
+            logger.warning("campaign %s: parked sends not released yet", campaign_id, exc_info=True)
     return json_response(_out(row))
 
 

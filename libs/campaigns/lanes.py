@@ -9,7 +9,14 @@ queues have priority in every worker).
 
 Keys (under ``<namespace>:zapq:lanes:<queue>:``): ``lane:<company>`` (ids), ``ring`` (companies whose lane is
 not empty, in turn order), ``members`` (the same as a set) and ``backlog`` (ids in all lanes, for O(1) stats).
-Both operations are atomic (a ``MULTI`` and one Lua script), so any number of producers and feeders may run.
+Every operation is atomic (a ``MULTI`` or one Lua script), so any number of producers and feeders may run.
+
+**Parking**: a send of a paused campaign is not deferred again and again (which would spend its defer budget
+and the workers' time for as long as the pause lasts): the sender *parks* a fresh copy of it in
+``parked:<campaign>`` (payload in ``parked.msgs``, not in the queue's hash, so the queue does not look busy;
+the campaign's company in the ``parked`` hash) and acks the job. Resume and cancel :meth:`Lanes.unpark` the
+campaign — its sends go back to the tail of the company's lane (a cancelled one is then skipped by the
+sender) — and so does the scheduler's sweep for any campaign no longer paused.
 
 The feeder runs in every process that consumes ``messages.low`` (:class:`LaneFeeder`), every
 ``FEED_INTERVAL_S``; fan-out also feeds once right after it pushes, so sends start without waiting for it.
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from dramatiq import Broker, Message, Middleware
 
 from libs import contracts
@@ -71,6 +79,33 @@ end
 if moved > 0 then
   redis.call('DECRBY', KEYS[4], moved)
   redis.call('INCRBY', KEYS[5], moved)
+end
+return moved
+"""
+
+
+#: KEYS: parked list, parked hash (campaign → company), parked payloads, queue payloads. ARGV: campaign, lane
+#: key prefix, ring, members, backlog.
+UNPARK = """
+local company = redis.call('HGET', KEYS[2], ARGV[1])
+if not company then return 0 end
+local lane = ARGV[2] .. company
+local moved = 0
+while true do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  local payload = redis.call('HGET', KEYS[3], id)
+  if payload then
+    redis.call('HSET', KEYS[4], id, payload)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('RPUSH', lane, id)
+    moved = moved + 1
+  end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if moved > 0 then
+  redis.call('INCRBY', ARGV[5], moved)
+  if redis.call('SADD', ARGV[4], company) == 1 then redis.call('RPUSH', ARGV[3], company) end
 end
 return moved
 """
@@ -126,6 +161,51 @@ class Lanes:
         )
         moved: Any = client.eval(FEED, len(keys), *keys, f"{self.prefix}lane:", self.buffer, self.quantum)
         return int(moved)
+
+    def _park_commands(self, pipe: Any, campaign_id: int, company_id: int, message: Message[Any]) -> None:
+        [row] = prepared([message])
+        pipe.hset(f"{self.prefix}parked.msgs", row.redis_id, row.data)  # not the queue's: idle, not waiting
+        pipe.rpush(f"{self.prefix}parked:{campaign_id}", row.redis_id)
+        pipe.hset(f"{self.prefix}parked", str(campaign_id), str(company_id))
+
+    async def park_async(
+        self, client: aioredis.Redis, campaign_id: int, company_id: int, message: Message[Any]
+    ) -> None:
+        """Keep a fresh copy of ``message`` (a send of paused campaign ``campaign_id``) until it is unparked."""
+        pipe = client.pipeline(transaction=True)
+        self._park_commands(pipe, campaign_id, company_id, message)
+        await pipe.execute()
+
+    def _unpark_args(self, campaign_id: int) -> tuple[Any, ...]:
+        keys = (
+            f"{self.prefix}parked:{campaign_id}",
+            f"{self.prefix}parked",
+            f"{self.prefix}parked.msgs",
+            f"{self.namespace}:{self.queue}.msgs",
+        )
+        argv = (
+            str(campaign_id),
+            f"{self.prefix}lane:",
+            f"{self.prefix}ring",
+            f"{self.prefix}members",
+            self.backlog_key,
+        )
+        return (UNPARK, len(keys), *keys, *argv)
+
+    def unpark(self, client: redis.Redis, campaign_id: int) -> int:
+        """Put campaign ``campaign_id``'s parked sends back in its company's lane; returns how many."""
+        moved: Any = client.eval(*self._unpark_args(campaign_id))
+        return int(moved)
+
+    async def unpark_async(self, client: aioredis.Redis, campaign_id: int) -> int:
+        """The asyncio twin of :meth:`unpark`."""
+        pending: Any = client.eval(*self._unpark_args(campaign_id))
+        return int(await pending)
+
+    def parked_campaigns(self, client: redis.Redis) -> list[int]:
+        """Campaigns with parked sends."""
+        found: Any = client.hkeys(f"{self.prefix}parked")
+        return sorted(int(c) for c in found)
 
     def backlog(self, client: redis.Redis) -> int:
         """Ids waiting in the lanes."""

@@ -6,6 +6,7 @@ import redis
 from sqlalchemy import text
 
 from libs import contracts
+from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
 
@@ -55,6 +56,23 @@ def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> li
                 ),
             )
     return started
+
+
+def unpark_campaigns(db: Database, client: redis.Redis, lanes: Lanes) -> list[int]:
+    """Unpark the sends of every campaign that is no longer paused (a resume whose own unpark was lost)."""
+    parked = lanes.parked_campaigns(client)
+    if not parked:
+        return []
+    with db.session() as session:
+        paused = set(
+            session.execute(
+                text("SELECT id FROM campaigns WHERE id = ANY(:ids) AND status = 'paused'"), {"ids": parked}
+            ).scalars()
+        )
+    released = [campaign_id for campaign_id in parked if campaign_id not in paused]
+    for campaign_id in released:
+        lanes.unpark(client, campaign_id)
+    return released
 
 
 def finish_campaigns(db: Database) -> list[int]:

@@ -13,6 +13,7 @@ from dramatiq import Broker, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 from psycopg_pool import AsyncConnectionPool
 
+from libs.campaigns.lanes import Lanes
 from libs.sending.send import HttpClients, SenderContext
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
@@ -65,6 +66,7 @@ class SenderResources(Middleware):
                         throttle=Throttle(client, self.settings.redis_namespace),
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
+                        lanes=Lanes(self.settings.redis_namespace, buffer=self.settings.campaign_feed_buffer),
                     )
                     self._flusher = asyncio.create_task(self._flush_metrics(self._context))
         return self._context

@@ -24,6 +24,8 @@ import httpx
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from libs import contracts
+from libs.campaigns.lanes import Lanes
 from libs.errors import (
     ConnectionNeedsAttentionError,
     Defer,
@@ -85,6 +87,8 @@ class SenderContext:
     api_version: str
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
     metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
+    #: Where sends of a paused campaign are parked (None: they are deferred instead).
+    lanes: Lanes | None = None
 
 
 def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
@@ -150,6 +154,9 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
         await store.execute(ctx.pool, store.CANCEL, {"id": message_id})
         return
     if state["campaign_status"] == "paused":
+        if ctx.lanes is not None and state["priority"] == "low":
+            await _park(ctx, ctx.lanes, message_id, state)
+            return
         raise Defer(HOLD_MS, "campaign paused")
     if state["connection_status"] == "needs_attention":
         raise ConnectionNeedsAttentionError("the connection needs attention", provider="zapq")
@@ -161,6 +168,20 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
         wait_s = min(RECHECK_S, max(0.5, ctx.reconcile_seconds - float(state["sending_for_s"] or 0)))
         raise Defer(int(wait_s * 1000), "the message is being sent or its last attempt is unconfirmed")
     raise RecordNotFoundError(f"message {message_id} is in state {state['status']}")
+
+
+async def _park(ctx: SenderContext, lanes: Lanes, message_id: int, state: dict[str, Any]) -> None:
+    """Park the send of a paused campaign until resume (no deferral loop, no defer budget spent).
+
+    If the campaign was resumed or cancelled while parking, unpark it here: its own unpark may have run
+    before this send was parked.
+    """
+    campaign_id = int(state["campaign_id"])
+    message = contracts.SEND_LOW.message(contracts.SendMessage(message_id))
+    await lanes.park_async(ctx.throttle.client, campaign_id, int(state["company_id"]), message)
+    now = await store.inspect(ctx.pool, message_id)
+    if now is None or now["campaign_status"] != "paused":
+        await lanes.unpark_async(ctx.throttle.client, campaign_id)
 
 
 async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:

@@ -25,7 +25,7 @@ RETURNING m.id, m.company_id, m.recipient, m.type, m.body, m.payload, m.priority
 
 #: Why a message could not be claimed.
 INSPECT = """
-SELECT m.status, m.external_id, m.direction,
+SELECT m.status, m.external_id, m.direction, m.priority, m.campaign_id, m.company_id,
        EXTRACT(EPOCH FROM (now() - m.sending_at)) AS sending_for_s,
        c.status AS connection_status, k.status AS campaign_status
 FROM messages m

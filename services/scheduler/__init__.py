@@ -36,6 +36,7 @@ from services.scheduler.actors import (  # noqa: E402
     record_dead_letter,
     start_due_campaigns,
     sweep_webhooks,
+    unpark_campaigns,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "settings",
     "start_due_campaigns",
     "sweep_webhooks",
+    "unpark_campaigns",
 ]

@@ -9,6 +9,7 @@ from periodiq import cron
 
 from libs import contracts
 from libs.campaigns import schedule
+from libs.campaigns.lanes import Lanes
 from libs.deadletters import alerts, ledger
 from libs.ingest.sweep import sweep_webhooks as sweep
 from services.scheduler import broker, resources, settings
@@ -60,3 +61,10 @@ def start_due_campaigns() -> None:
 def finish_campaigns() -> None:
     """Every minute: close running campaigns whose messages are all final."""
     schedule.finish_campaigns(resources.db)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def unpark_campaigns() -> None:
+    """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
+    lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
+    schedule.unpark_campaigns(resources.db, broker.client, lanes)

@@ -9,6 +9,8 @@ import dramatiq
 import pytest
 from starlette.testclient import TestClient
 
+from libs.campaigns.lanes import Lanes
+from libs.campaigns.schedule import unpark_campaigns
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus, ConnectionStatus, MessageStatus
 from libs.ingest.edge import create_app
@@ -24,6 +26,7 @@ from tests.sending.conftest import (
     connection_status,
     dead_letters,
     enqueue,
+    eventually,
     execute,
     make_baileys_connection,
     make_campaign,
@@ -103,25 +106,53 @@ def test_bridge_close_event_stops_sends_and_open_resumes_them(
     assert (message(db, second).status, message(db, second).attempts) == (MessageStatus.SENT, 1)
 
 
-def test_paused_campaign_holds_its_messages_until_resumed(
-    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker, outcomes: Outcomes
+def test_paused_campaign_parks_its_messages_until_resumed(
+    db: Database,
+    broker: Any,
+    settings: Settings,
+    sender: Any,
+    fake_meta: str,
+    worker: dramatiq.Worker,
+    outcomes: Outcomes,
 ) -> None:
     # Given a paused campaign with two messages
     company, connection = make_connection(db)
     campaign = make_campaign(db, company, connection, CampaignStatus.PAUSED)
     ids = make_messages(db, company, connection, ["16505550001", "16505550002"], priority="low", campaign_id=campaign)
-    # When their jobs run, they are held
+    # When their jobs run, they are parked: no send, no deferral loop, no attempt, nothing failed
     enqueue(broker, ids, tier="low")
-    for message_id in ids:
-        outcomes.wait_deferred(message_id, "campaign paused")
-    assert sends(fake_meta) == []
-    assert {(r.status, r.attempts) for r in messages(db, ids)} == {(MessageStatus.QUEUED, 0)}
-    # When the campaign is resumed, they are sent and counted
-    execute(db, "UPDATE campaigns SET status = 'running' WHERE id = :id", id=campaign)
     drain(broker, worker)
+    assert sends(fake_meta) == []
+    assert [a.exception for a in outcomes.attempts] == [None, None]
+    assert {(r.status, r.attempts) for r in messages(db, ids)} == {(MessageStatus.QUEUED, 0)}
+    lanes = Lanes(settings.redis_namespace)
+    assert lanes.parked_campaigns(broker.client) == [campaign]
+    # And the scheduler's sweep leaves a campaign that is still paused alone
+    assert unpark_campaigns(db, broker.client, lanes) == []
+    # When the campaign is resumed (the API unparks it; here the sweep does, as after a lost unpark)
+    execute(db, "UPDATE campaigns SET status = 'running' WHERE id = :id", id=campaign)
+    assert unpark_campaigns(db, broker.client, lanes) == [campaign]
+    # Then they are sent once and counted
+    outcomes.wait(lambda o: sum(1 for a in o.attempts if a.exception is None) == 4)
+    eventually(lambda: len(sends(fake_meta)) == 2)
     assert sorted(int(s["client_ref"]) for s in sends(fake_meta)) == ids
     assert {(r.status, r.attempts) for r in messages(db, ids)} == {(MessageStatus.SENT, 1)}
     assert campaign_counters(db, campaign) == {"sent": 2, "failed": 0}
+    assert lanes.parked_campaigns(broker.client) == [] and lanes.backlog(broker.client) == 0
+
+
+def test_normal_tier_message_of_a_paused_campaign_is_deferred(
+    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker, outcomes: Outcomes
+) -> None:
+    # Parking is for campaign (low-tier) traffic; anything else waits by deferral as before
+    company, connection = make_connection(db)
+    campaign = make_campaign(db, company, connection, CampaignStatus.PAUSED)
+    [message_id] = make_messages(db, company, connection, ["16505550001"], campaign_id=campaign)
+    enqueue(broker, [message_id])
+    outcomes.wait_deferred(message_id, "campaign paused")
+    execute(db, "UPDATE campaigns SET status = 'running' WHERE id = :id", id=campaign)
+    drain(broker, worker)
+    assert [int(s["client_ref"]) for s in sends(fake_meta)] == [message_id]
 
 
 def test_cancelled_campaign_cancels_its_messages(
