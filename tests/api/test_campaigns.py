@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
@@ -210,3 +212,30 @@ def test_campaigns_need_a_connection_of_the_company(api: TestClient, company: di
     make_connection(api, other["id"], phone_number_id="pn-x")
     body = {"company_id": other["id"], "connection_id": company["connection"]["id"], "name": "x", "text": "t"}
     assert api.post("/api/campaigns", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("action", ["resume", "cancel"])
+def test_resume_and_cancel_release_parked_sends(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings, action: str
+) -> None:
+    # Given a paused campaign one of whose sends the sender parked
+    cid = make_campaign(api, company)["id"]
+    upload(api, cid, csv_rows(1))
+    api.post(f"/api/campaigns/{cid}/start")
+    assert api.post(f"/api/campaigns/{cid}/pause").json()["status"] == "paused"
+    lanes = Lanes(settings.redis_namespace)
+
+    async def park() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        send = contracts.SEND_LOW.message(contracts.SendMessage(12345))
+        await lanes.park_async(client, cid, company["id"], send)
+        await client.aclose()
+
+    asyncio.run(park())
+    assert lanes.parked_campaigns(broker.client) == [cid]
+    # When the campaign is resumed or cancelled through the API
+    assert api.post(f"/api/campaigns/{cid}/{action}").status_code == 200
+    # Then the parked send is back in the company's lane (the sender skips it if the campaign was cancelled)
+    assert lanes.parked_campaigns(broker.client) == []
+    assert lanes.backlog(broker.client) == 1
+    assert broker.client.lrange(lanes.lane(company["id"]), 0, -1) != []
