@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     #: Header the Baileys bridge (Evolution API ``webhook.headers``) sends the shared secret in.
     baileys_secret_header: str = "x-zapq-secret"
     api_token: str = ""
+    #: Where the operations API answers, for clients such as ``zapq campaign`` (``uvicorn services.api.app``).
+    api_url: str = "http://127.0.0.1:8080"
     sentry_dsn: str = ""
     sentry_environment: str = ""
 
