@@ -58,8 +58,10 @@ return counts
 
 #: Delivery counters of jobs nobody finishes expire after this long.
 COUNTER_TTL_SECONDS = 7 * 24 * 3600
-#: Pause of a consumer whose prefetch window is full (its worker is busy, not idle).
-FULL_WINDOW_PAUSE_S = 0.005
+#: Smallest prefetch window of a consumer: refilled half at a time, so each fetch brings at least 32.
+MIN_PREFETCH = 128
+#: Longest wait of a consumer whose prefetch window is full before it looks at its stop flags again.
+FULL_WINDOW_WAIT_S = 0.1
 #: Most requests written in one Lua call (keeps the call's argument list bounded).
 MAX_BATCH = 500
 
@@ -181,7 +183,17 @@ class GroupCommit:
 
 
 class ZapqRedisConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer with acks handed to the process's :class:`GroupCommit`."""
+    """Dramatiq's Redis consumer with acks handed to the process's :class:`GroupCommit`, refilled on demand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._room = threading.Condition()
+        #: Refill the window once it is half empty: one fetch round trip then brings many messages.
+        self.low_water = self.prefetch // 2
+
+    def _released(self) -> None:
+        with self._room:
+            self._room.notify()
 
     def ack(self, message: Any) -> None:
         """Queue the ack; the group commit writes it (with any others) in its next round."""
@@ -189,14 +201,23 @@ class ZapqRedisConsumer(_RedisConsumer):
             self.broker.group_commit.ack(self.queue_name, message.options["redis_message_id"], message.message_id)
         finally:
             self.queued_message_ids.discard(message.message_id)
+            self._released()
+
+    def nack(self, message: Any) -> None:
+        """Dramatiq's nack, then wake the fetch loop."""
+        try:
+            super().nack(message)
+        finally:
+            self._released()
 
     def __next__(self) -> Any:
         """Dramatiq's fetch loop, except that a full prefetch window is not an idle queue.
 
         Dramatiq backs off exponentially (up to the idle timeout) both when the queue is empty and when
-        this consumer already holds ``prefetch`` unacked messages. The second case is a busy worker: backing
-        off there leaves the worker threads starved for up to a second once they catch up. Here it waits a
-        few milliseconds and looks again, without counting a miss.
+        this consumer already holds ``prefetch`` unacked messages, and its window refills only after that
+        pause. The second case is a busy worker: here the consumer instead waits until the worker threads
+        have finished half the window (each ack wakes it) and fetches the free half in one round trip, so
+        the threads never wait for a timer.
         """
         try:
             while True:
@@ -209,8 +230,12 @@ class ZapqRedisConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 if self.outstanding_message_count >= self.prefetch:
-                    time.sleep(FULL_WINDOW_PAUSE_S)
-                    return None
+                    with self._room:
+                        room = self._room.wait_for(
+                            lambda: self.outstanding_message_count <= self.low_water, FULL_WINDOW_WAIT_S
+                        )
+                    if not room:
+                        return None  # the consumer thread checks whether it should stop
                 self.message_cache = self.broker.do_fetch(
                     self.queue_name, self.prefetch - self.outstanding_message_count
                 )
@@ -240,3 +265,7 @@ class ZapqRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         """Consumers that ack through the group commit."""
         return ZapqRedisConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A consumer whose window is at least ``MIN_PREFETCH`` (delay queues keep Dramatiq's larger one)."""
+        return super().consume(queue_name, max(prefetch, MIN_PREFETCH), timeout)

@@ -172,7 +172,10 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         drain = drains[name]
         return TIMEOUT if drain.get("timeout") else drain.get("jobs_per_s")
 
-    result.add(Figure(f"no-op jobs/s (-p{processes} -t{THREADS})", rate("zapq"), "jobs/s", rate("bare")))
+    jobs_per_s = Figure(f"no-op jobs/s (-p{processes} -t{THREADS})", rate("zapq"), "jobs/s", rate("bare"))
+    result.add(jobs_per_s)
+    if jobs_per_s.ratio is not None:
+        result.add(Figure("no-op jobs/s, zapq ÷ bare Dramatiq", jobs_per_s.ratio, "×", target=Target(">=", 2.5)))
     if any(drain.get("timeout") for drain in drains.values()):
         partial = {name: drain.get("partial_jobs_per_s", drain.get("jobs_per_s")) for name, drain in drains.items()}
         label = f"no-op jobs/s within the {drain_timeout:.0f}-s deadline"
