@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from typing import Any
 
 import orjson
@@ -112,37 +113,34 @@ async def get_campaign(request: Request) -> Response:
         return json_response(_out(await _fetch(conn, path_id(request))))
 
 
+def _open_for_recipients(campaign_id: int, campaign: dict[str, Any] | None) -> None:
+    if campaign is None:
+        raise ApiError(404, f"no campaign {campaign_id}")
+    if campaign["status"] not in ("draft", "scheduled"):
+        reason = f"campaign {campaign_id} is {campaign['status']}: recipients can only be added before it starts"
+        raise ApiError(409, reason)
+
+
 async def upload_recipients(request: Request) -> Response:
     """``POST /api/campaigns/{id}/recipients``: a ``text/csv`` body with a ``phone`` column (+ variables).
 
-    Streamed and inserted in batches of 1,000 in one transaction (all or nothing); duplicates are skipped;
-    rows without a valid phone are rejected and reported (the first 20).
+    Parsed while it streams in; valid rows are spooled to a temporary file, so no database connection or
+    lock is held for as long as a (slow) client takes to send. Then one transaction inserts them in batches
+    of 1,000 (all or nothing); duplicates are skipped; rows without a valid phone are rejected and reported
+    (the first 20).
     """
     campaign_id = path_id(request)
     ctx = context(request)
+    async with ctx.pool.connection() as conn:  # refuse early, before reading a large body
+        cursor = await conn.execute("SELECT status FROM campaigns WHERE id = %s", (campaign_id,))
+        _open_for_recipients(campaign_id, await cursor.fetchone())
     stream = CsvStream()
     header: list[str] | None = None
-    batch: list[tuple[str, str]] = []
-    stats = {"rows": 0, "inserted": 0, "rejected": 0}
+    stats = {"rows": 0, "inserted": 0, "rejected": 0, "valid": 0}
     errors: list[dict[str, Any]] = []
     received = 0
 
-    async with ctx.pool.connection() as conn, conn.transaction():
-        cursor = await conn.execute("SELECT status FROM campaigns WHERE id = %s FOR UPDATE", (campaign_id,))
-        campaign = await cursor.fetchone()
-        if campaign is None:
-            raise ApiError(404, f"no campaign {campaign_id}")
-        if campaign["status"] not in ("draft", "scheduled"):
-            reason = f"campaign {campaign_id} is {campaign['status']}: recipients can only be added before it starts"
-            raise ApiError(409, reason)
-
-        async def flush() -> None:
-            if batch:
-                cursor = await conn.execute(
-                    INSERT_RECIPIENTS, (campaign_id, [r for r, _ in batch], [v for _, v in batch])
-                )
-                stats["inserted"] += cursor.rowcount
-                batch.clear()
+    with tempfile.TemporaryFile() as spool:
 
         def take(records: list[list[str]]) -> None:
             nonlocal header
@@ -165,7 +163,8 @@ async def upload_recipients(request: Request) -> Response:
                         errors.append({"row": stats["rows"], "reason": str(exc)})
                     continue
                 variables = {k: v for k, v in row.items() if k.lower() != "phone"}
-                batch.append((recipient, orjson.dumps(variables).decode()))
+                spool.write(orjson.dumps([recipient, orjson.dumps(variables).decode()]) + b"\n")
+                stats["valid"] += 1
 
         try:
             async for chunk in request.stream():
@@ -173,25 +172,41 @@ async def upload_recipients(request: Request) -> Response:
                 if received > MAX_UPLOAD_BYTES:
                     raise ApiError(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
                 take(stream.feed(chunk))
-                if len(batch) >= SLICE:
-                    await flush()
             take(stream.feed(b"", final=True))
         except CsvError as exc:
             raise ApiError(400, str(exc)) from None
         if header is None:
             raise ApiError(400, "the upload is empty: a header with a 'phone' column is needed")
-        await flush()
-        cursor = await conn.execute(
-            f"UPDATE campaigns SET recipients_count = recipients_count + %s WHERE id = %s RETURNING {COLUMNS}",
-            (stats["inserted"], campaign_id),
-        )
-        updated = await cursor.fetchone()
-        assert updated is not None
-    duplicates = stats["rows"] - stats["rejected"] - stats["inserted"]
+        spool.seek(0)
+
+        async with ctx.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute("SELECT status FROM campaigns WHERE id = %s FOR UPDATE", (campaign_id,))
+            _open_for_recipients(campaign_id, await cursor.fetchone())  # it may have started meanwhile
+            batch: list[list[str]] = []
+            for line in spool:
+                batch.append(orjson.loads(line))
+                if len(batch) >= SLICE:
+                    stats["inserted"] += await _insert_recipients(conn, campaign_id, batch)
+                    batch = []
+            stats["inserted"] += await _insert_recipients(conn, campaign_id, batch)
+            cursor = await conn.execute(
+                f"UPDATE campaigns SET recipients_count = recipients_count + %s WHERE id = %s RETURNING {COLUMNS}",
+                (stats["inserted"], campaign_id),
+            )
+            updated = await cursor.fetchone()
+            assert updated is not None
+    duplicates = stats.pop("valid") - stats["inserted"]
     return json_response(
         {**stats, "duplicates": duplicates, "errors": errors, "campaign": _out(updated)},
         200,
     )
+
+
+async def _insert_recipients(conn: Any, campaign_id: int, batch: list[list[str]]) -> int:
+    if not batch:
+        return 0
+    cursor = await conn.execute(INSERT_RECIPIENTS, (campaign_id, [r for r, _ in batch], [v for _, v in batch]))
+    return int(cursor.rowcount)
 
 
 async def start_campaign(request: Request) -> Response:
@@ -205,7 +220,7 @@ async def start_campaign(request: Request) -> Response:
         if campaign["recipients_count"] == 0:
             raise ApiError(409, f"campaign {campaign_id} has no recipients")
         target = "scheduled" if later else "running"
-        allowed = ("draft",) if later else ("draft", "scheduled")
+        allowed = ("draft", "scheduled")  # a scheduled campaign may be moved to another time, or started now
         cursor = await conn.execute(
             f"""UPDATE campaigns SET status = %s, start_at = COALESCE(%s, start_at),
                    started_at = CASE WHEN %s = 'running' THEN now() ELSE started_at END

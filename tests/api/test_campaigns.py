@@ -187,6 +187,8 @@ def test_the_state_machine(api: TestClient, company: dict[str, Any]) -> None:
     assert api.post(f"/api/campaigns/{cid}/pause").status_code == 409  # draft
     scheduled = api.post(f"/api/campaigns/{cid}/start", json={"start_at": "2999-01-01T00:00:00Z"})
     assert scheduled.json()["status"] == "scheduled"
+    moved = api.post(f"/api/campaigns/{cid}/start", json={"start_at": "2998-06-01T09:00:00Z"}).json()
+    assert moved["status"] == "scheduled" and moved["start_at"].startswith("2998-06-01")
     assert api.post(f"/api/campaigns/{cid}/start").json()["status"] == "running"
     assert api.post(f"/api/campaigns/{cid}/pause").json()["status"] == "paused"
     assert api.post(f"/api/campaigns/{cid}/pause").status_code == 409
