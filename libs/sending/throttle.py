@@ -5,9 +5,10 @@ different hosts share one schedule:
 
 * **Connection rate** (default 80/s): a GCRA admitting a send *now* when it conforms — at most
   ``burst_ms`` ahead of the schedule (``TAT``) — and otherwise answering how long to wait. A send admitted
-  late does not earn a catch-up burst (``TAT`` restarts from now), so in any 1-s window at most
-  ``rate × (1 + burst_ms / 1000) + 1`` sends leave (83 at 80/s, 11 at 10/s), whatever the event loops'
-  lateness; the caller wakes ``burst_ms / 2`` early so ordinary lateness costs no throughput.
+  late does not earn a catch-up burst (``TAT`` restarts from now); the caller wakes ``burst_ms / 2`` early
+  so ordinary lateness costs no throughput. Behind it, a log of the admissions of the last
+  ``1 s + window_slack_ms`` (a sorted set) admits at most ``rate`` sends in it, so even with
+  ``window_slack_ms`` of network jitter Meta never sees more than ``rate`` sends in any 1-s window.
 * **Pair rate** (Meta: ~1 message / 6 s to one user, bursts up to 45): a GCRA with burst tolerance; when
   exceeded the send is deferred (no attempt consumed) and takes no connection slot.
 
@@ -38,10 +39,17 @@ local burst = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
 local pair_interval = tonumber(ARGV[4])
 local pair_burst = tonumber(ARGV[5])
+local limit = tonumber(ARGV[6])
+local window = tonumber(ARGV[7])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local wait = tat - now
 if wait > horizon then return {2, math.ceil(wait - horizon)} end
 if wait > burst then return {3, math.ceil(wait)} end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+if redis.call('ZCARD', KEYS[3]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  return {3, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))}
+end
 if pair_interval > 0 then
   local pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
   local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
@@ -49,6 +57,8 @@ if pair_interval > 0 then
   redis.call('SET', KEYS[2], tostring(pair_tat + pair_interval), 'PX', math.ceil(pair_tat + pair_interval - now) + 1000)
 end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
+redis.call('ZADD', KEYS[3], now, tostring(tat))
+redis.call('PEXPIRE', KEYS[3], window + 1000)
 return {0, 0}
 """
 
@@ -60,6 +70,7 @@ class ThrottleConfig:
     """Throttle knobs (the rate itself is per connection)."""
 
     burst_ms: int = 25
+    window_slack_ms: int = 25
     horizon_ms: int = 1_000
     max_hold_ms: int = 5_000
     pair_interval_ms: int = 6_000
@@ -118,9 +129,13 @@ class Throttle:
         self._script = client.register_script(RESERVE)
 
     def keys(self, connection_id: int, recipient: str) -> list[str]:
-        """Redis keys of the connection schedule and of the pair limit."""
+        """Redis keys of the connection schedule, of the pair limit and of the admission log."""
         prefix = f"{self.namespace}:zapq:throttle"
-        return [f"{prefix}:conn:{connection_id}", f"{prefix}:pair:{connection_id}:{recipient}"]
+        return [
+            f"{prefix}:conn:{connection_id}",
+            f"{prefix}:pair:{connection_id}:{recipient}",
+            f"{prefix}:log:{connection_id}",
+        ]
 
     async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int]:
         """One attempt: ``(GRANTED, 0)`` (send now), ``(WAIT, ms)`` until the next slot, ``(PAIR_LIMITED, ms)``
@@ -134,6 +149,8 @@ class Throttle:
                 self.config.horizon_ms,
                 self.config.pair_interval_ms,
                 self.config.pair_burst,
+                max(1, int(rate_per_second)),
+                1000 + self.config.window_slack_ms,
             ],
         )
         return int(code), int(ms)

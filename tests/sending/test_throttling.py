@@ -71,7 +71,7 @@ def test_connection_rate_spaces_sends_without_provider_refusals(
     # When their jobs run
     enqueue(broker, ids)
     drain(broker, worker)
-    # Then no 1-second window saw more than 11 sends (10/s with the throttle's 25-ms burst tolerance: 11)
+    # Then no 1-second window saw more than 10 sends (one more allowed for HTTP jitter on a loaded machine)
     times = sorted(s["received_at"] for s in sends(fake_meta))
     assert len(times) == 30
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
