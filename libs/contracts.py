@@ -24,6 +24,10 @@ DEAD_LETTER = "dead-letter"
 MAINTENANCE = "maintenance"
 EVENTS = "events"
 
+#: Queues whose jobs take seconds (a campaign slice, a sweep): their consumers keep Dramatiq's small prefetch
+#: window, so such jobs spread over every process instead of piling up in the first one to fetch.
+LONG_JOB_QUEUES = frozenset({CAMPAIGNS, MAINTENANCE})
+
 #: Send tier → queue. Campaign traffic is ``low`` so it never delays a human reply.
 TIER_QUEUES: dict[str, str] = {"urgent": MESSAGES_URGENT, "normal": MESSAGES, "low": MESSAGES_LOW}
 

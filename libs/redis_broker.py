@@ -29,6 +29,8 @@ from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from libs import contracts
+
 logger = logging.getLogger(__name__)
 
 COMMIT = """
@@ -267,5 +269,8 @@ class ZapqRedisBroker(RedisBroker):
         return ZapqRedisConsumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        """A consumer whose window is at least ``MIN_PREFETCH`` (delay queues keep Dramatiq's larger one)."""
-        return super().consume(queue_name, max(prefetch, MIN_PREFETCH), timeout)
+        """A consumer whose window is at least ``MIN_PREFETCH``, except on queues of long jobs (delay queues
+        keep Dramatiq's larger one)."""
+        if queue_name not in contracts.LONG_JOB_QUEUES:
+            prefetch = max(prefetch, MIN_PREFETCH)
+        return super().consume(queue_name, prefetch, timeout)
