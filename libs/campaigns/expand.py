@@ -18,6 +18,7 @@ from libs.db.models import (
     Campaign,
     CampaignRecipient,
     CampaignStatus,
+    Company,
 )
 from libs.errors import PermanentError, RecordNotFoundError
 
@@ -118,6 +119,7 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
                 update(Campaign).where(Campaign.id == campaign.id).values(queued_count=Campaign.queued_count + created)
             )
         company_id = campaign.company_id
+        weight = session.execute(select(Company.campaign_weight).where(Company.id == company_id)).scalar_one()
     if created < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
         with db.session() as session:
             ids = [
@@ -126,6 +128,7 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
                     QUEUED_IN_SLICE, {"campaign_id": batch.campaign_id, "recipients": numbers}
                 )
             ]
-    lanes.push(client, company_id, (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids))
+    sends = (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids)
+    lanes.push(client, company_id, sends, weight=weight)
     lanes.feed(client)
     return created

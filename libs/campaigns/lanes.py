@@ -3,12 +3,14 @@
 A single FIFO would make a company that starts a 100,000-recipient campaign a minute after another wait for
 the whole first campaign. Instead, fan-out puts each send's payload in the queue's message hash (as
 Dramatiq's own enqueue does) but its id in the company's *lane*; a feeder keeps ``messages.low`` topped up to
-a small buffer by taking up to ``quantum`` ids from each non-empty lane in turn. Two companies sending at
-once thus each get half the capacity, whatever their backlogs, and urgent/normal traffic is untouched (its
+a small buffer by taking up to ``quantum × weight`` ids from each non-empty lane in turn (``weight`` is
+the company's ``campaign_weight``, 1 by default). Two companies of equal weight sending at once thus each get
+half the capacity, whatever their backlogs (a weight-2 company two thirds), and urgent/normal traffic is untouched (its
 queues have priority in every worker).
 
 Keys (under ``<namespace>:zapq:lanes:<queue>:``): ``lane:<company>`` (ids), ``ring`` (companies whose lane is
-not empty, in turn order), ``members`` (the same as a set) and ``backlog`` (ids in all lanes, for O(1) stats).
+not empty, in turn order), ``members`` (the same as a set), ``weights`` (company → weight, written by
+fan-out) and ``backlog`` (ids in all lanes, for O(1) stats).
 Every operation is atomic (a ``MULTI`` or one Lua script), so any number of producers and feeders may run.
 
 **Parking**: a send of a paused campaign is not deferred again and again (which would spend its defer budget
@@ -52,29 +54,40 @@ JOIN_RING = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
 """
 
-#: KEYS: queue list, ring, members, backlog, seq. ARGV: lane key prefix, buffer, quantum.
+#: KEYS: queue list, ring, members, backlog, seq, weights, credit. ARGV: lane key prefix, buffer, quantum.
+#: Deficit round-robin: the ring's head lane takes up to its credit (quantum × weight); the turn passes on
+#: only once the credit is spent, so a feed cut short by the buffer resumes the same lane next time.
 FEED = """
 local room = tonumber(ARGV[2]) - redis.call('LLEN', KEYS[1])
 local quantum = tonumber(ARGV[3])
-local moved, empty_turns = 0, 0
+local moved = 0
 while room > 0 do
-  local company = redis.call('LMOVE', KEYS[2], KEYS[2], 'LEFT', 'RIGHT')
+  local company = redis.call('LINDEX', KEYS[2], 0)
   if not company then break end
   local lane = ARGV[1] .. company
-  local ids = redis.call('LPOP', lane, math.min(quantum, room))
+  local credit = tonumber(redis.call('HGET', KEYS[7], company))
+  if not credit then
+    credit = quantum * math.max(1, tonumber(redis.call('HGET', KEYS[6], company) or 1) or 1)
+  end
+  local ids = redis.call('LPOP', lane, math.min(credit, room))
+  local got = 0
   if ids then
+    got = #ids
     redis.call('RPUSH', KEYS[1], unpack(ids))
-    moved = moved + #ids
-    room = room - #ids
-    empty_turns = 0
-  else
-    empty_turns = empty_turns + 1
+    moved = moved + got
+    room = room - got
   end
+  credit = credit - got
   if redis.call('LLEN', lane) == 0 then
-    redis.call('LREM', KEYS[2], -1, company)
+    redis.call('LPOP', KEYS[2])
     redis.call('SREM', KEYS[3], company)
+    redis.call('HDEL', KEYS[7], company)
+  elseif credit <= 0 or got == 0 then
+    redis.call('LMOVE', KEYS[2], KEYS[2], 'LEFT', 'RIGHT')
+    redis.call('HDEL', KEYS[7], company)
+  else
+    redis.call('HSET', KEYS[7], company, credit)
   end
-  if empty_turns > redis.call('LLEN', KEYS[2]) then break end
 end
 if moved > 0 then
   redis.call('DECRBY', KEYS[4], moved)
@@ -136,8 +149,11 @@ class Lanes:
         """How many ids wait in all lanes together."""
         return f"{self.prefix}backlog"
 
-    def push(self, client: redis.Redis, company_id: int, messages: Iterable[Message[Any]]) -> int:
-        """Put ``messages`` (all for ``queue``) in ``company_id``'s lane in one ``MULTI``; returns how many."""
+    def push(self, client: redis.Redis, company_id: int, messages: Iterable[Message[Any]], *, weight: int = 1) -> int:
+        """Put ``messages`` (all for ``queue``) in ``company_id``'s lane in one ``MULTI``; returns how many.
+
+        ``weight`` (the company's ``campaign_weight``) is how many quanta the lane gets per turn.
+        """
         rows = prepared(messages)
         if not rows:
             return 0
@@ -146,6 +162,7 @@ class Lanes:
         pipe.hset(f"{self.namespace}:{self.queue}.msgs", mapping={row.redis_id: row.data for row in rows})
         pipe.rpush(self.lane(company_id), *(row.redis_id for row in rows))
         pipe.incrby(self.backlog_key, len(rows))
+        pipe.hset(f"{self.prefix}weights", str(company_id), str(max(1, weight)))
         pipe.eval(JOIN_RING, 2, f"{self.prefix}ring", f"{self.prefix}members", str(company_id))
         pipe.execute()
         return len(rows)
@@ -158,6 +175,8 @@ class Lanes:
             f"{self.prefix}members",
             self.backlog_key,
             LifecycleKeys(self.namespace).seq(self.queue),
+            f"{self.prefix}weights",
+            f"{self.prefix}credit",
         )
         moved: Any = client.eval(FEED, len(keys), *keys, f"{self.prefix}lane:", self.buffer, self.quantum)
         return int(moved)

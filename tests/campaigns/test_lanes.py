@@ -71,3 +71,18 @@ def test_queue_stats_count_the_lanes_as_waiting(broker: Any, settings: Settings)
     lanes.feed(broker.client)
     [low] = queue_stats(broker.client, settings.redis_namespace, queues=[contracts.MESSAGES_LOW])
     assert (low.waiting, low.in_lanes) == (12, 7)
+
+
+def test_a_company_of_weight_two_gets_two_quanta_per_turn(broker: Any, settings: Settings) -> None:
+    lanes = Lanes(settings.redis_namespace, buffer=12, quantum=2)
+    lanes.push(broker.client, 1, _sends(*range(100, 120)))
+    lanes.push(broker.client, 2, _sends(*range(200, 220)), weight=2)
+    assert lanes.feed(broker.client) == 12
+    assert _queued_message_ids(broker.client, settings.redis_namespace) == [
+        100,
+        101,
+        *range(200, 204),
+        102,
+        103,
+        *range(204, 208),
+    ]
