@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_campaign_commands(sub)  # campaign create|import|start|pause|resume|cancel|status|list
 
+    from libs.ops.cli_send import add_send_command
+
+    add_send_command(sub)  # send
+
     demo = sub.add_parser("demo", help="start the system, send a signed webhook, show it processed, stop")
     demo.add_argument("--keep-running", action="store_true", help="leave the processes up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)

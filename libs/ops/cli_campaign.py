@@ -1,14 +1,8 @@
 """``zapq campaign …``: create, import, start, pause, resume, cancel, watch and list campaigns.
 
 A thin client of zapq's HTTP API (``/api/campaigns``), which owns the campaign state machine; nothing here
-decides what a campaign may do. Registered on the ``zapq`` parser by :func:`add_campaign_commands`.
-
-Every failure of the API is translated in one place, :meth:`CampaignApi.call`, into::
-
-    CampaignApiError                  (a ZapqError)
-    ├── ApiUnreachableError           connection refused, DNS, timeout  → exit 1
-    └── ApiRefusedError(status)       the API answered 4xx/5xx          → exit 2 (400/409/413/422),
-                                                                          3 (404), 1 (401/403/5xx)
+decides what a campaign may do. Registered on the ``zapq`` parser by :func:`add_campaign_commands`. API
+failures become exit codes in :mod:`libs.ops.cli_api`.
 """
 
 from __future__ import annotations
@@ -25,12 +19,9 @@ from typing import IO, Any, TextIO
 
 import httpx
 
-from libs.errors import ZapqError
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, UsageError, _print, _table
-from libs.settings import Settings
+from libs.ops.cli import EXIT_FAILED, EXIT_OK, UsageError, _print, _table
+from libs.ops.cli_api import API_URL_HELP, ApiClient, with_api
 
-#: Every call but the upload: the API answers from one Postgres query.
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 #: The upload: the server inserts while it reads, so a write may wait on it; the summary follows the last batch.
 UPLOAD_TIMEOUT = httpx.Timeout(10.0, connect=3.0, write=60.0, read=120.0)
 #: Bytes read from the CSV and sent per chunk.
@@ -45,69 +36,10 @@ RATE_AFTER = 0.5
 FINAL_STATUSES = frozenset({"completed", "cancelled"})
 COUNTERS = ("recipients", "queued", "sent", "delivered", "read", "failed")
 BAR_WIDTH = 30
-#: API statuses meaning "your input was refused" (exit 2); 404 is "not found" (3); any other error "failed" (1).
-REFUSED_INPUT = frozenset({400, 409, 413, 422})
 
 
-class CampaignApiError(ZapqError):
-    """The campaign command could not get an answer it can use from the API."""
-
-    exit_code: int = EXIT_FAILED
-
-
-class ApiUnreachableError(CampaignApiError):
-    """No HTTP answer: connection refused, unknown host, timeout."""
-
-
-class ApiRefusedError(CampaignApiError):
-    """The API answered with an error status; ``reason`` is its ``error`` text."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{reason} (HTTP {status})")
-        self.status = status
-        self.reason = reason
-        self.exit_code = EXIT_NOT_FOUND if status == 404 else EXIT_USAGE if status in REFUSED_INPUT else EXIT_FAILED
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("error", "detail"):  # zapq's error shape, then Starlette/FastAPI's
-            if isinstance(body.get(key), str):
-                return str(body[key])
-    return response.text.strip()[:200] or response.reason_phrase
-
-
-class CampaignApi:
-    """The campaign routes of zapq's API over a caller-owned :class:`httpx.Client` (base URL, token set)."""
-
-    def __init__(self, http: httpx.Client) -> None:
-        self.http = http
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request → its JSON body, or a :class:`CampaignApiError`."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ApiUnreachableError(f"the zapq API at {self.http.base_url} did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise ApiUnreachableError(
-                f"cannot reach the zapq API at {self.http.base_url} ({str(exc) or type(exc).__name__}); "
-                "is it running? (--api-url / ZAPQ_API_URL)"
-            ) from exc
-        if response.is_error:
-            reason = _reason(response)
-            if response.status_code == 401:
-                reason += "; the CLI sends ZAPQ_API_TOKEN"
-            raise ApiRefusedError(response.status_code, reason)
-        try:
-            return response.json()
-        except ValueError:
-            reason = f"{self.http.base_url} answered {method} {path} without JSON: is it zapq's API?"
-            raise CampaignApiError(reason) from None
+class CampaignApi(ApiClient):
+    """The campaign routes of zapq's API."""
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /api/campaigns`` → the draft campaign."""
@@ -192,8 +124,11 @@ class UploadProgress:
             if self.clock() - self._drawn_at >= DRAW_EVERY:
                 self._draw()
         elif self.total:
+            crossed = False
             while self._quarters < 4 and self.sent >= self.total * (self._quarters + 1) / 4:
                 self._quarters += 1
+                crossed = True
+            if crossed:  # one line, even when a chunk crosses several quarters
                 self.stream.write(f"import: {self.line()}\n")
                 self.stream.flush()
 
@@ -339,28 +274,6 @@ def cmd_list(args: argparse.Namespace, api: CampaignApi) -> int:
 # -- parser ---------------------------------------------------------------------------------------------
 
 
-def _api_url(args: argparse.Namespace, settings: Settings) -> str:
-    url = args.api_url or settings.api_url
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"bad API URL {url!r}: use http://host:port")
-    return url
-
-
-def _with_api(command: Callable[[argparse.Namespace, CampaignApi], int]) -> Callable[..., int]:
-    """Adapt ``command(args, api)`` to the CLI's ``func(args, settings)``; API failures become exit codes."""
-
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        headers = {"authorization": f"Bearer {settings.api_token}", "user-agent": "zapq-cli"}
-        with httpx.Client(base_url=_api_url(args, settings), headers=headers, timeout=DEFAULT_TIMEOUT) as http:
-            try:
-                return command(args, CampaignApi(http))
-            except CampaignApiError as exc:
-                print(f"zapq: {exc}", file=sys.stderr)
-                return exc.exit_code
-
-    return run
-
-
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -370,18 +283,17 @@ def _positive(text: str) -> float:
 
 def add_campaign_commands(sub: Any) -> None:
     """Add ``campaign create|import|start|pause|resume|cancel|status|list`` to the ``zapq`` subparsers."""
-    api_help = "zapq API base URL (default: $ZAPQ_API_URL, else http://127.0.0.1:8080)"
     group = sub.add_parser("campaign", help="campaigns through the API: create, import, start, watch")
-    group.add_argument("--api-url", help=api_help)
+    group.add_argument("--api-url", help=API_URL_HELP)
     # --api-url is also accepted after the subcommand; SUPPRESS keeps a value given before it.
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=api_help)
+    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=API_URL_HELP)
     shared.add_argument("--json", action="store_true", help="machine-readable output")
     commands = group.add_subparsers(dest="campaign_command", required=True)
 
     def command(name: str, func: Callable[[argparse.Namespace, CampaignApi], int], summary: str) -> Any:
         p = commands.add_parser(name, help=summary, parents=[shared])
-        p.set_defaults(func=_with_api(func))
+        p.set_defaults(func=with_api(func, CampaignApi))
         return p
 
     p = command("create", cmd_create, "create a draft campaign; prints its id")

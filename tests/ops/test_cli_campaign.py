@@ -1,8 +1,7 @@
 """``zapq campaign …``: the whole life of a campaign from the command line, against the real API.
 
-The API app (:func:`libs.api.app.create_app`) is served by uvicorn on a free 127.0.0.1 port in a thread, on
-this session's Postgres database and Redis namespace; the CLI runs in-process through
-:func:`libs.ops.cli.main` (capsys) and talks to it over HTTP, as it would in production.
+The API is served by uvicorn on a free port in a thread, on this session's database and Redis namespace
+(``tests/ops/conftest.py``); the CLI runs in-process and talks to it over HTTP, as it would in production.
 """
 
 from __future__ import annotations
@@ -10,69 +9,17 @@ from __future__ import annotations
 import io
 import json
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from libs.api.app import create_app
-from libs.db.engine import Database
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
+from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.cli_campaign import UploadProgress
-from libs.ops.processes import free_port, wait_http
-from libs.settings import Settings
-from tests.api.conftest import make_company, make_connection
-
-
-@pytest.fixture(scope="module")
-def served(settings: Settings, migrated: str) -> Iterator[str]:
-    """The API on a free port, served by uvicorn in a background thread; its base URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", timeout=10)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def api_url(served: str, db: Database, broker: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The served API with an empty database and Redis namespace; ``ZAPQ_API_URL`` points at it."""
-    monkeypatch.setenv("ZAPQ_API_URL", served)
-    return served
-
-
-@pytest.fixture
-def http(api_url: str, settings: Settings) -> Iterator[httpx.Client]:
-    """A client of the served API with the token, for setting up and checking."""
-    headers = {"authorization": f"Bearer {settings.api_token}"}
-    with httpx.Client(base_url=api_url, headers=headers, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def company(http: httpx.Client) -> dict[str, Any]:
-    """A company with one Meta connection (``company["connection"]``), created through the API."""
-    created = make_company(http)  # type: ignore[arg-type]  # the helpers only need .post()
-    created["connection"] = make_connection(http, created["id"])  # type: ignore[arg-type]
-    return created
-
-
-def zapq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``zapq argv`` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from libs.ops.processes import free_port
+from tests.ops.conftest import zapq
 
 
 def create(capsys: pytest.CaptureFixture[str], company: dict[str, Any], *extra: str) -> int:

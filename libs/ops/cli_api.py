@@ -1,0 +1,115 @@
+"""The HTTP client under the ``zapq`` commands that drive zapq's API (``zapq campaign …``, ``zapq send``).
+
+Every failure of the API is translated in one place, :meth:`ApiClient.call`, into::
+
+    ApiCallError                      (a ZapqError)
+    ├── ApiUnreachableError           connection refused, DNS, timeout  → exit 1
+    └── ApiRefusedError(status)       the API answered 4xx/5xx          → exit 2 (400/409/413/422),
+                                                                          3 (404), 1 (401/403/5xx)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from libs.errors import ZapqError
+from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
+from libs.settings import Settings
+
+#: Every call but a campaign upload: the API answers from one Postgres query.
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+#: API statuses meaning "your input was refused" (exit 2); 404 is "not found" (3); any other error "failed" (1).
+REFUSED_INPUT = frozenset({400, 409, 413, 422})
+API_URL_HELP = "zapq API base URL (default: $ZAPQ_API_URL, else http://127.0.0.1:8080)"
+
+
+class ApiCallError(ZapqError):
+    """A command could not get an answer it can use from the API."""
+
+    exit_code: int = EXIT_FAILED
+
+
+class ApiUnreachableError(ApiCallError):
+    """No HTTP answer: connection refused, unknown host, timeout."""
+
+
+class ApiRefusedError(ApiCallError):
+    """The API answered with an error status; ``reason`` is its ``error`` text."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{reason} (HTTP {status})")
+        self.status = status
+        self.reason = reason
+        self.exit_code = EXIT_NOT_FOUND if status == 404 else EXIT_USAGE if status in REFUSED_INPUT else EXIT_FAILED
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("error", "detail"):  # zapq's error shape, then Starlette/FastAPI's
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return response.text.strip()[:200] or response.reason_phrase
+
+
+class ApiClient:
+    """zapq's API over a caller-owned :class:`httpx.Client` (base URL, token set)."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request → its JSON body, or an :class:`ApiCallError`."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ApiUnreachableError(f"the zapq API at {self.http.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise ApiUnreachableError(
+                f"cannot reach the zapq API at {self.http.base_url} ({str(exc) or type(exc).__name__}); "
+                "is it running? (--api-url / ZAPQ_API_URL)"
+            ) from exc
+        if response.is_error:
+            reason = _reason(response)
+            if response.status_code == 401:
+                reason += "; the CLI sends ZAPQ_API_TOKEN"
+            raise ApiRefusedError(response.status_code, reason)
+        try:
+            return response.json()
+        except ValueError:
+            reason = f"{self.http.base_url} answered {method} {path} without JSON: is it zapq's API?"
+            raise ApiCallError(reason) from None
+
+
+ClientT = TypeVar("ClientT", bound=ApiClient)
+
+
+def api_url(args: argparse.Namespace, settings: Settings) -> str:
+    """``--api-url``, else the settings' ``api_url`` (``ZAPQ_API_URL``); an http(s) URL or a :class:`UsageError`."""
+    url = args.api_url or settings.api_url
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"bad API URL {url!r}: use http://host:port")
+    return url
+
+
+def with_api(command: Callable[[argparse.Namespace, ClientT], int], client: type[ClientT]) -> Callable[..., int]:
+    """Adapt ``command(args, api)`` to the CLI's ``func(args, settings)``; API failures become exit codes."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        headers = {"authorization": f"Bearer {settings.api_token}", "user-agent": "zapq-cli"}
+        with httpx.Client(base_url=api_url(args, settings), headers=headers, timeout=DEFAULT_TIMEOUT) as http:
+            try:
+                return command(args, client(http))
+            except ApiCallError as exc:
+                print(f"zapq: {exc}", file=sys.stderr)
+                return exc.exit_code
+
+    return run

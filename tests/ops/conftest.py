@@ -1,0 +1,72 @@
+"""Fixtures for the commands that drive the API (``zapq campaign …``, ``zapq send``).
+
+The API app (:func:`libs.api.app.create_app`) is served by uvicorn on a free 127.0.0.1 port in a thread, on
+this session's Postgres database and Redis namespace; the CLI runs in-process through
+:func:`libs.ops.cli.main` (capsys) and talks to it over HTTP, as it would in production.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from libs.api.app import create_app
+from libs.db.engine import Database
+from libs.ops.cli import main
+from libs.ops.processes import free_port, wait_http
+from libs.settings import Settings
+from tests.api.conftest import make_company, make_connection
+
+
+@pytest.fixture(scope="module")
+def served(settings: Settings, migrated: str) -> Iterator[str]:
+    """The API on a free port, served by uvicorn in a background thread; its base URL."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", timeout=10)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def api_url(served: str, db: Database, broker: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The served API with an empty database and Redis namespace; ``ZAPQ_API_URL`` points at it."""
+    monkeypatch.setenv("ZAPQ_API_URL", served)
+    return served
+
+
+@pytest.fixture
+def http(api_url: str, settings: Settings) -> Iterator[httpx.Client]:
+    """A client of the served API with the token, for setting up and checking."""
+    headers = {"authorization": f"Bearer {settings.api_token}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def company(http: httpx.Client) -> dict[str, Any]:
+    """A company with one Meta connection (``company["connection"]``), created through the API."""
+    created = make_company(http)  # type: ignore[arg-type]  # the helpers only need .post()
+    created["connection"] = make_connection(http, created["id"])  # type: ignore[arg-type]
+    return created
+
+
+def zapq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``zapq argv`` in-process: (exit code, stdout, stderr); argparse's own refusals exit 2."""
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
