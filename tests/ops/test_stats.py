@@ -113,7 +113,9 @@ def test_in_flight_counts_the_jobs_workers_hold(
         sent = [stats_actors["test_stats_gated"].send(i) for i in range(2)]
         assert RUNNING.acquire(timeout=10)
         lifecycle.flush()
-        # Then the queue shows both in flight (fetched, not acked: the workers' ack sets), none waiting
+        # Then, once the consumer has fetched the second one too (it may have polled between the two sends),
+        # the queue shows both in flight (fetched, not acked: the workers' ack sets), none waiting
+        wait_until(lambda: by_queue(broker, settings)[contracts.MESSAGES].in_flight == 2, timeout=10, what="fetch")
         stats = by_queue(broker, settings)[contracts.MESSAGES]
         assert (stats.waiting, stats.in_flight) == (0, 2)
         # And the running one says where it runs
