@@ -42,6 +42,13 @@ class ProcessWebhook:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessWebhooks:
+    """Parse and apply several stored webhook rows in one transaction (what one edge group commit stored)."""
+
+    webhook_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class SendMessage:
     """Send one stored outbound message row."""
 
@@ -109,6 +116,7 @@ class Contract(Generic[P]):
 
 
 PROCESS_WEBHOOK: Contract[ProcessWebhook] = Contract("process_webhook", WEBHOOKS, ProcessWebhook)
+PROCESS_WEBHOOKS: Contract[ProcessWebhooks] = Contract("process_webhooks", WEBHOOKS, ProcessWebhooks)
 SEND_URGENT: Contract[SendMessage] = Contract("send_message_urgent", MESSAGES_URGENT, SendMessage)
 SEND_NORMAL: Contract[SendMessage] = Contract("send_message", MESSAGES, SendMessage)
 SEND_LOW: Contract[SendMessage] = Contract("send_message_low", MESSAGES_LOW, SendMessage)
@@ -123,6 +131,7 @@ INBOUND_MESSAGE: Contract[InboundMessageEvent] = Contract("inbound_message", EVE
 
 ALL_CONTRACTS: tuple[Contract[Any], ...] = (
     PROCESS_WEBHOOK,
+    PROCESS_WEBHOOKS,
     SEND_URGENT,
     SEND_NORMAL,
     SEND_LOW,

@@ -90,11 +90,20 @@ RETURNING id
 """
 
 
-def _meta_connections(session: Session, phone_number_ids: set[str]) -> dict[str, ConnectionKey]:
-    if not phone_number_ids:
-        return {}
-    rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": sorted(phone_number_ids)}).all()
-    return {pid: (company, conn) for pid, company, conn in rows if pid}
+#: phone_number_id → its connection (``None``: none), shared by the webhooks of one transaction.
+ConnectionCache = dict[str, ConnectionKey | None]
+
+
+def _meta_connections(
+    session: Session, phone_number_ids: set[str], cache: ConnectionCache | None = None
+) -> dict[str, ConnectionKey]:
+    cache = {} if cache is None else cache
+    missing = sorted(pid for pid in phone_number_ids if pid and pid not in cache)
+    if missing:
+        rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": missing}).all()
+        found = {pid: (company, conn) for pid, company, conn in rows if pid}
+        cache.update({pid: found.get(pid) for pid in missing})
+    return {pid: key for pid in phone_number_ids if (key := cache.get(pid)) is not None}
 
 
 def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
@@ -144,11 +153,16 @@ def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
     return payload
 
 
-def apply_meta(session: Session, batch: MetaBatch) -> Outcome:
-    """Apply every contact, inbound message, status and system error of a Meta batch."""
+def apply_meta(session: Session, batch: MetaBatch, connections_cache: ConnectionCache | None = None) -> Outcome:
+    """Apply every contact, inbound message, status and system error of a Meta batch.
+
+    ``connections_cache`` lets the webhooks of one transaction look each business number up once.
+    """
     outcome = Outcome()
     connections = _meta_connections(
-        session, {m.phone_number_id for m in batch.inbound} | {c.phone_number_id or "" for c in batch.contacts}
+        session,
+        {m.phone_number_id for m in batch.inbound} | {c.phone_number_id or "" for c in batch.contacts},
+        connections_cache,
     )
     names = {(c.phone_number_id, c.wa_id): c.name for c in batch.contacts}
     for item in batch.inbound:

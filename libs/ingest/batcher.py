@@ -3,7 +3,8 @@
 Each request still gets its answer only after *its* row is committed; what changes is that the requests
 arriving while a commit is in flight are written together by the next one, so Postgres and Redis see a
 round trip per batch rather than per webhook. After the commit the accepted ids are enqueued on
-``webhooks`` and marked ``enqueued`` in the background (one pipeline, one UPDATE); if that fails, the rows
+``webhooks`` — as groups that a worker applies in one transaction each — and marked ``enqueued`` in the
+background (one pipeline, one UPDATE); if that fails, the rows
 stay ``received`` and the outbox sweep enqueues them.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
@@ -32,6 +34,19 @@ RETURNING id, source, dedup_key
 
 #: Most webhooks written by one INSERT.
 MAX_BATCH = 256
+#: Most webhooks applied by one worker job (one transaction).
+WORKER_GROUP = 32
+
+
+def processing_jobs(webhook_ids: list[int]) -> list[Any]:
+    """The jobs that apply ``webhook_ids``: one ``process_webhook`` for a single webhook, else groups of up to
+    ``WORKER_GROUP`` (``process_webhooks``: one transaction each)."""
+    if len(webhook_ids) == 1:
+        return [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_ids[0]))]
+    return [
+        contracts.PROCESS_WEBHOOKS.message(contracts.ProcessWebhooks(webhook_ids[start : start + WORKER_GROUP]))
+        for start in range(0, len(webhook_ids), WORKER_GROUP)
+    ]
 
 
 @dataclass
@@ -122,8 +137,7 @@ class WebhookWriter:
 
     async def _enqueue(self, webhook_ids: list[int]) -> None:
         try:
-            messages = [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i)) for i in webhook_ids]
-            await enqueue_many_async(self.redis, self.namespace, messages)
+            await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids))
             async with self.pool.connection() as conn:
                 await conn.execute(MARK_ENQUEUED, (webhook_ids,), prepare=True)
         except Exception:

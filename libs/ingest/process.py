@@ -13,7 +13,7 @@ from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Webhook, WebhookSource, WebhookStatus
 from libs.errors import RecordNotFoundError
-from libs.ingest.apply import Outcome, apply_baileys, apply_meta
+from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
@@ -23,8 +23,27 @@ MARK_PROCESSED = """
 UPDATE webhooks SET status = 'processed', item_count = %(items)s, error = %(error)s, processed_at = now()
 WHERE id = %(id)s
 """
+#: In id order, so two groups sharing rows (a sweep's re-enqueue) lock them in the same order.
+LOCK_WEBHOOKS = "SELECT id, source, status, body FROM webhooks WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
+MARK_MANY_PROCESSED = """
+UPDATE webhooks w SET status = 'processed', item_count = v.items, error = v.error, processed_at = now()
+FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[]) AS v(id, items, error)
+WHERE w.id = v.id
+"""
 
 Announce = Callable[[list[contracts.InboundMessageEvent]], None]
+
+
+def _apply(
+    session: Any, source: str, body: bytes, connections: ConnectionCache | None = None
+) -> tuple[Outcome, str | None]:
+    """Apply one webhook body; returns its outcome and the note for its row."""
+    payload = without_nul(bytes(body))
+    if source == WebhookSource.META:
+        outcome = apply_meta(session, parse_meta_webhook(payload), connections)
+    else:
+        outcome = apply_baileys(session, parse_baileys_events(payload))
+    return outcome, "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
 
 
 def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcome | None:
@@ -43,16 +62,42 @@ def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcom
         source, status, body = row
         if status == WebhookStatus.PROCESSED:
             return None
-        payload = without_nul(bytes(body))
-        if source == WebhookSource.META:
-            outcome = apply_meta(session, parse_meta_webhook(payload))
-        else:
-            outcome = apply_baileys(session, parse_baileys_events(payload))
-        note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
+        outcome, note = _apply(session, source, body)
         conn.exec_driver_sql(MARK_PROCESSED, {"id": webhook_id, "items": outcome.items, "error": note})
         if outcome.events:
             announce(outcome.events)
     return outcome
+
+
+def process_webhooks(db: Database, webhook_ids: list[int], announce: Announce) -> int:
+    """Apply a group of webhooks in **one** transaction; returns how many were applied.
+
+    The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
+    announced just before the commit), with one lock statement, one mark statement, one announce and one
+    commit for the whole group. Any failure rolls the whole group back and propagates: the caller then
+    hands each webhook to its own :func:`process_webhook` job, so one bad webhook fails alone.
+    """
+    with db.session() as session:
+        conn = session.connection()
+        rows = conn.exec_driver_sql(LOCK_WEBHOOKS, {"ids": sorted(set(webhook_ids))}).all()
+        ids: list[int] = []
+        items: list[int] = []
+        notes: list[str | None] = []
+        events: list[contracts.InboundMessageEvent] = []
+        connections: ConnectionCache = {}
+        for webhook_id, source, status, body in rows:
+            if status == WebhookStatus.PROCESSED:
+                continue
+            outcome, note = _apply(session, source, body, connections)
+            ids.append(webhook_id)
+            items.append(outcome.items)
+            notes.append(note)
+            events.extend(outcome.events)
+        if ids:
+            conn.exec_driver_sql(MARK_MANY_PROCESSED, {"ids": ids, "items": items, "errors": notes})
+        if events:
+            announce(events)
+    return len(ids)
 
 
 def without_nul(body: bytes) -> bytes | dict[str, Any]:

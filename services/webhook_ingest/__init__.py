@@ -16,6 +16,6 @@ init_sentry(settings, service="webhook-ingest")
 broker = setup_broker(settings)
 resources = install_resources(broker, settings)
 
-from services.webhook_ingest.actors import process_webhook  # noqa: E402
+from services.webhook_ingest.actors import process_webhook, process_webhooks  # noqa: E402
 
-__all__ = ["broker", "process_webhook", "resources", "settings"]
+__all__ = ["broker", "process_webhook", "process_webhooks", "resources", "settings"]
