@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Rows a worker already holds (it took the job before this ran) are skipped rather than waited for: the
+#: worker marks them processed, or, if it fails, they stay ``received`` and the outbox sweep enqueues them
+#: again. Waiting would tie a pool connection of the edge to the worker's transaction.
 MARK_ENQUEUED = """
 UPDATE webhooks SET status = 'enqueued', enqueued_at = now()
-WHERE id = ANY(%s) AND status = 'received'
+WHERE id IN (SELECT id FROM webhooks WHERE id = ANY(%s) AND status = 'received' FOR UPDATE SKIP LOCKED)
 """
 
 
