@@ -76,6 +76,8 @@ class Ingest:
 
     def _finish(self, response: httpx.Response) -> Webhook:
         assert response.status_code == 200, response.text
+        # The edge enqueues after answering, in the background: wait for that before draining the worker
+        self.edge.client.portal.call(self.edge.client.app.state.edge.writer.drain)  # type: ignore[union-attr,attr-defined]
         self.drain()
         return f.webhook(self.db, response.json()["id"])
 
