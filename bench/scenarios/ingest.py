@@ -1,11 +1,14 @@
 """``ingest``: signed single-message Meta webhooks through the real edge and the ingest workers.
 
-The edge runs as ``uvicorn services.webhook_ingest.app:app --workers 2 --http httptools --loop uvloop``
-with ``dramatiq services.webhook_ingest -p 2 -t 8`` consuming. A closed-loop generator (raw asyncio
-streams, fixed concurrency) POSTs ``N`` pre-signed webhooks, each with its own wamid and sender. Figures:
-accepted/s and latency percentiles at the edge, and processed/s end to end (first POST → every webhook row
-``processed``). Baseline: the same load against ``bench.bare_ingest`` (Starlette answering 200 without
-storing anything) under the same uvicorn flags — the HTTP stack's own ceiling in this run.
+The edge runs as ``uvicorn services.webhook_ingest.app:app --workers 1 --http httptools --loop uvloop``
+with ``dramatiq services.webhook_ingest -p 1 -t 8`` consuming: on this 2-core machine one process of each
+(plus Postgres, Redis and the load generator) beat two of each — the edge then waited for CPU behind four
+busy processes and its p99 doubled, and one edge process already takes > 3,000 requests/s. A closed-loop
+generator (raw asyncio streams, fixed concurrency) POSTs ``N`` pre-signed webhooks, each with its own wamid
+and sender. Figures: accepted/s and latency percentiles at the edge, and processed/s end to end (first POST
+→ every webhook row ``processed``). Baseline: the same load against ``bench.bare_ingest`` (Starlette
+answering 200 without storing anything) under the same uvicorn flags — the HTTP stack's own ceiling in this
+run.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
     n = 200 if quick else 10_000
     load_deadline = 3.0 if quick else 6.0
     processed_deadline = 2.0 if quick else 5.0
-    processes = "1" if quick else "2"
-    uvicorn = [*UVICORN, "--workers", processes]
+    processes = "1"  # edge and workers: one process each (see the module docstring)
+    uvicorn = [*UVICORN, "--workers", "1"]
     settings = bench.settings()
     result.details.update(webhooks=n, concurrency=CONCURRENCY, warmup=WARMUP, processes=processes)
 
