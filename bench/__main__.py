@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                         thread.join(timeout=0.5)
             else:
                 for result in results:
+                    bench.join_stoppers()  # the previous scenario's processes must not share the CPU with this one
                     _run_one(bench, result)
             if not args.keep_logs and not any(r.error for r in results):
                 shutil.rmtree(bench.log_dir, ignore_errors=True)
