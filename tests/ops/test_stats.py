@@ -118,10 +118,16 @@ def test_in_flight_counts_the_jobs_workers_hold(
         wait_until(lambda: by_queue(broker, settings)[contracts.MESSAGES].in_flight == 2, timeout=10, what="fetch")
         stats = by_queue(broker, settings)[contracts.MESSAGES]
         assert (stats.waiting, stats.in_flight) == (0, 2)
-        # And the running one says where it runs
-        states = {m.message_id: job_lookup(broker.client, settings.redis_namespace, m.message_id) for m in sent}
-        running = [job for job in states.values() if job.state == "running"]
-        assert running and running[0].worker and running[0].started_at
+
+        # And the running one says where it runs (once the lifecycle's buffer holding its start is written)
+        def running() -> list[Any]:
+            lifecycle.flush()
+            jobs = [job_lookup(broker.client, settings.redis_namespace, m.message_id) for m in sent]
+            return [job for job in jobs if job.state == "running"]
+
+        wait_until(lambda: bool(running()), timeout=10, what="a job shown running")
+        [job, *_] = running()
+        assert job.worker and job.started_at
     finally:
         GATE.set()
     assert RUNNING.acquire(timeout=10)
