@@ -21,12 +21,11 @@ from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns.lanes import Lanes
+from libs.campaigns.schedule import SLICE, SLICES
 from libs.enqueue import enqueue_many_async
 
 logger = logging.getLogger(__name__)
 
-#: Recipients per expansion job and per insert batch.
-SLICE = 1000
 #: Rejected CSV rows reported back in detail.
 MAX_REPORTED_ERRORS = 20
 #: Largest upload accepted.
@@ -41,11 +40,6 @@ SELECT %s, r, v::jsonb FROM unnest(%s::text[], %s::text[]) AS t(r, v)
 ON CONFLICT (campaign_id, recipient) DO NOTHING
 """
 
-SLICES = """
-SELECT min(id) AS first, max(id) AS last FROM (
-  SELECT id, (row_number() OVER (ORDER BY id) - 1) / %s AS slice FROM campaign_recipients WHERE campaign_id = %s
-) s GROUP BY slice ORDER BY slice
-"""
 
 #: action → (states it may leave, state it enters)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -233,7 +227,7 @@ async def start_campaign(request: Request) -> Response:
             raise ApiError(409, f"campaign {campaign_id} is {current['status']}: it cannot be started")
         if target == "scheduled":
             return json_response(_out(row))
-        slices = await (await conn.execute(SLICES, (SLICE, campaign_id))).fetchall()
+        slices = await (await conn.execute(SLICES, {"size": SLICE, "campaign": campaign_id})).fetchall()
     jobs = [
         contracts.EXPAND_CAMPAIGN_BATCH.message(contracts.ExpandCampaignBatch(campaign_id, s["first"], s["last"]))
         for s in slices

@@ -21,12 +21,13 @@ WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND start_at <=
 RETURNING id
 """)
 
-SLICES = text("""
-SELECT min(id), max(id) FROM (
-  SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS slice
-  FROM campaign_recipients WHERE campaign_id = :campaign
+#: The first and last recipient id of each slice (psycopg parameters: shared with the API's start).
+SLICES = """
+SELECT min(id) AS first, max(id) AS last FROM (
+  SELECT id, (row_number() OVER (ORDER BY id) - 1) / %(size)s AS slice
+  FROM campaign_recipients WHERE campaign_id = %(campaign)s
 ) s GROUP BY slice ORDER BY slice
-""")
+"""
 
 FINISH = text("""
 UPDATE campaigns c SET status = 'completed', finished_at = now()
@@ -46,7 +47,7 @@ def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> li
     with db.session() as session:
         started = list(session.execute(CLAIM_DUE).scalars())
         for campaign_id in started:
-            slices = session.execute(SLICES, {"size": SLICE, "campaign": campaign_id}).all()
+            slices = session.connection().exec_driver_sql(SLICES, {"size": SLICE, "campaign": campaign_id}).all()
             enqueue_many(
                 client,
                 namespace,
