@@ -194,8 +194,9 @@ class ZapqRedisConsumer(_RedisConsumer):
         self.low_water = self.prefetch // 2
 
     def _released(self) -> None:
-        with self._room:
-            self._room.notify()
+        if self.outstanding_message_count <= self.low_water:  # only then can a waiting fetch go on
+            with self._room:
+                self._room.notify()
 
     def ack(self, message: Any) -> None:
         """Queue the ack; the group commit writes it (with any others) in its next round."""

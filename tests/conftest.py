@@ -105,3 +105,21 @@ def worker(broker: Any) -> Iterator[dramatiq.Worker]:
     # Dramatiq leaves the stopped worker's middleware on the broker; a queue declared later would get a
     # consumer for this dead worker that fetches messages nobody runs.
     broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not w]
+
+
+@pytest.fixture(scope="session")
+def test_actors(services: Any) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """The retry/dead-letter test actors (``tests.middleware.support``), declared once per session."""
+    from tests.middleware.support import declare_test_actors
+
+    return declare_test_actors(services)
+
+
+@pytest.fixture
+def probe(test_actors: dict[str, Any]) -> Iterator[Any]:
+    """The probe the test actors report to, reset before and after the test."""
+    from tests.middleware.support import PROBE
+
+    PROBE.reset()
+    yield PROBE
+    PROBE.reset()

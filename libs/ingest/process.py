@@ -12,7 +12,7 @@ from sqlalchemy import update
 from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Webhook, WebhookSource, WebhookStatus
-from libs.errors import RecordNotFoundError
+from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
@@ -98,6 +98,24 @@ def process_webhooks(db: Database, webhook_ids: list[int], announce: Announce) -
         if events:
             announce(events)
     return len(ids)
+
+
+def process_group(
+    db: Database, webhook_ids: list[int], announce: Announce, process_each: Callable[[list[int]], None]
+) -> None:
+    """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails.
+
+    A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
+    that cannot be parsed or applied — hands every webhook of the group on, so the bad one fails alone.
+    Nothing of the group was applied then (one transaction).
+    """
+    try:
+        process_webhooks(db, webhook_ids, announce)
+    except DependencyUnavailableError:
+        raise
+    except Exception as exc:
+        logger.info("group of %d webhooks failed (%s): processing them one by one", len(webhook_ids), exc)
+        process_each(webhook_ids)
 
 
 def without_nul(body: bytes) -> bytes | dict[str, Any]:

@@ -279,15 +279,20 @@ def job_plan(namespace: str, message_id: str, *, now: float | None = None) -> Pl
     return info
 
 
+def _pipeline(client: Any, commands: Any) -> Any:
+    """One round trip's commands of a plan, queued on a pipeline of ``client`` (sync or asyncio)."""
+    pipe = client.pipeline(transaction=False)
+    for name, args in commands:
+        getattr(pipe, name)(*args)
+    return pipe
+
+
 def run_plan(client: redis.Redis, plan: Plan) -> Any:
     """Execute ``plan`` with a sync client; returns its result."""
     try:
         commands = next(plan)
         while True:
-            pipe = client.pipeline(transaction=False)
-            for name, args in commands:
-                getattr(pipe, name)(*args)
-            commands = plan.send(pipe.execute())
+            commands = plan.send(_pipeline(client, commands).execute())
     except StopIteration as done:
         return done.value
 
@@ -297,10 +302,7 @@ async def run_plan_async(client: aioredis.Redis, plan: Plan) -> Any:
     try:
         commands = next(plan)
         while True:
-            pipe = client.pipeline(transaction=False)
-            for name, args in commands:
-                getattr(pipe, name)(*args)
-            commands = plan.send(await pipe.execute())
+            commands = plan.send(await _pipeline(client, commands).execute())
     except StopIteration as done:
         return done.value
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 import redis
+from sqlalchemy import select
 
 from libs.db.engine import Database
 from libs.db.migrate import upgrade
-from libs.db.models import Provider
+from libs.db.models import Connection, Direction, Message, MessageStatus, Provider
 from libs.ops.demo import sample_webhook
 from libs.ops.processes import ROOT, ProcessGroup, free_port
 from libs.whatsapp.signature import sign_meta
@@ -246,3 +247,25 @@ def post_webhook(client: httpx.Client, base: str, app_secret: str) -> tuple[str,
 def log_count(log_dir: Path, text: str) -> int:
     """Lines containing ``text`` across every log in ``log_dir``."""
     return sum(log.read_text(errors="replace").count(text) for log in log_dir.glob("*.log"))
+
+
+def queued_texts(db: Database, connections: list[int], first: int, count: int, *, prefix: str) -> list[int]:
+    """Queued outbound texts to distinct recipients (``1555<prefix><n>``), spread over ``connections``; their ids."""
+    with db.session() as session:
+        company = dict(
+            session.execute(select(Connection.id, Connection.company_id).where(Connection.id.in_(connections))).all()
+        )
+        rows = [
+            Message(
+                company_id=company[connections[n % len(connections)]],
+                connection_id=connections[n % len(connections)],
+                direction=Direction.OUTBOUND,
+                status=MessageStatus.QUEUED,
+                recipient=f"1555{prefix}{n:04d}",
+                body=f"text {n}",
+            )
+            for n in range(first, first + count)
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]

@@ -29,7 +29,7 @@ from libs.enqueue import enqueue_many
 from libs.ops.processes import free_port, wait_http
 from libs.settings import Settings
 from libs.whatsapp import meta_dedup_key
-from tests.faults.support import Group, dramatiq_argv, logs, make_connection, wait_until
+from tests.faults.support import Group, dramatiq_argv, logs, make_connection, queued_texts, wait_until
 from tests.ingest import factories as f
 
 GRACE_S = 30.0
@@ -101,26 +101,6 @@ def store_webhooks(db: Database, count: int) -> list[int]:
     return ids
 
 
-def outbound(db: Database, connections: list[int], count: int) -> list[int]:
-    """Queued outbound texts spread over ``connections``; returns their ids."""
-    with db.session() as session:
-        company = dict(session.execute(text("SELECT id, company_id FROM connections")).all())
-        rows = [
-            Message(
-                company_id=company[connections[n % len(connections)]],
-                connection_id=connections[n % len(connections)],
-                direction=Direction.OUTBOUND,
-                status=MessageStatus.QUEUED,
-                recipient=f"1555020{n:04d}",
-                body=f"term {n}",
-            )
-            for n in range(count)
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]
-
-
 def campaign(db: Database, connection_id: int) -> tuple[int, list[contracts.ExpandCampaignBatch]]:
     """A running text campaign with ``BATCHES × PER_BATCH`` recipients, and its expansion batches."""
     with db.session() as session:
@@ -181,7 +161,7 @@ def test_sigterm_under_load_finishes_in_flight_and_requeues_the_rest(
 
     # Given a backlog for each worker type
     webhook_ids = store_webhooks(db, WEBHOOKS)
-    send_ids = outbound(db, connections, SENDS)
+    send_ids = queued_texts(db, connections, 0, SENDS, prefix="020")
     campaign_id, batches = campaign(db, connections[0])
     enqueue_many(
         rclient,

@@ -27,11 +27,20 @@ from sqlalchemy import select
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.db.models import Connection, DeadLetter, Direction, Message, MessageStatus
+from libs.db.models import DeadLetter, Message, MessageStatus
 from libs.enqueue import enqueue_many
 from libs.ops.processes import free_port, wait_http
 from libs.settings import Settings
-from tests.faults.support import Group, dramatiq_argv, log_count, logs, make_connection, uvicorn_argv, wait_until
+from tests.faults.support import (
+    Group,
+    dramatiq_argv,
+    log_count,
+    logs,
+    make_connection,
+    queued_texts,
+    uvicorn_argv,
+    wait_until,
+)
 
 NUMBERS = ("106540352242001", "106540352242002", "106540352242003")
 THROTTLE_ONLY = 100
@@ -45,28 +54,6 @@ def configure(fake: str, **config: Any) -> dict[str, Any]:
     response = httpx.post(f"{fake}/_fake/config", json=config, timeout=5)
     response.raise_for_status()
     return dict(response.json())
-
-
-def create_messages(db: Database, connections: list[int], first: int, count: int) -> list[int]:
-    """Queued outbound texts to distinct recipients, spread over ``connections``; returns their ids."""
-    with db.session() as session:
-        company = dict(
-            session.execute(select(Connection.id, Connection.company_id).where(Connection.id.in_(connections))).all()
-        )
-        rows = [
-            Message(
-                company_id=company[connections[n % len(connections)]],
-                connection_id=connections[n % len(connections)],
-                direction=Direction.OUTBOUND,
-                status=MessageStatus.QUEUED,
-                recipient=f"1555010{n:04d}",
-                body=f"storm {n}",
-            )
-            for n in range(first, first + count)
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]
 
 
 def states(db: Database, ids: list[int]) -> dict[int, tuple[MessageStatus, int, str | None]]:
@@ -117,7 +104,7 @@ def test_provider_storm_sends_each_message_at_most_once(
     # When 100 messages meet only 130429 bursts
     burst = 40
     configure(fake, forced_errors=[130429] * burst)
-    calm = create_messages(db, connections, 0, THROTTLE_ONLY)
+    calm = queued_texts(db, connections, 0, THROTTLE_ONLY, prefix="010")
     enqueue(rclient, ns, calm)
     wait_until(
         lambda: all(status in SENT for status, _, _ in states(db, calm).values()),
@@ -132,7 +119,7 @@ def test_provider_storm_sends_each_message_at_most_once(
     # When 200 more meet 50 % HTTP 500s, 130429 bursts and hangs longer than the sender's read timeout
     forced: list[Any] = [*[130429] * 10, *["timeout"] * 4, *[130429] * 10, *["timeout"] * 4]
     configure(fake, error_rate=0.5, hang_ms=3_000, forced_errors=forced)
-    storm = create_messages(db, connections, THROTTLE_ONLY, STORM)
+    storm = queued_texts(db, connections, THROTTLE_ONLY, STORM, prefix="010")
     enqueue(rclient, ns, storm)
     # And, for a moment, answers that come after the sender gave up (the send itself was accepted)
     wait_until(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -21,21 +20,7 @@ from libs.db.engine import Database
 from libs.deadletters import ledger
 from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
 from tests.helpers import drain, queue_length
-from tests.middleware.support import PROBE, REPO, Probe, declare_test_actors, ledger_rows, record_entry, subprocess_env
-
-
-@pytest.fixture(scope="module")
-def test_actors(services: Any) -> dict[str, dramatiq.Actor[Any, Any]]:
-    """The retry tests' actors, declared on the shared broker (once per session)."""
-    return declare_test_actors(services)
-
-
-@pytest.fixture
-def probe(test_actors: dict[str, Any]) -> Iterator[Probe]:
-    """The probe the test actors report to, reset around the test."""
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
+from tests.middleware.support import REPO, Probe, ledger_rows, record_entry, subprocess_env
 
 
 def zapq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
