@@ -89,6 +89,43 @@ RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code
 """
 
 
+#: The sender's record of many accepted sends at once (``queued``/``sending`` → ``sent``, campaigns counted).
+#: Same rules as ``APPLY_BY_ID`` with status ``sent``; run after ``LOCK_EXTERNAL_IDS`` in one transaction.
+RECORD_SENT_MANY = """
+WITH v AS (
+  SELECT * FROM unnest(%(ids)s::bigint[], %(external_ids)s::text[]) AS v(id, external_id)
+), target AS (
+  SELECT m.id, m.status AS old_status, v.external_id FROM messages m JOIN v ON v.id = m.id
+  WHERE m.direction = 'out' AND (m.external_id IS NULL OR m.external_id = v.external_id)
+  FOR UPDATE OF m
+), updated AS (
+  UPDATE messages m SET
+    status = 'sent', external_id = COALESCE(m.external_id, t.external_id), sent_at = COALESCE(m.sent_at, now()),
+    updated_at = now()
+  FROM target t
+  WHERE m.id = t.id AND t.old_status IN ('queued', 'sending')
+  RETURNING m.id, m.campaign_id
+), counted AS (
+  UPDATE campaigns k SET sent_count = k.sent_count + c.n
+  FROM (SELECT campaign_id, count(*) AS n FROM updated WHERE campaign_id IS NOT NULL GROUP BY campaign_id) c
+  WHERE k.id = c.campaign_id
+  RETURNING k.id
+)
+SELECT (SELECT count(*) FROM updated) AS applied, (SELECT count(*) FROM counted) AS counted
+"""
+
+#: ``LOCK_EXTERNAL_ID`` for many ids, taken in the order given (callers sort, so two batches never deadlock).
+LOCK_EXTERNAL_IDS = """
+SELECT count(pg_advisory_xact_lock(hashtext(x)))
+FROM unnest(%(external_ids)s::text[]) WITH ORDINALITY AS u(x, n)
+"""
+
+TAKE_PENDING_MANY = """
+DELETE FROM pending_statuses WHERE external_id = ANY(%(external_ids)s)
+RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code, error_title AS title
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """One status report for one outbound message."""
@@ -158,6 +195,21 @@ async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external
         await conn.execute(LOCK_EXTERNAL_ID, {"external_id": external_id}, prepare=True)
         await conn.execute(APPLY_BY_ID, StatusChange(external_id, "sent").params(message_id), prepare=True)
         cursor = await conn.execute(TAKE_PENDING, {"external_id": external_id}, prepare=True)
+        columns = [c.name for c in cursor.description or []]
+        rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
+        for change in _sorted(rows):
+            await conn.execute(APPLY_BY_EXTERNAL_ID, change.params(), prepare=True)
+
+
+async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> None:
+    """:func:`record_sent_async` for many ``(message id, provider id)`` pairs in one transaction."""
+    ordered = sorted(sent, key=lambda pair: pair[1])
+    external_ids = [external_id for _, external_id in ordered]
+    params = {"ids": [message_id for message_id, _ in ordered], "external_ids": external_ids}
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(LOCK_EXTERNAL_IDS, {"external_ids": sorted(set(external_ids))}, prepare=True)
+        await conn.execute(RECORD_SENT_MANY, params, prepare=True)
+        cursor = await conn.execute(TAKE_PENDING_MANY, {"external_ids": external_ids}, prepare=True)
         columns = [c.name for c in cursor.description or []]
         rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
         for change in _sorted(rows):

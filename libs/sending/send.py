@@ -13,10 +13,11 @@ next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it be
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +39,10 @@ from libs.errors import (
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
+from libs.sending.coalesce import Coalescer
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.statuses import record_failed_async, record_sent_async
+from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,25 @@ class SenderContext:
     metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
     #: Where sends of a paused campaign are parked (None: they are deferred instead).
     lanes: Lanes | None = None
+    #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
+    claims: Coalescer[int, store.Claimed | None] = field(init=False)
+    records: Coalescer[tuple[int, str], None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
+        self.records = Coalescer(lambda sent: record_sent_batch(self.pool, sent))
+
+
+async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
+    """Record accepted sends in one transaction; if that fails, one by one, so a conflict (a deadlock with an
+    ingest transaction) or a bad row costs only itself and an outage fails each caller with its own error."""
+    try:
+        await record_sent_many_async(pool, sent)
+        return [None] * len(sent)
+    except psycopg.Error:
+        if len(sent) == 1:
+            raise
+    return await asyncio.gather(*(record_sent_async(pool, m, e) for m, e in sent), return_exceptions=True)
 
 
 def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
@@ -194,7 +215,7 @@ async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bo
 
 async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
     """Send message ``message_id`` at most once; returns the provider id, or None if nothing was sent."""
-    row = await store.claim(ctx.pool, message_id, ctx.reconcile_seconds)
+    row = await ctx.claims(message_id)
     if row is None:
         await _not_claimed(ctx, message_id)
         return None
@@ -223,7 +244,7 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         elif not _ambiguous(exc):
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
-    await record_sent_async(ctx.pool, message_id, result.external_id)
+    await ctx.records((message_id, result.external_id))
     return result.external_id
 
 

@@ -8,12 +8,12 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-#: Take a queued message (or one whose previous attempt ended ambiguously long enough ago) for sending.
+#: Take queued messages (or ones whose previous attempt ended ambiguously long enough ago) for sending.
 CLAIM = """
 UPDATE messages AS m
 SET status = 'sending', sending_at = now(), attempts = m.attempts + 1, updated_at = now()
 FROM connections AS c
-WHERE m.id = %(id)s AND c.id = m.connection_id AND m.direction = 'out' AND m.external_id IS NULL
+WHERE m.id = ANY(%(ids)s) AND c.id = m.connection_id AND m.direction = 'out' AND m.external_id IS NULL
   AND c.status = 'active'
   AND (m.status = 'queued'
        OR (m.status = 'sending' AND m.sending_at < now() - make_interval(secs => %(reconcile_s)s)))
@@ -65,13 +65,20 @@ class Claimed:
         return self.row[key]
 
 
-async def claim(pool: AsyncConnectionPool, message_id: int, reconcile_s: int) -> Claimed | None:
-    """Move the message to ``sending``; ``None`` when it is not sendable now (see :func:`inspect`)."""
+async def claim_many(pool: AsyncConnectionPool, message_ids: list[int], reconcile_s: int) -> list[Claimed | None]:
+    """Move the messages to ``sending`` in one statement; per id its claim, or ``None`` when it is not sendable
+    now (see :func:`inspect`). An id asked for twice is claimed for its first caller only."""
     async with pool.connection() as conn:
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(CLAIM, {"id": message_id, "reconcile_s": reconcile_s}, prepare=True)
-        row = await cursor.fetchone()
-    return Claimed(row) if row else None
+        await cursor.execute(CLAIM, {"ids": list(set(message_ids)), "reconcile_s": reconcile_s}, prepare=True)
+        claimed = {row["id"]: Claimed(row) for row in await cursor.fetchall()}
+    return [claimed.pop(message_id, None) for message_id in message_ids]
+
+
+async def claim(pool: AsyncConnectionPool, message_id: int, reconcile_s: int) -> Claimed | None:
+    """Move one message to ``sending``; ``None`` when it is not sendable now."""
+    (row,) = await claim_many(pool, [message_id], reconcile_s)
+    return row
 
 
 async def inspect(pool: AsyncConnectionPool, message_id: int) -> dict[str, Any] | None:

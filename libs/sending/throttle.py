@@ -1,6 +1,6 @@
 """Per-connection send throttling shared by every worker process, plus the per-recipient pair limit.
 
-One Lua call per attempt implements both, atomically, in Redis, on Redis's clock (``TIME``), so workers on
+One Lua call implements both, atomically, in Redis, on Redis's clock (``TIME``), so workers on
 different hosts share one schedule:
 
 * **Connection rate** (default 80/s): a GCRA admitting a send *now* when it conforms — at most
@@ -14,7 +14,8 @@ different hosts share one schedule:
   exceeded the send is deferred (no attempt consumed) and takes no connection slot.
 
 In each process, the sends waiting for one connection line up behind a :class:`PriorityGate` (urgent
-first), so only the head of the line polls Redis. A send that waited ``max_hold_ms`` without a slot gives
+first), so only the head of the line polls Redis; the heads of all connections' lines that ask in the same
+event-loop turn share one script call. A send that waited ``max_hold_ms`` without a slot gives
 its place back and is deferred, so one busy number cannot hold every in-flight slot of the process.
 """
 
@@ -31,36 +32,52 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from libs.errors import RateLimited
+from libs.sending.coalesce import Coalescer
 
+#: Reservations for many sends in one call, in order (a later one sees an earlier one's admission).
+#: KEYS: per send its connection schedule, pair schedule and admission log. ARGV: burst, horizon, pair
+#: interval, pair burst, then per send its interval, its limit per window and its window (ms).
+#: Returns per send a code and a number of ms.
 RESERVE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local horizon = tonumber(ARGV[3])
-local pair_interval = tonumber(ARGV[4])
-local pair_burst = tonumber(ARGV[5])
-local limit = tonumber(ARGV[6])
-local window = tonumber(ARGV[7])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
-local wait = tat - now
-if wait > horizon then return {2, math.ceil(wait - horizon)} end
-if wait > burst then return {3, math.ceil(wait)} end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-if redis.call('ZCARD', KEYS[3]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  return {3, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))}
+local burst = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[2])
+local pair_interval = tonumber(ARGV[3])
+local pair_burst = tonumber(ARGV[4])
+
+local function reserve(conn_key, pair_key, log_key, interval, limit, window)
+  local tat = math.max(tonumber(redis.call('GET', conn_key) or now), now)
+  local wait = tat - now
+  if wait > horizon then return 2, math.ceil(wait - horizon) end
+  if wait > burst then return 3, math.ceil(wait) end
+  redis.call('ZREMRANGEBYSCORE', log_key, '-inf', now - window)
+  if redis.call('ZCARD', log_key) >= limit then
+    local oldest = redis.call('ZRANGE', log_key, 0, 0, 'WITHSCORES')
+    return 3, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
+  end
+  if pair_interval > 0 then
+    local pair_tat = math.max(tonumber(redis.call('GET', pair_key) or now), now)
+    local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
+    if allowed_at > now then return 1, math.ceil(allowed_at - now) end
+    local pair_next = pair_tat + pair_interval
+    redis.call('SET', pair_key, tostring(pair_next), 'PX', math.ceil(pair_next - now) + 1000)
+  end
+  redis.call('SET', conn_key, tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
+  redis.call('ZADD', log_key, now, tostring(tat))
+  redis.call('PEXPIRE', log_key, window + 1000)
+  return 0, 0
 end
-if pair_interval > 0 then
-  local pair_tat = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
-  local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
-  if allowed_at > now then return {1, math.ceil(allowed_at - now)} end
-  redis.call('SET', KEYS[2], tostring(pair_tat + pair_interval), 'PX', math.ceil(pair_tat + pair_interval - now) + 1000)
+
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local a = 5 + i * 3
+  local code, ms = reserve(KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3],
+                           tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
+  out[#out + 1] = code
+  out[#out + 1] = ms
 end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
-redis.call('ZADD', KEYS[3], now, tostring(tat))
-redis.call('PEXPIRE', KEYS[3], window + 1000)
-return {0, 0}
+return out
 """
 
 GRANTED, PAIR_LIMITED, FULL, WAIT = 0, 1, 2, 3
@@ -132,6 +149,8 @@ class Throttle:
         self.config = config or ThrottleConfig()
         self.gate = PriorityGate()
         self._script = client.register_script(RESERVE)
+        #: Reservations asked for in the same event-loop turn share one script call.
+        self._reservations: Coalescer[tuple[int, str, float], tuple[int, int]] = Coalescer(self._reserve_many)
 
     def keys(self, connection_id: int, recipient: str) -> list[str]:
         """Redis keys of the connection schedule, of the pair limit and of the admission log."""
@@ -145,20 +164,26 @@ class Throttle:
     async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int]:
         """One attempt: ``(GRANTED, 0)`` (send now), ``(WAIT, ms)`` until the next slot, ``(PAIR_LIMITED, ms)``
         or ``(FULL, ms)`` (the next slot is beyond the horizon)."""
-        interval = 1000.0 / max(rate_per_second, 0.001)
-        code, ms = await self._script(
-            keys=self.keys(connection_id, recipient),
-            args=[
+        return await self._reservations((connection_id, recipient, rate_per_second))
+
+    async def _reserve_many(self, requests: list[tuple[int, str, float]]) -> list[tuple[int, int]]:
+        keys: list[str] = []
+        args: list[float] = [
+            self.config.burst_ms,
+            self.config.horizon_ms,
+            self.config.pair_interval_ms,
+            self.config.pair_burst,
+        ]
+        for connection_id, recipient, rate_per_second in requests:
+            interval = 1000.0 / max(rate_per_second, 0.001)
+            keys += self.keys(connection_id, recipient)
+            args += [
                 interval,
-                self.config.burst_ms,
-                self.config.horizon_ms,
-                self.config.pair_interval_ms,
-                self.config.pair_burst,
                 max(1, int(rate_per_second)),
                 1000 + max(self.config.window_slack_ms, min(MAX_SLACK_MS, interval)),
-            ],
-        )
-        return int(code), int(ms)
+            ]
+        flat = await self._script(keys=keys, args=args)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def acquire(self, connection_id: int, recipient: str, rate_per_second: float, priority: int) -> None:
         """Return when this send may leave; raise :class:`RateLimited` (a deferral) when it cannot soon."""
