@@ -10,15 +10,10 @@ from __future__ import annotations
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import (
-    AsyncIO,
-    CurrentMessage,
-    Middleware,
-    TimeLimit,
-)
+from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
-from libs.middleware.concurrency import AsyncBatching
+from libs.middleware.concurrency import AsyncBatching, UvloopAsyncIO
 from libs.middleware.lifecycle import Lifecycle
 from libs.middleware.liveness import Liveness
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
@@ -44,7 +39,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     return [
         TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
         CurrentMessage(),
-        AsyncIO(),
+        UvloopAsyncIO(),
         AsyncBatching(batch_size=settings.concurrent_jobs_per_thread),
         # Before RetryMiddleware: after-hooks run in reverse, so the retry outcome is known when it records.
         Lifecycle(),

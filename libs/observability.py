@@ -165,6 +165,10 @@ def _masked_call(record: logging.LogRecord, masked: str) -> tuple[Any, Any]:
 OWN_HANDLER_LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
+#: Libraries that log every request at INFO: one line per provider call is noise (and a cost) at 1,000 sends/s.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Structured-enough plain logs with phone masking on the root handler (and on uvicorn's loggers)."""
     root = logging.getLogger()
@@ -176,3 +180,5 @@ def setup_logging(level: str = "INFO") -> None:
         if not any(isinstance(f, PhoneMaskingFilter) for f in filterer.filters):
             filterer.addFilter(PhoneMaskingFilter())
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
