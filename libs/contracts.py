@@ -28,6 +28,10 @@ EVENTS = "events"
 #: window, so such jobs spread over every process instead of piling up in the first one to fetch.
 LONG_JOB_QUEUES = frozenset({CAMPAIGNS, MAINTENANCE})
 
+#: Queues a human waits on: when empty, their consumers look again at least this often (ms). Dramatiq's idle
+#: back-off otherwise grows to the worker timeout (1 s), and an urgent message would wait out that sleep.
+IDLE_POLL_MS: dict[str, int] = {MESSAGES_URGENT: 50, MESSAGES: 100}
+
 #: Send tier → queue. Campaign traffic is ``low`` so it never delays a human reply.
 TIER_QUEUES: dict[str, str] = {"urgent": MESSAGES_URGENT, "normal": MESSAGES, "low": MESSAGES_LOW}
 

@@ -192,6 +192,8 @@ class ZapqRedisConsumer(_RedisConsumer):
         self._room = threading.Condition()
         #: Refill the window once it is half empty: one fetch round trip then brings many messages.
         self.low_water = self.prefetch // 2
+        #: Longest sleep while the queue is empty.
+        self.max_idle_ms = min(self.timeout, contracts.IDLE_POLL_MS.get(self.queue_name, self.timeout))
 
     def _released(self) -> None:
         if self.outstanding_message_count <= self.low_water:  # only then can a waiting fetch go on
@@ -243,7 +245,7 @@ class ZapqRedisConsumer(_RedisConsumer):
                     self.queue_name, self.prefetch - self.outstanding_message_count
                 )
                 if not self.message_cache:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.max_idle_ms)
                     time.sleep(backoff_ms / 1000)
                     return None
         except redis.ConnectionError as exc:
