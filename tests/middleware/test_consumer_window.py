@@ -51,7 +51,6 @@ def test_full_window_is_refilled_by_acks_not_by_a_timer(broker: Any) -> None:
         broker.actors.pop("zq_window_probe", None)
 
 
-
 def test_an_empty_urgent_queue_is_looked_at_again_within_its_idle_poll(broker: Any) -> None:
     # Given consumers of an empty urgent queue and of an empty webhook queue, each after many empty fetches
     # (Dramatiq's back-off doubles with each miss, up to the worker timeout: 1 s)
