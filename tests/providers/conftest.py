@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from libs.providers import BaileysBridgeClient, MetaCloudClient
+from libs.providers.transport import provider_http_client
 from tests.fakes import evolution, meta
 from tests.fakes.server import running_app
 
@@ -53,10 +54,16 @@ def evolution_url(evolution_server: str) -> str:
     return evolution_server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """The HTTP client handed to the provider clients, with explicit timeouts."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0)) as client:
+@pytest.fixture(params=["httpx-default", "lean"])
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP client handed to the provider clients, with explicit timeouts.
+
+    Every test using it runs twice: over httpx's default transport and over ``provider_http_client``
+    (``LeanTransport``), the client the sender is moving to.
+    """
+    timeout = httpx.Timeout(5.0, connect=2.0)
+    lean = request.param == "lean"
+    async with provider_http_client(timeout=timeout) if lean else httpx.AsyncClient(timeout=timeout) as client:
         yield client
 
 
