@@ -222,6 +222,8 @@ class MetaCloudClient:
         self._access_token = access_token
         self.phone_number_id = phone_number_id
         self.url = f"{graph_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+        self._endpoint = httpx.URL(self.url)  # parsed once: a client lives as long as its connection's settings
+        self._headers = {"Authorization": f"Bearer {access_token}"}
 
     def __repr__(self) -> str:
         return f"MetaCloudClient(url={self.url!r})"
@@ -232,9 +234,8 @@ class MetaCloudClient:
         ``pair_hits`` is the number of 131056 replies already seen in a row for this recipient; it only
         matters if this call is refused for the pair limit (delay ``4 ** pair_hits`` s).
         """
-        headers = {"Authorization": f"Bearer {self._access_token}"}
         try:
-            response = await self._http.post(self.url, json=build_payload(message), headers=headers)
+            response = await self._http.post(self._endpoint, json=build_payload(message), headers=self._headers)
         except httpx.TransportError as exc:
             raise map_transport_error(exc, provider=PROVIDER) from exc
         if not response.is_success:

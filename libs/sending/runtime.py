@@ -14,15 +14,15 @@ from dramatiq.asyncio import get_event_loop_thread
 from psycopg_pool import AsyncConnectionPool
 
 from libs.campaigns.lanes import Lanes
-from libs.sending.send import HttpClients, SenderContext
+from libs.providers.transport import provider_http_client
+from libs.sending.send import SenderContext
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
 
 #: Provider calls: connect fast, allow Meta its usual latency, never hang a job.
 PROVIDER_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=10.0)
-#: Clients in the ring and connections per client: 32 × 16 = 512 concurrent provider calls per process.
-HTTP_CLIENTS = 32
-PROVIDER_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+#: Concurrent provider calls per process and provider host (Graph API, each bridge).
+PROVIDER_CONNECTIONS = 512
 
 
 logger = logging.getLogger(__name__)
@@ -56,13 +56,11 @@ class SenderResources(Middleware):
                         kwargs={"autocommit": True, "connect_timeout": 5},
                     )
                     await pool.open(wait=False)
-                    clients = HttpClients(
-                        lambda: httpx.AsyncClient(timeout=PROVIDER_TIMEOUT, limits=PROVIDER_LIMITS), HTTP_CLIENTS
-                    )
+                    http = provider_http_client(timeout=PROVIDER_TIMEOUT, max_connections=PROVIDER_CONNECTIONS)
                     client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
                     self._context = SenderContext(
                         pool=pool,
-                        clients=clients,
+                        http=http,
                         throttle=Throttle(client, self.settings.redis_namespace),
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
@@ -88,7 +86,7 @@ class SenderResources(Middleware):
                 self._flusher.cancel()
             with contextlib.suppress(Exception):
                 await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
-            await context.clients.aclose()
+            await context.http.aclose()
             await context.throttle.client.aclose()
             await context.pool.close()
 

@@ -14,10 +14,9 @@ next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it be
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,34 +55,13 @@ RECHECK_S = 3.0
 TIER_ORDER = {"urgent": 0, "normal": 10, "low": 20}
 
 
-class HttpClients:
-    """A ring of small ``httpx.AsyncClient`` pools used in turn.
-
-    One client with a large pool spends its time rescanning that pool under hundreds of concurrent
-    requests (httpcore); several small ones, taken round-robin, keep that cost flat while every request
-    still reuses keep-alive connections and keeps httpx's exception types.
-    """
-
-    def __init__(self, factory: Callable[[], httpx.AsyncClient], size: int) -> None:
-        self.clients = [factory() for _ in range(max(1, size))]
-        self._turn = itertools.cycle(self.clients)
-
-    def next(self) -> httpx.AsyncClient:
-        """The client for the next request."""
-        return next(self._turn)
-
-    async def aclose(self) -> None:
-        """Close every client."""
-        for client in self.clients:
-            await client.aclose()
-
-
 @dataclass
 class SenderContext:
     """Per-process resources of the sender, created on the worker's event loop."""
 
     pool: AsyncConnectionPool
-    clients: HttpClients
+    #: The process's one provider HTTP client (``libs.providers.transport.provider_http_client``).
+    http: httpx.AsyncClient
     throttle: Throttle
     graph_url: str
     api_version: str
@@ -94,6 +72,8 @@ class SenderContext:
     #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)
+    #: Provider clients by connection settings: built once, not per send.
+    providers: dict[tuple[Any, ...], Provider] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
@@ -112,18 +92,45 @@ async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str
     return await asyncio.gather(*(record_sent_async(pool, m, e) for m, e in sent), return_exceptions=True)
 
 
+#: Provider clients kept per process; past this many distinct connection settings the cache starts over.
+MAX_CACHED_PROVIDERS = 10_000
+
+
 def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
-    """The client for the claimed message's connection."""
+    """The client for the claimed message's connection (cached by its settings: a changed token or bridge
+    address gets a new client)."""
+    key = tuple(row[name] for name in PROVIDER_SETTINGS)
+    provider = ctx.providers.get(key)
+    if provider is None:
+        if len(ctx.providers) >= MAX_CACHED_PROVIDERS:
+            ctx.providers.clear()
+        provider = ctx.providers[key] = _new_provider(ctx, row)
+    return provider
+
+
+#: The claimed row's columns a provider client is built from.
+PROVIDER_SETTINGS = (
+    "connection_id",
+    "provider",
+    "phone_number_id",
+    "access_token",
+    "bridge_url",
+    "bridge_instance",
+    "bridge_api_key",
+)
+
+
+def _new_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
     if row["provider"] == "meta":
         return MetaCloudClient(
-            ctx.clients.next(),
+            ctx.http,
             graph_url=ctx.graph_url,
             api_version=ctx.api_version,
             phone_number_id=row["phone_number_id"] or "",
             access_token=row["access_token"] or "",
         )
     return BaileysBridgeClient(
-        ctx.clients.next(),
+        ctx.http,
         base_url=row["bridge_url"] or "",
         instance=row["bridge_instance"] or "",
         api_key=row["bridge_api_key"] or "",

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.errors import DependencyUnavailableError
 from libs.ops.processes import free_port
-from libs.sending.send import HttpClients, SenderContext, send_message
+from libs.sending.send import SenderContext, send_message
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
 
@@ -27,10 +27,10 @@ def test_unreachable_database_raises_dependency_unavailable(settings: Settings) 
         )
         await pool.open(wait=False)
         client = aioredis.Redis.from_url(settings.redis_url)
-        clients = HttpClients(httpx.AsyncClient, 1)
+        http = httpx.AsyncClient()
         ctx = SenderContext(
             pool=pool,
-            clients=clients,
+            http=http,
             throttle=Throttle(client, settings.redis_namespace),
             graph_url="http://127.0.0.1:9",
             api_version="v21.0",
@@ -39,7 +39,7 @@ def test_unreachable_database_raises_dependency_unavailable(settings: Settings) 
             with pytest.raises(DependencyUnavailableError, match="database unavailable"):
                 await send_message(ctx, 1, final_attempt=False)
         finally:
-            await clients.aclose()
+            await http.aclose()
             await client.aclose()
             await pool.close()
 

@@ -83,7 +83,7 @@ def test_crash_between_provider_acceptance_and_our_record_is_reconciled_not_rese
     company, connection = make_connection(db)
     [message_id] = make_messages(db, company, connection, ["16505550003"], body="once")
     client = MetaCloudClient(
-        context.clients.next(),
+        context.http,
         graph_url=fake_meta,
         api_version=settings.meta_api_version,
         phone_number_id="106540352242922",

@@ -143,8 +143,7 @@ def test_five_server_errors_exhaust_the_attempts(
 def _ambiguous(context: SenderContext, fake_meta: str, failure: str, reconcile_seconds: int) -> None:
     """Make the next send end ambiguously: the fake hangs past our read timeout, or drops the connection."""
     context.reconcile_seconds = reconcile_seconds
-    for client in context.clients.clients:
-        client.timeout = httpx.Timeout(5.0, read=0.3)
+    context.http.timeout = httpx.Timeout(5.0, read=0.3)
     configure(fake_meta, hang_ms=3_000, forced_errors=[failure])
 
 
