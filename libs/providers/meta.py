@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 import httpx
+import orjson
 
 from libs.errors import (
     ConnectionNeedsAttentionError,
@@ -223,7 +224,7 @@ class MetaCloudClient:
         self.phone_number_id = phone_number_id
         self.url = f"{graph_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
         self._endpoint = httpx.URL(self.url)  # parsed once: a client lives as long as its connection's settings
-        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self._headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
 
     def __repr__(self) -> str:
         return f"MetaCloudClient(url={self.url!r})"
@@ -235,7 +236,8 @@ class MetaCloudClient:
         matters if this call is refused for the pair limit (delay ``4 ** pair_hits`` s).
         """
         try:
-            response = await self._http.post(self._endpoint, json=build_payload(message), headers=self._headers)
+            body = orjson.dumps(build_payload(message))
+            response = await self._http.post(self._endpoint, content=body, headers=self._headers)
         except httpx.TransportError as exc:
             raise map_transport_error(exc, provider=PROVIDER) from exc
         if not response.is_success:
