@@ -8,8 +8,8 @@ provider clients, their error mapping and their tests are unchanged.
 
 What it does:
 
-* HTTP/1.1 over TCP (``http``) or TLS (``https``, ``ssl.create_default_context()`` unless an
-  ``ssl_context`` is given), one keep-alive pool per origin (scheme, host, port): at most
+* HTTP/1.1 over TCP (``http``) or TLS (``https``, verified against certifi's CA bundle as httpx does unless
+  an ``ssl_context`` is given), one keep-alive pool per origin (scheme, host, port): at most
   ``max_connections`` connections per origin, idle ones reused newest first (LIFO) and closed instead once
   idle for ``keepalive_expiry`` seconds; requests over the limit wait first-come first-served.
 * Responses delimited by Content-Length, chunked encoding (decoded by llhttp) or connection close;
@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from http.cookiejar import Cookie, CookieJar
 from typing import cast
 
+import certifi
 import httptools
 import httpx
 
@@ -521,7 +522,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
+            # httpx's own trust store (certifi, one of its dependencies): a slim image without the system's
+            # CA bundle still verifies graph.facebook.com
+            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
         return self._ssl_context
 
 
