@@ -60,8 +60,8 @@ return counts
 
 #: Delivery counters of jobs nobody finishes expire after this long.
 COUNTER_TTL_SECONDS = 7 * 24 * 3600
-#: Smallest prefetch window of a consumer: refilled half at a time, so each fetch brings at least 32.
-MIN_PREFETCH = 128
+#: Smallest prefetch window of a consumer: refilled half at a time, so each fetch brings at least 128.
+MIN_PREFETCH = 256
 #: Longest wait of a consumer whose prefetch window is full before it looks at its stop flags again.
 FULL_WINDOW_WAIT_S = 0.1
 #: Most requests written in one Lua call (keeps the call's argument list bounded).
