@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from libs.settings import DEV_DEFAULTS
+
 try:
     import yaml
 except ImportError:  # pragma: no cover - reported by the tests that need it
@@ -1081,3 +1083,26 @@ def test_operations_doc_documents_probes_and_ci_tools() -> None:
     assert "python -m libs.ops.probe scheduler" in text
     for needle in ("appendfsync everysec", "pg_dump", "dead_letters", "terminationGracePeriodSeconds"):
         assert needle in text, needle
+
+
+def _after(command: list[str], flag: str) -> str:
+    """The value following ``flag`` in an argv list."""
+    assert flag in command, f"{flag} missing from {command}"
+    return command[command.index(flag) + 1]
+
+
+def test_compose_fakes_authenticate_their_webhooks_with_the_edges_secrets(compose_config: dict[str, Any]) -> None:
+    # The fakes post status / bridge webhooks to the edge: signed with the app secret it checks, carrying the
+    # shared-secret header it checks (else every status webhook of the demo stack is a 401)
+    services = compose_config["services"]
+    edge = services["webhook-api"]["environment"]
+    assert _after(services["fake-meta"]["command"], "--app-secret") == edge["ZAPQ_META_APP_SECRET"]
+    header = _after(services["fake-evolution"]["command"], "--webhook-header")
+    assert header == f"x-zapq-secret:{edge['ZAPQ_BAILEYS_WEBHOOK_SECRET']}"
+
+
+def test_local_stack_fake_meta_signs_with_the_dev_app_secret() -> None:
+    procfile = (DEPLOY / "Procfile.dev").read_text()
+    [line] = [line for line in procfile.splitlines() if line.startswith("fake-meta:")]
+    expected = "--app-secret ${ZAPQ_META_APP_SECRET:-" + DEV_DEFAULTS["meta_app_secret"] + "}"
+    assert expected in line, line
