@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import shutil
 import socket
 import ssl
@@ -361,6 +362,16 @@ async def test_a_close_the_event_loop_has_not_seen_yet_is_caught_before_reuse() 
 
 
 # --- response framing ---------------------------------------------------------------------------------
+
+
+async def test_gzip_encoded_json_is_decoded_like_httpx_does() -> None:
+    # httpx asks for gzip (Accept-Encoding); an API that compresses its JSON must read the same as one that does not
+    body = gzip.compress(b'{"messages": [{"id": "wamid.GZ"}]}')
+    compressed = reply(body, headers=b"Content-Encoding: gzip\r\nContent-Type: application/json\r\n")
+    async with raw_server(answer(compressed)) as server, lean() as client:
+        response = await client.post(server.url, json={"to": "x"})
+        assert response.json() == {"messages": [{"id": "wamid.GZ"}]}
+        assert b"gzip" in response.request.headers["accept-encoding"].encode()
 
 
 async def test_chunked_body_is_decoded_and_the_connection_reused() -> None:
