@@ -190,19 +190,13 @@ def apply_pending(session: Session, external_id: str) -> int:
 
 
 async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external_id: str) -> None:
-    """The sender's record of an accepted send (``sending`` → ``sent``), then any statuses that came early."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute(LOCK_EXTERNAL_ID, {"external_id": external_id}, prepare=True)
-        await conn.execute(APPLY_BY_ID, StatusChange(external_id, "sent").params(message_id), prepare=True)
-        cursor = await conn.execute(TAKE_PENDING, {"external_id": external_id}, prepare=True)
-        columns = [c.name for c in cursor.description or []]
-        rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
-        for change in _sorted(rows):
-            await conn.execute(APPLY_BY_EXTERNAL_ID, change.params(), prepare=True)
+    """:func:`record_sent_many_async` for one send."""
+    await record_sent_many_async(pool, [(message_id, external_id)])
 
 
 async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> None:
-    """:func:`record_sent_async` for many ``(message id, provider id)`` pairs in one transaction."""
+    """The sender's record of accepted sends, ``(message id, provider id)`` pairs, in one transaction:
+    ``sending`` → ``sent`` with campaigns counted, then any statuses that came early."""
     ordered = sorted(sent, key=lambda pair: pair[1])
     external_ids = [external_id for _, external_id in ordered]
     params = {"ids": [message_id for message_id, _ in ordered], "external_ids": external_ids}

@@ -92,6 +92,18 @@ async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str
     return await asyncio.gather(*(record_sent_async(pool, m, e) for m, e in sent), return_exceptions=True)
 
 
+#: The claimed row's columns a provider client is built from.
+PROVIDER_SETTINGS = (
+    "connection_id",
+    "provider",
+    "phone_number_id",
+    "access_token",
+    "bridge_url",
+    "bridge_instance",
+    "bridge_api_key",
+)
+
+
 #: Provider clients kept per process; past this many distinct connection settings the cache starts over.
 MAX_CACHED_PROVIDERS = 10_000
 
@@ -106,18 +118,6 @@ def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
             ctx.providers.clear()
         provider = ctx.providers[key] = _new_provider(ctx, row)
     return provider
-
-
-#: The claimed row's columns a provider client is built from.
-PROVIDER_SETTINGS = (
-    "connection_id",
-    "provider",
-    "phone_number_id",
-    "access_token",
-    "bridge_url",
-    "bridge_instance",
-    "bridge_api_key",
-)
 
 
 def _new_provider(ctx: SenderContext, row: store.Claimed) -> Provider:

@@ -75,12 +75,6 @@ async def claim_many(pool: AsyncConnectionPool, message_ids: list[int], reconcil
     return [claimed.pop(message_id, None) for message_id in message_ids]
 
 
-async def claim(pool: AsyncConnectionPool, message_id: int, reconcile_s: int) -> Claimed | None:
-    """Move one message to ``sending``; ``None`` when it is not sendable now."""
-    (row,) = await claim_many(pool, [message_id], reconcile_s)
-    return row
-
-
 async def inspect(pool: AsyncConnectionPool, message_id: int) -> dict[str, Any] | None:
     """The state that decided a failed claim."""
     async with pool.connection() as conn:
