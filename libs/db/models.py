@@ -360,3 +360,123 @@ class DeadLetter(Base):
     replay_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     replayed_at: Mapped[dt.datetime | None]
     replayed_message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Event(Base):
+    """A fact for the CRM (the outbox): written in the same transaction as the change it describes.
+
+    ``seq`` (global) and ``company_seq`` (per company, gap-free) are assigned when the event is *published*
+    (:mod:`libs.events.publish`): only published events are delivered or shown in the feed, in ``seq`` order,
+    which is the order in which they became visible.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_unpublished", "id", postgresql_where=text("seq IS NULL")),
+        Index("uq_events_seq", "seq", unique=True),
+        Index("ix_events_company_seq", "company_id", "seq"),
+        Index("ix_events_created", "created_at", postgresql_using="brin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    #: Ordering key: events of one conversation are delivered in order (``contact:<wa_id>``, ``campaign:<id>``…).
+    conversation: Mapped[str] = mapped_column(String(120))
+    occurred_at: Mapped[dt.datetime]
+    data: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    company_seq: Mapped[int | None] = mapped_column(BigInteger)
+    published_at: Mapped[dt.datetime | None]
+
+
+class EventCounter(Base):
+    """The last sequence number handed out: per company, and globally (``company_id`` 0)."""
+
+    __tablename__ = "event_counters"
+
+    company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class WebhookEndpoint(Base):
+    """A company's URL that receives its events, signed per Standard Webhooks."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_company", "company_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    #: Event types delivered (an empty list: every type).
+    event_types: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[dt.datetime | None]
+    #: ``whsec_…``; after a rotation the previous one keeps signing (second signature) until it expires.
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[dt.datetime | None]
+    rate_per_second: Mapped[int] = mapped_column(Integer, default=200, server_default="200")
+    max_in_flight: Mapped[int] = mapped_column(Integer, default=64, server_default="64")
+    failing_since: Mapped[dt.datetime | None]
+    last_success_at: Mapped[dt.datetime | None]
+    last_failure_at: Mapped[dt.datetime | None]
+    last_failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class EventDelivery(Base):
+    """One event for one endpoint: waiting (behind its conversation) → pending → delivering → delivered | failed."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        Index("uq_event_deliveries_event_endpoint", "event_id", "endpoint_id", unique=True),
+        Index("ix_event_deliveries_due", "endpoint_id", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        Index(
+            "ix_event_deliveries_open",
+            "endpoint_id",
+            "conversation",
+            "seq",
+            postgresql_where=text("state IN ('waiting', 'pending', 'delivering')"),
+        ),
+        Index("ix_event_deliveries_endpoint_seq", "endpoint_id", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    conversation: Mapped[str] = mapped_column(String(120))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    lease_until: Mapped[dt.datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    delivered_at: Mapped[dt.datetime | None]
+
+
+class DeliveryAttempt(Base):
+    """One HTTP attempt of a delivery: status or error, latency, the start of the response."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        Index("ix_delivery_attempts_delivery", "delivery_id"),
+        Index("ix_delivery_attempts_endpoint_at", "endpoint_id", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("event_deliveries.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
