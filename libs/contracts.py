@@ -22,15 +22,21 @@ MESSAGES_LOW = "messages.low"
 CAMPAIGNS = "campaigns"
 DEAD_LETTER = "dead-letter"
 MAINTENANCE = "maintenance"
-EVENTS = "events"
+#: The event dispatcher's queue: one pump job per endpoint with due deliveries, and replays.
+EVENT_DELIVERY = "event-delivery"
 
 #: Queues whose jobs take seconds (a campaign slice, a sweep): their consumers keep Dramatiq's small prefetch
 #: window, so such jobs spread over every process instead of piling up in the first one to fetch.
 LONG_JOB_QUEUES = frozenset({CAMPAIGNS, MAINTENANCE})
 
-#: Queues a human waits on: when empty, their consumers look again at least this often (ms). Dramatiq's idle
-#: back-off otherwise grows to the worker timeout (1 s), and an urgent message would wait out that sleep.
-IDLE_POLL_MS: dict[str, int] = {MESSAGES_URGENT: 50, MESSAGES: 100}
+#: Queues a human (or a CRM waiting for an event) waits on: when empty, their consumers look again at least
+#: this often (ms). Dramatiq's idle back-off otherwise grows to the worker timeout (1 s), and an urgent message
+#: would wait out that sleep.
+IDLE_POLL_MS: dict[str, int] = {
+    MESSAGES_URGENT: 50,
+    MESSAGES: 100,
+    EVENT_DELIVERY: 25,
+}
 
 #: Send tier → queue. Campaign traffic is ``low`` so it never delays a human reply.
 TIER_QUEUES: dict[str, str] = {"urgent": MESSAGES_URGENT, "normal": MESSAGES, "low": MESSAGES_LOW}
@@ -83,15 +89,17 @@ class RecordDeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class InboundMessageEvent:
-    """Announced on ``events`` when an inbound WhatsApp message was stored (for the CRM, an AI responder)."""
+class DeliverEvents:
+    """Deliver the due events of one webhook endpoint (its pump; see ``libs.events.dispatch``)."""
 
-    message_id: int
-    company_id: int
-    connection_id: int | None
-    contact_wa_id: str
-    type: str
-    external_id: str
+    endpoint_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedeliverEvent:
+    """Deliver one event delivery again with fresh attempts (what replaying its dead letter runs)."""
+
+    delivery_id: int
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,8 @@ SEND_BY_TIER: dict[str, Contract[SendMessage]] = {
 }
 EXPAND_CAMPAIGN_BATCH: Contract[ExpandCampaignBatch] = Contract("expand_campaign_batch", CAMPAIGNS, ExpandCampaignBatch)
 RECORD_DEAD_LETTER: Contract[RecordDeadLetter] = Contract("record_dead_letter", DEAD_LETTER, RecordDeadLetter)
-INBOUND_MESSAGE: Contract[InboundMessageEvent] = Contract("inbound_message", EVENTS, InboundMessageEvent)
+DELIVER_EVENTS: Contract[DeliverEvents] = Contract("deliver_events", EVENT_DELIVERY, DeliverEvents)
+REDELIVER_EVENT: Contract[RedeliverEvent] = Contract("redeliver_event", EVENT_DELIVERY, RedeliverEvent)
 
 ALL_CONTRACTS: tuple[Contract[Any], ...] = (
     PROCESS_WEBHOOK,
@@ -141,4 +150,6 @@ ALL_CONTRACTS: tuple[Contract[Any], ...] = (
     SEND_LOW,
     EXPAND_CAMPAIGN_BATCH,
     RECORD_DEAD_LETTER,
+    DELIVER_EVENTS,
+    REDELIVER_EVENT,
 )

@@ -29,6 +29,28 @@ DEV_DEFAULTS: dict[str, str] = {
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo", "replace-me"})
 
 
+#: Seconds per unit of a schedule entry.
+SCHEDULE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """``"5s,5m,30m"`` → ``(5.0, 300.0, 1800.0)``; ``ValueError`` naming a bad entry."""
+    delays: list[float] = []
+    for entry in (e.strip() for e in text.split(",")):
+        number = entry.rstrip("smhd")
+        unit = entry[len(number) :] or "s"
+        try:
+            value = float(number) * SCHEDULE_UNITS[unit]
+        except (KeyError, ValueError):
+            raise ValueError(f"bad retry delay {entry!r}: use a number with ms, s, m, h or d") from None
+        if value < 0:
+            raise ValueError(f"bad retry delay {entry!r}: negative")
+        delays.append(value)
+    if not delays:
+        raise ValueError("the retry schedule is empty")
+    return tuple(delays)
+
+
 class SettingsError(RuntimeError):
     """The environment does not describe a valid configuration; the message names the variable."""
 
@@ -79,6 +101,36 @@ class Settings(BaseSettings):
     heartbeat_dir: str = "/tmp/zapq-heartbeats"
     #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
     heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
+
+    #: Delays before each retry of an event delivery (s, m, h or d units); one more attempt than delays.
+    event_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
+    #: An event delivery's request gives up after this long.
+    event_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: An endpoint whose every delivery failed for this long is disabled (with a Sentry alert).
+    event_disable_after_hours: float = Field(default=120.0, gt=0)
+    #: Published events (and their delivery logs) are kept this long.
+    event_retention_days: int = Field(default=30, ge=1)
+    #: How often an idle event publisher looks for new events (ms).
+    event_publish_interval_ms: int = Field(default=20, ge=1, le=10_000)
+    #: Keep-alive comment interval of ``GET /api/events/stream`` (seconds).
+    event_stream_ping_seconds: float = Field(default=15.0, gt=0)
+    #: Hosts and CIDRs that outbound requests (webhook endpoints) may reach in ``prod`` although private.
+    outbound_allowlist: str = ""
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Settings:
+        parse_schedule(self.event_retry_schedule)
+        return self
+
+    @property
+    def event_retry_delays(self) -> tuple[float, ...]:
+        """``event_retry_schedule`` in seconds."""
+        return parse_schedule(self.event_retry_schedule)
+
+    @property
+    def outbound_allowed(self) -> list[str]:
+        """``outbound_allowlist`` as a list."""
+        return [entry.strip() for entry in self.outbound_allowlist.split(",") if entry.strip()]
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

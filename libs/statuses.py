@@ -19,8 +19,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.orm import Session
+
+from libs.events import sql as events
 
 RANKS: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4, "played": 5}
 FAILED = "failed"
@@ -29,6 +32,20 @@ FAILED = "failed"
 def _rank(column: str) -> str:
     cases = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in RANKS.items())
     return f"(CASE {column} {cases} ELSE -1 END)"
+
+
+#: ``message.status`` of the rows an apply statement moved (its ``updated`` CTE), with Meta's extras.
+STATUS_EVENTS = events.message_status(
+    "updated",
+    status="%(status)s::text",
+    at="%(at)s::timestamptz",
+    error="CASE WHEN %(status)s = 'failed' THEN jsonb_build_object('code', %(code)s::int, 'title', %(title)s::text)"
+    " END",
+    pricing="%(pricing)s::jsonb",
+    conversation="%(conversation)s::jsonb",
+)
+#: ``message.status`` ``sent`` of the rows the sender recorded.
+SENT_EVENTS = events.message_status("updated", status="'sent'", at="now()")
 
 
 def _apply_sql(key: str) -> str:
@@ -53,7 +70,9 @@ WITH target AS (
   WHERE m.id = t.id AND (
     (%(status)s <> 'failed' AND {old} >= 0 AND {old} < %(rank)s)
     OR (%(status)s = 'failed' AND t.old_status IN ('queued', 'sending', 'sent')))
-  RETURNING m.id, m.campaign_id, t.old_status
+  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status
+), events_written AS (
+{STATUS_EVENTS}
 ), counted AS (
   UPDATE campaigns k SET
     sent_count = k.sent_count + (CASE WHEN %(rank)s >= 2 AND {_rank("u.old_status")} < 2 THEN 1 ELSE 0 END),
@@ -91,7 +110,7 @@ RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code
 
 #: The sender's record of many accepted sends at once (``queued``/``sending`` → ``sent``, campaigns counted).
 #: Same rules as ``APPLY_BY_ID`` with status ``sent``; run after ``LOCK_EXTERNAL_IDS`` in one transaction.
-RECORD_SENT_MANY = """
+RECORD_SENT_MANY = f"""
 WITH v AS (
   SELECT * FROM unnest(%(ids)s::bigint[], %(external_ids)s::text[]) AS v(id, external_id)
 ), target AS (
@@ -104,7 +123,9 @@ WITH v AS (
     updated_at = now()
   FROM target t
   WHERE m.id = t.id AND t.old_status IN ('queued', 'sending')
-  RETURNING m.id, m.campaign_id
+  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status
+), events_written AS (
+{SENT_EVENTS}
 ), counted AS (
   UPDATE campaigns k SET sent_count = k.sent_count + c.n
   FROM (SELECT campaign_id, count(*) AS n FROM updated WHERE campaign_id IS NOT NULL GROUP BY campaign_id) c
@@ -136,6 +157,9 @@ class StatusChange:
     client_ref: str | None = None
     code: int | None = None
     title: str | None = None
+    #: Meta's ``pricing`` / ``conversation`` objects, passed on in the ``message.status`` event.
+    pricing: dict[str, Any] | None = None
+    conversation: dict[str, Any] | None = None
 
     def params(self, message_id: int | None = None) -> dict[str, Any]:
         """Parameters of the apply statements."""
@@ -149,6 +173,8 @@ class StatusChange:
             "title": self.title,
             "client_ref": self.client_ref,
             "id": message_id,
+            "pricing": Jsonb(self.pricing) if self.pricing is not None else None,
+            "conversation": Jsonb(self.conversation) if self.conversation is not None else None,
         }
 
 

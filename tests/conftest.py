@@ -29,6 +29,7 @@ SERVICE_MODULES = (
     "services.message_sender",
     "services.campaign_runner",
     "services.scheduler",
+    "services.event_dispatcher",
 )
 
 import dramatiq  # noqa: E402

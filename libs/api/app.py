@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, messages, metrics, ops
+from libs.api import campaigns, companies, connections, contacts, events, messages, metrics, ops
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
@@ -27,9 +27,13 @@ from libs.api.schemas import (
     CompanyIn,
     ConnectionIn,
     ConnectionPatch,
+    EndpointIn,
+    EndpointPatch,
     MessageIn,
+    ReplayIn,
 )
 from libs.errors import DependencyUnavailableError
+from libs.events.types import RESPONSE_MODELS, EventOut, EventPage
 from libs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,7 +60,33 @@ async def openapi(request: Request) -> Response:
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/messages", messages.create_message, "Create and enqueue a message", "messages",
              MessageIn, status=201),
+    Endpoint("GET", "/api/messages", messages.list_messages,
+             "Messages by company, contact, direction, status or campaign (cursor pages)", "messages"),
     Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages"),
+    Endpoint("GET", "/api/contacts", contacts.list_contacts, "A company's contacts with their last message",
+             "messages"),
+    Endpoint("GET", "/api/contacts/{id:int}/messages", contacts.contact_messages,
+             "The conversation with one contact", "messages"),
+    Endpoint("GET", "/api/events", events.list_events, "Published events after a cursor (long-poll with wait)",
+             "events", response=EventPage),
+    Endpoint("GET", "/api/events/stream", events.stream_events, "Live events (Server-Sent Events, resumable)",
+             "events", response=EventOut, produces="text/event-stream"),
+    Endpoint("GET", "/api/events/{id}", events.get_event, "One event with its delivery attempts", "events"),
+    Endpoint("POST", "/api/webhook-endpoints", events.create_endpoint,
+             "Register a webhook endpoint (its secret is shown once)", "events", EndpointIn, status=201),
+    Endpoint("GET", "/api/webhook-endpoints", events.list_endpoints, "Webhook endpoints with delivery figures",
+             "events"),
+    Endpoint("GET", "/api/webhook-endpoints/{id:int}", events.get_endpoint, "A webhook endpoint", "events"),
+    Endpoint("PATCH", "/api/webhook-endpoints/{id:int}", events.patch_endpoint, "Change a webhook endpoint",
+             "events", EndpointPatch),
+    Endpoint("DELETE", "/api/webhook-endpoints/{id:int}", events.delete_endpoint, "Delete a webhook endpoint",
+             "events", status=204),
+    Endpoint("POST", "/api/webhook-endpoints/{id:int}/rotate-secret", events.rotate_secret,
+             "New signing secret (the old one signs too for 24 h)", "events"),
+    Endpoint("POST", "/api/webhook-endpoints/{id:int}/test", events.test_endpoint, "Send a signed ping now",
+             "events"),
+    Endpoint("POST", "/api/webhook-endpoints/{id:int}/replay", events.replay_endpoint,
+             "Deliver one event again, or everything since a time", "events", ReplayIn),
     Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
              status=201),
     Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies"),
@@ -131,5 +161,5 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.ctx = ctx
-    app.state.openapi = build_openapi(ENDPOINTS, REQUEST_MODELS)
+    app.state.openapi = build_openapi(ENDPOINTS, (*REQUEST_MODELS, *RESPONSE_MODELS))
     return app

@@ -1,7 +1,9 @@
 """Campaigns: create, import recipients from a streamed CSV, and the state machine with its counters.
 
 States: draft → scheduled | running, running ⇄ paused, any unfinished → cancelled. Every transition is one
-conditional ``UPDATE … WHERE status IN (…)``, so two concurrent starts enqueue the expansion once.
+conditional ``UPDATE … WHERE status IN (…)`` that also writes its ``campaign.status`` event, so two concurrent
+starts enqueue the expansion once. A start enqueues its expansion jobs before its transaction commits: if the
+queue is unavailable the campaign stays as it was (503), so a campaign is never ``running`` with no job.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns.lanes import Lanes
 from libs.campaigns.schedule import SLICE, SLICES
 from libs.enqueue import enqueue_many_async
+from libs.events import sql as events
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +44,37 @@ ON CONFLICT (campaign_id, recipient) DO NOTHING
 """
 
 
-#: action → (states it may leave, state it enters)
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "pause": (("running",), "paused"),
-    "resume": (("paused",), "running"),
-    "cancel": (("draft", "scheduled", "running", "paused"), "cancelled"),
+#: action → (states it may leave, state it enters, the ``campaign.status`` it announces)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "pause": (("running",), "paused", "paused"),
+    "resume": (("paused",), "running", "resumed"),
+    "cancel": (("draft", "scheduled", "running", "paused"), "cancelled", "cancelled"),
 }
+
+
+def _transition_sql(set_clause: str, announce: str) -> str:
+    """A conditional transition (``%(id)s``, ``%(sources)s``) with its ``campaign.status`` event."""
+    return f"""
+WITH moved AS (
+  UPDATE campaigns SET {set_clause} WHERE id = %(id)s AND status = ANY(%(sources)s) RETURNING {COLUMNS}
+), events_written AS (
+{events.campaign_status("moved", announce)}
+)
+SELECT * FROM moved"""
+
+
+#: Transition SQL per action, and for start (now or later).
+TRANSITION_SQL = {
+    action: _transition_sql(
+        f"status = '{target}', finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END",
+        announce,
+    )
+    for action, (_, target, announce) in TRANSITIONS.items()
+}
+START_NOW = _transition_sql(
+    "status = 'running', start_at = COALESCE(%(start_at)s, start_at), started_at = now()", "started"
+)
+SCHEDULE = _transition_sql("status = 'scheduled', start_at = %(start_at)s", "scheduled")
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
@@ -209,52 +237,39 @@ async def start_campaign(request: Request) -> Response:
     body = await read_model(request, CampaignStartIn) if await request.body() else CampaignStartIn()
     ctx = context(request)
     later = body.start_at is not None and body.start_at > dt.datetime.now(dt.UTC)
+    allowed = ["draft", "scheduled"]  # a scheduled campaign may be moved to another time, or started now
+    params = {"id": campaign_id, "sources": allowed, "start_at": body.start_at}
     async with ctx.pool.connection() as conn:
         campaign = await _fetch(conn, campaign_id)
         if campaign["recipients_count"] == 0:
             raise ApiError(409, f"campaign {campaign_id} has no recipients")
-        target = "scheduled" if later else "running"
-        allowed = ("draft", "scheduled")  # a scheduled campaign may be moved to another time, or started now
-        cursor = await conn.execute(
-            f"""UPDATE campaigns SET status = %s, start_at = COALESCE(%s, start_at),
-                   started_at = CASE WHEN %s = 'running' THEN now() ELSE started_at END
-                WHERE id = %s AND status = ANY(%s) RETURNING {COLUMNS}""",
-            (target, body.start_at, target, campaign_id, list(allowed)),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            current = await _fetch(conn, campaign_id)
-            raise ApiError(409, f"campaign {campaign_id} is {current['status']}: it cannot be started")
-        if target == "scheduled":
-            return json_response(_out(row))
-        slices = await (await conn.execute(SLICES, {"size": SLICE, "campaign": campaign_id})).fetchall()
-    jobs = [
-        contracts.EXPAND_CAMPAIGN_BATCH.message(contracts.ExpandCampaignBatch(campaign_id, s["first"], s["last"]))
-        for s in slices
-    ]
-    try:
-        await enqueue_many_async(ctx.redis, ctx.namespace, jobs, lifecycle=True)
-    except Exception:
-        logger.warning("campaign %s started but not enqueued; back to draft", campaign_id, exc_info=True)
-        async with ctx.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE campaigns SET status = 'draft', started_at = NULL WHERE id = %s AND status = 'running'",
-                (campaign_id,),
-            )
-        raise ApiError(503, "the queue is unavailable; the campaign was not started, retry later") from None
+        async with conn.transaction():
+            row = await (await conn.execute(SCHEDULE if later else START_NOW, params)).fetchone()
+            if row is None:
+                current = await _fetch(conn, campaign_id)
+                raise ApiError(409, f"campaign {campaign_id} is {current['status']}: it cannot be started")
+            if later:
+                return json_response(_out(row))
+            slices = await (await conn.execute(SLICES, {"size": SLICE, "campaign": campaign_id})).fetchall()
+            jobs = [
+                contracts.EXPAND_CAMPAIGN_BATCH.message(
+                    contracts.ExpandCampaignBatch(campaign_id, s["first"], s["last"])
+                )
+                for s in slices
+            ]
+            try:  # before the commit: a failed enqueue rolls the start back
+                await enqueue_many_async(ctx.redis, ctx.namespace, jobs, lifecycle=True)
+            except Exception:
+                logger.warning("campaign %s not started: its jobs could not be enqueued", campaign_id, exc_info=True)
+                raise ApiError(503, "the queue is unavailable; the campaign was not started, retry later") from None
     return json_response({**_out(row), "expansion_jobs": [job.message_id for job in jobs]})
 
 
 async def _transition(request: Request, action: str) -> Response:
     campaign_id = path_id(request)
-    sources, target = TRANSITIONS[action]
+    sources, target, _ = TRANSITIONS[action]
     async with context(request).pool.connection() as conn, conn.transaction():
-        cursor = await conn.execute(
-            f"""UPDATE campaigns SET status = %s,
-                   finished_at = CASE WHEN %s = 'cancelled' THEN now() ELSE finished_at END
-                WHERE id = %s AND status = ANY(%s) RETURNING {COLUMNS}""",
-            (target, target, campaign_id, list(sources)),
-        )
+        cursor = await conn.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources)})
         row = await cursor.fetchone()
         if row is None:
             current = await _fetch(conn, campaign_id)

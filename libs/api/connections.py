@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import ConnectionIn, ConnectionPatch
+from libs.events.sql import SET_CONNECTION_STATUS
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
@@ -100,26 +101,29 @@ async def patch_connection(request: Request) -> Response:
     stray = sorted(foreign & changes.keys())
     if stray:
         raise ApiError(422, f"{', '.join(stray)} do not apply to a {current['provider']} connection")
-    if changes.get("status") == "active":
-        changes["status_reason"] = None
-    assignments = ", ".join(f"{name} = %({name})s" for name in changes)
-    async with context(request).pool.connection() as conn:
-        cursor = await conn.execute(
-            f"UPDATE connections SET {assignments}, updated_at = now() WHERE id = %(id)s RETURNING {COLUMNS}",
-            {**changes, "id": connection_id},
-        )
+    status = changes.pop("status", None)
+    async with context(request).pool.connection() as conn, conn.transaction():
+        if changes:
+            assignments = ", ".join(f"{name} = %({name})s" for name in changes)
+            await conn.execute(
+                f"UPDATE connections SET {assignments}, updated_at = now() WHERE id = %(id)s",
+                {**changes, "id": connection_id},
+            )
+        if status is not None:
+            await conn.execute(SET_CONNECTION_STATUS, {"id": connection_id, "status": status, "reason": None})
+        cursor = await conn.execute(f"SELECT {COLUMNS} FROM connections WHERE id = %s", (connection_id,))
         return json_response(await cursor.fetchone())
 
 
 async def deactivate_connection(request: Request) -> Response:
     """``POST /api/connections/{id}/deactivate``: the sender holds its messages until it is active again."""
     connection_id = path_id(request)
-    async with context(request).pool.connection() as conn:
-        cursor = await conn.execute(
-            f"UPDATE connections SET status = 'inactive', status_reason = 'deactivated through the API', "
-            f"updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
-            (connection_id,),
+    async with context(request).pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            SET_CONNECTION_STATUS,
+            {"id": connection_id, "status": "inactive", "reason": "deactivated through the API"},
         )
+        cursor = await conn.execute(f"SELECT {COLUMNS} FROM connections WHERE id = %s", (connection_id,))
         row = await cursor.fetchone()
     if row is None:
         raise ApiError(404, f"no connection {connection_id}")

@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection
@@ -18,6 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.db.engine import Database
+from libs.events.endpoints import Endpoints
+from libs.events.feed import EventHub
+from libs.events.kicks import Kicks
+from libs.events.runtime import endpoint_http_client
+from libs.outbound import AddressGuard
 from libs.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,6 +86,27 @@ class ApiContext:
         self._db: Database | None = None
         self._broker: Any = None
         self._lock = threading.Lock()
+        self._hub: EventHub | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def hub(self) -> EventHub:
+        """The process's event feed listener."""
+        assert self._hub is not None, "the API lifespan has not started"
+        return self._hub
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The webhook endpoint actions."""
+        guard = AddressGuard.for_environment(self.settings.env, self.settings.outbound_allowed)
+        return Endpoints(guard=guard, redis=self.redis, kicks=Kicks(self.namespace))
+
+    @property
+    def webhook_http(self) -> httpx.AsyncClient:
+        """The HTTP client for endpoint test pings (as the dispatcher's: guarded, answers capped)."""
+        if self._http is None:
+            self._http = endpoint_http_client(self.settings, max_connections=8)
+        return self._http
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
@@ -132,9 +159,14 @@ class ApiContext:
         await self._pool.open(wait=False)
         self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._db = Database.from_url(self.settings.sqlalchemy_url, pool_size=2)
+        self._hub = EventHub(self.settings.libpq_url, self._pool)
+        await self._hub.start()
         try:
             yield
         finally:
+            await self._hub.stop()
+            if self._http is not None:
+                await self._http.aclose()
             if self._broker is not None:
                 for middleware in self._broker.middleware:
                     close = getattr(middleware, "close", None)
@@ -162,3 +194,23 @@ def path_id(request: Request, name: str = "id") -> int:
     if not 0 < value <= MAX_ID:  # ids are Postgres bigints: anything outside cannot exist
         raise ApiError(404, f"no {name} {value}")
     return value
+
+
+def query_id(request: Request, name: str) -> int | None:
+    """An optional id in the query string (``company_id=7``): 400 unless a positive integer."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+        raise ApiError(400, f"{name} must be a positive integer")
+    return int(value)
+
+
+def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    """An integer query parameter within ``[low, high]`` (400 otherwise), ``default`` when absent."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(value)

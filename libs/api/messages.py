@@ -1,8 +1,10 @@
 """Outbound messages created by producers: stored as ``queued``, then enqueued on their tier's queue.
 
 ``Idempotency-Key`` (unique per company) makes a create safe to retry: a repeat answers the stored message
-with 200 instead of 201 and enqueues nothing. The row is committed before its job is enqueued (a worker
-must find it); if the enqueue fails the row is deleted again and the client gets a 503 to retry.
+with 200 instead of 201 and enqueues nothing. The row and its ``message.created`` event are written in one
+transaction, and the job is enqueued before that commits: if the enqueue fails, nothing was created and the
+client gets a 503 to retry. (Should the commit fail after the enqueue, the job finds no row and ends as a
+dead letter naming the missing message; the client was answered 503.)
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs import contracts
-from libs.api.http import ApiError, context, json_response, path_id, read_model
+from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import MessageIn
 from libs.enqueue import enqueue_many_async
+from libs.events import sql as events
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +36,17 @@ payload, idempotency_key, external_id, error_code, error_title, attempts, create
 sent_at, delivered_at, read_at, failed_at"""
 
 INSERT = f"""
-INSERT INTO messages (company_id, connection_id, direction, priority, status, recipient, type, body, payload,
-                      idempotency_key, queued_at)
-VALUES (%(company_id)s, %(connection_id)s, 'out', %(priority)s, 'queued', %(recipient)s, %(type)s, %(body)s,
-        %(payload)s, %(key)s, now())
-ON CONFLICT (company_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {COLUMNS}
+WITH created AS (
+  INSERT INTO messages (company_id, connection_id, direction, priority, status, recipient, type, body, payload,
+                        idempotency_key, queued_at)
+  VALUES (%(company_id)s, %(connection_id)s, 'out', %(priority)s, 'queued', %(recipient)s, %(type)s, %(body)s,
+          %(payload)s, %(key)s, now())
+  ON CONFLICT (company_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING {COLUMNS}
+), events_written AS (
+{events.message_created("created")}
+)
+SELECT * FROM created
 """
 
 
@@ -101,32 +109,32 @@ async def create_message(request: Request) -> Response:
             return json_response(_out(row), 200)
         connection_id = await _connection_for(conn, body)
         payload = {"template": body.template.model_dump()} if body.template is not None else {}
-        cursor = await conn.execute(
-            INSERT,
-            {
-                "company_id": body.company_id,
-                "connection_id": connection_id,
-                "priority": body.priority,
-                "recipient": body.to,
-                "type": "template" if body.template is not None else "text",
-                "body": body.text,
-                "payload": Jsonb(payload),
-                "key": key,
-            },
-        )
-        row = await cursor.fetchone()
+        async with conn.transaction():
+            cursor = await conn.execute(
+                INSERT,
+                {
+                    "company_id": body.company_id,
+                    "connection_id": connection_id,
+                    "priority": body.priority,
+                    "recipient": body.to,
+                    "type": "template" if body.template is not None else "text",
+                    "body": body.text,
+                    "payload": Jsonb(payload),
+                    "key": key,
+                },
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                try:
+                    await enqueue_many_async(ctx.redis, ctx.namespace, [send_job(row)], lifecycle=True)
+                except Exception:
+                    logger.warning("message for company %s not enqueued; not created", body.company_id, exc_info=True)
+                    raise ApiError(503, "the queue is unavailable; nothing was created, retry later") from None
         if row is None:  # a concurrent request with the same key won the insert
             assert key is not None
             existing = await _existing(conn, body.company_id, key)
             assert existing is not None
             return json_response(_out(existing), 200)
-    try:
-        await enqueue_many_async(ctx.redis, ctx.namespace, [send_job(row)], lifecycle=True)
-    except Exception:
-        logger.warning("message %s stored but not enqueued; deleting it", row["id"], exc_info=True)
-        async with ctx.pool.connection() as conn:
-            await conn.execute("DELETE FROM messages WHERE id = %s AND status = 'queued'", (row["id"],))
-        raise ApiError(503, "the queue is unavailable; nothing was created, retry later") from None
     return json_response(_out(row), 201, headers={"location": f"/api/messages/{row['id']}"})
 
 
@@ -138,3 +146,89 @@ async def get_message(request: Request) -> Response:
     if row is None:
         raise ApiError(404, f"no message {message_id}")
     return json_response(_out(row))
+
+
+#: Filters of ``GET /api/messages``: query parameter → SQL condition.
+MESSAGE_FILTERS = {
+    "direction": "direction = %(direction)s",
+    "status": "status = %(status)s",
+}
+DIRECTIONS = {"in", "out"}
+STATUSES = {"received", "queued", "sending", "sent", "delivered", "read", "played", "failed", "cancelled"}
+MAX_PAGE = 500
+
+
+async def message_page(
+    conn: Any, conditions: list[str], params: dict[str, Any], *, after: int | None, before: int | None, limit: int
+) -> dict[str, Any]:
+    """A page of messages by id: ``after`` (ascending from that id), else ``before`` / newest (descending);
+    with the cursors to page on in either direction."""
+    where = list(conditions)
+    if after is not None:
+        where.append("id > %(after)s")
+        order = "ASC"
+    else:
+        if before is not None:
+            where.append("id < %(before)s")
+        order = "DESC"
+    sql = f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} ORDER BY id {order} LIMIT %(limit)s"
+    cursor = await conn.execute(sql, {**params, "after": after, "before": before, "limit": limit + 1})
+    rows = await cursor.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [row["id"] for row in rows]
+    return {
+        "messages": [_out(row) for row in rows],
+        "order": order.lower(),
+        # page towards older messages / towards newer ones
+        "before": str(min(ids)) if ids and (order == "ASC" or more) else None,
+        "after": str(max(ids)) if ids and (order == "DESC" or more) else None,
+        "has_more": more,
+    }
+
+
+def _message_filters(request: Request) -> tuple[list[str], dict[str, Any]]:
+    params = request.query_params
+    conditions: list[str] = []
+    values: dict[str, Any] = {}
+    company = query_id(request, "company_id")
+    if company is not None:
+        conditions.append("company_id = %(company)s")
+        values["company"] = company
+    campaign = query_id(request, "campaign_id")
+    if campaign is not None:
+        conditions.append("campaign_id = %(campaign)s")
+        values["campaign"] = campaign
+    contact = params.get("contact")
+    if contact:
+        digits = "".join(ch for ch in contact if ch.isdigit())
+        if not 7 <= len(digits) <= 15:
+            raise ApiError(400, "contact must be a phone number (7 to 15 digits)")
+        conditions.append("recipient = %(contact)s")
+        values["contact"] = digits
+    for name, condition in MESSAGE_FILTERS.items():
+        value = params.get(name)
+        if value:
+            allowed = DIRECTIONS if name == "direction" else STATUSES
+            if value not in allowed:
+                raise ApiError(400, f"{name} must be one of {', '.join(sorted(allowed))}")
+            conditions.append(condition)
+            values[name] = value
+    return conditions, values
+
+
+def page_bounds(request: Request) -> tuple[int | None, int | None, int]:
+    after = query_id(request, "after")
+    before = query_id(request, "before")
+    if after is not None and before is not None:
+        raise ApiError(400, "give after or before, not both")
+    return after, before, query_int(request, "limit", default=50, low=1, high=MAX_PAGE)
+
+
+async def list_messages(request: Request) -> Response:
+    """``GET /api/messages?company_id=&contact=&direction=in|out&status=&campaign_id=&after=|before=&limit=``:
+    newest first (``before=<id>`` pages back), or oldest first from ``after=<id>`` (pages forward)."""
+    conditions, values = _message_filters(request)
+    after, before, limit = page_bounds(request)
+    async with context(request).pool.connection() as conn:
+        return json_response(await message_page(conn, conditions, values, after=after, before=before, limit=limit))

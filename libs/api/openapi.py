@@ -27,6 +27,10 @@ class Endpoint:
     auth: bool = True
     #: Success status (201 for creates).
     status: int = 200
+    #: The schema of a success answer, when it is one of the published models.
+    response: type[BaseModel] | None = None
+    #: Media type of a success answer other than JSON (e.g. ``text/event-stream``).
+    produces: str | None = None
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -39,6 +43,20 @@ def _parameters(path: str) -> list[dict[str, Any]]:
         }
         for name, kind in CONVERTOR.findall(path)
     ]
+
+
+def _success(endpoint: Endpoint) -> dict[str, Any]:
+    if endpoint.status == 204:
+        return {"description": "done (no content)"}
+    if endpoint.produces is not None:
+        schema: dict[str, Any] = {"type": "string"}
+        if endpoint.response is not None:
+            schema["description"] = f"one event per message, data: {endpoint.response.__name__} as JSON"
+        return {"description": "success", "content": {endpoint.produces: {"schema": schema}}}
+    if endpoint.response is not None:
+        ref = {"$ref": f"#/components/schemas/{endpoint.response.__name__}"}
+        return {"description": "success", "content": {"application/json": {"schema": ref}}}
+    return {"description": "success"}
 
 
 def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel]]) -> dict[str, Any]:
@@ -60,7 +78,7 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             "summary": endpoint.summary,
             "tags": [endpoint.tag],
             "operationId": endpoint.handler.__name__,
-            "responses": {str(endpoint.status): {"description": "success"}},
+            "responses": {str(endpoint.status): _success(endpoint)},
         }
         doc = (endpoint.handler.__doc__ or "").strip()
         if doc:

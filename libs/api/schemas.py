@@ -164,6 +164,51 @@ class CampaignStartIn(_Strict):
         return value
 
 
+class EndpointIn(_Strict):
+    """``POST /api/webhook-endpoints``: where a company's events are delivered (Standard Webhooks)."""
+
+    company_id: int = Field(gt=0, le=MAX_ID)
+    url: str = Field(min_length=8, max_length=2000, description="https:// (http:// too outside prod)")
+    event_types: list[str] = Field(default_factory=list, max_length=20, description="empty: every type")
+    description: str = Field(default="", max_length=500)
+    enabled: bool = True
+    rate_per_second: int = Field(default=200, ge=1, le=10_000, description="deliveries started per second, at most")
+    max_in_flight: int = Field(default=64, ge=1, le=1_000, description="deliveries in flight at once, at most")
+
+
+class EndpointPatch(_Strict):
+    """``PATCH /api/webhook-endpoints/{id}``: only the fields given change; ``enabled: true`` resumes."""
+
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    event_types: list[str] | None = Field(default=None, max_length=20)
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool | None = None
+    rate_per_second: int | None = Field(default=None, ge=1, le=10_000)
+    max_in_flight: int | None = Field(default=None, ge=1, le=1_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> EndpointPatch:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        return self
+
+
+class ReplayIn(_Strict):
+    """``POST /api/webhook-endpoints/{id}/replay``: one event again, or everything since a time."""
+
+    event_id: str | None = Field(default=None, max_length=40, description="evt_…")
+    since: dt.datetime | None = Field(default=None, description="every event that occurred since then")
+    only_failed: bool = Field(default=False, description="with since: only failed (and never sent) deliveries")
+
+    @model_validator(mode="after")
+    def _one(self) -> ReplayIn:
+        if (self.event_id is None) == (self.since is None):
+            raise ValueError("give exactly one of event_id or since")
+        if self.since is not None and self.since.tzinfo is None:
+            self.since = self.since.replace(tzinfo=dt.UTC)
+        return self
+
+
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     MessageIn,
     CompanyIn,
@@ -171,4 +216,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ConnectionPatch,
     CampaignIn,
     CampaignStartIn,
+    EndpointIn,
+    EndpointPatch,
+    ReplayIn,
 )

@@ -21,6 +21,7 @@ from libs.db.models import (
     Company,
 )
 from libs.errors import PermanentError, RecordNotFoundError
+from libs.events import sql as events
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,21 @@ def _template_payload(template: dict[str, Any], variables: dict[str, Any]) -> di
     }
 
 
-#: One statement for a whole slice: arrays in, rows out, nothing compiled per row.
-INSERT_MESSAGES = """
-INSERT INTO messages (company_id, connection_id, campaign_id, direction, priority, status, recipient, type,
-                      body, payload)
-SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low', 'queued', r.recipient, %(type)s,
-       r.body, r.payload
-FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
-ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
-RETURNING id
+#: One statement for a whole slice (with each new message's ``message.created`` event): arrays in, rows out,
+#: nothing compiled per row.
+INSERT_MESSAGES = f"""
+WITH created AS (
+  INSERT INTO messages (company_id, connection_id, campaign_id, direction, priority, status, recipient, type,
+                        body, payload, queued_at)
+  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low', 'queued', r.recipient, %(type)s,
+         r.body, r.payload, now()
+  FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
+  ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
+  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at
+), events_written AS (
+{events.message_created("created")}
+)
+SELECT id FROM created
 """
 
 QUEUED_IN_SLICE = """
@@ -76,8 +83,8 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
         campaign = session.get(Campaign, batch.campaign_id)
         if campaign is None:
             raise RecordNotFoundError(f"campaign {batch.campaign_id} does not exist")
-        if campaign.status == CampaignStatus.CANCELLED:
-            return 0
+        if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
+            return 0  # cancelled, or a start whose transaction did not commit: nothing to create
         if campaign.content_type == "template" and not campaign.template:
             raise PermanentError(f"campaign {campaign.id} has no template")
         recipients = session.execute(

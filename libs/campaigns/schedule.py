@@ -9,17 +9,24 @@ from libs import contracts
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
+from libs.events import sql as events
 
 #: Recipients per expansion job.
 SLICE = 1_000
 
-#: A conditional update: of two schedulers (or overlapping ticks) only one moves a campaign to running.
-CLAIM_DUE = text("""
-UPDATE campaigns SET status = 'running', started_at = now()
-WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND start_at <= now()
-             ORDER BY start_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-RETURNING id
-""")
+#: A conditional update: of two schedulers (or overlapping ticks) only one moves a campaign to running (and
+#: writes its ``campaign.status`` event).
+CLAIM_DUE = f"""
+WITH started AS (
+  UPDATE campaigns SET status = 'running', started_at = now()
+  WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND start_at <= now()
+               ORDER BY start_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+  RETURNING {events.CAMPAIGN_RETURNING}
+), events_written AS (
+{events.campaign_status("started", "started")}
+)
+SELECT id FROM started
+"""
 
 #: The first and last recipient id of each slice (psycopg parameters: shared with the API's start).
 SLICES = """
@@ -29,12 +36,17 @@ SELECT min(id) AS first, max(id) AS last FROM (
 ) s GROUP BY slice ORDER BY slice
 """
 
-FINISH = text("""
-UPDATE campaigns c SET status = 'completed', finished_at = now()
-WHERE c.status = 'running' AND c.queued_count >= c.recipients_count
-  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued', 'sending'))
-RETURNING c.id
-""")
+FINISH = f"""
+WITH finished AS (
+  UPDATE campaigns c SET status = 'completed', finished_at = now()
+  WHERE c.status = 'running' AND c.queued_count >= c.recipients_count
+    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued', 'sending'))
+  RETURNING {", ".join(f"c.{column.strip()}" for column in events.CAMPAIGN_RETURNING.split(","))}
+), events_written AS (
+{events.campaign_status("finished", "completed")}
+)
+SELECT id FROM finished
+"""
 
 
 def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> list[int]:
@@ -45,7 +57,7 @@ def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> li
     expansion is idempotent, so a repeat creates no duplicate message.
     """
     with db.session() as session:
-        started = list(session.execute(CLAIM_DUE).scalars())
+        started = [row[0] for row in session.connection().exec_driver_sql(CLAIM_DUE)]
         for campaign_id in started:
             slices = session.connection().exec_driver_sql(SLICES, {"size": SLICE, "campaign": campaign_id}).all()
             enqueue_many(
@@ -79,4 +91,4 @@ def unpark_campaigns(db: Database, client: redis.Redis, lanes: Lanes) -> list[in
 def finish_campaigns(db: Database) -> list[int]:
     """Mark running campaigns whose every message reached a final state as completed."""
     with db.session() as session:
-        return list(session.execute(FINISH).scalars())
+        return [row[0] for row in session.connection().exec_driver_sql(FINISH)]

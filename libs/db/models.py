@@ -209,6 +209,8 @@ class Message(Base):
             postgresql_where=text("campaign_id IS NOT NULL"),
         ),
         Index("ix_messages_company_created", "company_id", "created_at"),
+        #: Conversations: a company's messages with one contact, by id.
+        Index("ix_messages_company_recipient", "company_id", "recipient", "id"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),
     )
 

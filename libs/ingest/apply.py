@@ -1,9 +1,11 @@
 """Apply parsed webhooks to the database, idempotently, inside the webhook row's transaction.
 
 * Inbound messages are stored once (unique ``external_id`` = wamid / Baileys ``key.id``) with their
-  contact upserted by wa_id; only newly stored ones are announced on the ``events`` contract.
-* Statuses move outbound messages forward only (:mod:`libs.statuses`); early ones are kept.
-* Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it.
+  contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same statement.
+* Statuses move outbound messages forward only (:mod:`libs.statuses`, which writes ``message.status``);
+  early ones are kept.
+* Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
+  (with a ``connection.status`` event).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libs import contracts
 from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider
+from libs.events import sql as event_sql
+from libs.events.types import MESSAGE_RECEIVED
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -40,7 +43,7 @@ TYPE_LENGTH = 32
 
 @dataclass
 class Outcome:
-    """What applying one webhook did (counts for the row, events to announce, notes for its error)."""
+    """What applying one webhook did (counts for the row, notes for its error)."""
 
     stored: int = 0
     duplicates: int = 0
@@ -48,7 +51,6 @@ class Outcome:
     connection_changes: int = 0
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
-    events: list[contracts.InboundMessageEvent] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -80,13 +82,22 @@ SET name = COALESCE(EXCLUDED.name, contacts.name),
 RETURNING id
 """
 
-INSERT_MESSAGE = """
-INSERT INTO messages (company_id, connection_id, contact_id, direction, status, recipient, type, body, payload,
-                      external_id, created_at, sent_at)
-VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
-        %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
-ON CONFLICT (external_id) DO NOTHING
-RETURNING id
+#: The message and, for a new inbound one, its ``message.received`` event (``event`` holds the data but the id).
+INSERT_MESSAGE = f"""
+WITH stored AS (
+  INSERT INTO messages (company_id, connection_id, contact_id, direction, status, recipient, type, body, payload,
+                        external_id, created_at, sent_at)
+  VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
+          %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
+  ON CONFLICT (external_id) DO NOTHING
+  RETURNING id, company_id, recipient, created_at
+), events_written AS (
+  {event_sql.INSERT_EVENTS}
+  SELECT s.company_id, '{MESSAGE_RECEIVED}', {event_sql.conversation_of_contact("s.recipient")}, s.created_at,
+         %(event)s::jsonb || jsonb_build_object('message_id', s.id)
+  FROM stored s WHERE %(event)s::jsonb IS NOT NULL
+)
+SELECT id FROM stored
 """
 
 
@@ -111,7 +122,11 @@ def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | N
     return int(session.connection().exec_driver_sql(UPSERT_CONTACT, params).scalar_one())
 
 
-def _store_message(session: Session, outcome: Outcome, values: dict[str, Any]) -> None:
+def _store_message(
+    session: Session, outcome: Outcome, values: dict[str, Any], received: dict[str, Any] | None = None
+) -> None:
+    """Insert one message row (once per external id); ``received`` is the ``message.received`` data of an
+    inbound one (all but ``message_id``), written as its event in the same statement."""
     values["type"] = values["type"][:TYPE_LENGTH]
     params = {
         **values,
@@ -119,23 +134,39 @@ def _store_message(session: Session, outcome: Outcome, values: dict[str, Any]) -
         "status": str(values["status"]),
         "payload": Jsonb(values["payload"]),
         "sent_at": values.get("sent_at"),
+        "event": Jsonb(received) if received is not None else None,
     }
     message_id = session.connection().exec_driver_sql(INSERT_MESSAGE, params).scalar_one_or_none()
     if message_id is None:
         outcome.duplicates += 1
         return
     outcome.stored += 1
-    if values["direction"] == Direction.INBOUND:
-        outcome.events.append(
-            contracts.InboundMessageEvent(
-                message_id=message_id,
-                company_id=values["company_id"],
-                connection_id=values["connection_id"],
-                contact_wa_id=values["recipient"],
-                type=values["type"],
-                external_id=values["external_id"],
-            )
-        )
+
+
+def received_data(
+    values: dict[str, Any],
+    *,
+    contact_name: str | None,
+    media: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    reply_id: str | None = None,
+    reaction: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``message.received`` data of the inbound message row ``values`` (``message_id`` is added by SQL)."""
+    created: dt.datetime = values["created_at"]
+    return {
+        "company_id": values["company_id"],
+        "connection_id": values["connection_id"],
+        "external_id": values["external_id"],
+        "contact": {"wa_id": values["recipient"], "name": contact_name},
+        "type": values["type"][:TYPE_LENGTH],
+        "text": values["body"],
+        "media": media,
+        "context": context,
+        "reply_id": reply_id,
+        "reaction": reaction,
+        "timestamp": created.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+    }
 
 
 def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
@@ -174,23 +205,20 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
         contact_id = _upsert_contact(session, company_id, item.from_wa_id, name)
-        _store_message(
-            session,
-            outcome,
-            {
-                "company_id": company_id,
-                "connection_id": connection_id,
-                "contact_id": contact_id,
-                "direction": Direction.INBOUND,
-                "status": MessageStatus.RECEIVED,
-                "recipient": item.from_wa_id,
-                "type": item.type,
-                "body": item.text,
-                "payload": _inbound_payload(item),
-                "external_id": item.wamid,
-                "created_at": _at(item.timestamp),
-            },
-        )
+        values = {
+            "company_id": company_id,
+            "connection_id": connection_id,
+            "contact_id": contact_id,
+            "direction": Direction.INBOUND,
+            "status": MessageStatus.RECEIVED,
+            "recipient": item.from_wa_id,
+            "type": item.type,
+            "body": item.text,
+            "payload": _inbound_payload(item),
+            "external_id": item.wamid,
+            "created_at": _at(item.timestamp),
+        }
+        _store_message(session, outcome, values, _meta_received(values, item, name))
     for status in batch.statuses:
         outcome.count_status(apply_status(session, _meta_status(status)))
     for error in batch.system_errors:
@@ -202,7 +230,20 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
     return outcome
 
 
+def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | None) -> dict[str, Any]:
+    media = {"id": item.media_id, "mime_type": item.mime_type} if item.media_id else None
+    context = {"message_id": item.context_wamid, "from": item.context_from} if item.context_wamid else None
+    reaction = None
+    if item.type == "reaction":
+        reaction = {"message_id": item.reaction_to, "emoji": item.text, "removed": item.reaction_removed}
+    return received_data(
+        values, contact_name=name, media=media, context=context, reply_id=item.reply_id, reaction=reaction
+    )
+
+
 def _meta_status(status: StatusUpdate) -> StatusChange:
+    raw = status.raw
+    pricing, conversation = raw.get("pricing"), raw.get("conversation")
     return StatusChange(
         external_id=status.wamid,
         status=status.status,
@@ -210,6 +251,8 @@ def _meta_status(status: StatusUpdate) -> StatusChange:
         client_ref=status.biz_opaque_callback_data,
         code=status.error_code,
         title=status.error_title,
+        pricing=pricing if isinstance(pricing, dict) else None,
+        conversation=conversation if isinstance(conversation, dict) else None,
     )
 
 
@@ -253,30 +296,35 @@ def _apply_upsert(
     if event.phone is None:  # groups and @lid chats are not conversations zapq models
         outcome.skipped += 1
         return
-    contact_id = _upsert_contact(session, company_id, event.phone, None if event.from_me else event.push_name)
+    name = None if event.from_me else event.push_name
+    contact_id = _upsert_contact(session, company_id, event.phone, name)
     payload: dict[str, Any] = {"raw": event.raw}
     if event.quoted_id:
         payload["context_wamid"] = event.quoted_id
     if event.reaction_to:
         payload.update(reaction_to=event.reaction_to, reaction_removed=event.reaction_removed)
-    _store_message(
-        session,
-        outcome,
-        {
-            "company_id": company_id,
-            "connection_id": connection_id,
-            "contact_id": contact_id,
-            "direction": Direction.OUTBOUND if event.from_me else Direction.INBOUND,
-            "status": MessageStatus.SENT if event.from_me else MessageStatus.RECEIVED,
-            "recipient": event.phone,
-            "type": event.message_type,
-            "body": event.text,
-            "payload": payload,
-            "external_id": event.key_id,
-            "created_at": _at(event.timestamp),
-            "sent_at": _at(event.timestamp) if event.from_me else None,  # a 'sent' row carries its sent_at
-        },
-    )
+    values = {
+        "company_id": company_id,
+        "connection_id": connection_id,
+        "contact_id": contact_id,
+        "direction": Direction.OUTBOUND if event.from_me else Direction.INBOUND,
+        "status": MessageStatus.SENT if event.from_me else MessageStatus.RECEIVED,
+        "recipient": event.phone,
+        "type": event.message_type,
+        "body": event.text,
+        "payload": payload,
+        "external_id": event.key_id,
+        "created_at": _at(event.timestamp),
+        "sent_at": _at(event.timestamp) if event.from_me else None,  # a 'sent' row carries its sent_at
+    }
+    received = None
+    if not event.from_me:  # a message sent from the linked phone is not something the customer wrote
+        reaction = None
+        if event.reaction_to:
+            reaction = {"message_id": event.reaction_to, "emoji": event.text, "removed": event.reaction_removed}
+        context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
+        received = received_data(values, contact_name=name, context=context, reaction=reaction)
+    _store_message(session, outcome, values, received)
 
 
 def _apply_connection(
@@ -289,6 +337,6 @@ def _apply_connection(
         target, reason = ConnectionStatus.INACTIVE, f"bridge reported {event.state} ({event.status_reason})"
     else:
         return
-    session.execute(
-        update(Connection).where(Connection.id == connection_id).values(status=target, status_reason=reason)
+    session.connection().exec_driver_sql(
+        event_sql.SET_CONNECTION_STATUS, {"id": connection_id, "status": str(target), "reason": reason}
     )

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 from sqlalchemy import update
 
-from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Webhook, WebhookSource, WebhookStatus
 from libs.errors import DependencyUnavailableError, RecordNotFoundError
@@ -31,8 +30,6 @@ FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[]) AS v(id, it
 WHERE w.id = v.id
 """
 
-Announce = Callable[[list[contracts.InboundMessageEvent]], None]
-
 
 def _apply(
     session: Any, source: str, body: bytes, connections: ConnectionCache | None = None
@@ -46,12 +43,12 @@ def _apply(
     return outcome, "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
 
 
-def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcome | None:
+def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     """Apply webhook ``webhook_id`` and mark it processed; ``None`` when it was processed before.
 
     Runs under the row's lock, so two deliveries of the same job never apply it concurrently, and a
-    processed row is left alone (safe to run twice). New inbound messages are announced just before the
-    commit: a crash in between re-announces them on the retry (at least once), never loses them.
+    processed row is left alone (safe to run twice). The events of what it applied are written in the same
+    transaction (:mod:`libs.events.sql`), so they exist exactly when the changes do.
     A ``ParseError`` propagates (it is permanent: the job is dead-lettered and the row marked failed).
     """
     with db.session() as session:
@@ -64,17 +61,15 @@ def process_webhook(db: Database, webhook_id: int, announce: Announce) -> Outcom
             return None
         outcome, note = _apply(session, source, body)
         conn.exec_driver_sql(MARK_PROCESSED, {"id": webhook_id, "items": outcome.items, "error": note})
-        if outcome.events:
-            announce(outcome.events)
     return outcome
 
 
-def process_webhooks(db: Database, webhook_ids: list[int], announce: Announce) -> int:
+def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
     """Apply a group of webhooks in **one** transaction; returns how many were applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
-    announced just before the commit), with one lock statement, one mark statement, one announce and one
-    commit for the whole group. Any failure rolls the whole group back and propagates: the caller then
+    written with their changes), with one lock statement, one mark statement and one commit for the whole
+    group. Any failure rolls the whole group back and propagates: the caller then
     hands each webhook to its own :func:`process_webhook` job, so one bad webhook fails alone.
     """
     with db.session() as session:
@@ -83,7 +78,6 @@ def process_webhooks(db: Database, webhook_ids: list[int], announce: Announce) -
         ids: list[int] = []
         items: list[int] = []
         notes: list[str | None] = []
-        events: list[contracts.InboundMessageEvent] = []
         connections: ConnectionCache = {}
         for webhook_id, source, status, body in rows:
             if status == WebhookStatus.PROCESSED:
@@ -92,17 +86,12 @@ def process_webhooks(db: Database, webhook_ids: list[int], announce: Announce) -
             ids.append(webhook_id)
             items.append(outcome.items)
             notes.append(note)
-            events.extend(outcome.events)
         if ids:
             conn.exec_driver_sql(MARK_MANY_PROCESSED, {"ids": ids, "items": items, "errors": notes})
-        if events:
-            announce(events)
     return len(ids)
 
 
-def process_group(
-    db: Database, webhook_ids: list[int], announce: Announce, process_each: Callable[[list[int]], None]
-) -> None:
+def process_group(db: Database, webhook_ids: list[int], process_each: Callable[[list[int]], None]) -> None:
     """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails.
 
     A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
@@ -110,7 +99,7 @@ def process_group(
     Nothing of the group was applied then (one transaction).
     """
     try:
-        process_webhooks(db, webhook_ids, announce)
+        process_webhooks(db, webhook_ids)
     except DependencyUnavailableError:
         raise
     except Exception as exc:

@@ -34,7 +34,7 @@ QUEUES: tuple[str, ...] = (
     contracts.CAMPAIGNS,
     contracts.DEAD_LETTER,
     contracts.MAINTENANCE,
-    contracts.EVENTS,
+    contracts.EVENT_DELIVERY,
 )
 #: Per-minute history returned by :func:`queue_stats_plan`.
 WINDOW_MINUTES = 60

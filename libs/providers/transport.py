@@ -47,7 +47,7 @@ import select
 import ssl
 import urllib.request
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookiejar import Cookie, CookieJar
 from typing import cast
 
@@ -89,9 +89,10 @@ class _StopParsing(Exception):
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: writes a request, parses the response with llhttp, resolves a future."""
 
-    def __init__(self, pool: _Pool, max_body_bytes: int) -> None:
+    def __init__(self, pool: _Pool, max_body_bytes: int, truncate_body: bool = False) -> None:
         self._pool = pool
         self._max_body_bytes = max_body_bytes
+        self._truncate_body = truncate_body
         self._transport: asyncio.Transport | None = None
         self._fd = -1
         self.closed = False  # EOF, error or abort seen: never reuse
@@ -269,6 +270,11 @@ class _Connection(asyncio.Protocol):
             return
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body_bytes:
+            if self._truncate_body:  # keep the first bytes, answer with them, never read (or reuse) the rest
+                self._body.append(body[: len(body) - (self._body_bytes - self._max_body_bytes)])
+                self.closed = True
+                self._complete()
+                raise _StopParsing
             self._error = self._protocol_error(f"Response body exceeds {self._max_body_bytes} bytes.")
             raise _StopParsing
         self._body.append(body)
@@ -426,7 +432,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     """An HTTP/1.1 keep-alive transport for ``httpx.AsyncClient`` (see the module docstring for scope).
 
     ``max_connections`` is per origin; ``keepalive_expiry`` (seconds) is how long a connection may sit
-    idle and still be reused; ``max_body_bytes`` caps a response body. Use one instance per event loop.
+    idle and still be reused; ``max_body_bytes`` caps a response body: a longer one fails the request, or,
+    with ``truncate_body``, is answered with its first ``max_body_bytes`` (the connection is then closed).
+    ``resolve(host, port)``, when given, picks the address to connect to (e.g.
+    :meth:`libs.outbound.AddressGuard.resolve`); an ``OSError`` from it is a ``ConnectError``. Use one instance
+    per event loop.
     """
 
     def __init__(
@@ -436,6 +446,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        truncate_body: bool = False,
+        resolve: Callable[[str, int], Awaitable[str]] | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -443,6 +455,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._max_body_bytes = max_body_bytes
+        self._truncate_body = truncate_body
+        self._resolve = resolve
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
 
@@ -503,9 +517,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         context = self._tls_context() if tls else None
         try:
             async with asyncio.timeout(timeout):
+                address = await self._resolve(host, origin[2]) if self._resolve is not None else host
                 _, conn = await pool.loop.create_connection(
-                    lambda: _Connection(pool, self._max_body_bytes),
-                    host,
+                    lambda: _Connection(pool, self._max_body_bytes, self._truncate_body),
+                    address,
                     origin[2],
                     ssl=context,
                     server_hostname=host if tls else None,
@@ -577,7 +592,13 @@ class NoCookieJar(CookieJar):
 
 
 def provider_http_client(
-    *, timeout: httpx.Timeout, max_connections: int = 512, keepalive_expiry: float = 5.0
+    *,
+    timeout: httpx.Timeout,
+    max_connections: int = 512,
+    keepalive_expiry: float = 5.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    truncate_body: bool = False,
+    resolve: Callable[[str, int], Awaitable[str]] | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` over :class:`LeanTransport` for calling provider APIs.
 
@@ -588,9 +609,18 @@ def provider_http_client(
 
     httpx still builds its urllib compatibility objects for cookie extraction (about 35 µs a response);
     there is no public API to skip that, and the jar above only saves the header parsing behind it.
+
+    The event dispatcher uses the same client for customers' endpoints, with ``truncate_body`` (a receiver's
+    answer is read up to a cap, never failed for its size) and ``resolve`` (the outbound address guard).
     """
     return httpx.AsyncClient(
-        transport=LeanTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry),
+        transport=LeanTransport(
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            max_body_bytes=max_body_bytes,
+            truncate_body=truncate_body,
+            resolve=resolve,
+        ),
         timeout=timeout,
         cookies=NoCookieJar(),
         follow_redirects=False,

@@ -8,6 +8,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from libs.events import sql as events
+
 #: Take queued messages (or ones whose previous attempt ended ambiguously long enough ago) for sending.
 CLAIM = """
 UPDATE messages AS m
@@ -49,10 +51,10 @@ CANCEL = """
 UPDATE messages SET status = 'cancelled', updated_at = now() WHERE id = %(id)s AND status = 'queued'
 """
 
-CONNECTION_NEEDS_ATTENTION = """
-UPDATE connections SET status = 'needs_attention', status_reason = %(reason)s, updated_at = now()
-WHERE id = %(id)s AND status <> 'needs_attention'
-"""
+#: The connection's credentials must be fixed by a human (``%(id)s``, ``%(reason)s``), with its event.
+CONNECTION_NEEDS_ATTENTION = events.change_connection_status(
+    where="id = %(id)s", status="'needs_attention'", reason="%(reason)s::text"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,10 @@ if os.path.basename(sys.argv[0]).startswith("periodiq"):
 from services.scheduler.actors import (  # noqa: E402
     finish_campaigns,
     prune_dead_letters,
+    prune_events,
     record_dead_letter,
     start_due_campaigns,
+    sweep_event_deliveries,
     sweep_webhooks,
     unpark_campaigns,
 )
@@ -43,10 +45,12 @@ __all__ = [
     "broker",
     "finish_campaigns",
     "prune_dead_letters",
+    "prune_events",
     "record_dead_letter",
     "resources",
     "settings",
     "start_due_campaigns",
+    "sweep_event_deliveries",
     "sweep_webhooks",
     "unpark_campaigns",
 ]

@@ -11,6 +11,7 @@ from libs import contracts
 from libs.campaigns import schedule
 from libs.campaigns.lanes import Lanes
 from libs.deadletters import alerts, ledger
+from libs.events import maintenance as events
 from libs.ingest.sweep import sweep_webhooks as sweep
 from services.scheduler import broker, resources, settings
 
@@ -68,3 +69,15 @@ def unpark_campaigns() -> None:
     """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
     schedule.unpark_campaigns(resources.db, broker.client, lanes)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def sweep_event_deliveries() -> None:
+    """Every minute: wake the endpoints with due event deliveries (whatever Redis lost)."""
+    events.sweep_deliveries(resources.db, broker.client, settings.redis_namespace)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("41 3 * * *"), time_limit=600_000)
+def prune_events() -> None:
+    """Daily: drop delivered events older than the retention period (30 days by default)."""
+    events.prune_events(resources.db, settings.event_retention_days)

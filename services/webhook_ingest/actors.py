@@ -13,10 +13,6 @@ from libs.middleware.retry import is_final_attempt
 from services.webhook_ingest import broker, resources, settings
 
 
-def _announce(events: list[contracts.InboundMessageEvent]) -> None:
-    enqueue_many(broker.client, settings.redis_namespace, (contracts.INBOUND_MESSAGE.message(e) for e in events))
-
-
 @dramatiq.actor(
     actor_name=contracts.PROCESS_WEBHOOK.actor_name,
     queue_name=contracts.PROCESS_WEBHOOK.queue_name,
@@ -25,7 +21,7 @@ def _announce(events: list[contracts.InboundMessageEvent]) -> None:
 def process_webhook(webhook_id: int) -> None:
     """Parse and apply one stored webhook; on its last failure the row is marked failed."""
     try:
-        process.process_webhook(resources.db, webhook_id, _announce)
+        process.process_webhook(resources.db, webhook_id)
     except Exception as exc:
         if isinstance(exc, PermanentError) or is_final_attempt(broker, CurrentMessage.get_current_message()):
             process.mark_failed(resources.db, webhook_id, f"{type(exc).__name__}: {exc}")
@@ -39,7 +35,7 @@ def process_webhook(webhook_id: int) -> None:
 )
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
-    process.process_group(resources.db, webhook_ids, _announce, _process_each)
+    process.process_group(resources.db, webhook_ids, _process_each)
 
 
 def _process_each(webhook_ids: list[int]) -> None:

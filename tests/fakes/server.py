@@ -45,10 +45,10 @@ class _ThreadedServer(uvicorn.Server):
             self.ready.set()
 
 
-def _bound_socket(host: str) -> socket.socket:
+def _bound_socket(host: str, port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     return sock
 
 
@@ -59,13 +59,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def running_app(app: Any, *, host: str = "127.0.0.1", log_level: str = "warning") -> Iterator[str]:
-    """Serve ``app`` in a background thread on a free port; yield its base URL; stop it on exit.
+def running_app(app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> Iterator[str]:
+    """Serve ``app`` in a background thread on a free port (or ``port``: to bring a server back where it was);
+    yield its base URL; stop it on exit.
 
     The listening socket is bound before the thread starts (no port race); start-up is awaited through an
     event set by uvicorn's own start-up, bounded by ``START_DEADLINE_S``.
     """
-    sock = _bound_socket(host)
+    sock = _bound_socket(host, port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", loop="asyncio", http="h11")
     server = _ThreadedServer(config)

@@ -322,3 +322,14 @@ def queued_kwargs(client: redis.Redis, namespace: str, queue: str) -> list[dict[
         assert data is not None, f"message {redis_id!r} listed in {queue} but not stored"
         out.append(dict(DramatiqMessage.decode(data).kwargs))
     return out
+
+
+def events(db: Database, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The ``data`` of every event written (of ``event_type``), in the order they were written."""
+    from libs.db.models import Event
+
+    with db.session() as session:
+        query = select(Event).order_by(Event.id)
+        if event_type is not None:
+            query = query.where(Event.type == event_type)
+        return [dict(e.data) for e in session.execute(query).scalars()]

@@ -10,7 +10,6 @@ import pytest
 from libs.db.engine import Database
 from libs.db.models import ConnectionStatus, Direction, Message, MessageStatus, WebhookStatus
 from libs.settings import Settings
-from tests.helpers import queue_length
 from tests.ingest import factories as f
 from tests.ingest.conftest import Ingest
 
@@ -66,12 +65,12 @@ class TestMessagesUpsert:
         )
         assert (stored.company_id, stored.connection_id, stored.contact_id) == (company_id, connection_id, contact.id)
         assert stored.created_at == dt.datetime.fromtimestamp(1717000000, dt.UTC)
-        # And it is announced once
-        [event] = f.queued_kwargs(broker.client, settings.redis_namespace, "events")
-        assert (event["message_id"], event["external_id"], event["contact_wa_id"]) == (
+        # And it is announced once, as a message.received event
+        [event] = f.events(db, "message.received")
+        assert (event["message_id"], event["external_id"], event["contact"]) == (
             stored.id,
             "3EB0A1B2C3D4E5F6",
-            "5511999999999",
+            {"wa_id": "5511999999999", "name": "Maria"},
         )
 
     def test_message_sent_from_the_phone_is_stored_as_outbound_sent(
@@ -89,7 +88,7 @@ class TestMessagesUpsert:
         # Our own profile name is not taken as the contact's, and nothing is announced
         [contact] = f.contacts(db)
         assert contact.name is None
-        assert queue_length(broker.client, settings.redis_namespace, "events") == 0
+        assert f.events(db, "message.received") == []
 
     def test_same_key_in_two_bodies_is_stored_and_announced_once(
         self, ingest: Ingest, db: Database, broker: Any, settings: Settings, ids: tuple[int, int]
@@ -100,7 +99,7 @@ class TestMessagesUpsert:
         ingest.baileys(again)
         assert len(f.webhooks(db)) == 2
         assert f.count(db, Message) == 1
-        assert queue_length(broker.client, settings.redis_namespace, "events") == 1
+        assert len(f.events(db, "message.received")) == 1
 
     def test_group_message_is_skipped(self, ingest: Ingest, db: Database, ids: tuple[int, int]) -> None:
         group = upsert("3EBGROUP", from_me=False)

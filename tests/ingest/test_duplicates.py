@@ -33,9 +33,9 @@ def inbound(*wamids: str, body: str = "hello") -> dict[str, Any]:
     )
 
 
-def events(broker: Any, settings: Settings) -> list[str]:
-    """External ids announced on ``events``."""
-    return [e["external_id"] for e in f.queued_kwargs(broker.client, settings.redis_namespace, "events")]
+def events(db: Database) -> list[str]:
+    """External ids announced as ``message.received`` events."""
+    return [e["external_id"] for e in f.events(db, "message.received")]
 
 
 def test_identical_body_twice_is_one_row_one_job_one_message(
@@ -53,7 +53,7 @@ def test_identical_body_twice_is_one_row_one_job_one_message(
     [row] = f.webhooks(db)
     assert (row.status, row.item_count) == (WebhookStatus.PROCESSED, 1)
     assert f.count(db, Message) == 1
-    assert events(broker, settings) == ["wamid.SAME"]
+    assert events(db) == ["wamid.SAME"]
 
 
 def test_same_wamid_in_two_bodies_is_stored_and_announced_once(
@@ -67,7 +67,7 @@ def test_same_wamid_in_two_bodies_is_stored_and_announced_once(
     assert (first.item_count, second.item_count) == (1, 2)
     assert sorted(m.external_id or "" for m in f.messages(db)) == ["wamid.OTHER", "wamid.TWICE"]
     assert f.count(db, Contact) == 1
-    assert sorted(events(broker, settings)) == ["wamid.OTHER", "wamid.TWICE"]
+    assert sorted(events(db)) == ["wamid.OTHER", "wamid.TWICE"]
 
 
 def test_same_job_run_twice_stores_nothing_twice(
@@ -75,15 +75,14 @@ def test_same_job_run_twice_stores_nothing_twice(
 ) -> None:
     # Given a stored webhook
     webhook_id = f.webhook_row(db, f.dumps(inbound("wamid.J1", "wamid.J2")), status=WebhookStatus.ENQUEUED)
-    announced: list[contracts.InboundMessageEvent] = []
     # When its job runs twice
-    first = process_webhook(db, webhook_id, announced.extend)
-    second = process_webhook(db, webhook_id, announced.extend)
+    first = process_webhook(db, webhook_id)
+    second = process_webhook(db, webhook_id)
     # Then the second run is a no-op: no new rows, nothing announced again
     assert first is not None and first.stored == 2
     assert second is None
     assert f.count(db, Message) == 2
-    assert sorted(e.external_id for e in announced) == ["wamid.J1", "wamid.J2"]
+    assert sorted(events(db)) == ["wamid.J1", "wamid.J2"]
 
 
 def test_job_enqueued_twice_on_the_worker_stores_once(
@@ -95,7 +94,7 @@ def test_job_enqueued_twice_on_the_worker_stores_once(
     ingest.drain()
     assert f.webhook(db, webhook_id).status == WebhookStatus.PROCESSED
     assert f.count(db, Message) == 1
-    assert events(broker, settings) == ["wamid.Q1"]
+    assert events(db) == ["wamid.Q1"]
 
 
 def test_overlapping_bodies_processed_concurrently_store_each_message_once(
@@ -111,5 +110,5 @@ def test_overlapping_bodies_processed_concurrently_store_each_message_once(
     # Then every row is processed and each message is stored and announced exactly once
     assert {w.status for w in f.webhooks(db)} == {WebhookStatus.PROCESSED}
     assert sorted(m.external_id or "" for m in f.messages(db)) == wamids
-    assert sorted(events(broker, settings)) == wamids
+    assert sorted(events(db)) == wamids
     assert queue_length(broker.client, settings.redis_namespace, "webhooks") == 0

@@ -38,7 +38,7 @@ def test_a_group_is_applied_once_and_announced(ingest: Ingest, db: Any, broker: 
     # Then every webhook is processed, each message stored and announced once
     assert [f.webhook(db, i).status for i in ids] == [WebhookStatus.PROCESSED] * 4
     assert sorted(m.external_id for m in f.messages(db)) == [f"wamid.GROUP{n}" for n in range(4)]
-    events = f.queued_kwargs(broker.client, settings.redis_namespace, "events")
+    events = f.events(db, "message.received")
     assert sorted(e["external_id"] for e in events) == [f"wamid.GROUP{n}" for n in range(4)]
     assert f.dead_letters(db) == []
 

@@ -10,7 +10,6 @@ import pytest
 from libs.db.engine import Database
 from libs.db.models import Direction, Message, MessageStatus, WebhookStatus
 from libs.settings import Settings
-from tests.helpers import queue_length
 from tests.ingest import factories as f
 from tests.ingest.conftest import Ingest
 
@@ -46,16 +45,21 @@ def test_documented_text_is_stored_contact_upserted_and_announced(
     assert row.status == WebhookStatus.PROCESSED
     assert (row.item_count, row.error) == (1, None)
     assert row.processed_at is not None
-    # And exactly one InboundMessageEvent is announced on ``events``
-    assert queue_length(broker.client, settings.redis_namespace, "events") == 1
-    [event] = f.queued_kwargs(broker.client, settings.redis_namespace, "events")
+    # And exactly one message.received event is written with it
+    [event] = f.events(db)
     assert event == {
         "message_id": stored.id,
         "company_id": company_id,
         "connection_id": connection_id,
-        "contact_wa_id": "16505551234",
-        "type": "text",
         "external_id": DOC_WAMID,
+        "contact": {"wa_id": "16505551234", "name": "Ana"},
+        "type": "text",
+        "text": "hello",
+        "media": None,
+        "context": None,
+        "reply_id": None,
+        "reaction": None,
+        "timestamp": "2025-06-08T20:59:43Z",
     }
 
 
@@ -225,7 +229,7 @@ def test_batched_payload_applies_every_item(
     assert "system error 131000: Something went wrong" in row.error
     assert "1 change(s) of fields other than messages ignored" in row.error
     # And each new inbound message is announced once
-    events = f.queued_kwargs(broker.client, settings.redis_namespace, "events")
+    events = f.events(db, "message.received")
     assert sorted(e["external_id"] for e in events) == sorted(w for w in stored if w)
 
 
@@ -243,7 +247,7 @@ def test_unknown_phone_number_id_is_skipped_and_noted(
     assert row.error == "no connection for phone_number_id 555000111"
     assert f.count(db, Message) == 0
     assert f.contacts(db) == []
-    assert queue_length(broker.client, settings.redis_namespace, "events") == 0
+    assert f.events(db) == []
 
 
 def test_overlong_unknown_type_is_clipped_and_does_not_sink_the_batch(

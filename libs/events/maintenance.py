@@ -1,0 +1,59 @@
+"""Periodic event work (the scheduler's ``maintenance`` queue): wake endpoints with due deliveries, prune.
+
+The pumps schedule their own wake-ups and the publisher kicks endpoints as events arrive; this sweep is the
+safety net for what Redis lost (a restart without persistence, a crashed pump's jobs): deliveries are rows in
+Postgres, so every endpoint with due work is kicked again within a minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import redis
+
+from libs.db.engine import Database
+from libs.events import store
+from libs.events.kicks import Kicks
+
+#: Events (and, with them, their deliveries and attempts) deleted per statement when pruning.
+PRUNE_BATCH = 5_000
+
+#: Old published events none of whose deliveries is still open.
+PRUNE = """
+DELETE FROM events WHERE id IN (
+  SELECT ev.id FROM events ev
+  WHERE ev.created_at < %(cutoff)s AND ev.seq IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = ev.id
+                    AND d.state IN ('waiting', 'pending', 'delivering'))
+  ORDER BY ev.id LIMIT %(limit)s)
+"""
+
+
+def sweep_deliveries(db: Database, client: redis.Redis, namespace: str) -> int:
+    """Kick every enabled endpoint with due deliveries (or stale in-flight ones), after promoting the heads of
+    conversations that lost theirs; returns how many endpoints were kicked."""
+    with db.session() as session:
+        conn = session.connection()
+        headless = conn.exec_driver_sql(store.HEADLESS).all()
+        if headless:
+            keys = {(endpoint_id, conversation) for endpoint_id, conversation in headless}
+            ordered = sorted(keys)
+            conn.exec_driver_sql(store.LOCK_CONVERSATIONS, {"locks": store.lock_keys(keys)})
+            conn.exec_driver_sql(
+                store.PROMOTE, {"endpoints": [e for e, _ in ordered], "conversations": [c for _, c in ordered]}
+            )
+        due = [row[0] for row in conn.exec_driver_sql(store.DUE_ENDPOINTS)]
+    Kicks(namespace).kick(client, due)
+    return len(due)
+
+
+def prune_events(db: Database, retention_days: int, *, now: dt.datetime | None = None) -> int:
+    """Delete published events older than the retention period whose deliveries are all finished."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
+    total = 0
+    while True:
+        with db.session() as session:
+            deleted = session.connection().exec_driver_sql(PRUNE, {"cutoff": cutoff, "limit": PRUNE_BATCH}).rowcount
+        total += deleted or 0
+        if not deleted or deleted < PRUNE_BATCH:
+            return total

@@ -1,0 +1,216 @@
+"""The event types zapq publishes, the schema of each one's ``data``, and the envelope the feed returns.
+
+These models are the published contract (``/openapi.json`` carries them). Events are written by SQL in the
+transaction of their fact (:mod:`libs.events.sql`); ``tests/events/test_event_schemas.py`` validates what that
+SQL writes against these models, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MESSAGE_RECEIVED = "message.received"
+MESSAGE_STATUS = "message.status"
+MESSAGE_CREATED = "message.created"
+CAMPAIGN_STATUS = "campaign.status"
+CONNECTION_STATUS = "connection.status"
+#: Sent by ``POST /api/webhook-endpoints/{id}/test`` only; never stored.
+PING = "ping"
+
+EVENT_TYPES: tuple[str, ...] = (MESSAGE_RECEIVED, MESSAGE_STATUS, MESSAGE_CREATED, CAMPAIGN_STATUS, CONNECTION_STATUS)
+
+#: Public id of an event: ``evt_`` and 16 hex digits (sortable, no ``.`` as Standard Webhooks requires).
+EVENT_ID_PREFIX = "evt_"
+
+
+def event_id(internal_id: int) -> str:
+    """The public id of the event row ``internal_id`` (the ``webhook-id`` of every delivery of it)."""
+    return f"{EVENT_ID_PREFIX}{internal_id:016x}"
+
+
+def parse_event_id(public_id: str) -> int | None:
+    """The row id behind ``evt_…``; ``None`` when ``public_id`` is not one."""
+    digits = public_id.removeprefix(EVENT_ID_PREFIX)
+    if digits == public_id or len(digits) != 16:
+        return None
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return None
+
+
+def unknown_types(types: list[str]) -> list[str]:
+    """The names in ``types`` that are not event types (for 400/422 answers)."""
+    return [name for name in types if name not in EVENT_TYPES]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactRef(_Data):
+    """The WhatsApp user on the other side of a conversation."""
+
+    wa_id: str
+    name: str | None = None
+
+
+class MediaRef(_Data):
+    """Provider media of an inbound message (Meta's media id expires after 7 days)."""
+
+    id: str | None = None
+    mime_type: str | None = None
+
+
+class ReplyContext(_Data):
+    """The message an inbound message replies to."""
+
+    message_id: str = Field(description="the provider id (wamid) of the message replied to")
+    from_: str | None = Field(default=None, alias="from")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Reaction(_Data):
+    """A reaction (emoji) to a message, or its removal."""
+
+    message_id: str | None = None
+    emoji: str | None = None
+    removed: bool = False
+
+
+class ErrorInfo(_Data):
+    """The provider's error (Meta error code and title) of a failed message."""
+
+    code: int | None = None
+    title: str | None = None
+
+
+class MessageReceivedData(_Data):
+    """``message.received``: a WhatsApp user wrote to one of the company's numbers."""
+
+    message_id: int
+    company_id: int
+    connection_id: int | None
+    external_id: str = Field(description="WhatsApp message id (wamid / Baileys key id)")
+    contact: ContactRef
+    type: str = Field(description="text, image, audio, video, document, sticker, interactive, button, reaction, …")
+    text: str | None = Field(description="text body, media caption, button or reply title, reaction emoji")
+    media: MediaRef | None = None
+    context: ReplyContext | None = None
+    reply_id: str | None = Field(default=None, description="the id of the button or list row the user chose")
+    reaction: Reaction | None = None
+    timestamp: dt.datetime
+
+
+class MessageStatusData(_Data):
+    """``message.status``: an outbound message was sent, delivered, read (played) or failed."""
+
+    message_id: int
+    company_id: int
+    connection_id: int | None
+    campaign_id: int | None
+    external_id: str | None
+    contact: ContactRef
+    status: Literal["sent", "delivered", "read", "played", "failed"]
+    previous_status: str
+    error: ErrorInfo | None = None
+    pricing: dict[str, Any] | None = Field(default=None, description="Meta's pricing object, when it sent one")
+    conversation: dict[str, Any] | None = Field(default=None, description="Meta's conversation object, if sent")
+    timestamp: dt.datetime
+
+
+class MessageCreatedData(_Data):
+    """``message.created``: an outbound message was accepted (from the API or a campaign) and queued."""
+
+    message_id: int
+    company_id: int
+    connection_id: int | None
+    campaign_id: int | None
+    contact: ContactRef
+    type: str
+    text: str | None
+    template: dict[str, Any] | None
+    priority: Literal["urgent", "normal", "low"]
+    status: Literal["queued"]
+    timestamp: dt.datetime
+
+
+class CampaignCounters(_Data):
+    """A campaign's counters at the time of the event."""
+
+    recipients: int
+    queued: int
+    sent: int
+    delivered: int
+    read: int
+    failed: int
+
+
+class CampaignStatusData(_Data):
+    """``campaign.status``: a campaign was scheduled, started, paused, resumed, completed or cancelled."""
+
+    campaign_id: int
+    company_id: int
+    connection_id: int
+    name: str
+    status: Literal["scheduled", "started", "paused", "resumed", "completed", "cancelled"]
+    start_at: dt.datetime | None
+    counters: CampaignCounters
+    timestamp: dt.datetime
+
+
+class ConnectionStatusData(_Data):
+    """``connection.status``: a connection became active, inactive or needs attention (and why)."""
+
+    connection_id: int
+    company_id: int
+    provider: Literal["meta", "baileys"]
+    status: Literal["active", "inactive", "needs_attention"]
+    previous_status: str
+    reason: str | None
+    timestamp: dt.datetime
+
+
+DATA_MODELS: dict[str, type[BaseModel]] = {
+    MESSAGE_RECEIVED: MessageReceivedData,
+    MESSAGE_STATUS: MessageStatusData,
+    MESSAGE_CREATED: MessageCreatedData,
+    CAMPAIGN_STATUS: CampaignStatusData,
+    CONNECTION_STATUS: ConnectionStatusData,
+}
+
+
+class EventOut(BaseModel):
+    """One published event, as the pull feed and the stream return it."""
+
+    id: str = Field(description="evt_…: the webhook-id of its deliveries")
+    type: Literal["message.received", "message.status", "message.created", "campaign.status", "connection.status"]
+    company_id: int
+    sequence: int = Field(description="per-company sequence: consecutive, so a gap means a missed event")
+    cursor: str = Field(description="pass as `after` (or Last-Event-ID) to continue after this event")
+    conversation: str = Field(description="ordering key: contact:<wa_id>, campaign:<id> or connection:<id>")
+    occurred_at: dt.datetime
+    data: MessageReceivedData | MessageStatusData | MessageCreatedData | CampaignStatusData | ConnectionStatusData
+
+
+class EventPage(BaseModel):
+    """A page of the pull feed."""
+
+    events: list[EventOut]
+    next_cursor: str = Field(description="pass as `after` to continue (also when `events` is empty)")
+    has_more: bool = Field(description="true: more events are published already; ask again at once")
+
+
+class WebhookBody(BaseModel):
+    """The body of every delivery (Standard Webhooks): ``type``, event time and ``data``."""
+
+    type: str
+    timestamp: dt.datetime
+    data: dict[str, Any]
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (EventPage, EventOut, WebhookBody, *DATA_MODELS.values())

@@ -1,0 +1,68 @@
+"""Event fixtures: the API in process, a real worker running the event dispatcher (and the webhook ingest),
+and a fake CRM receiving the deliveries over real HTTP on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.asyncio import get_event_loop_thread
+from starlette.testclient import TestClient
+
+from libs import contracts
+from libs.events.dispatch import DispatchSettings
+from tests.api.conftest import api, app_client, make_company, make_connection  # noqa: F401 - fixtures
+from tests.fakes.crm import CrmConfig, CrmReceiver
+from tests.fakes.server import running_app
+
+#: A retry schedule for tests: the production shape, much faster (≈ 7 s in all).
+FAST_SCHEDULE = (0.2, 0.4, 0.8, 1.0, 1.5, 1.5, 1.5)
+
+
+@pytest.fixture
+def dispatcher_worker(broker: Any) -> Iterator[dramatiq.Worker]:
+    """A real worker consuming only the dispatcher's and the ingest's queues (so sends go nowhere)."""
+    worker = dramatiq.Worker(
+        broker, worker_timeout=50, worker_threads=2, queues={contracts.EVENT_DELIVERY, contracts.WEBHOOKS}
+    )
+    worker.start()
+    yield worker
+    worker.stop()
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+
+
+@pytest.fixture
+def policy(dispatcher_worker: dramatiq.Worker) -> Iterator[Any]:
+    """Set the dispatcher's delivery policy for this test (``policy(schedule=…, …)``); fast by default."""
+    import services.event_dispatcher as service
+
+    loop_thread = get_event_loop_thread()
+    assert loop_thread is not None
+    context = loop_thread.run_coroutine(service.dispatcher.context())
+    original = context.settings
+
+    def apply(**changes: Any) -> DispatchSettings:
+        context.settings = DispatchSettings(**{"schedule": FAST_SCHEDULE, "timeout_s": 2.0, **changes})
+        return context.settings
+
+    apply()
+    yield apply
+    context.settings = original
+    context.disabled.clear()
+
+
+@pytest.fixture
+def crm() -> Iterator[tuple[CrmReceiver, str]]:
+    """A fake CRM on loopback: the receiver and its base URL."""
+    receiver = CrmReceiver(CrmConfig())
+    with running_app(receiver.app) as url:
+        yield receiver, url
+
+
+def make_endpoint(api: TestClient, company_id: int, url: str, **extra: Any) -> dict[str, Any]:
+    """A webhook endpoint created through the API (with its secret)."""
+    response = api.post("/api/webhook-endpoints", json={"company_id": company_id, "url": url, **extra})
+    assert response.status_code == 201, response.text
+    return dict(response.json())

@@ -1,0 +1,151 @@
+"""Every event type reaches a real receiver, signed per Standard Webhooks, in order per conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from standardwebhooks import Webhook
+from starlette.testclient import TestClient
+
+from libs.db.engine import Database
+from libs.events.types import DATA_MODELS, EVENT_TYPES, parse_event_id
+from libs.ingest.process import process_webhook
+from libs.settings import Settings
+from libs.statuses import record_failed_async, record_sent_many_async
+from tests.events.conftest import make_endpoint
+from tests.fakes.crm import CrmReceiver
+from tests.ingest import factories as f
+
+
+def run(settings: Settings, work: Any) -> None:
+    """Run ``work(pool)`` on a fresh asyncio pool (what the sender does, from a test)."""
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(settings.libpq_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
+        async with pool:
+            await work(pool)
+
+    asyncio.run(main())
+
+
+def inbound(db: Database, number_id: str, wamid: str, sender: str, text: str) -> None:
+    """A Meta inbound-text webhook, stored and applied by the ingest worker's function."""
+    body = f.meta_payload(
+        f.meta_change(
+            number_id=number_id,
+            contacts=[{"profile": {"name": "Ana"}, "wa_id": sender}],
+            messages=[f.meta_message(wamid, "text", {"body": text}, sender=sender)],
+        )
+    )
+    process_webhook(db, f.webhook_row(db, f.dumps(body)))
+
+
+def statuses(db: Database, number_id: str, *items: dict[str, Any]) -> None:
+    """A Meta status webhook, stored and applied."""
+    body = f.meta_payload(f.meta_change(number_id=number_id, statuses=list(items)))
+    process_webhook(db, f.webhook_row(db, f.dumps(body)))
+
+
+@pytest.mark.usefixtures("policy")
+def test_every_event_type_is_delivered_signed_and_verifiable(
+    api: TestClient, db: Database, settings: Settings, crm: tuple[CrmReceiver, str]
+) -> None:
+    receiver, url = crm
+    # Given a company with a Meta connection and an endpoint taking every event type
+    company = api.post("/api/companies", json={"name": "Acme"}).json()
+    connection = api.post(
+        "/api/connections",
+        json={"company_id": company["id"], "provider": "meta", "phone_number_id": "pn-events", "access_token": "t"},
+    ).json()
+    endpoint = make_endpoint(api, company["id"], url + "/hooks/zapq")
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    receiver.config.secrets = [secret]
+
+    # When every kind of fact happens
+    # connection.status: inactive, then active again
+    assert api.post(f"/api/connections/{connection['id']}/deactivate").status_code == 200
+    assert api.patch(f"/api/connections/{connection['id']}", json={"status": "active"}).status_code == 200
+    # message.received: a customer writes
+    inbound(db, "pn-events", "wamid.IN1", "5511988887777", "hello")
+    # message.created: two messages from the API; message.status: one sent, delivered, read; one failed
+    first = api.post("/api/messages", json={"company_id": company["id"], "to": "5511988887777", "text": "hi"}).json()
+    second = api.post("/api/messages", json={"company_id": company["id"], "to": "5511977776666", "text": "yo"}).json()
+
+    async def sender(pool: AsyncConnectionPool) -> None:
+        await record_sent_many_async(pool, [(first["id"], "wamid.OUT1")])
+        await record_failed_async(pool, second["id"], code=131026, title="Message undeliverable")
+
+    run(settings, sender)
+    statuses(db, "pn-events", f.meta_status("wamid.OUT1", "delivered"), f.meta_status("wamid.OUT1", "read"))
+    # campaign.status: started, paused, resumed, cancelled; another scheduled
+    campaign = api.post(
+        "/api/campaigns",
+        json={"company_id": company["id"], "connection_id": connection["id"], "name": "Promo", "text": "Hi {name}"},
+    ).json()
+    csv = "phone,name\n5511911112222,Bia\n"
+    api.post(f"/api/campaigns/{campaign['id']}/recipients", content=csv, headers={"content-type": "text/csv"})
+    for action in ("start", "pause", "resume", "cancel"):
+        assert api.post(f"/api/campaigns/{campaign['id']}/{action}").status_code == 200, action
+    later = api.post(
+        "/api/campaigns",
+        json={"company_id": company["id"], "connection_id": connection["id"], "name": "Later", "text": "Hi"},
+    ).json()
+    api.post(f"/api/campaigns/{later['id']}/recipients", content=csv, headers={"content-type": "text/csv"})
+    start_at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    assert api.post(f"/api/campaigns/{later['id']}/start", json={"start_at": start_at}).status_code == 200
+
+    # Then the receiver gets every event once, each verified with the standardwebhooks library
+    expected = 2 + 1 + 2 + 1 + 1 + 2 + 4 + 1  # connection, received, created, sent, failed, delivered+read, campaign
+    deliveries = receiver.wait_for(expected, timeout=20)
+    assert receiver.refused == 0
+    assert {d.path for d in deliveries} == {"/hooks/zapq"}
+    for delivery in deliveries:
+        headers = {
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(delivery.timestamp),
+            "webhook-signature": delivery.signature,
+        }
+        assert Webhook(secret).verify(delivery.body, headers) == delivery.payload
+        assert parse_event_id(delivery.webhook_id) is not None
+        assert set(delivery.payload) == {"type", "timestamp", "data"}
+        DATA_MODELS[delivery.type].model_validate(delivery.data)  # the published schema holds
+    kinds = [(d.type, d.data.get("status")) for d in deliveries]
+    assert sorted(kinds, key=str) == sorted(
+        [
+            ("connection.status", "inactive"),
+            ("connection.status", "active"),
+            ("message.received", None),
+            ("message.created", "queued"),
+            ("message.created", "queued"),
+            ("message.status", "sent"),
+            ("message.status", "failed"),
+            ("message.status", "delivered"),
+            ("message.status", "read"),
+            ("campaign.status", "started"),
+            ("campaign.status", "paused"),
+            ("campaign.status", "resumed"),
+            ("campaign.status", "cancelled"),
+            ("campaign.status", "scheduled"),
+        ],
+        key=str,
+    )
+    assert {d.type for d in deliveries} == set(EVENT_TYPES)
+    # And the failed status carries Meta's code and title; the received message its contact and text
+    failed = next(d.data for d in deliveries if d.data.get("status") == "failed")
+    assert failed["error"] == {"code": 131026, "title": "Message undeliverable"}
+    received = next(d.data for d in deliveries if d.type == "message.received")
+    assert (received["contact"], received["text"]) == ({"wa_id": "5511988887777", "name": "Ana"}, "hello")
+    # And within each conversation the order is the order of the facts
+    out1 = [d.data["status"] for d in deliveries if d.data.get("external_id") == "wamid.OUT1"]
+    assert out1 == ["sent", "delivered", "read"]
+    promo = [
+        d.data["status"]
+        for d in deliveries
+        if d.data.get("campaign_id") == campaign["id"] and d.type == "campaign.status"
+    ]
+    assert promo == ["started", "paused", "resumed", "cancelled"]
