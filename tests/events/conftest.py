@@ -61,8 +61,8 @@ def crm() -> Iterator[tuple[CrmReceiver, str]]:
         yield receiver, url
 
 
-def make_endpoint(api: TestClient, company_id: int, url: str, **extra: Any) -> dict[str, Any]:
+def make_endpoint(client: TestClient, company_id: int, url: str, **extra: Any) -> dict[str, Any]:
     """A webhook endpoint created through the API (with its secret)."""
-    response = api.post("/api/webhook-endpoints", json={"company_id": company_id, "url": url, **extra})
+    response = client.post("/api/webhook-endpoints", json={"company_id": company_id, "url": url, **extra})
     assert response.status_code == 201, response.text
     return dict(response.json())
