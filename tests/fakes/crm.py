@@ -70,6 +70,28 @@ class CrmConfig:
     body_bytes: int = 0
     #: Extra headers of each answer (``location`` for a redirect, ``retry-after``…).
     headers: dict[str, str] = field(default_factory=dict)
+    #: Contacts (``data.contact.wa_id``) whose events are answered 500: how many more times (-1: always).
+    failing_contacts: dict[str, int] = field(default_factory=dict)
+    #: Per request path, settings that differ (``{"/slow": {"latency_ms": 3000}}``).
+    paths: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_path(self, path: str) -> CrmConfig:
+        """The settings that apply to requests to ``path``."""
+        changes = self.paths.get(path)
+        if not changes:
+            return self
+        merged = CrmConfig(**{name: getattr(self, name) for name in self.__dataclass_fields__})
+        for name, value in changes.items():
+            setattr(merged, name, value)
+        return merged
+
+
+def _contact(body: bytes) -> str | None:
+    try:
+        contact = orjson.loads(body)["data"].get("contact") or {}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return contact.get("wa_id") if isinstance(contact, dict) else None
 
 
 class CrmReceiver:
@@ -78,6 +100,8 @@ class CrmReceiver:
     def __init__(self, config: CrmConfig | None = None) -> None:
         self.config = config or CrmConfig()
         self.received: list[Delivery] = []
+        #: ``webhook-id`` of every verified request, duplicates included, in arrival order.
+        self.arrivals: list[str] = []
         self.refused = 0
         self.attempts = 0
         self._seen: set[str] = set()
@@ -99,7 +123,7 @@ class CrmReceiver:
 
     async def _deliver(self, request: Request) -> Response:
         body = await request.body()
-        config = self.config
+        config = self.config.for_path(request.url.path)
         if config.latency_ms:
             await asyncio.sleep(config.latency_ms / 1000)
         headers = dict(request.headers)
@@ -109,7 +133,14 @@ class CrmReceiver:
             return JSONResponse({"error": "bad signature"}, status_code=400)
         with self._lock:
             self.attempts += 1
+            self.arrivals.append(headers.get("webhook-id", ""))
             status = config.script.pop(0) if config.script else config.status
+            contact = _contact(body)
+            left = config.failing_contacts.get(contact or "", 0)
+            if left:
+                status = 500
+                if left > 0:
+                    config.failing_contacts[contact or ""] = left - 1
             if 200 <= status < 300 and headers["webhook-id"] not in self._seen:
                 self._seen.add(headers["webhook-id"])
                 self.received.append(
@@ -152,6 +183,7 @@ class CrmReceiver:
         """Forget everything received; back to answering 200."""
         with self._lock:
             self.received.clear()
+            self.arrivals.clear()
             self._seen.clear()
             self.refused = self.attempts = 0
             secrets = self.config.secrets
