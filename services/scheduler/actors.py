@@ -26,9 +26,9 @@ def record_dead_letter(**fields: Any) -> None:
     if ledger.record(resources.db, entry):
         alerts.report_dead_letter(entry)
         alerts.check_threshold(
-            resources.db,
             broker.client,
             settings.redis_namespace,
+            entry,
             threshold=settings.alert_dead_letter_threshold,
             window_minutes=settings.alert_window_minutes,
         )
