@@ -132,13 +132,3 @@ SEND_BY_TIER: dict[str, Contract[SendMessage]] = {
 EXPAND_CAMPAIGN_BATCH: Contract[ExpandCampaignBatch] = Contract("expand_campaign_batch", CAMPAIGNS, ExpandCampaignBatch)
 RECORD_DEAD_LETTER: Contract[RecordDeadLetter] = Contract("record_dead_letter", DEAD_LETTER, RecordDeadLetter)
 INBOUND_MESSAGE: Contract[InboundMessageEvent] = Contract("inbound_message", EVENTS, InboundMessageEvent)
-
-ALL_CONTRACTS: tuple[Contract[Any], ...] = (
-    PROCESS_WEBHOOK,
-    PROCESS_WEBHOOKS,
-    SEND_URGENT,
-    SEND_NORMAL,
-    SEND_LOW,
-    EXPAND_CAMPAIGN_BATCH,
-    RECORD_DEAD_LETTER,
-)
