@@ -141,15 +141,3 @@ EXPAND_CAMPAIGN_BATCH: Contract[ExpandCampaignBatch] = Contract("expand_campaign
 RECORD_DEAD_LETTER: Contract[RecordDeadLetter] = Contract("record_dead_letter", DEAD_LETTER, RecordDeadLetter)
 DELIVER_EVENTS: Contract[DeliverEvents] = Contract("deliver_events", EVENT_DELIVERY, DeliverEvents)
 REDELIVER_EVENT: Contract[RedeliverEvent] = Contract("redeliver_event", EVENT_DELIVERY, RedeliverEvent)
-
-ALL_CONTRACTS: tuple[Contract[Any], ...] = (
-    PROCESS_WEBHOOK,
-    PROCESS_WEBHOOKS,
-    SEND_URGENT,
-    SEND_NORMAL,
-    SEND_LOW,
-    EXPAND_CAMPAIGN_BATCH,
-    RECORD_DEAD_LETTER,
-    DELIVER_EVENTS,
-    REDELIVER_EVENT,
-)

@@ -16,6 +16,8 @@ Retry decisions are made by ``isinstance`` against this tree, never by matching 
     │       └── ConnectionNeedsAttentionError   0 / 190 / 401: the credentials must be fixed by a human
     └── Defer ──────────────────────── control signal: run again after ``delay_ms``, no attempt consumed
         └── RateLimited                  throttled by our token bucket or by the provider (130429, 131056, 4, 80007)
+            └── ProviderRateLimited      the provider's refusal (a ProviderError too)
+                └── PairRateLimited      131056: too many messages to one recipient; backs off 4**X s
 
 ``ProviderError`` is a mixin carried by every provider exception so that callers can read the provider's
 code and HTTP status without parsing text.
@@ -125,3 +127,11 @@ class ProviderRateLimited(ProviderError, RateLimited):
         ProviderError.__init__(self, message, provider=provider, code=code, http_status=http_status, details=details)
         self.delay_ms = max(0, int(delay_ms))
         self.reason = message
+
+
+class PairRateLimited(ProviderRateLimited):
+    """The provider refused sends to this one recipient for now (Meta 131056, the pair rate limit).
+
+    ``delay_ms`` already grows with the pair's refusals in a row (4**X s); the sender counts them per connection
+    and recipient and holds the pair's other sends for as long.
+    """

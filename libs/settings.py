@@ -92,7 +92,8 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=3, ge=1)
     #: Deferrals (throttling) a message may take before it is dead-lettered.
     defer_budget: int = Field(default=100, ge=1)
-    #: Dead letters within ``alert_window_minutes`` that fire one Sentry alert.
+    #: One Sentry alert per ``alert_window_minutes`` window in which more dead letters than this were recorded
+    #: (a replayed job failing again counts once more).
     alert_dead_letter_threshold: int = Field(default=100, ge=1)
     alert_window_minutes: int = Field(default=10, ge=1)
     #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).

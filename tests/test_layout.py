@@ -15,6 +15,7 @@ EXPECTED = {
     "services.message_sender": {"messages.urgent", "messages", "messages.low"},
     "services.campaign_runner": {"campaigns"},
     "services.scheduler": {"dead-letter", "maintenance"},
+    "services.event_dispatcher": {"event-delivery"},
 }
 
 

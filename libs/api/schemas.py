@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.api.http import MAX_ID
+from libs.campaigns.expand import bad_placeholder
 
 NON_DIGITS = re.compile(r"\D+")
 
@@ -136,12 +136,11 @@ class CampaignIn(_Strict):
     @classmethod
     def _placeholders(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                for _, field, _, _ in string.Formatter().parse(value):
-                    if field is not None and not field.isidentifier():
-                        raise ValueError(f"placeholder {{{field}}} must be a plain name like {{name}}")
-            except ValueError as exc:
-                raise ValueError(f"bad placeholder: {exc}") from None
+            bad = bad_placeholder(value)
+            if bad is not None:
+                raise ValueError(
+                    f"placeholder {bad} must be a plain name like {{name}} (write {{{{ and }}}} for braces)"
+                )
         return value
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ company's fair lane, :mod:`libs.campaigns.lanes`)."""
 from __future__ import annotations
 
 import logging
-import string
+import re
 from typing import Any
 
 import orjson
@@ -26,14 +26,35 @@ from libs.events import sql as events
 logger = logging.getLogger(__name__)
 
 
-class _Defaulting(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return ""
+#: One token of campaign text: a literal brace (``{{``/``}}``), a ``{name}`` placeholder, or anything else in braces
+#: (what ``str.format`` would read as a field, one nested level as in ``{a:{w}}``; a lone ``}``; an unclosed ``{``).
+TOKEN = re.compile(r"(?P<escape>\{\{|\}\})|\{(?P<name>[^\W\d]\w*)\}|(?P<other>\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}?|\})")
+
+
+def bad_placeholder(body: str) -> str | None:
+    """The first brace sequence of ``body`` that is neither ``{name}`` nor a literal ``{{``/``}}``; None if none."""
+    for match in TOKEN.finditer(body):
+        if match["other"] is not None:
+            return match["other"]
+    return None
 
 
 def render(body: str, variables: dict[str, Any]) -> str:
-    """``Hi {name}`` with the recipient's variables; a missing variable renders empty."""
-    return string.Formatter().vformat(body, (), _Defaulting(variables))
+    """``Hi {name}`` with the recipient's variables; a missing variable renders empty.
+
+    Campaign text is data: only ``{name}`` is substituted, ``{{``/``}}`` are literal braces, and anything else
+    (a format spec, a conversion, an index, in bodies stored before the API refused them) is kept as written —
+    nothing is ever formatted, so a hostile CSV value cannot allocate or fail.
+    """
+
+    def fill(match: re.Match[str]) -> str:
+        if match["name"] is not None:
+            return str(variables.get(match["name"], ""))
+        if match["escape"] is not None:
+            return match["escape"][0]
+        return match[0]
+
+    return TOKEN.sub(fill, body)
 
 
 def _template_payload(template: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:

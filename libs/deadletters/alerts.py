@@ -1,16 +1,13 @@
-"""Sentry reporting for dead letters: one event per dead letter, one alert per window over a threshold."""
+"""Sentry reporting for dead letters: one event per dead letter, one alert per window above a threshold."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import redis
 import sentry_sdk
 
 from libs import contracts
-from libs.db.engine import Database
-from libs.deadletters import ledger
 
 
 def report_dead_letter(entry: contracts.RecordDeadLetter) -> None:
@@ -30,23 +27,36 @@ def report_dead_letter(entry: contracts.RecordDeadLetter) -> None:
 
 
 def check_threshold(
-    db: Database,
     client: redis.Redis,
     namespace: str,
+    entry: contracts.RecordDeadLetter,
     *,
     threshold: int,
     window_minutes: int,
     now: float | None = None,
 ) -> bool:
-    """Fire one alert event when dead letters in the last window reach ``threshold``; True if fired."""
+    """Count the new dead letter ``entry`` in the last window; fire one alert event per window once the dead
+    letters in it exceed ``threshold``. True if fired.
+
+    Dead letters are counted as failures, not ledger rows: a replayed job that fails again is one more (its
+    row is refreshed, not added). The count lives in Redis (a sorted set scored by when each was recorded);
+    the recorder calls this once per new dead letter, so a redelivered recorder job adds nothing.
+    """
     now = now or time.time()
-    since = dt.datetime.fromtimestamp(now - window_minutes * 60, dt.UTC)
-    count = ledger.count_since(db, since)
-    if count < threshold:
+    window_s = window_minutes * 60
+    key = f"{namespace}:zapq:alerts:dead-letters"
+    failure = f"{entry.message['message_id']}:{entry.last_failed_at!r}"
+    pipe = client.pipeline()
+    pipe.zadd(key, {failure: now}, nx=True)
+    pipe.zremrangebyscore(key, "-inf", now - window_s)
+    pipe.zcard(key)
+    pipe.expire(key, window_s * 2)
+    count = int(pipe.execute()[2])
+    if count <= threshold:
         return False
-    bucket = int(now // (window_minutes * 60))
-    key = f"{namespace}:zapq:alerts:dead-letters:{bucket}"
-    if not client.set(key, count, nx=True, ex=window_minutes * 60 * 2):
+    bucket = int(now // window_s)
+    fired = f"{namespace}:zapq:alerts:dead-letters:{bucket}"
+    if not client.set(fired, count, nx=True, ex=window_s * 2):
         return False
     with sentry_sdk.new_scope() as scope:
         scope.fingerprint = ["zapq-dead-letter-threshold"]

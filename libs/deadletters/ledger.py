@@ -92,14 +92,6 @@ def record(db: Database, entry: contracts.RecordDeadLetter) -> bool:
         return session.execute(stmt).scalar_one_or_none() is not None
 
 
-def count_since(db: Database, since: dt.datetime) -> int:
-    """Dead letters recorded at or after ``since`` (for alert thresholds)."""
-    with db.session() as session:
-        return session.execute(
-            select(func.count()).select_from(DeadLetter).where(DeadLetter.created_at >= since)
-        ).scalar_one()
-
-
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which rows a list / replay / purge applies to."""

@@ -67,8 +67,6 @@ MAX_ERROR_TEXT = 300
 #: Updates per Lua call (each call blocks Redis while it runs: keep it to a few milliseconds).
 CHUNK = 2000
 
-STATES = ("waiting", "delayed", "running", "succeeded", "failed", "dead", "deferred", "skipped")
-
 #: Applies buffered updates in order. ARGV: prefix, job TTL, stats TTL, durations kept, then records of
 #: ``WIDTH`` fields: kind (E waiting | D delayed | S started | T taken only | F finished), queue, message id,
 #: actor, time, then per kind — D: eta; S: worker; F: outcome, duration ms, failures, error type, error text,

@@ -132,8 +132,11 @@ class BaileysBridgeClient:
     def __repr__(self) -> str:
         return f"BaileysBridgeClient(base_url={self.base_url!r}, instance={self.instance!r})"
 
-    async def send(self, message: OutboundText | OutboundTemplate) -> SendResult:
-        """POST a text message once; return its ``key.id`` or raise the mapped ``libs.errors`` exception."""
+    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
+        """POST a text message once; return its ``key.id`` or raise the mapped ``libs.errors`` exception.
+
+        ``pair_hits`` is ignored: the bridge has no per-recipient limit.
+        """
         if isinstance(message, OutboundTemplate):
             raise ProviderPermanentError("template messages are not supported by the Baileys bridge", provider=PROVIDER)
         response = await self._request("POST", f"/message/sendText/{self.instance}", build_send_text(message))

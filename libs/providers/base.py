@@ -64,6 +64,9 @@ class Provider(Protocol):
 
     name: str
 
-    async def send(self, message: OutboundText | OutboundTemplate) -> SendResult:
-        """Send ``message`` once and return the provider's ids, or raise a ``ProviderError`` subclass."""
+    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
+        """Send ``message`` once and return the provider's ids, or raise a ``ProviderError`` subclass.
+
+        ``pair_hits``: the provider's per-recipient refusals in a row so far (``PairRateLimited`` backs off by it).
+        """
         ...

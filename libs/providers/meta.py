@@ -6,7 +6,7 @@ the body carries no code::
     code                                   exception                       handling
     130429                                 ProviderRateLimited (1 s)       deferred, no attempt used
     4, 80007                               ProviderRateLimited (60 s)      deferred, no attempt used
-    131056                                 ProviderRateLimited (4**X s)    deferred, no attempt used
+    131056                                 PairRateLimited (4**X s)        deferred, no attempt used
     1, 2, 131000, 131016, 131057, 133004   ProviderTransientError          retried (queue policy)
     131026, 131047, 131050                 InvalidRecipientError           dead-lettered
     132000 - 132016                        TemplateError                   dead-lettered
@@ -28,6 +28,7 @@ import orjson
 from libs.errors import (
     ConnectionNeedsAttentionError,
     InvalidRecipientError,
+    PairRateLimited,
     ProviderError,
     ProviderPermanentError,
     ProviderRateLimited,
@@ -108,7 +109,7 @@ def map_meta_error(http_status: int, body: bytes | dict[str, Any] | None, *, pai
     if code in RATE_LIMIT_DELAYS_MS:
         return ProviderRateLimited(message, delay_ms=RATE_LIMIT_DELAYS_MS[code], **common)
     if code == PAIR_LIMIT_CODE:
-        return ProviderRateLimited(message, delay_ms=pair_limit_delay_ms(pair_hits), **common)
+        return PairRateLimited(message, delay_ms=pair_limit_delay_ms(pair_hits), **common)
     if code in TRANSIENT_CODES:
         return ProviderTransientError(message, **common)
     if code in INVALID_RECIPIENT_CODES:

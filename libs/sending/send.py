@@ -30,6 +30,7 @@ from libs.errors import (
     ConnectionNeedsAttentionError,
     Defer,
     DependencyUnavailableError,
+    PairRateLimited,
     PermanentError,
     ProviderError,
     ProviderRateLimited,
@@ -226,20 +227,23 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
     if row is None:
         await _not_claimed(ctx, message_id)
         return None
+    pair_hits = 0
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
-        await ctx.throttle.acquire(
+        pair_hits = await ctx.throttle.acquire(
             row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
         )
         started = time.monotonic()
         try:
-            result = await provider.send(build_outbound(row))
+            result = await provider.send(build_outbound(row), pair_hits=pair_hits)
         except ProviderError as exc:
             code = exc.code if exc.code is not None else exc.http_status
             ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
             raise
         ctx.metrics.observe(provider.name, time.monotonic() - started)
-    except (Defer, ProviderRateLimited):
+    except (Defer, ProviderRateLimited) as exc:
+        if isinstance(exc, PairRateLimited):
+            await ctx.throttle.pair_refused(row["connection_id"], row["recipient"], pair_hits, exc.delay_ms)
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
     except PermanentError as exc:
@@ -252,6 +256,8 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
     await ctx.records((message_id, result.external_id))
+    if pair_hits:
+        await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
 
 

@@ -12,6 +12,10 @@ different hosts share one schedule:
   interval, at most ``MAX_SLACK_MS``, for slow numbers).
 * **Pair rate** (Meta: ~1 message / 6 s to one user, bursts up to 45): a GCRA with burst tolerance; when
   exceeded the send is deferred (no attempt consumed) and takes no connection slot.
+* **Pair back-off** (Meta 131056): the provider's refusals of a connection + recipient in a row are counted
+  (:meth:`Throttle.pair_refused`); the send goes back with a ``4**X`` s back-off (X: the refusals before it,
+  handed to the provider client as ``pair_hits``), and every other send to that pair is held as long, so
+  the count grows only with real refusals. A send accepted afterwards starts the pair over at X = 0.
 
 In each process, the sends waiting for one connection line up behind a :class:`PriorityGate` (urgent
 first), so only the head of the line polls Redis; the heads of all connections' lines that ask in the same
@@ -24,20 +28,24 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 
 from libs.errors import RateLimited
 from libs.sending.coalesce import Coalescer
 
+logger = logging.getLogger(__name__)
+
 #: Reservations for many sends in one call, in order (a later one sees an earlier one's admission).
-#: KEYS: per send its connection schedule, pair schedule and admission log. ARGV: burst, horizon, pair
-#: interval, pair burst, then per send its interval, its limit per window and its window (ms).
-#: Returns per send a code and a number of ms.
+#: KEYS: per send its connection schedule, pair schedule, admission log and pair back-off. ARGV: burst, horizon,
+#: pair interval, pair burst, then per send its interval, its limit per window and its window (ms).
+#: Returns per send a code, a number of ms and the pair's provider refusals in a row.
 RESERVE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -46,7 +54,10 @@ local horizon = tonumber(ARGV[2])
 local pair_interval = tonumber(ARGV[3])
 local pair_burst = tonumber(ARGV[4])
 
-local function reserve(conn_key, pair_key, log_key, interval, limit, window)
+local function reserve(conn_key, pair_key, log_key, hits_key, interval, limit, window)
+  local backoff = redis.call('HMGET', hits_key, 'n', 'until')
+  local held = (tonumber(backoff[2]) or 0) - now
+  if held > 0 then return 1, math.ceil(held) end
   local tat = math.max(tonumber(redis.call('GET', conn_key) or now), now)
   local wait = tat - now
   if wait > horizon then return 2, math.ceil(wait - horizon) end
@@ -66,18 +77,32 @@ local function reserve(conn_key, pair_key, log_key, interval, limit, window)
   redis.call('SET', conn_key, tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
   redis.call('ZADD', log_key, now, tostring(tat))
   redis.call('PEXPIRE', log_key, window + 1000)
-  return 0, 0
+  return 0, 0, tonumber(backoff[1]) or 0
 end
 
 local out = {}
-for i = 0, #KEYS / 3 - 1 do
+for i = 0, #KEYS / 4 - 1 do
   local a = 5 + i * 3
-  local code, ms = reserve(KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3],
-                           tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
+  local code, ms, hits = reserve(KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4],
+                                 tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
   out[#out + 1] = code
   out[#out + 1] = ms
+  out[#out + 1] = hits or 0
 end
 return out
+"""
+
+#: The provider refused a send to a pair (Meta 131056). KEYS: the pair's back-off. ARGV: the refusals the send
+#: was made with, its back-off and how long the count outlives it (ms). The count never goes back, the hold
+#: never shortens: two sends refused in the same round count once.
+REFUSED = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = math.max(tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, tonumber(ARGV[1]) + 1)
+local hold = math.max(tonumber(redis.call('HGET', KEYS[1], 'until')) or 0, now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'n', n, 'until', hold)
+redis.call('PEXPIRE', KEYS[1], 2 * (hold - now) + tonumber(ARGV[3]))
+return n
 """
 
 GRANTED, PAIR_LIMITED, FULL, WAIT = 0, 1, 2, 3
@@ -97,6 +122,8 @@ class ThrottleConfig:
     max_hold_ms: int = 5_000
     pair_interval_ms: int = 6_000
     pair_burst: int = 45
+    #: A pair's refusal count outlives its back-off by as long again plus this; quieter pairs start over.
+    pair_backoff_grace_ms: int = 60_000
 
 
 class PriorityGate:
@@ -149,24 +176,26 @@ class Throttle:
         self.config = config or ThrottleConfig()
         self.gate = PriorityGate()
         self._script = client.register_script(RESERVE)
+        self._refused = client.register_script(REFUSED)
         #: Reservations asked for in the same event-loop turn share one script call.
-        self._reservations: Coalescer[tuple[int, str, float], tuple[int, int]] = Coalescer(self._reserve_many)
+        self._reservations: Coalescer[tuple[int, str, float], tuple[int, int, int]] = Coalescer(self._reserve_many)
 
     def keys(self, connection_id: int, recipient: str) -> list[str]:
-        """Redis keys of the connection schedule, of the pair limit and of the admission log."""
+        """Redis keys of the connection schedule, of the pair limit, of the admission log and of the pair back-off."""
         prefix = f"{self.namespace}:zapq:throttle"
         return [
             f"{prefix}:conn:{connection_id}",
             f"{prefix}:pair:{connection_id}:{recipient}",
             f"{prefix}:log:{connection_id}",
+            f"{prefix}:pairhits:{connection_id}:{recipient}",
         ]
 
-    async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int]:
-        """One attempt: ``(GRANTED, 0)`` (send now), ``(WAIT, ms)`` until the next slot, ``(PAIR_LIMITED, ms)``
-        or ``(FULL, ms)`` (the next slot is beyond the horizon)."""
+    async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int, int]:
+        """One attempt: ``(GRANTED, 0, pair_hits)`` (send now), ``(WAIT, ms, 0)`` until the next slot,
+        ``(PAIR_LIMITED, ms, 0)`` or ``(FULL, ms, 0)`` (the next slot is beyond the horizon)."""
         return await self._reservations((connection_id, recipient, rate_per_second))
 
-    async def _reserve_many(self, requests: list[tuple[int, str, float]]) -> list[tuple[int, int]]:
+    async def _reserve_many(self, requests: list[tuple[int, str, float]]) -> list[tuple[int, int, int]]:
         keys: list[str] = []
         args: list[float] = [
             self.config.burst_ms,
@@ -183,19 +212,20 @@ class Throttle:
                 1000 + max(self.config.window_slack_ms, min(MAX_SLACK_MS, interval)),
             ]
         flat = await self._script(keys=keys, args=args)
-        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
-    async def acquire(self, connection_id: int, recipient: str, rate_per_second: float, priority: int) -> None:
-        """Return when this send may leave; raise :class:`RateLimited` (a deferral) when it cannot soon."""
+    async def acquire(self, connection_id: int, recipient: str, rate_per_second: float, priority: int) -> int:
+        """Return when this send may leave, with the pair's provider refusals in a row so far (``pair_hits``);
+        raise :class:`RateLimited` (a deferral) when it cannot soon."""
         hold_s = self.config.max_hold_ms / 1000
         deadline = time.monotonic() + hold_s
         early_s = self.config.burst_ms / 2000  # wake a little before the slot: lateness then costs nothing
         try:
             async with self.gate.turn(str(connection_id), priority, hold_s):
                 while True:
-                    code, ms = await self.reserve(connection_id, recipient, rate_per_second)
+                    code, ms, pair_hits = await self.reserve(connection_id, recipient, rate_per_second)
                     if code == GRANTED:
-                        return
+                        return pair_hits
                     if code == PAIR_LIMITED:
                         raise RateLimited(ms, "recipient pair rate limit")
                     if code == FULL or time.monotonic() + ms / 1000 > deadline:
@@ -203,3 +233,24 @@ class Throttle:
                     await asyncio.sleep(max(0.0, ms / 1000 - early_s))
         except TimeoutError:
             raise RateLimited(self.config.horizon_ms, "connection send rate limit (queued in process)") from None
+
+    async def pair_refused(self, connection_id: int, recipient: str, pair_hits: int, delay_ms: int) -> None:
+        """Count the provider's refusal of a send made with ``pair_hits`` and hold the pair for ``delay_ms``.
+
+        Best effort: without Redis the refused send is deferred all the same, only its successor backs off less.
+        """
+        key = self.keys(connection_id, recipient)[3]
+        try:
+            await self._refused(keys=[key], args=[pair_hits, delay_ms, self.config.pair_backoff_grace_ms])
+        except redis.RedisError as exc:
+            logger.warning("pair back-off of connection %s not counted: %s", connection_id, type(exc).__name__)
+
+    async def pair_accepted(self, connection_id: int, recipient: str) -> None:
+        """The provider accepted a send to a pair it had refused: the next refusal starts over at X = 0.
+
+        Best effort: the count expires on its own.
+        """
+        try:
+            await self.client.delete(self.keys(connection_id, recipient)[3])
+        except redis.RedisError as exc:
+            logger.warning("pair back-off of connection %s not reset: %s", connection_id, type(exc).__name__)

@@ -1,5 +1,5 @@
-"""WhatsApp wire formats: webhook signatures, Meta Cloud API and Evolution API (Baileys) webhook parsers, and
-outbound status ordering. Pure functions only: no I/O, no settings, no globals.
+"""WhatsApp wire formats: webhook signatures, Meta Cloud API and Evolution API (Baileys) webhook parsers. Pure
+functions only: no I/O, no settings, no globals (the order of outbound statuses is applied by ``libs.statuses``).
 
 Parsers raise :class:`libs.errors.ParseError` (with a JSON ``path``) and nothing else for any JSON-like input.
 """
@@ -29,10 +29,8 @@ from libs.whatsapp.meta_types import (
     StatusUpdate,
 )
 from libs.whatsapp.signature import sign_meta, verify_meta_signature, verify_shared_secret
-from libs.whatsapp.status import STATUS_RANK, is_known_status, status_advances
 
 __all__ = [
-    "STATUS_RANK",
     "BaileysConnectionUpdate",
     "BaileysEvent",
     "BaileysMessageUpdate",
@@ -43,7 +41,6 @@ __all__ = [
     "MetaBatch",
     "MetaSystemError",
     "StatusUpdate",
-    "is_known_status",
     "jid_phone",
     "map_baileys_status",
     "meta_dedup_key",
@@ -52,7 +49,6 @@ __all__ = [
     "parse_baileys_events",
     "parse_meta_webhook",
     "sign_meta",
-    "status_advances",
     "verify_meta_signature",
     "verify_shared_secret",
 ]

@@ -21,15 +21,33 @@ from services.scheduler import broker, resources, settings
     queue_name=contracts.RECORD_DEAD_LETTER.queue_name,
     time_limit=30_000,
 )
-def record_dead_letter(**fields: Any) -> None:
+def record_dead_letter(
+    message: dict[str, Any],
+    reason: str,
+    error_type: str,
+    error_message: str,
+    traceback: str | None,
+    attempts: int,
+    first_failed_at: float | None,
+    last_failed_at: float,
+) -> None:
     """Write a dead letter to the ledger (retried until Postgres is back), then report it once."""
-    entry = contracts.RecordDeadLetter(**fields)
+    entry = contracts.RecordDeadLetter(
+        message=message,
+        reason=reason,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+        attempts=attempts,
+        first_failed_at=first_failed_at,
+        last_failed_at=last_failed_at,
+    )
     if ledger.record(resources.db, entry):
         alerts.report_dead_letter(entry)
         alerts.check_threshold(
-            resources.db,
             broker.client,
             settings.redis_namespace,
+            entry,
             threshold=settings.alert_dead_letter_threshold,
             window_minutes=settings.alert_window_minutes,
         )

@@ -90,6 +90,25 @@ def test_invalid_campaigns_are_422(
     assert reason in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "placeholder",
+    ["{name:>9}", "{name:d}", "{name:{w}}", "{name!r}", "{a[0]}", "{a.b}", "{}", "{0}", "{ name }", "{name"],
+)
+def test_only_plain_name_placeholders_are_accepted(api: TestClient, company: dict[str, Any], placeholder: str) -> None:
+    # Given a campaign text with anything but a {name} placeholder (a format spec, a conversion, an index, ...)
+    body = {"company_id": company["id"], "connection_id": company["connection"]["id"], "name": "x"}
+    # When it is created
+    response = api.post("/api/campaigns", json={**body, "text": f"Hi {placeholder}, welcome"})
+    # Then it is refused, naming the placeholder
+    assert response.status_code == 422
+    assert f"placeholder {placeholder}" in response.json()["error"]
+
+
+def test_literal_braces_and_plain_names_are_accepted(api: TestClient, company: dict[str, Any]) -> None:
+    campaign = make_campaign(api, company, text="{{Hi}} {name}, {{{discount}}} off {_x1}")
+    assert campaign["body"] == "{{Hi}} {name}, {{{discount}}} off {_x1}"
+
+
 def test_recipients_stream_in_with_variables_duplicates_and_rejects(
     api: TestClient, company: dict[str, Any], db: Database
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
 from libs import contracts
@@ -23,6 +25,7 @@ def make_campaign(
     template: dict[str, Any] | None = None,
     rate: int = 80,
     phone_number_id: str = "106540352242922",
+    body: str = "Hi {name}, code {code}",
 ) -> tuple[int, int, int]:
     """A running campaign of a new company with ``recipients`` imported rows; returns (campaign, first id, last id)."""
     company, connection = make_connection(db, rate=rate, phone_number_id=phone_number_id)
@@ -33,7 +36,7 @@ def make_campaign(
             name="Black Friday",
             status=CampaignStatus.RUNNING,
             content_type="template" if template else "text",
-            body="Hi {name}, code {code}",
+            body=body,
             template=template,
         )
         session.add(campaign)
@@ -59,6 +62,38 @@ def count_messages(db: Database, campaign_id: int) -> int:
 
 def test_render_fills_variables_and_blanks_missing() -> None:
     assert render("Hi {name}, {missing}!", {"name": "Ana"}) == "Hi Ana, !"
+
+
+def test_render_keeps_literal_braces_as_str_format_did() -> None:
+    assert render("{{x}} {{{name}}} }}", {"name": "Ana"}) == "{x} {Ana} }"
+
+
+@pytest.mark.parametrize(
+    "body", ["{name:{w}}", "{name:>9}", "{name:d}", "{name!r}", "{name.upper}", "{name[0]}", "{}", "{0}", "}{name"]
+)
+def test_render_never_executes_a_format_spec(body: str) -> None:
+    # Given a body stored before only {name} placeholders were accepted, and a hostile CSV column
+    variables = {"name": "Ana", "w": ">2000000000"}
+    # When it is rendered
+    started = time.monotonic()
+    rendered = render(f"Hi {body}!", variables)
+    # Then what is not a {name} placeholder is text, kept as written, and nothing is formatted
+    assert time.monotonic() - started < 0.1
+    assert rendered == f"Hi {body}!".replace("{name}", "Ana")
+
+
+def test_a_body_stored_before_validation_still_expands(db: Database, broker: Any, settings: Settings) -> None:
+    # Given a running campaign whose body has a format spec that fails on its values (stored before the check)
+    campaign_id, first, last = make_campaign(db, 5, body="Hi {name:d}, code {code}")
+    # When its slice is expanded
+    created = expand_batch(
+        db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign_id, first, last)
+    )
+    # Then every row is created (the campaign can complete), the spec kept as text
+    assert created == 5
+    with db.session() as session:
+        bodies = set(session.execute(select(Message.body).where(Message.campaign_id == campaign_id)).scalars())
+    assert "Hi {name:d}, code 3" in bodies
 
 
 def test_batches_create_each_row_once_and_enqueue_low_sends(db: Database, broker: Any, settings: Settings) -> None:

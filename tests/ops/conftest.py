@@ -23,6 +23,11 @@ from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker (real subprocesses, real waits): the default run includes it, as CI's does."""
+    config.addinivalue_line("markers", "slow: real subprocesses / real waits of several seconds")
+
+
 @pytest.fixture(scope="module")
 def served(settings: Settings, migrated: str) -> Iterator[str]:
     """The API on a free port, served by uvicorn in a background thread; its base URL."""

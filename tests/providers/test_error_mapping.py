@@ -10,6 +10,7 @@ import pytest
 from libs.errors import (
     ConnectionNeedsAttentionError,
     InvalidRecipientError,
+    PairRateLimited,
     PermanentError,
     ProviderError,
     ProviderPermanentError,
@@ -43,7 +44,8 @@ def meta_body(code: Any, *, details: str = "some details", message: str = "whate
 META_TABLE: list[tuple[int, type[ProviderError]]] = [
     *((code, ConnectionNeedsAttentionError) for code in (0, 190)),
     *((code, ConnectionNeedsAttentionError) for code in (10, 200, 250, 299, 131005, 133010, 368, 131031)),
-    *((code, ProviderRateLimited) for code in (4, 80007, 130429, 131056)),
+    *((code, ProviderRateLimited) for code in (4, 80007, 130429)),
+    (131056, PairRateLimited),
     *((code, ProviderTransientError) for code in (1, 2, 131000, 131016, 131057, 133004)),
     *((code, InvalidRecipientError) for code in (131026, 131047, 131050)),
     *((code, TemplateError) for code in (132000, 132001, 132005, 132012, 132015, 132016)),

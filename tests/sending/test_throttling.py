@@ -107,6 +107,39 @@ def test_pair_limit_spaces_sends_to_one_recipient(
     _sent_once_without_charged_attempts(db, outcomes, sorted(same + others))
 
 
+def test_meta_pair_limit_backs_off_4_to_the_x_per_recipient(
+    db: Database, broker: Any, context: SenderContext, fake_meta: str, worker: dramatiq.Worker, outcomes: Outcomes
+) -> None:
+    # Given Meta refusing the next two sends with 131056 (too many messages to one recipient)
+    configure(fake_meta, forced_errors=[131056, 131056])
+    company, connection = make_connection(db)
+    [first] = make_messages(db, company, connection, ["16505559999"])
+    # When a message to that recipient is sent
+    enqueue(broker, [first])
+    outcomes.wait(lambda o: sum(1 for a in o.of(first) if isinstance(a.exception, ProviderRateLimited)) >= 2)
+    # Then it backed off 4^X s by the pair's hits in a row: 1 s after the first refusal, 4 s after the second
+    refusals = [a.exception for a in outcomes.of(first) if isinstance(a.exception, ProviderRateLimited)]
+    assert [(e.code, e.delay_ms) for e in refusals] == [(131056, 1_000), (131056, 4_000)]
+    # And while the pair backs off, another message to the same recipient waits without asking Meta,
+    # and a message to another recipient of the same number goes out at once
+    [same, other] = make_messages(db, company, connection, ["16505559999", "16505550001"])
+    enqueue(broker, [same, other])
+    drain(broker, worker)
+    assert [a.exception for a in outcomes.of(other)] == [None]
+    held = [a.exception for a in outcomes.of(same) if a.exception is not None]
+    assert held and all(isinstance(e, RateLimited) and not isinstance(e, ProviderRateLimited) for e in held)
+    assert all("pair" in str(e) for e in held)
+    # And every message was sent once; after the success the pair starts over at X = 0
+    assert sorted(int(s["client_ref"]) for s in sends(fake_meta)) == [first, same, other]
+    assert {r.status for r in messages(db, [first, same, other])} == {MessageStatus.SENT}
+    configure(fake_meta, forced_errors=[131056])
+    [again] = make_messages(db, company, connection, ["16505559999"])
+    enqueue(broker, [again])
+    drain(broker, worker)
+    refused = [a.exception for a in outcomes.of(again) if isinstance(a.exception, ProviderRateLimited)]
+    assert [e.delay_ms for e in refused] == [1_000]
+
+
 def test_urgent_message_overtakes_a_backlog_of_campaign_traffic(
     db: Database,
     broker: Any,
