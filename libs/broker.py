@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dramatiq
 import redis
+import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
 from libs.middleware.concurrency import AsyncBatching, UvloopAsyncIO
@@ -21,6 +24,18 @@ from libs.settings import Settings
 
 #: Time limit of an actor unless it declares its own (ms).
 DEFAULT_TIME_LIMIT_MS = 60_000
+
+
+def async_redis_client(settings: Settings) -> aioredis.Redis:
+    """An asyncio Redis client for ``settings.redis_url`` that reconnects by itself: a command on a connection
+    that died (a Redis restart, a failover) is retried on a new one, up to three times with a short back-off,
+    before it raises."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+    )
 
 
 def redis_client(settings: Settings) -> redis.Redis:

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 import redis.asyncio as aioredis
 import sentry_sdk
 from dramatiq import Message
@@ -523,10 +524,10 @@ async def pump(ctx: DispatcherContext, endpoint_id: int) -> None:
             await ctx.kicks.kick_async(ctx.redis, [endpoint_id])
         else:
             await _schedule_wake(ctx, endpoint_id)
-    except (psycopg.OperationalError, PoolTimeout):
-        # Postgres unavailable: nothing can be delivered or recorded now. Deliveries are rows: the periodic
-        # sweep kicks this endpoint again once they are due and Postgres answers.
-        logger.warning("endpoint %s: pump stopped, Postgres unavailable", endpoint_id, exc_info=True)
+    except (psycopg.OperationalError, PoolTimeout, redis.RedisError) as exc:
+        # Postgres or Redis unavailable: deliveries are rows in Postgres, and the periodic sweep (or the next
+        # kick) runs this endpoint's pump again once they are due and both answer.
+        logger.warning("endpoint %s: pump stopped (%s unavailable)", endpoint_id, type(exc).__module__.split(".")[0])
 
 
 async def _run(ctx: DispatcherContext, endpoint_id: int, generation: int) -> bool:

@@ -129,6 +129,8 @@ class EventHub:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.recent_from: int | None = None
         self.readers = 0
+        #: Reads of Postgres for readers (their first page, or one older than memory) and for new events.
+        self.pg_reads = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -190,6 +192,7 @@ class EventHub:
             self.recent_from = start
         after = self.recent[-1]["seq"] if self.recent else start
         while after < upto:
+            self.pg_reads += 1
             page = await read_page(self.pool, after, Filter(), MAX_LIMIT)
             self.recent.extend(r for r in page.events if r["seq"] <= upto)
             if not page.events or page.events[-1]["seq"] >= upto:
@@ -220,7 +223,11 @@ class EventHub:
 
     async def page(self, after: int, flt: Filter, limit: int) -> Page:
         """Events after ``after``: from memory when the hub holds them, else from Postgres."""
-        return self.from_memory(after, flt, limit) or await read_page(self.pool, after, flt, limit)
+        page = self.from_memory(after, flt, limit)
+        if page is None:
+            self.pg_reads += 1
+            page = await read_page(self.pool, after, flt, limit)
+        return page
 
     async def wait_page(self, after: int, flt: Filter, limit: int, wait_s: float) -> Page:
         """:meth:`page`, waiting up to ``wait_s`` for a first matching event (a long poll)."""

@@ -124,13 +124,17 @@ class Publisher:
             self._thread = None
 
     def run(self) -> None:
-        """Publish until stopped."""
+        """Publish until stopped (first waking every endpoint with open deliveries: see ``OPEN_ENDPOINTS``)."""
         conn: psycopg.Connection[Any] | None = None
         failing = False
+        started = False
         while not self.stopping.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                if not started:
+                    self._kick({row[0] for row in conn.execute(store.OPEN_ENDPOINTS).fetchall()})
+                    started = True
                 result = publish_once(conn, batch=self.batch)
                 failing = False
             except psycopg.Error:
@@ -143,14 +147,19 @@ class Publisher:
                 self.stopping.wait(1.0)
                 continue
             if result is not None and result.kick:
-                try:
-                    self.kick(result.kick)
-                except Exception:  # Redis down: the sweep kicks endpoints with due deliveries
-                    logger.warning("published events but could not wake their endpoints", exc_info=True)
+                self._kick(result.kick)
             if result is None or result.events < self.batch:
                 self.stopping.wait(self.interval)
         if conn is not None:
             conn.close()
+
+    def _kick(self, endpoint_ids: set[int]) -> None:
+        if not endpoint_ids:
+            return
+        try:
+            self.kick(endpoint_ids)
+        except Exception:  # Redis down: the sweep kicks endpoints with due deliveries
+            logger.warning("could not wake %d endpoint(s) with new deliveries", len(endpoint_ids), exc_info=True)
 
 
 class PublisherMiddleware(Middleware):

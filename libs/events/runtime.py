@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from dramatiq import Broker, Message, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 from psycopg_pool import AsyncConnectionPool
 
+from libs.broker import async_redis_client
 from libs.events.dispatch import READ_BYTES as DISPATCH_READ_BYTES
 from libs.events.dispatch import DispatcherContext, DispatchSettings, PumpLocks
 from libs.events.kicks import Kicks
@@ -73,7 +73,7 @@ class DispatcherResources(Middleware):
                     self._context = DispatcherContext(
                         pool=pool,
                         http=endpoint_http_client(self.settings),
-                        redis=aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5),
+                        redis=async_redis_client(self.settings),
                         kicks=Kicks(self.settings.redis_namespace),
                         locks=PumpLocks(self.settings.libpq_url),
                         settings=dispatch_settings(self.settings),

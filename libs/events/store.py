@@ -186,6 +186,13 @@ WHERE w.enabled AND ((d.state = 'pending' AND d.next_attempt_at <= now())
                      OR (d.state = 'delivering' AND d.lease_until < now()))
 """
 
+#: Enabled endpoints with deliveries pending or in flight: a dispatcher starting up kicks them all, so the
+#: in-flight work of a dispatcher that died is taken over at once (its pump locks went with its connection).
+OPEN_ENDPOINTS = """
+SELECT DISTINCT d.endpoint_id FROM event_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+WHERE w.enabled AND d.state IN ('pending', 'delivering')
+"""
+
 #: Conversations with waiting deliveries but no head (should not happen; the sweep repairs it).
 HEADLESS = """
 SELECT DISTINCT w.endpoint_id, w.conversation FROM event_deliveries w
