@@ -57,6 +57,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/messages", messages.create_message, "Create and enqueue a message", "messages",
              MessageIn, status=201),
     Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages"),
+    Endpoint("POST", "/api/messages/{id:int}/retry", messages.retry_message,
+             "Send a failed message again (fresh attempts, its failure kept in history)", "messages"),
     Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
              status=201),
     Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies"),
