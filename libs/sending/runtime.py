@@ -65,6 +65,7 @@ class SenderResources(Middleware):
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
                         lanes=Lanes(self.settings.redis_namespace, buffer=self.settings.campaign_feed_buffer),
+                        reconcile_seconds=self.settings.send_reconcile_seconds,
                     )
                     self._flusher = asyncio.create_task(self._flush_metrics(self._context))
         return self._context

@@ -4,11 +4,14 @@ Steps, each an idempotent state transition so a redelivered job never sends twic
 
 1. claim the row (``queued`` → ``sending``); a row already sent, failed or cancelled is left alone;
 2. build the provider client for the message's connection and call it once;
-3. record the provider's id (``sending`` → ``sent``) and apply statuses that arrived early.
+3. journal the provider's id in Redis (:mod:`libs.sending.journal`), then record it (``sending`` → ``sent``)
+   and apply statuses that arrived early.
 
 Failures are raised as ``libs.errors`` types for the retry middleware. A failure after which the provider
 may have accepted the message (timeout, connection dropped mid-request) keeps the row in ``sending``: the
-next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again.
+next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again. A record
+that failed after the provider answered (Postgres stalled, reset, failed over) also keeps the row in
+``sending``, but its provider id is journaled: the next attempt records it and never sends again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs import contracts
@@ -39,6 +43,7 @@ from libs.errors import (
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
 from libs.sending.coalesce import Coalescer
+from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
@@ -74,10 +79,14 @@ class SenderContext:
     records: Coalescer[tuple[int, str], None] = field(init=False)
     #: Provider clients by connection settings: built once, not per send.
     providers: dict[tuple[Any, ...], Provider] = field(init=False, default_factory=dict)
+    #: Provider ids of accepted sends until their record commits (default: in the throttle's Redis).
+    journal: Journal = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
         self.records = Coalescer(lambda sent: record_sent_batch(self.pool, sent))
+        if self.journal is None:
+            self.journal = Journal(self.throttle.client, self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -191,6 +200,9 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
     if state["connection_status"] != "active":
         raise Defer(HOLD_MS, f"connection {state['connection_status']}")
     if state["status"] == "sending":
+        # The provider accepted it but its record failed: record the journaled answer now.
+        if await _recorded_from_journal(ctx, message_id, lookup_fails_quietly=True) is not None:
+            return
         # Another delivery of this job may still be sending it, or an attempt ended ambiguously: look again
         # soon; past the reconcile window the claim succeeds and the message is sent again.
         wait_s = min(RECHECK_S, max(0.5, ctx.reconcile_seconds - float(state["sending_for_s"] or 0)))
@@ -226,6 +238,10 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
     if row is None:
         await _not_claimed(ctx, message_id)
         return None
+    # An earlier attempt may have been accepted and its record lost: never send twice. (On any failure here
+    # the row stays ``sending``: whether the provider has it is not known, so only the journal may settle it.)
+    if row["attempts"] > 1 and (journaled := await _recorded_from_journal(ctx, message_id)) is not None:
+        return journaled
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
         await ctx.throttle.acquire(
@@ -251,8 +267,37 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         elif not _ambiguous(exc):
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
-    await ctx.records((message_id, result.external_id))
+    await _record(ctx, message_id, result.external_id)
     return result.external_id
+
+
+async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:
+    """Journal the provider's answer, record it, then drop the journal entry (kept if the record fails)."""
+    await ctx.journal.write(message_id, provider_id)
+    await ctx.records((message_id, provider_id))
+    await ctx.journal.forget(message_id)
+
+
+async def _recorded_from_journal(
+    ctx: SenderContext, message_id: int, *, lookup_fails_quietly: bool = False
+) -> str | None:
+    """Record the journaled provider id of ``message_id`` if an earlier attempt left one; that id, or None.
+
+    A journal that cannot be read means "unknown": the attempt is deferred (nothing is sent blind), unless
+    ``lookup_fails_quietly`` (the caller defers anyway).
+    """
+    try:
+        provider_id = await ctx.journal.read(message_id)
+    except redis.RedisError as exc:
+        if lookup_fails_quietly:
+            return None
+        raise DependencyUnavailableError(f"send journal unavailable: {type(exc).__name__}") from exc
+    if provider_id is None:
+        return None
+    logger.info("message %s was accepted by the provider before its record failed: recording it", message_id)
+    await ctx.records((message_id, provider_id))
+    await ctx.journal.forget(message_id)
+    return provider_id
 
 
 async def _fail(ctx: SenderContext, row: store.Claimed, exc: BaseException) -> None:
