@@ -31,9 +31,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from libs import contracts
 from libs.campaigns.lanes import Lanes
 from libs.errors import (
+    ConnectionClosed,
     ConnectionNeedsAttentionError,
     Defer,
     DependencyUnavailableError,
+    HoldExpiredError,
     PermanentError,
     ProviderError,
     ProviderRateLimited,
@@ -43,6 +45,8 @@ from libs.errors import (
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
 from libs.sending.coalesce import Coalescer
+from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
+from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
@@ -52,8 +56,8 @@ logger = logging.getLogger(__name__)
 
 #: How long an ambiguous attempt waits for a status webhook before the message is sent again.
 DEFAULT_RECONCILE_SECONDS = 30
-#: How long a message waits for an inactive connection or a paused campaign before it is looked at again.
-HOLD_MS = 10_000
+#: Longest a send waits on a hold (inactive connection, paused campaign) by default: ``hold_max_age_seconds``.
+DEFAULT_HOLD_MAX_AGE_S = 86_400
 #: How often a message whose send is in flight or unconfirmed is looked at again.
 RECHECK_S = 3.0
 #: Gate order per tier: urgent first.
@@ -72,8 +76,10 @@ class SenderContext:
     api_version: str
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
     metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
-    #: Where sends of a paused campaign are parked (None: they are deferred instead).
+    #: Where low-tier sends of a paused campaign are parked (None: they are held like other sends).
     lanes: Lanes | None = None
+    #: Longest a held send waits (from its queue time); past it the message fails with the hold as reason.
+    hold_max_age_s: int = DEFAULT_HOLD_MAX_AGE_S
     #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)
@@ -81,12 +87,15 @@ class SenderContext:
     providers: dict[tuple[Any, ...], Provider] = field(init=False, default_factory=dict)
     #: Provider ids of accepted sends until their record commits (default: in the throttle's Redis).
     journal: Journal = field(default=None)  # type: ignore[assignment]
+    #: Sends parked while their connection is inactive or their campaign paused (in the throttle's Redis).
+    holds: Holds = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
         self.records = Coalescer(lambda sent: record_sent_batch(self.pool, sent))
         if self.journal is None:
             self.journal = Journal(self.throttle.client, self.throttle.namespace)
+        self.holds = Holds(self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -194,11 +203,17 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
         if ctx.lanes is not None and state["priority"] == "low":
             await _park(ctx, ctx.lanes, message_id, state)
             return
-        raise Defer(HOLD_MS, "campaign paused")
+        await _hold(ctx, message_id, state, hold_name(CAMPAIGN, state["campaign_id"]), "campaign paused")
+        return
     if state["connection_status"] == "needs_attention":
         raise ConnectionNeedsAttentionError("the connection needs attention", provider="zapq")
+    if state["connection_status"] is None:
+        raise RecordNotFoundError(f"the connection of message {message_id} no longer exists")
     if state["connection_status"] != "active":
-        raise Defer(HOLD_MS, f"connection {state['connection_status']}")
+        reason = f" ({state['connection_reason']})" if state["connection_reason"] else ""
+        hold = hold_name(CONNECTION, state["connection_id"])
+        await _hold(ctx, message_id, state, hold, f"connection {state['connection_id']} inactive{reason}")
+        return
     if state["status"] == "sending":
         # The provider accepted it but its record failed: record the journaled answer now.
         if await _recorded_from_journal(ctx, message_id, lookup_fails_quietly=True) is not None:
@@ -208,6 +223,19 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
         wait_s = min(RECHECK_S, max(0.5, ctx.reconcile_seconds - float(state["sending_for_s"] or 0)))
         raise Defer(int(wait_s * 1000), "the message is being sent or its last attempt is unconfirmed")
     raise RecordNotFoundError(f"message {message_id} is in state {state['status']}")
+
+
+async def _hold(ctx: SenderContext, message_id: int, state: dict[str, Any], hold: str, reason: str) -> None:
+    """Park the send under ``hold`` until it ends (:mod:`libs.sending.holds`) — no deferral loop, no defer
+    budget — or fail it when it has waited longer than ``hold_max_age_s`` already."""
+    if float(state["age_s"]) > ctx.hold_max_age_s:
+        title = f"HoldExpiredError: held longer than {ctx.hold_max_age_s} s: {reason}"
+        await record_failed_async(ctx.pool, message_id, code=None, title=title[:500])
+        raise HoldExpiredError(f"message {message_id} held longer than {ctx.hold_max_age_s} s: {reason}")
+    deadline = float(state["queued_epoch"]) + ctx.hold_max_age_s
+    job = holds_send_job(message_id, state["priority"])
+    await ctx.holds.park_async(ctx.throttle.client, hold, job, company_id=int(state["company_id"]), deadline=deadline)
+    logger.info("message %s held: %s", message_id, reason)
 
 
 async def _park(ctx: SenderContext, lanes: Lanes, message_id: int, state: dict[str, Any]) -> None:
@@ -255,6 +283,14 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
             raise
         ctx.metrics.observe(provider.name, time.monotonic() - started)
+    except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
+        await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
+        reason = f"{exc.provider} reported the session closed: {exc}"[:500]
+        await store.execute(ctx.pool, store.CONNECTION_CLOSED, {"id": row["connection_id"], "reason": reason})
+        state = await store.inspect(ctx.pool, message_id)
+        if state is not None:  # held as any send of an inactive connection (released at once if it reopened)
+            await _hold(ctx, message_id, state, hold_name(CONNECTION, row["connection_id"]), reason)
+        return None
     except (Defer, ProviderRateLimited):
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
