@@ -10,14 +10,17 @@ Retry decisions are made by ``isinstance`` against this tree, never by matching 
     ├── PermanentError ─────────────── dead-lettered at once, no further attempt
     │   ├── RecordNotFoundError          the row a message points at does not exist
     │   ├── ParseError                   a payload that can never be parsed
+    │   ├── HoldExpiredError             a send held (connection inactive, campaign paused) past the maximum age
     │   └── ProviderPermanentError       invalid recipient, bad parameter, template problems, policy blocks
     │       ├── InvalidRecipientError    131026, 131050, Baileys "exists: false"
     │       ├── TemplateError            132000-132016
     │       └── ConnectionNeedsAttentionError   0 / 190 / 401: the credentials must be fixed by a human
     └── Defer ──────────────────────── control signal: run again after ``delay_ms``, no attempt consumed
-        └── RateLimited                  throttled by our token bucket or by the provider (130429, 131056, 4, 80007)
-            └── ProviderRateLimited      the provider's refusal (a ProviderError too)
-                └── PairRateLimited      131056: too many messages to one recipient; backs off 4**X s
+        ├── RateLimited                  throttled by our token bucket or by the provider (130429, 131056, 4, 80007)
+        │   └── ProviderRateLimited      the provider's refusal (a ProviderError too)
+        │       └── PairRateLimited      131056: too many messages to one recipient; backs off 4**X s
+        └── ConnectionClosed             the provider's session is down (Evolution "Connection Closed"): the sender
+                                         marks the connection inactive and holds its sends until it is back
 
 ``ProviderError`` is a mixin carried by every provider exception so that callers can read the provider's
 code and HTTP status without parsing text.
@@ -52,6 +55,10 @@ class ParseError(PermanentError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class HoldExpiredError(PermanentError):
+    """A send waited on a hold (its connection inactive, its campaign paused) longer than the maximum age."""
 
 
 class Defer(ZapqError):
@@ -135,3 +142,23 @@ class PairRateLimited(ProviderRateLimited):
     ``delay_ms`` already grows with the pair's refusals in a row (4**X s); the sender counts them per connection
     and recipient and holds the pair's other sends for as long.
     """
+
+
+class ConnectionClosed(ProviderError, Defer):
+    """The provider's WhatsApp session for the connection is closed (a Baileys bridge answering "Connection
+    Closed"): not the message's fault and not for retrying at once — the connection is marked inactive and its
+    sends are held until it is active again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        delay_ms: int = 10_000,
+        code: int | None = None,
+        http_status: int | None = None,
+        details: str = "",
+    ) -> None:
+        ProviderError.__init__(self, message, provider=provider, code=code, http_status=http_status, details=details)
+        self.delay_ms = max(0, int(delay_ms))
+        self.reason = message

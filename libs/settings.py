@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     #: (a replayed job failing again counts once more).
     alert_dead_letter_threshold: int = Field(default=100, ge=1)
     alert_window_minutes: int = Field(default=10, ge=1)
+    #: How long a send whose outcome is unknown (the provider call timed out or dropped mid-request) waits for
+    #: a status webhook before the sender sends it again. A send the provider accepted is never sent again:
+    #: its answer is journaled before it is recorded.
+    send_reconcile_seconds: int = Field(default=30, ge=0, le=86_400)
+    #: Longest a send waits while held — its connection inactive or its bridge disconnected, a non-campaign send
+    #: of a paused campaign — counted from its queue time; past it the message fails with the hold as reason
+    #: (dead-lettered, replayable). A paused campaign's own sends wait for its resume or cancel.
+    hold_max_age_seconds: int = Field(default=86_400, ge=1)
     #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).
     concurrent_jobs_per_thread: int = Field(default=64, ge=1, le=1000)
     #: Where workers and the scheduler keep the heartbeat files read by ``python -m libs.ops.probe``.

@@ -63,6 +63,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/messages", messages.list_messages,
              "Messages by company, contact, direction, status or campaign (cursor pages)", "messages"),
     Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages"),
+    Endpoint("POST", "/api/messages/{id:int}/retry", messages.retry_message,
+             "Send a failed message again (fresh attempts, its failure kept in history)", "messages"),
     Endpoint("GET", "/api/contacts", contacts.list_contacts, "A company's contacts with their last message",
              "messages"),
     Endpoint("GET", "/api/contacts/{id:int}/messages", contacts.contact_messages,

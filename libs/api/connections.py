@@ -91,7 +91,11 @@ async def _fetch(request: Request, connection_id: int) -> dict[str, Any]:
 
 
 async def patch_connection(request: Request) -> Response:
-    """``PATCH /api/connections/{id}``: change the given fields (``status: active`` reactivates)."""
+    """``PATCH /api/connections/{id}``: change the given fields (``status: active`` reactivates).
+
+    New credentials (token, bridge address or key) for a connection that needs attention reactivate it too:
+    that is what it needed. Sends held for an inactive connection go out once it is active again.
+    """
     connection_id = path_id(request)
     body = await read_model(request, ConnectionPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
@@ -101,6 +105,8 @@ async def patch_connection(request: Request) -> Response:
     stray = sorted(foreign & changes.keys())
     if stray:
         raise ApiError(422, f"{', '.join(stray)} do not apply to a {current['provider']} connection")
+    if "status" not in changes and current["status"] == "needs_attention" and set(own) & changes.keys():
+        changes["status"] = "active"  # it needed new credentials, and got them
     status = changes.pop("status", None)
     async with context(request).pool.connection() as conn, conn.transaction():
         if changes:

@@ -24,6 +24,7 @@ from libs.api.http import ApiError, context, json_response, path_id, query_id, q
 from libs.api.schemas import MessageIn
 from libs.enqueue import enqueue_many_async
 from libs.events import sql as events
+from libs.sending.reopen import UNDO_REOPEN, VIA_API, NotRetryable, reopen_async
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ MAX_IDEMPOTENCY_KEY = 200
 JOB_NAMESPACE = uuid.UUID("6f0b1c53-52a2-4c8e-9d0e-7a1f3f0e2b11")
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
-payload, idempotency_key, external_id, error_code, error_title, attempts, created_at, queued_at, sending_at,
-sent_at, delivered_at, read_at, failed_at"""
+payload, idempotency_key, external_id, error_code, error_title, attempts, history, created_at, queued_at,
+sending_at, sent_at, delivered_at, read_at, failed_at"""
 
 INSERT = f"""
 WITH created AS (
@@ -63,9 +64,11 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def send_job(row: dict[str, Any]) -> Message[Any]:
-    """The send job of a stored message, on its tier's queue."""
+    """The send job of a stored message, on its tier's queue (an API-created one keeps its derived job id)."""
     contract = contracts.SEND_BY_TIER[row["priority"]]
-    return contract.message(contracts.SendMessage(row["id"])).copy(message_id=job_id(row))
+    job = contract.message(contracts.SendMessage(row["id"]))
+    derived = job_id(row)
+    return job.copy(message_id=derived) if derived is not None else job
 
 
 async def _existing(conn: Any, company_id: int, key: str) -> dict[str, Any] | None:
@@ -232,3 +235,32 @@ async def list_messages(request: Request) -> Response:
     after, before, limit = page_bounds(request)
     async with context(request).pool.connection() as conn:
         return json_response(await message_page(conn, conditions, values, after=after, before=before, limit=limit))
+
+
+async def retry_message(request: Request) -> Response:
+    """``POST /api/messages/{id}/retry``: a failed message sent again → 200 with the message, queued.
+
+    Fresh attempts; its failure is kept in ``history``; a campaign message's ``failed_count`` is given back (it
+    counts in ``sent_count`` once sent). 409 with the reason when the message is not failed, or must not be
+    sent now (see :mod:`libs.sending.reopen`); 503 (and the message failed as before) when the queue is down.
+    """
+    message_id = path_id(request)
+    ctx = context(request)
+    async with ctx.pool.connection() as conn:
+        try:
+            await reopen_async(conn, message_id, via=VIA_API)
+        except LookupError:
+            raise ApiError(404, f"no message {message_id}") from None
+        except NotRetryable as exc:
+            raise ApiError(409, str(exc)) from None
+        row = await (await conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = %s", (message_id,))).fetchone()
+    assert row is not None
+    job = send_job(row)
+    try:
+        await enqueue_many_async(ctx.redis, ctx.namespace, [job], lifecycle=True)
+    except Exception:
+        logger.warning("message %s reopened but not enqueued; failing it again", message_id, exc_info=True)
+        async with ctx.pool.connection() as conn:
+            await conn.execute(UNDO_REOPEN, {"id": message_id})
+        raise ApiError(503, "the queue is unavailable; the message is failed as before, retry later") from None
+    return json_response({**_out(row), "job_id": job.message_id})

@@ -63,7 +63,11 @@ async def dead_letters(request: Request) -> Response:
 
 
 async def replay_dead_letter(request: Request) -> Response:
-    """``POST /api/dead-letters/{id}/replay``: re-enqueue the job with fresh attempts (once)."""
+    """``POST /api/dead-letters/{id}/replay``: reopen the job's row and re-enqueue the job with fresh attempts (once).
+
+    409 when it was replayed already, or when its row must not run now (the reason says why: e.g. the message's
+    connection still needs attention).
+    """
     dead_letter_id = path_id(request)
     ctx = context(request)
 
@@ -71,7 +75,10 @@ async def replay_dead_letter(request: Request) -> Response:
         row = ledger.get(ctx.db, dead_letter_id)
         if row.replayed_at is not None:
             raise ApiError(409, f"dead letter {dead_letter_id} was already replayed at {row.replayed_at.isoformat()}")
-        done = ledger.replay(ctx.db, ctx.broker().enqueue, [dead_letter_id])
+        refused: dict[int, str] = {}
+        done = ledger.replay(ctx.db, ctx.broker().enqueue, [dead_letter_id], refused=refused)
+        if dead_letter_id in refused:
+            raise ApiError(409, f"dead letter {dead_letter_id} not replayed: {refused[dead_letter_id]}")
         if not done:
             raise ApiError(409, f"dead letter {dead_letter_id} is being replayed by someone else")
         return {"replayed": dead_letter_id, "job_id": row.message_id, "job": f"/api/jobs/{row.message_id}"}

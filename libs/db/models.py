@@ -234,6 +234,8 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_title: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Earlier failures of a message that was retried (each: status, error, attempts, when, how it was retried).
+    history: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'::jsonb"))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     queued_at: Mapped[dt.datetime | None]
     sending_at: Mapped[dt.datetime | None]

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import DeadLetter
+from libs.deadletters.reopen import reopen
 from libs.errors import RecordNotFoundError
 
 
@@ -148,11 +149,24 @@ def replayable_message(row: DeadLetter) -> Message[Any]:
     )
 
 
-def replay(db: Database, enqueue: Any, ids: list[int], *, dry_run: bool = False) -> list[int]:
+def replay(
+    db: Database,
+    enqueue: Any,
+    ids: list[int],
+    *,
+    dry_run: bool = False,
+    refused: dict[int, str] | None = None,
+) -> list[int]:
     """Re-enqueue the rows ``ids`` that are still dead; returns the ids actually replayed.
 
-    The row is claimed (``replayed_at`` set, count incremented) and the job enqueued in one transaction:
-    two concurrent replays of one row enqueue it once, and a row already replayed is not enqueued again.
+    In one transaction the ledger row is claimed (``replayed_at`` set, count incremented) and the row its job
+    works on reopened (:mod:`libs.deadletters.reopen`: a failed message back to ``queued``, a failed webhook
+    back to ``enqueued``); the job is enqueued once that is committed, so it finds its row reopened. Two
+    concurrent replays of one row enqueue it once, and a row already replayed is not enqueued again. If the
+    enqueue fails the ledger row is dead again (replay it later; the reopened message waits ``queued``).
+
+    A row whose job must not run now (its message's connection needs attention, its campaign was cancelled)
+    is not replayed: its id and the reason go to ``refused``.
     """
     replayed: list[int] = []
     for dead_letter_id in ids:
@@ -164,10 +178,15 @@ def replay(db: Database, enqueue: Any, ids: list[int], *, dry_run: bool = False)
             ).scalar_one_or_none()
             if row is None:
                 continue
-            replayed.append(dead_letter_id)
+            message = replayable_message(row)
             if dry_run:
+                replayed.append(dead_letter_id)
                 continue
-            message = enqueue(replayable_message(row))
+            reason = reopen(session, message.actor_name, dict(message.kwargs))
+            if reason is not None:
+                if refused is not None:
+                    refused[dead_letter_id] = reason
+                continue  # nothing was written: the reopen only looked
             session.execute(
                 update(DeadLetter)
                 .where(DeadLetter.id == dead_letter_id)
@@ -177,6 +196,17 @@ def replay(db: Database, enqueue: Any, ids: list[int], *, dry_run: bool = False)
                     replayed_message_id=message.message_id,
                 )
             )
+        try:
+            enqueue(message)
+        except BaseException:
+            with db.session() as session:
+                session.execute(
+                    update(DeadLetter)
+                    .where(DeadLetter.id == dead_letter_id, DeadLetter.replayed_at.is_not(None))
+                    .values(replayed_at=None, replay_count=DeadLetter.replay_count - 1)
+                )
+            raise
+        replayed.append(dead_letter_id)
     return replayed
 
 

@@ -144,3 +144,17 @@ def mark_failed(db: Database, webhook_id: int, error: str) -> None:
             .where(Webhook.id == webhook_id, Webhook.status != WebhookStatus.PROCESSED)
             .values(status=WebhookStatus.FAILED, error=error[:4000])
         )
+
+
+#: A replayed webhook goes back to the outbox: enqueued again, so the sweep re-enqueues it should its job be lost.
+REOPEN_FAILED = """
+UPDATE webhooks SET status = 'enqueued', enqueued_at = now() WHERE id = ANY(%(ids)s) AND status = 'failed'
+"""
+
+
+def reopen_failed_webhooks(session: Any, webhook_ids: list[int]) -> None:
+    """Put failed webhooks back to ``enqueued`` in the session's transaction (before their job is replayed).
+
+    The error text stays on the row until it is processed; the dead-letter ledger keeps it in any case.
+    """
+    session.connection().exec_driver_sql(REOPEN_FAILED, {"ids": webhook_ids})

@@ -119,7 +119,7 @@ def cmd_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    """Re-enqueue dead letters with fresh attempts."""
+    """Re-enqueue dead letters with fresh attempts, their rows reopened (exit 1 if any was refused, with why)."""
     from libs.broker import build_broker
     from libs.deadletters import ledger
     from libs.errors import RecordNotFoundError
@@ -136,12 +136,18 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     else:
         raise UsageError("replay needs an ID, --queue Q or --all")
     broker = build_broker(settings)
-    done = ledger.replay(db, broker.enqueue, ids, dry_run=args.dry_run)
-    if args.id is not None and not done:
+    refused: dict[int, str] = {}
+    done = ledger.replay(db, broker.enqueue, ids, dry_run=args.dry_run, refused=refused)
+    for dead_letter_id, reason in refused.items():
+        print(f"zapq: dead letter {dead_letter_id} not replayed: {reason}", file=sys.stderr)
+    if args.id is not None and not done and not refused:
         raise RecordNotFoundError(f"dead letter {args.id} is being replayed by someone else")
     verb = "would replay" if args.dry_run else "replayed"
-    _print({"replayed": done, "dry_run": args.dry_run}, args.json, lambda d: f"{verb} {len(done)}: {done}")
-    return EXIT_OK
+    data: dict[str, Any] = {"replayed": done, "dry_run": args.dry_run}
+    if refused:
+        data["refused"] = refused
+    _print(data, args.json, lambda d: f"{verb} {len(done)}: {done}")
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:

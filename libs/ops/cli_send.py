@@ -1,8 +1,11 @@
-"""``zapq send``: one outbound message through zapq's HTTP API (``POST /api/messages``), as a producer sends it.
+"""``zapq send`` / ``zapq retry``: one outbound message through zapq's HTTP API (``POST /api/messages``), as a
+producer sends it.
 
 The API stores the message ``queued`` and enqueues its send job on the tier's queue; the command prints the
 message id and the job id. ``--idempotency-key`` is sent as the ``Idempotency-Key`` header: a repeat answers
-the stored message and enqueues nothing. Registered on the ``zapq`` parser by :func:`add_send_command`.
+the stored message and enqueues nothing. ``zapq retry ID`` sends a failed message again
+(``POST /api/messages/{id}/retry``; exit 2 with the reason when it is not failed, 3 when it does not exist).
+Registered on the ``zapq`` parser by :func:`add_send_command`.
 """
 
 from __future__ import annotations
@@ -44,8 +47,19 @@ def cmd_send(args: argparse.Namespace, api: ApiClient) -> int:
     return EXIT_OK
 
 
+def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
+    """Send a failed message again (``POST /api/messages/{id}/retry``); print its state and its new job's id."""
+    message = api.call("POST", f"/api/messages/{args.id}/retry")
+    _print(
+        message,
+        args.json,
+        lambda m: f"message {m['id']} {m['status']} again ({len(m['history'])} earlier failure(s)), job {m['job_id']}",
+    )
+    return EXIT_OK
+
+
 def add_send_command(sub: Any) -> None:
-    """Add ``send`` to the ``zapq`` subparsers."""
+    """Add ``send`` and ``retry`` to the ``zapq`` subparsers."""
     p = sub.add_parser("send", help="send one text or template message through the API; prints its ids")
     p.add_argument("--company", type=int, required=True, metavar="ID")
     p.add_argument("--to", required=True, metavar="PHONE", help="recipient, country code first (e.g. +55 11 …)")
@@ -61,3 +75,9 @@ def add_send_command(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the created message as JSON")
     p.add_argument("--api-url", help=API_URL_HELP)
     p.set_defaults(func=with_api(cmd_send, ApiClient))
+
+    p = sub.add_parser("retry", help="send a failed message again (fresh attempts; its failure kept in its history)")
+    p.add_argument("id", type=int, metavar="MESSAGE_ID")
+    p.add_argument("--json", action="store_true", help="the message as JSON")
+    p.add_argument("--api-url", help=API_URL_HELP)
+    p.set_defaults(func=with_api(cmd_retry, ApiClient))

@@ -6,6 +6,7 @@ Mapping (protocol doc, section C)::
     401, 403 (bad apikey)                ConnectionNeedsAttentionError
     404 (unknown instance)               ConnectionNeedsAttentionError
     400 with {exists: false} objects     InvalidRecipientError
+    400 "Connection Closed"              ConnectionClosed (the WhatsApp session dropped: hold, do not fail)
     other 400 / 4xx                      ProviderPermanentError
     429                                  ProviderRateLimited (1 s)
     408, 5xx, anything else              ProviderTransientError
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from libs.errors import (
+    ConnectionClosed,
     ConnectionNeedsAttentionError,
     InvalidRecipientError,
     ProviderError,
@@ -46,6 +48,22 @@ def _messages(envelope: dict[str, Any] | None) -> list[Any]:
     return message if isinstance(message, list) else [message]
 
 
+#: Evolution's whole message (``response.message`` item) when the instance's WhatsApp session is not open;
+#: compared case-insensitively after an optional ``Error:`` prefix. The bridge has no code for it.
+CONNECTION_CLOSED = "connection closed"
+
+
+def _connection_closed(items: list[Any]) -> bool:
+    """True when an item of ``response.message`` is Evolution's "Connection Closed" (exactly, not a substring)."""
+    for item in items:
+        if isinstance(item, str):
+            text = item.strip().lower()
+            text = text[len("error:") :].strip() if text.startswith("error:") else text
+            if text == CONNECTION_CLOSED:
+                return True
+    return False
+
+
 def _not_on_whatsapp(items: list[Any]) -> list[dict[str, Any]]:
     """The ``{jid, exists: false, number}`` objects among ``items``."""
     return [item for item in items if isinstance(item, dict) and item.get("exists") is False]
@@ -55,7 +73,8 @@ def map_bridge_error(http_status: int, body: bytes | dict[str, Any] | None) -> P
     """Translate a failed Evolution API response into the ``libs.errors`` exception to raise.
 
     Only the status code and the structure of ``response.message`` are used: a 400 whose message holds an
-    object with ``exists: false`` is an invalid recipient, any other 400 a permanent refusal.
+    object with ``exists: false`` is an invalid recipient, one whose message is exactly "Connection Closed" a
+    closed session (the bridge has no code for it), any other 400 a permanent refusal.
     """
     items = _messages(json_object(body))
     texts = [item if isinstance(item, str) else excerpt(item) for item in items]
@@ -69,6 +88,8 @@ def map_bridge_error(http_status: int, body: bytes | dict[str, Any] | None) -> P
     if http_status == 400 and (missing := _not_on_whatsapp(items)):
         numbers = ", ".join(str(item.get("number") or item.get("jid")) for item in missing)
         return InvalidRecipientError(f"not on WhatsApp: {numbers}", **common)
+    if http_status == 400 and _connection_closed(items):
+        return ConnectionClosed(message, **common)
     if http_status == 429:
         return ProviderRateLimited(message, delay_ms=RATE_LIMIT_DELAY_MS, **common)
     if http_status == 408 or http_status >= 500:

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.campaigns.lanes import Lanes
 from libs.providers.transport import provider_http_client
+from libs.sending.holds import release_ended_async
 from libs.sending.send import SenderContext
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: How often provider call counts are added to Redis.
 METRICS_FLUSH_S = 1.0
+#: How often held sends are checked for a hold that ended (a connection active again, a campaign resumed).
+HOLD_POLL_S = 1.0
 
 
 class SenderResources(Middleware):
@@ -39,6 +42,7 @@ class SenderResources(Middleware):
         self._context: SenderContext | None = None
         self._lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._releaser: asyncio.Task[None] | None = None
 
     async def context(self) -> SenderContext:
         """The process's :class:`SenderContext`, created on first use (on the event loop)."""
@@ -65,8 +69,11 @@ class SenderResources(Middleware):
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
                         lanes=Lanes(self.settings.redis_namespace, buffer=self.settings.campaign_feed_buffer),
+                        reconcile_seconds=self.settings.send_reconcile_seconds,
+                        hold_max_age_s=self.settings.hold_max_age_seconds,
                     )
                     self._flusher = asyncio.create_task(self._flush_metrics(self._context))
+                    self._releaser = asyncio.create_task(self._release_holds(self._context))
         return self._context
 
     async def _flush_metrics(self, context: SenderContext) -> None:
@@ -78,12 +85,27 @@ class SenderResources(Middleware):
             except Exception:  # a Redis blip loses one second of metrics, never a send
                 logger.warning("could not flush provider metrics", exc_info=True)
 
+    async def _release_holds(self, context: SenderContext) -> None:
+        """Release held sends whose hold ended, and those past the maximum age, about every ``HOLD_POLL_S``."""
+        failing = False
+        while True:
+            await asyncio.sleep(HOLD_POLL_S)
+            try:
+                await release_ended_async(context.pool, context.throttle.client, context.holds)
+            except Exception:  # Postgres or Redis unavailable: the next poll (or the scheduler's sweep) does it
+                if not failing:
+                    logger.warning("could not check held sends", exc_info=True)
+                failing = True
+            else:
+                failing = False
+
     async def aclose(self) -> None:
         """Close the pool and the HTTP client."""
         if self._context is not None:
             context, self._context = self._context, None
-            if self._flusher is not None:
-                self._flusher.cancel()
+            for task in (self._flusher, self._releaser):
+                if task is not None:
+                    task.cancel()
             with contextlib.suppress(Exception):
                 await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
             await context.http.aclose()

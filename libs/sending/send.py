@@ -4,11 +4,14 @@ Steps, each an idempotent state transition so a redelivered job never sends twic
 
 1. claim the row (``queued`` → ``sending``); a row already sent, failed or cancelled is left alone;
 2. build the provider client for the message's connection and call it once;
-3. record the provider's id (``sending`` → ``sent``) and apply statuses that arrived early.
+3. journal the provider's id in Redis (:mod:`libs.sending.journal`), then record it (``sending`` → ``sent``)
+   and apply statuses that arrived early.
 
 Failures are raised as ``libs.errors`` types for the retry middleware. A failure after which the provider
 may have accepted the message (timeout, connection dropped mid-request) keeps the row in ``sending``: the
-next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again.
+next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again. A record
+that failed after the provider answered (Postgres stalled, reset, failed over) also keeps the row in
+``sending``, but its provider id is journaled: the next attempt records it and never sends again.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs import contracts
 from libs.campaigns.lanes import Lanes
 from libs.errors import (
+    ConnectionClosed,
     ConnectionNeedsAttentionError,
     Defer,
     DependencyUnavailableError,
+    HoldExpiredError,
     PairRateLimited,
     PermanentError,
     ProviderError,
@@ -40,6 +46,9 @@ from libs.errors import (
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
 from libs.sending.coalesce import Coalescer
+from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
+from libs.sending.holds import send_job as holds_send_job
+from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
@@ -48,8 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: How long an ambiguous attempt waits for a status webhook before the message is sent again.
 DEFAULT_RECONCILE_SECONDS = 30
-#: How long a message waits for an inactive connection or a paused campaign before it is looked at again.
-HOLD_MS = 10_000
+#: Longest a send waits on a hold (inactive connection, paused campaign) by default: ``hold_max_age_seconds``.
+DEFAULT_HOLD_MAX_AGE_S = 86_400
 #: How often a message whose send is in flight or unconfirmed is looked at again.
 RECHECK_S = 3.0
 #: Gate order per tier: urgent first.
@@ -68,17 +77,26 @@ class SenderContext:
     api_version: str
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
     metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
-    #: Where sends of a paused campaign are parked (None: they are deferred instead).
+    #: Where low-tier sends of a paused campaign are parked (None: they are held like other sends).
     lanes: Lanes | None = None
+    #: Longest a held send waits (from its queue time); past it the message fails with the hold as reason.
+    hold_max_age_s: int = DEFAULT_HOLD_MAX_AGE_S
     #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)
     #: Provider clients by connection settings: built once, not per send.
     providers: dict[tuple[Any, ...], Provider] = field(init=False, default_factory=dict)
+    #: Provider ids of accepted sends until their record commits (default: in the throttle's Redis).
+    journal: Journal = field(default=None)  # type: ignore[assignment]
+    #: Sends parked while their connection is inactive or their campaign paused (in the throttle's Redis).
+    holds: Holds = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
         self.records = Coalescer(lambda sent: record_sent_batch(self.pool, sent))
+        if self.journal is None:
+            self.journal = Journal(self.throttle.client, self.throttle.namespace)
+        self.holds = Holds(self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -186,17 +204,39 @@ async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
         if ctx.lanes is not None and state["priority"] == "low":
             await _park(ctx, ctx.lanes, message_id, state)
             return
-        raise Defer(HOLD_MS, "campaign paused")
+        await _hold(ctx, message_id, state, hold_name(CAMPAIGN, state["campaign_id"]), "campaign paused")
+        return
     if state["connection_status"] == "needs_attention":
         raise ConnectionNeedsAttentionError("the connection needs attention", provider="zapq")
+    if state["connection_status"] is None:
+        raise RecordNotFoundError(f"the connection of message {message_id} no longer exists")
     if state["connection_status"] != "active":
-        raise Defer(HOLD_MS, f"connection {state['connection_status']}")
+        reason = f" ({state['connection_reason']})" if state["connection_reason"] else ""
+        hold = hold_name(CONNECTION, state["connection_id"])
+        await _hold(ctx, message_id, state, hold, f"connection {state['connection_id']} inactive{reason}")
+        return
     if state["status"] == "sending":
+        # The provider accepted it but its record failed: record the journaled answer now.
+        if await _recorded_from_journal(ctx, message_id, lookup_fails_quietly=True) is not None:
+            return
         # Another delivery of this job may still be sending it, or an attempt ended ambiguously: look again
         # soon; past the reconcile window the claim succeeds and the message is sent again.
         wait_s = min(RECHECK_S, max(0.5, ctx.reconcile_seconds - float(state["sending_for_s"] or 0)))
         raise Defer(int(wait_s * 1000), "the message is being sent or its last attempt is unconfirmed")
     raise RecordNotFoundError(f"message {message_id} is in state {state['status']}")
+
+
+async def _hold(ctx: SenderContext, message_id: int, state: dict[str, Any], hold: str, reason: str) -> None:
+    """Park the send under ``hold`` until it ends (:mod:`libs.sending.holds`) — no deferral loop, no defer
+    budget — or fail it when it has waited longer than ``hold_max_age_s`` already."""
+    if float(state["age_s"]) > ctx.hold_max_age_s:
+        title = f"HoldExpiredError: held longer than {ctx.hold_max_age_s} s: {reason}"
+        await record_failed_async(ctx.pool, message_id, code=None, title=title[:500])
+        raise HoldExpiredError(f"message {message_id} held longer than {ctx.hold_max_age_s} s: {reason}")
+    deadline = float(state["queued_epoch"]) + ctx.hold_max_age_s
+    job = holds_send_job(message_id, state["priority"])
+    await ctx.holds.park_async(ctx.throttle.client, hold, job, company_id=int(state["company_id"]), deadline=deadline)
+    logger.info("message %s held: %s", message_id, reason)
 
 
 async def _park(ctx: SenderContext, lanes: Lanes, message_id: int, state: dict[str, Any]) -> None:
@@ -228,6 +268,10 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         await _not_claimed(ctx, message_id)
         return None
     pair_hits = 0
+    # An earlier attempt may have been accepted and its record lost: never send twice. (On any failure here
+    # the row stays ``sending``: whether the provider has it is not known, so only the journal may settle it.)
+    if row["attempts"] > 1 and (journaled := await _recorded_from_journal(ctx, message_id)) is not None:
+        return journaled
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
         pair_hits = await ctx.throttle.acquire(
@@ -241,6 +285,14 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
             raise
         ctx.metrics.observe(provider.name, time.monotonic() - started)
+    except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
+        await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
+        reason = f"{exc.provider} reported the session closed: {exc}"[:500]
+        await store.execute(ctx.pool, store.CONNECTION_CLOSED, {"id": row["connection_id"], "reason": reason})
+        state = await store.inspect(ctx.pool, message_id)
+        if state is not None:  # held as any send of an inactive connection (released at once if it reopened)
+            await _hold(ctx, message_id, state, hold_name(CONNECTION, row["connection_id"]), reason)
+        return None
     except (Defer, ProviderRateLimited) as exc:
         if isinstance(exc, PairRateLimited):
             await ctx.throttle.pair_refused(row["connection_id"], row["recipient"], pair_hits, exc.delay_ms)
@@ -255,10 +307,39 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         elif not _ambiguous(exc):
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
-    await ctx.records((message_id, result.external_id))
+    await _record(ctx, message_id, result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
+
+
+async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:
+    """Journal the provider's answer, record it, then drop the journal entry (kept if the record fails)."""
+    await ctx.journal.write(message_id, provider_id)
+    await ctx.records((message_id, provider_id))
+    await ctx.journal.forget(message_id)
+
+
+async def _recorded_from_journal(
+    ctx: SenderContext, message_id: int, *, lookup_fails_quietly: bool = False
+) -> str | None:
+    """Record the journaled provider id of ``message_id`` if an earlier attempt left one; that id, or None.
+
+    A journal that cannot be read means "unknown": the attempt is deferred (nothing is sent blind), unless
+    ``lookup_fails_quietly`` (the caller defers anyway).
+    """
+    try:
+        provider_id = await ctx.journal.read(message_id)
+    except redis.RedisError as exc:
+        if lookup_fails_quietly:
+            return None
+        raise DependencyUnavailableError(f"send journal unavailable: {type(exc).__name__}") from exc
+    if provider_id is None:
+        return None
+    logger.info("message %s was accepted by the provider before its record failed: recording it", message_id)
+    await ctx.records((message_id, provider_id))
+    await ctx.journal.forget(message_id)
+    return provider_id
 
 
 async def _fail(ctx: SenderContext, row: store.Claimed, exc: BaseException) -> None:

@@ -27,9 +27,11 @@ RETURNING m.id, m.company_id, m.recipient, m.type, m.body, m.payload, m.priority
 
 #: Why a message could not be claimed.
 INSPECT = """
-SELECT m.status, m.external_id, m.direction, m.priority, m.campaign_id, m.company_id,
+SELECT m.status, m.external_id, m.direction, m.priority, m.campaign_id, m.company_id, m.connection_id,
        EXTRACT(EPOCH FROM (now() - m.sending_at)) AS sending_for_s,
-       c.status AS connection_status, k.status AS campaign_status
+       EXTRACT(EPOCH FROM COALESCE(m.queued_at, m.created_at))::float8 AS queued_epoch,
+       EXTRACT(EPOCH FROM (now() - COALESCE(m.queued_at, m.created_at)))::float8 AS age_s,
+       c.status AS connection_status, c.status_reason AS connection_reason, k.status AS campaign_status
 FROM messages m
 LEFT JOIN connections c ON c.id = m.connection_id
 LEFT JOIN campaigns k ON k.id = m.campaign_id
@@ -54,6 +56,12 @@ UPDATE messages SET status = 'cancelled', updated_at = now() WHERE id = %(id)s A
 #: The connection's credentials must be fixed by a human (``%(id)s``, ``%(reason)s``), with its event.
 CONNECTION_NEEDS_ATTENTION = events.change_connection_status(
     where="id = %(id)s", status="'needs_attention'", reason="%(reason)s::text"
+)
+
+#: The provider reported the connection's session closed (a Baileys bridge's "Connection Closed"): its sends
+#: are held until it is active again (a ``connection.update`` ``open``, a PATCH). With its event.
+CONNECTION_CLOSED = events.change_connection_status(
+    where="id = %(id)s AND status = 'active'", status="'inactive'", reason="%(reason)s::text"
 )
 
 

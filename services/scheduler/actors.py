@@ -13,6 +13,7 @@ from libs.campaigns.lanes import Lanes
 from libs.deadletters import alerts, ledger
 from libs.events import maintenance as events
 from libs.ingest.sweep import sweep_webhooks as sweep
+from libs.sending import holds
 from services.scheduler import broker, resources, settings
 
 
@@ -87,6 +88,14 @@ def unpark_campaigns() -> None:
     """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
     schedule.unpark_campaigns(resources.db, broker.client, lanes)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def release_holds() -> None:
+    """Every minute: release held sends whose hold ended or that outlived the maximum age (the senders do
+    this every second; this covers a time when none runs)."""
+    with resources.db.session() as session:
+        holds.release_ended(session, broker.client, holds.Holds(settings.redis_namespace))
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Message, MessageStatus, Priority
-from libs.ops.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.processes import free_port
 from libs.settings import Settings
 from tests.helpers import queue_length
@@ -131,3 +131,32 @@ def test_an_api_that_is_down_exits_1_naming_the_url(capsys: pytest.CaptureFixtur
     code, out, err = zapq(capsys, "send", "--company", "1", "--to", "14155550100", "--text", "Hi", "--api-url", url)
     assert (code, out) == (EXIT_FAILED, "")
     assert f"cannot reach the zapq API at {url}" in err
+
+
+def test_retry_requeues_a_failed_message_and_refuses_others(
+    capsys: pytest.CaptureFixture[str], company: dict[str, Any], db: Database, broker: Any, settings: Settings
+) -> None:
+    # Given a message the sender failed for good, and one still queued
+    failed = json.loads(send(capsys, company, "--text", "Order 42 shipped", "--json")[1])
+    queued = json.loads(send(capsys, company, "--text", "Order 43 shipped", "--json")[1])
+    with db.session() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == failed["id"])
+            .values(status=MessageStatus.FAILED, error_code=131026, error_title="InvalidRecipientError", attempts=1)
+        )
+    broker.client.delete(f"{settings.redis_namespace}:{contracts.MESSAGES}")  # the jobs ran long ago
+    # When the failed one is retried from the command line
+    code, out, err = zapq(capsys, "retry", str(failed["id"]))
+    # Then it is queued again with its failure kept, and its send job waits on its tier's queue
+    assert (code, err) == (EXIT_OK, ""), err
+    assert out == f"message {failed['id']} queued again (1 earlier failure(s)), job {failed['job_id']}\n"
+    with db.session() as session:
+        row = session.get(Message, failed["id"])
+        assert row is not None and (row.status, row.attempts, row.error_code) == (MessageStatus.QUEUED, 0, None)
+        assert [entry["error_code"] for entry in row.history] == [131026]
+    assert waiting(broker, settings) == {"urgent": 0, "normal": 1, "low": 0}
+    # And a message that is not failed, or does not exist, is refused with the API's reason
+    code, out, err = zapq(capsys, "retry", str(queued["id"]))
+    assert (code, out) == (EXIT_USAGE, "") and "is queued; only a failed message can be retried" in err
+    assert zapq(capsys, "retry", "999999")[0] == EXIT_NOT_FOUND

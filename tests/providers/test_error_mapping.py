@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from libs.errors import (
+    ConnectionClosed,
     ConnectionNeedsAttentionError,
     InvalidRecipientError,
     PairRateLimited,
@@ -184,7 +185,9 @@ NOT_ON_WHATSAPP = [{"jid": "5511999999999@s.whatsapp.net", "exists": False, "num
         (400, bridge_body(400, [{**NOT_ON_WHATSAPP[0], "exists": "false"}]), ProviderPermanentError),
         (400, bridge_body(400, ["exists: false"]), ProviderPermanentError),
         (400, bridge_body(400, ['instance requires property "text"']), ProviderPermanentError),
-        (400, bridge_body(400, ["Error: Connection Closed"]), ProviderPermanentError),
+        (400, bridge_body(400, ["Error: Connection Closed"]), ConnectionClosed),
+        (400, bridge_body(400, "Connection Closed"), ConnectionClosed),
+        (400, bridge_body(400, ["Error: Connection Closed by the server, retry"]), ProviderPermanentError),
         (400, b"not json", ProviderPermanentError),
         (422, bridge_body(422, ["bad"]), ProviderPermanentError),
         (408, None, ProviderTransientError),

@@ -38,6 +38,7 @@ from libs.db.models import (
 from libs.errors import Defer
 from libs.middleware.policy import RetryPolicy
 from libs.middleware.retry import RetryMiddleware
+from libs.sending import runtime as sender_runtime
 from libs.sending import send as send_module
 from libs.sending.send import SenderContext
 from libs.settings import Settings
@@ -118,8 +119,8 @@ def sender(settings: Settings, fake_meta: str, broker: Any) -> Iterator[Any]:
 
 @pytest.fixture(autouse=True)
 def short_holds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Held messages (inactive connection, paused campaign, unconfirmed send) are looked at again quickly."""
-    monkeypatch.setattr(send_module, "HOLD_MS", 200)
+    """Held messages (inactive connection, paused campaign) and unconfirmed sends are looked at again quickly."""
+    monkeypatch.setattr(sender_runtime, "HOLD_POLL_S", 0.05)
     monkeypatch.setattr(send_module, "RECHECK_S", 0.2)
 
 
