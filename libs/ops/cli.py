@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_send_command(sub)  # send
 
+    from libs.ops.cli_events import add_events_commands
+
+    add_events_commands(sub)  # events tail|list|show
+
     demo = sub.add_parser("demo", help="start the system, send a signed webhook, show it processed, stop")
     demo.add_argument("--keep-running", action="store_true", help="leave the processes up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
