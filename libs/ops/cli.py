@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_events_commands(sub)  # events tail|list|show
 
+    from libs.ops.cli_endpoints import add_endpoints_commands
+
+    add_endpoints_commands(sub)  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
+
     demo = sub.add_parser("demo", help="start the system, send a signed webhook, show it processed, stop")
     demo.add_argument("--keep-running", action="store_true", help="leave the processes up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
