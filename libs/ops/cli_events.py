@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from libs.ops.cli import EXIT_OK, _print, _table
+from libs.ops.cli import EXIT_OK, TABLE_CELL_CHARS, _print, _table
 from libs.ops.cli_api import API_URL_HELP, ApiCallError, ApiClient, ApiRefusedError, ApiUnreachableError, with_api
 
 #: The stream: the API sends a keep-alive comment every ``ZAPQ_EVENT_STREAM_PING_SECONDS`` (15 s by default);
@@ -33,7 +33,7 @@ STREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0, read=90.0)
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 #: A long poll of ``list --wait`` answers within this many seconds (the API's maximum is 30).
 LIST_TIMEOUT = httpx.Timeout(45.0, connect=3.0)
-#: Characters of an event's summary in ``tail`` and ``list``.
+#: Characters of an event's summary in ``tail`` (``list`` keeps what its table shows of a value).
 SUMMARY_CHARS = 80
 
 
@@ -133,16 +133,16 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def summary(event: dict[str, Any]) -> str:
-    """A short description of the event's ``data``."""
+def summary(event: dict[str, Any], size: int = SUMMARY_CHARS) -> str:
+    """A short description of the event's ``data`` (at most ``size`` characters)."""
     data = event.get("data") or {}
     render = SUMMARIES.get(event.get("type", ""))
     if render is not None:
         try:
-            return _clip(render(data))
+            return _clip(render(data), size)
         except (KeyError, TypeError, AttributeError):  # a field this version of the CLI does not know
             pass
-    return _clip(json.dumps(data, separators=(",", ":"), default=str))
+    return _clip(json.dumps(data, separators=(",", ":"), default=str), size)
 
 
 def _when(value: Any) -> str:
@@ -201,7 +201,7 @@ def render_page(page: dict[str, Any]) -> str:
             "type": e["type"],
             "company": e["company_id"],
             "conversation": e["conversation"],
-            "summary": summary(e),
+            "summary": summary(e, TABLE_CELL_CHARS),
         }
         for e in page["events"]
     ]

@@ -83,6 +83,22 @@ def test_add_prints_the_id_and_the_secret_once_and_list_shows_the_endpoint(
     assert listed(capsys, "--company", str(company["id"] + 1)) == []
 
 
+def test_a_long_url_is_cut_in_the_table_without_widening_it(
+    capsys: pytest.CaptureFixture[str], company: dict[str, Any]
+) -> None:
+    # Given an endpoint with a 90-character URL
+    url = "https://crm.example.com/" + "x" * 60 + "/hooks"
+    add(capsys, company, url)
+    # When listed
+    code, out, _ = zapq(capsys, "endpoints", "list")
+    header, row = out.splitlines()
+    # Then the URL column shows its first 60 characters and is no wider; no line ends in padding
+    assert code == EXIT_OK
+    assert row.split()[2] == url[:60]
+    assert header.index("TYPES") == row.index(url[:60]) + 60 + 2
+    assert not header.endswith(" ") and not row.endswith(" ")
+
+
 @pytest.mark.usefixtures("dispatcher_worker", "policy")
 def test_deliveries_show_in_the_list_and_replay_delivers_again_with_the_same_webhook_id(
     capsys: pytest.CaptureFixture[str],
