@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -239,7 +240,7 @@ def _lost(exc: ApiCallError) -> bool:
 
 
 def cmd_tail(args: argparse.Namespace, api: EventsApi) -> int:
-    """Print events as they are published, until Ctrl-C (or ``--count`` events).
+    """Print events as they are published, until Ctrl-C, ``--count`` events, or the reader of a pipe stops.
 
     Once connected, a lost stream is resumed after the last event shown (``Last-Event-ID``), retrying with
     :data:`RECONNECT_DELAYS`; only the first connection's failure ends the command.
@@ -277,6 +278,9 @@ def cmd_tail(args: argparse.Namespace, api: EventsApi) -> int:
                 lost = True
             pause.wait(next(delays, RECONNECT_DELAYS[-1]))
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:  # `zapq events tail | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -50,9 +51,12 @@ def served(settings: Settings, db: Database) -> Iterator[str]:
 class Tail:
     """``zapq events tail …`` in a subprocess; its stdout and stderr lines as they arrive."""
 
-    def __init__(self, api_url: str, *argv: str) -> None:
+    def __init__(self, api_url: str, *argv: str, piped_to: str | None = None) -> None:
+        command = [ZAPQ, "events", "tail", "--api-url", api_url, *argv]
+        if piped_to is not None:  # through a shell pipe; the pipeline's exit code is tail's (pipefail)
+            command = ["bash", "-o", "pipefail", "-c", f"{shlex.join(command)} | {piped_to}"]
         self.process = subprocess.Popen(
-            [ZAPQ, "events", "tail", "--api-url", api_url, *argv],
+            command,
             env=os.environ.copy(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -196,6 +200,22 @@ def test_tail_json_with_a_type_filter_prints_the_feeds_event_and_stops_after_cou
     assert created["type"] == "message.created"
     assert json.loads(line) == status
     assert status["type"] == "connection.status" and status["data"]["status"] == "inactive"
+
+
+@pytest.mark.usefixtures("dispatcher_worker")
+def test_tail_piped_into_head_exits_0_when_head_has_its_line(
+    capsys: pytest.CaptureFixture[str], api_url: str, company: dict[str, Any]
+) -> None:
+    # Given `zapq events tail --json | head -n 1`
+    with Tail(api_url, "--json", piped_to="head -n 1") as tail:
+        tail.following()
+        # When two events are published (head exits after the first; tail writes the second into a closed pipe)
+        send(capsys, company, "one")
+        send(capsys, company, "two")
+        # Then tail ends with exit code 0 and no broken-pipe traceback
+        assert tail.exit_code(interrupt=False) == EXIT_OK
+    assert len(tail.out) == 1 and json.loads(tail.out[0])["type"] == "message.created"
+    assert tail.err == ["zapq: following events from the next event (Ctrl-C stops)"], tail.err
 
 
 @pytest.mark.usefixtures("dispatcher_worker")
