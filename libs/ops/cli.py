@@ -74,13 +74,18 @@ def _dead_letter_dict(row: Any, *, full: bool = False) -> dict[str, Any]:
     return as_dict(row, full=full)
 
 
+#: Characters of a value a table shows (the column is no wider).
+TABLE_CELL_CHARS = 60
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as columns under upper-case headers, each value cut to :data:`TABLE_CELL_CHARS`."""
     if not rows:
         return "(none)"
-    cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
+    cells = [[(str(r[c]) if r.get(c) is not None else "")[:TABLE_CELL_CHARS] for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v[:60].ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 
@@ -199,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     from libs.ops.cli_send import add_send_command
 
     add_send_command(sub)  # send
+
+    from libs.ops.cli_events import add_events_commands
+
+    add_events_commands(sub)  # events tail|list|show
+
+    from libs.ops.cli_endpoints import add_endpoints_commands
+
+    add_endpoints_commands(sub)  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
 
     demo = sub.add_parser("demo", help="start the system, send a signed webhook, show it processed, stop")
     demo.add_argument("--keep-running", action="store_true", help="leave the processes up until Ctrl-C")

@@ -1,4 +1,5 @@
-"""The HTTP client under the ``zapq`` commands that drive zapq's API (``zapq campaign …``, ``zapq send``).
+"""The HTTP client under the ``zapq`` commands that drive zapq's API (``zapq campaign …``, ``zapq send``,
+``zapq events …``, ``zapq endpoints …``).
 
 Every failure of the API is translated in one place, :meth:`ApiClient.call`, into::
 
@@ -11,8 +12,9 @@ Every failure of the API is translated in one place, :meth:`ApiClient.call`, int
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -67,9 +69,34 @@ class ApiClient:
         self.http = http
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request → its JSON body, or an :class:`ApiCallError`."""
-        try:
+        """One request → its JSON body (``None`` for ``204 No Content``), or an :class:`ApiCallError`."""
+        with self._unreachable():
             response = self.http.request(method, path, **kwargs)
+        self._check(response)
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            reason = f"{self.http.base_url} answered {method} {path} without JSON: is it zapq's API?"
+            raise ApiCallError(reason) from None
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed request: the response, its status checked, to read as it arrives. Failures become
+        :class:`ApiCallError` as in :meth:`call`, also those while reading (the connection lost mid-stream:
+        :class:`ApiUnreachableError`)."""
+        with self._unreachable(), self.http.stream(method, path, **kwargs) as response:
+            if response.is_error:
+                response.read()
+            self._check(response)
+            yield response
+
+    @contextlib.contextmanager
+    def _unreachable(self) -> Iterator[None]:
+        """Transport failures (no answer, or the answer cut off) as :class:`ApiUnreachableError`."""
+        try:
+            yield
         except httpx.TimeoutException as exc:
             raise ApiUnreachableError(f"the zapq API at {self.http.base_url} did not answer in time") from exc
         except httpx.TransportError as exc:
@@ -77,16 +104,15 @@ class ApiClient:
                 f"cannot reach the zapq API at {self.http.base_url} ({str(exc) or type(exc).__name__}); "
                 "is it running? (--api-url / ZAPQ_API_URL)"
             ) from exc
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        """An error status as :class:`ApiRefusedError` with the API's reason."""
         if response.is_error:
             reason = _reason(response)
             if response.status_code == 401:
                 reason += "; the CLI sends ZAPQ_API_TOKEN"
             raise ApiRefusedError(response.status_code, reason)
-        try:
-            return response.json()
-        except ValueError:
-            reason = f"{self.http.base_url} answered {method} {path} without JSON: is it zapq's API?"
-            raise ApiCallError(reason) from None
 
 
 ClientT = TypeVar("ClientT", bound=ApiClient)

@@ -66,6 +66,7 @@ QUEUE_TIME_LIMIT_S = {
     "campaigns": 300,
     "maintenance": 60,
     "dead-letter": 60,
+    "event-delivery": 120,
 }
 #: Queues consumed by each dramatiq worker module.
 WORKER_MODULE_QUEUES = {
@@ -73,6 +74,7 @@ WORKER_MODULE_QUEUES = {
     "services.message_sender": {"messages.urgent", "messages", "messages.low"},
     "services.campaign_runner": {"campaigns"},
     "services.scheduler": {"maintenance", "dead-letter"},
+    "services.event_dispatcher": {"event-delivery"},
 }
 #: Seconds of grace beyond the longest time limit (shutdown hooks, requeueing prefetched messages).
 GRACE_MARGIN_S = 15
@@ -393,6 +395,7 @@ APP_SERVICES = {
     "message-sender": ["dramatiq", "services.message_sender", "--processes", "1", "--threads", "16"],
     "campaign-runner": ["dramatiq", "services.campaign_runner"],
     "ops-worker": ["dramatiq", "services.scheduler"],
+    "event-dispatcher": ["dramatiq", "services.event_dispatcher", "--processes", "1", "--threads", "4"],
     "scheduler": ["periodiq", "services.scheduler"],
     "api": ["uvicorn", "services.api.app:app", "--host", "0.0.0.0", "--port", "8080"],
 }
@@ -461,7 +464,7 @@ def test_compose_http_services_have_healthchecks(compose_config: dict[str, Any])
 def test_compose_stop_grace_covers_time_limits(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     workers = [name for name, svc in services.items() if (svc.get("command") or [None])[0] == "dramatiq"]
-    assert set(workers) == {"webhook-worker", "message-sender", "campaign-runner", "ops-worker"}
+    assert set(workers) == {"webhook-worker", "message-sender", "campaign-runner", "ops-worker", "event-dispatcher"}
     for name in workers:
         command = services[name]["command"]
         assert "--processes" in command, f"{name}: dramatiq defaults --processes to the host CPU count"
@@ -764,6 +767,7 @@ EXPECTED_PROCESSES = {
     ("dramatiq", "services.message_sender"),
     ("dramatiq", "services.campaign_runner"),
     ("dramatiq", "services.scheduler"),
+    ("dramatiq", "services.event_dispatcher"),
     ("periodiq", "services.scheduler"),
 }
 
@@ -999,6 +1003,24 @@ def test_alert_rules_structure_and_metrics() -> None:
     assert any("zapq_campaign_recipients" in e and "zapq_campaign_sent" in e for e in stalled)
 
 
+def _alerted_queues(metric: str, queues: set[str]) -> set[str]:
+    """Those of ``queues`` that a ``queue=~"…"`` / ``queue="…"`` selector of an alert on ``metric`` matches."""
+    patterns = []
+    for rule in _alert_rules():
+        for selector in re.findall(re.escape(metric) + r"\{([^}]*)\}", rule["expr"]):
+            for op, value in re.findall(r'queue\s*(=~|=)\s*"((?:[^"\\]|\\.)*)"', selector):
+                unescaped = value.replace("\\\\", "\\")  # PromQL string escapes: \\. is the regex \.
+                patterns.append(unescaped if op == "=~" else re.escape(unescaped))
+    return {q for q in queues if any(re.fullmatch(p, q) for p in patterns)}
+
+
+def test_every_consumed_queue_has_an_oldest_waiting_job_alert() -> None:
+    # A queue no alert watches can back up unnoticed: each worker module's queues are in some alert's selector
+    queues = {q for qs in WORKER_MODULE_QUEUES.values() for q in qs}
+    missing = queues - _alerted_queues("zapq_queue_oldest_waiting_seconds", queues)
+    assert not missing, f"no zapq_queue_oldest_waiting_seconds alert selects {sorted(missing)}"
+
+
 def _promtool() -> str:
     promtool = shutil.which("promtool")
     if not promtool:
@@ -1106,3 +1128,30 @@ def test_local_stack_fake_meta_signs_with_the_dev_app_secret() -> None:
     [line] = [line for line in procfile.splitlines() if line.startswith("fake-meta:")]
     expected = "--app-secret ${ZAPQ_META_APP_SECRET:-" + DEV_DEFAULTS["meta_app_secret"] + "}"
     assert expected in line, line
+
+
+def _procfile() -> dict[str, list[str]]:
+    """``deploy/Procfile.dev`` as process name → argv (honcho's format: ``name: command``)."""
+    entries = {}
+    for line in (DEPLOY / "Procfile.dev").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.split()
+    return entries
+
+
+def test_local_stack_runs_every_process() -> None:
+    # `./dev up` without a Docker engine runs honcho on Procfile.dev: the same processes as compose, by name
+    procfile = _procfile()
+    for name, command in APP_SERVICES.items():
+        assert name in procfile, f"Procfile.dev has no {name} process"
+        assert procfile[name][:2] == command[:2], (name, procfile[name])
+        if command[0] == "dramatiq":
+            assert "--processes" in procfile[name], f"{name}: dramatiq defaults --processes to the CPU count"
+
+
+def test_operations_doc_lists_every_process_as_compose_runs_it(compose_config: dict[str, Any]) -> None:
+    text = OPERATIONS_DOC.read_text()
+    for name in APP_SERVICES:
+        command = " ".join(compose_config["services"][name]["command"])
+        assert f"`{command}`" in text, f"docs/operations.md does not show {name}'s command `{command}`"

@@ -1,4 +1,4 @@
-"""Fixtures for the commands that drive the API (``zapq campaign …``, ``zapq send``).
+"""Fixtures for the commands that drive the API (``zapq campaign …``, ``zapq send``, ``zapq events …``).
 
 The API app (:func:`libs.api.app.create_app`) is served by uvicorn on a free 127.0.0.1 port in a thread, on
 this session's Postgres database and Redis namespace; the CLI runs in-process through
@@ -7,6 +7,8 @@ this session's Postgres database and Redis namespace; the CLI runs in-process th
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +20,7 @@ import uvicorn
 from libs.api.app import create_app
 from libs.db.engine import Database
 from libs.ops.cli import main
-from libs.ops.processes import free_port, wait_http
+from libs.ops.processes import wait_http
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 
@@ -28,19 +30,32 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: real subprocesses / real waits of several seconds")
 
 
+@contextlib.contextmanager
+def serving(settings: Settings, port: int = 0) -> Iterator[str]:
+    """A new API app served by uvicorn in a background thread on ``port`` (0: a free one; the same port again
+    to bring a stopped API back); its base URL. Open streams are cut one second after the stop begins."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        wait_http(f"{url}/healthz", timeout=10)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def served(settings: Settings, migrated: str) -> Iterator[str]:
     """The API on a free port, served by uvicorn in a background thread; its base URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", timeout=10)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture
