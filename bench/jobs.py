@@ -24,3 +24,7 @@ NOOP: Contract[Noop] = Contract(ACTOR, QUEUE, Noop)
 #: Queue and actor of the ``send`` baseline (:mod:`bench.bare_send`).
 SEND_QUEUE = "bench-send"
 SEND_ACTOR = "bare_send"
+
+#: Queue and actor of the ``events`` baseline (:mod:`bench.bare_events`).
+EVENT_QUEUE = "bench-events"
+EVENT_ACTOR = "bare_deliver"

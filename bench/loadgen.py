@@ -126,3 +126,72 @@ def post_all(url: str, requests: Sequence[bytes], *, concurrency: int, timeout: 
     except ImportError:  # pragma: no cover - uvloop is a dev dependency
         return asyncio.run(_run(url, requests, concurrency, timeout))
     return uvloop.run(_run(url, requests, concurrency, timeout))
+
+
+@dataclass
+class PacedResult(LoadResult):
+    """A paced run: per request (in order) the time its answer was read (``time.time()``, ``None``: failed)."""
+
+    answered_at: list[float | None] = field(default_factory=list)
+
+
+async def _paced(url: str, requests: Sequence[bytes], rate: float, concurrency: int, timeout: float) -> PacedResult:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    result = PacedResult(requests=len(requests), answered_at=[None] * len(requests))
+    due: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def pacer() -> None:
+        start = time.perf_counter()
+        for index in range(len(requests)):
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due.put_nowait(index)
+        for _ in range(concurrency):
+            due.put_nowait(None)
+
+    async def connection() -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        while (index := await due.get()) is not None:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            assert reader is not None
+            started = time.perf_counter()
+            try:
+                writer.write(requests[index])
+                status, close = await _read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                result.errors += 1
+                writer.close()
+                writer = None
+                continue
+            result.latencies.append(time.perf_counter() - started)
+            result.statuses[status] += 1
+            if 200 <= status < 300:
+                result.answered_at[index] = time.time()
+            if close:
+                writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    result.started = time.time()
+    tasks = [asyncio.ensure_future(pacer())] + [asyncio.ensure_future(connection()) for _ in range(concurrency)]
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    result.finished = time.time()
+    if pending:
+        result.timed_out = True
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return result
+
+
+def post_paced(url: str, requests: Sequence[bytes], *, rate: float, concurrency: int, timeout: float) -> PacedResult:
+    """Send the pre-built requests at ``rate`` per second (an open loop: request i is due at i / rate s, on the
+    first free of ``concurrency`` connections); bounded by ``timeout``."""
+    import uvloop
+
+    return uvloop.run(_paced(url, requests, rate, concurrency, timeout))

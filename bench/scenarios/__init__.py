@@ -6,8 +6,14 @@ from collections.abc import Callable
 
 from bench.harness import BenchRun
 from bench.report import ScenarioResult
-from bench.scenarios import core, fanout, ingest, send
+from bench.scenarios import core, events, fanout, ingest, send
 
 Scenario = Callable[[BenchRun, ScenarioResult], None]
 
-SCENARIOS: dict[str, Scenario] = {"core": core.run, "send": send.run, "ingest": ingest.run, "fanout": fanout.run}
+SCENARIOS: dict[str, Scenario] = {
+    "core": core.run,
+    "send": send.run,
+    "ingest": ingest.run,
+    "fanout": fanout.run,
+    "events": events.run,
+}
