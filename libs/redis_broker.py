@@ -10,6 +10,9 @@ request is written at once.
   has those jobs redelivered (at-least-once: duplicates, never loss); graceful shutdown flushes them.
 * Delivery marks (the poison guard's "this job is starting") are waited for: a job runs only after its
   mark is durable, so a job that kills its worker is always counted.
+* Heartbeats are written on Redis's clock (``TIME``), here and in Dramatiq's ``dispatch.lua`` (patched at
+  import, :data:`DISPATCH`): a worker whose host clock is off is neither taken for dead by the others nor
+  takes them for dead in its own maintenance.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import orjson
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import _scripts as _dramatiq_scripts
 from dramatiq.common import compute_backoff
 from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed
@@ -33,9 +37,15 @@ from libs import contracts
 
 logger = logging.getLogger(__name__)
 
+#: Redis's own clock in milliseconds, as a Lua expression: every heartbeat is written on it, so worker hosts
+#: whose clocks disagree still agree on who is alive (Dramatiq passes each host's own clock).
+REDIS_NOW_MS = (
+    "(function() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end)()"
+)
+
 COMMIT = """
-local ns, wid, ts, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-redis.call('zadd', ns .. ':__heartbeats__', ts, wid)
+local ns, wid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
+redis.call('zadd', ns .. ':__heartbeats__', REDIS_NOW_MS, wid)
 local n_acks = tonumber(ARGV[5])
 local i = 6
 for _ = 1, n_acks do
@@ -56,7 +66,14 @@ for k = 1, n_marks do
   redis.call('expire', key, ttl)
 end
 return counts
-"""
+""".replace("REDIS_NOW_MS", REDIS_NOW_MS)
+
+_DRAMATIQ_TIMESTAMP = b"local timestamp = ARGV[2]"
+if _DRAMATIQ_TIMESTAMP not in _dramatiq_scripts["dispatch"]:  # pragma: no cover - guards a Dramatiq upgrade
+    raise ImportError("dramatiq's dispatch.lua changed: zapq's Redis-clock patch no longer applies")
+#: Dramatiq's ``dispatch.lua`` with its timestamp taken from Redis's clock instead of the caller's: heartbeats,
+#: dead-worker detection in maintenance and dead-set scores all use one clock.
+DISPATCH = _dramatiq_scripts["dispatch"].replace(_DRAMATIQ_TIMESTAMP, f"local timestamp = {REDIS_NOW_MS}".encode(), 1)
 
 #: Delivery counters of jobs nobody finishes expire after this long.
 COUNTER_TTL_SECONDS = 7 * 24 * 3600
@@ -155,7 +172,7 @@ class GroupCommit:
         args: list[Any] = [
             self.broker.namespace,
             self.broker.broker_id,
-            int(time.time() * 1000),
+            "",  # was the caller's clock; heartbeats are written on Redis's (REDIS_NOW_MS)
             self.counter_ttl,
             len(acks),
         ]
@@ -264,6 +281,7 @@ class ZapqRedisBroker(RedisBroker):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.scripts["dispatch"] = self.client.register_script(DISPATCH)
         self.group_commit = GroupCommit(self)
 
     @property

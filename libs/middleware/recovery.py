@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from queue import Queue
 from typing import Any
 
@@ -34,11 +35,12 @@ DEFAULT_INTERVAL_SECONDS = 5.0
 DEFAULT_ORPHAN_AGE_SECONDS = 10.0
 
 
-def run_maintenance(broker: Any) -> None:
-    """Heartbeat ``broker`` and requeue the unacked messages of dead workers on all its queues."""
+def run_maintenance(broker: Any, queues: Iterable[str] | None = None) -> None:
+    """Heartbeat ``broker`` and requeue the unacked messages of dead workers on ``queues`` (default: all its
+    declared queues)."""
     dispatch = broker.scripts["dispatch"]
-    now = int(time.time() * 1000)
-    for queue in sorted(broker.get_declared_queues()):
+    now = int(time.time() * 1000)  # ignored by zapq's dispatch script, which reads Redis's clock
+    for queue in sorted(broker.get_declared_queues() if queues is None else queues):
         for name in (queue, dq_name(queue)):
             dispatch(
                 keys=[broker.namespace],
