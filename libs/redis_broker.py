@@ -114,6 +114,7 @@ class GroupCommit:
         self.counter_ttl = counter_ttl
         self._cond = threading.Condition()
         self._acks: list[tuple[str, str, str]] = []
+        self._writing: list[tuple[str, str, str]] = []  # acks of the Lua call in progress
         self._marks: list[_Mark] = []
         self._thread: threading.Thread | None = None
         self._script = broker.client.register_script(COMMIT)
@@ -140,6 +141,11 @@ class GroupCommit:
                 raise mark.error
         return [mark.count for mark in marks]
 
+    def pending_ids(self) -> set[str]:
+        """Redis ids of the messages whose ack is queued or being written (still in an ack set in Redis)."""
+        with self._cond:
+            return {rid for _, rid, _ in (*self._acks, *self._writing)}
+
     def flush(self) -> None:
         """Write everything queued so far from the calling thread (shutdown)."""
         while True:
@@ -158,7 +164,13 @@ class GroupCommit:
     def _take(self) -> tuple[list[tuple[str, str, str]], list[_Mark]]:
         acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
         marks, self._marks = self._marks[:MAX_BATCH], self._marks[MAX_BATCH:]
+        self._writing = self._writing + acks
         return acks, marks
+
+    def _written(self, acks: list[tuple[str, str, str]]) -> None:
+        with self._cond:
+            done = set(acks)
+            self._writing = [ack for ack in self._writing if ack not in done]
 
     def _run(self) -> None:
         while True:
@@ -196,6 +208,7 @@ class GroupCommit:
                     args = [*args[: 5 + 3 * len(acks)], 0]
                 logger.warning("could not write %d ack(s) (attempt %d); retrying", len(acks), attempt)
                 time.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
+        self._written(acks)
         for mark, count in zip(marks, counts, strict=True):
             mark.count = int(count)
             mark.done.set()

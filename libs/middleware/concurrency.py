@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -39,6 +41,43 @@ PLAIN_BATCH = 16
 DEFAULT_TIME_LIMIT_MS = 60_000
 
 
+class LocalJobs:
+    """Every job the worker threads of one process have taken from the work queue and not yet released.
+
+    A job a thread took is in none of Dramatiq's queues while it waits its turn in the thread's batch, while
+    its delivery mark is written, or while it runs: this registry is what tells dead-worker recovery that the
+    process still holds it (:meth:`libs.middleware.recovery.DeadWorkerRecovery.held`). Shared by the
+    process's :class:`BatchingWorkerThread` s; keyed by Redis message id, counted (a redelivered copy may be
+    held beside the original).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+
+    def hold(self, message: MessageProxy) -> None:
+        """A thread took ``message``."""
+        with self._lock:
+            self._held[_redis_id(message)] += 1
+
+    def release(self, message: MessageProxy) -> None:
+        """``message`` was acked, nacked or handed back to the work queue."""
+        rid = _redis_id(message)
+        with self._lock:
+            self._held[rid] -= 1
+            if self._held[rid] <= 0:
+                del self._held[rid]
+
+    def ids(self) -> set[str]:
+        """Redis ids of the jobs held now."""
+        with self._lock:
+            return set(self._held)
+
+
+def _redis_id(message: MessageProxy) -> str:
+    return str(message.options.get("redis_message_id", ""))
+
+
 def count_of(message: MessageProxy) -> int | None:
     """The delivery count a worker thread already wrote for ``message`` (``None`` when not pre-marked)."""
     count: int | None = message.__dict__.get("zq_deliveries")
@@ -53,9 +92,10 @@ def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] |
 class BatchingWorkerThread(WorkerThread):
     """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window)."""
 
-    def __init__(self, *, batch_size: int, **kwargs: Any) -> None:
+    def __init__(self, *, batch_size: int, local: LocalJobs | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
+        self.local = local or LocalJobs()
         self.in_flight: dict[int, MessageProxy] = {}  # by id(): a redelivered copy may run beside the original
         self.finished: SimpleQueue[tuple[MessageProxy, asyncio.Future[Any]]] = SimpleQueue()
 
@@ -88,6 +128,7 @@ class BatchingWorkerThread(WorkerThread):
             except Empty:
                 break
             message = item.message
+            self.local.hold(message)
             actor = self.broker.actors.get(message.actor_name)
             if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
                 plain.append(message)
@@ -125,6 +166,13 @@ class BatchingWorkerThread(WorkerThread):
             group_commit.mark_many([m.message_id for m in suspects], delta=-1)
             for message in suspects:
                 self.process_message(message)  # the poison guard marks it alone
+
+    def process_message(self, message: MessageProxy) -> None:
+        """Dramatiq's processing of one ordinary job; the job stops being held once it was acked or nacked."""
+        try:
+            super().process_message(message)
+        finally:
+            self.local.release(message)
 
     def _start_many(self, batch: list[tuple[MessageProxy, Any]]) -> None:
         """Mark the deliveries of ``batch`` in one round trip, run their before hooks here, then hand all
@@ -220,6 +268,7 @@ class BatchingWorkerThread(WorkerThread):
         try:
             self.consumers[message.queue_name].post_process_message(message)
         finally:
+            self.local.release(message)
             self.work_queue.task_done()
             message.clear_exception()
 
@@ -274,6 +323,7 @@ class AsyncBatching(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Swap the worker's thread factory before it starts its threads and consumers."""
         batch_size = self.batch_size
+        local = worker.zq_local = LocalJobs()  # type: ignore[attr-defined]  # read by dead-worker recovery
         # Each thread may hold a whole batch in flight: prefetch enough to keep them all busy. Only a worker
         # that runs concurrent actors needs it: in any other, a SIGKILL would strand that many prefetched jobs
         # until dead-worker recovery (and the first worker up would take 1,000+ jobs from the others).
@@ -283,6 +333,7 @@ class AsyncBatching(Middleware):
         def add_worker() -> None:
             thread = BatchingWorkerThread(
                 batch_size=batch_size,
+                local=local,
                 broker=worker.broker,
                 consumers=worker.consumers,
                 work_queue=worker.work_queue,
