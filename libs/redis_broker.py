@@ -9,7 +9,9 @@ request is written at once.
 * Acks are fire-and-forget for the worker thread. A process that dies before its acks were written
   has those jobs redelivered (at-least-once: duplicates, never loss); graceful shutdown flushes them.
 * Delivery marks (the poison guard's "this job is starting") are waited for: a job runs only after its
-  mark is durable, so a job that kills its worker is always counted.
+  mark is durable, so a job that kills its worker is always counted. A worker thread's batch is marked
+  "fresh only" (:meth:`GroupCommit.claim_deliveries`): a job with an earlier unfinished delivery is not
+  counted with the batch but set aside to run alone (:mod:`libs.middleware.local_jobs`).
 * Heartbeats are written on Redis's clock (``TIME``), here and in Dramatiq's ``dispatch.lua`` (patched at
   import, :data:`DISPATCH`): a worker whose host clock is off is neither taken for dead by the others nor
   takes them for dead in its own maintenance.
@@ -61,9 +63,14 @@ i = i + 1
 local counts = {}
 for k = 1, n_marks do
   local key = ns .. ':zapq:deliveries:' .. ARGV[i]
-  counts[k] = redis.call('incrby', key, ARGV[i + 1])
-  i = i + 2
-  redis.call('expire', key, ttl)
+  local earlier = ARGV[i + 2] == '1' and tonumber(redis.call('get', key) or '0') or 0
+  if earlier > 0 then
+    counts[k] = -earlier  -- a suspect: delivered before without finishing; not counted now
+  else
+    counts[k] = redis.call('incrby', key, ARGV[i + 1])
+    redis.call('expire', key, ttl)
+  end
+  i = i + 3
 end
 return counts
 """.replace("REDIS_NOW_MS", REDIS_NOW_MS)
@@ -101,6 +108,7 @@ class OrjsonEncoder(Encoder):
 class _Mark:
     message_id: str
     delta: int = 1
+    fresh_only: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     count: int = 0
     error: BaseException | None = None
@@ -131,7 +139,18 @@ class GroupCommit:
 
     def mark_many(self, message_ids: list[str], *, delta: int = 1) -> list[int]:
         """Add ``delta`` to the delivery counts of ``message_ids`` durably (one wait); returns the counts."""
-        marks = [_Mark(message_id, delta) for message_id in message_ids]
+        return self._wait([_Mark(message_id, delta) for message_id in message_ids])
+
+    def claim_deliveries(self, message_ids: list[str]) -> list[int]:
+        """Count a first delivery of each of ``message_ids`` durably (one wait).
+
+        Returns per id its count (1) — or, for a job already delivered without finishing (a worker died
+        while it ran), minus that earlier count, without counting this delivery: a suspect, to be run alone
+        and marked then (:mod:`libs.middleware.local_jobs`).
+        """
+        return self._wait([_Mark(message_id, fresh_only=True) for message_id in message_ids])
+
+    def _wait(self, marks: list[_Mark]) -> list[int]:
         with self._cond:
             self._marks.extend(marks)
             self._wake()
@@ -192,7 +211,7 @@ class GroupCommit:
             args.extend(ack)
         args.append(len(marks))
         for mark in marks:
-            args.extend((mark.message_id, mark.delta))
+            args.extend((mark.message_id, mark.delta, "1" if mark.fresh_only else "0"))
         attempt = 0
         while True:
             try:

@@ -8,7 +8,9 @@ loop, then runs the ``after`` hooks and acks each message on the same thread —
 letters and the poison guard see exactly what they see for a plain job, and a message is acked only once
 its coroutine has finished.
 
-Non-concurrent actors on the same worker are processed one at a time as usual.
+Non-concurrent actors on the same worker are processed one at a time as usual. Jobs delivered before without
+finishing (a worker died while they were in flight) run alone in the process instead, so the poison guard
+counts a death only against the job that was running (:mod:`libs.middleware.local_jobs`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -31,6 +31,7 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, SkipMessage, TimeLimitE
 from dramatiq.worker import WorkerThread
 
 from libs.errors import Defer
+from libs.middleware.local_jobs import LocalJobs
 
 #: Jobs one worker thread keeps in flight.
 DEFAULT_BATCH_SIZE = 64
@@ -39,49 +40,18 @@ DEFAULT_BATCH_SIZE = 64
 PLAIN_BATCH = 16
 #: Time limit of a concurrent job that declares none (ms), as for other actors.
 DEFAULT_TIME_LIMIT_MS = 60_000
+#: Set on a message proxy: its delivery count, written by the worker thread (read by the poison guard).
+DELIVERIES = "zq_deliveries"
+#: Set on a message proxy: it runs alone (a suspect), outside the count of fresh jobs.
+ISOLATED = "zq_isolated"
 
 
-class LocalJobs:
-    """Every job the worker threads of one process have taken from the work queue and not yet released.
-
-    A job a thread took is in none of Dramatiq's queues while it waits its turn in the thread's batch, while
-    its delivery mark is written, or while it runs: this registry is what tells dead-worker recovery that the
-    process still holds it (:meth:`libs.middleware.recovery.DeadWorkerRecovery.held`). Shared by the
-    process's :class:`BatchingWorkerThread` s; keyed by Redis message id, counted (a redelivered copy may be
-    held beside the original).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: Counter[str] = Counter()
-
-    def hold(self, message: MessageProxy) -> None:
-        """A thread took ``message``."""
-        with self._lock:
-            self._held[_redis_id(message)] += 1
-
-    def release(self, message: MessageProxy) -> None:
-        """``message`` was acked, nacked or handed back to the work queue."""
-        rid = _redis_id(message)
-        with self._lock:
-            self._held[rid] -= 1
-            if self._held[rid] <= 0:
-                del self._held[rid]
-
-    def ids(self) -> set[str]:
-        """Redis ids of the jobs held now."""
-        with self._lock:
-            return set(self._held)
-
-
-def _redis_id(message: MessageProxy) -> str:
-    return str(message.options.get("redis_message_id", ""))
-
-
-def count_of(message: MessageProxy) -> int | None:
-    """The delivery count a worker thread already wrote for ``message`` (``None`` when not pre-marked)."""
-    count: int | None = message.__dict__.get("zq_deliveries")
-    return count
+def _concurrent_actor(broker: Broker, message: MessageProxy) -> Any | None:
+    """The actor of ``message`` when it runs concurrently (``concurrent=True`` and ``async def``), else None."""
+    actor = broker.actors.get(message.actor_name)
+    if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
+        return None
+    return actor
 
 
 def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] | None:
@@ -90,7 +60,12 @@ def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] |
 
 
 class BatchingWorkerThread(WorkerThread):
-    """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window)."""
+    """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window).
+
+    Each refill takes what the work queue holds (up to the window, and at most ``PLAIN_BATCH`` ordinary
+    jobs), writes their delivery marks in one round trip and sets aside the *suspects* among them — jobs
+    delivered before without finishing — which :class:`~libs.middleware.local_jobs.LocalJobs` runs alone.
+    """
 
     def __init__(self, *, batch_size: int, local: LocalJobs | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -109,88 +84,100 @@ class BatchingWorkerThread(WorkerThread):
                     self.paused_event.set()
                     time.sleep(self.timeout)
                     continue
+                if self.local.blocked():  # a suspect waits to run alone: take nothing new, finish what runs
+                    if self.in_flight:
+                        self._collect()
+                    elif self.running and (item := self.local.claim(self.timeout)) is not None:
+                        self._run_alone(item)
+                    continue
                 self._refill()
                 self._collect()
             except TimeLimitExceeded:  # a thread-level limit can't target one of many jobs; each has its own
                 self.logger.warning("time limit signal ignored by a batching worker thread")
+        for item in self.local.take_suspects():  # stopping: the worker requeues what its work queue holds
+            self.work_queue.put(item)
+            self.local.release(item.message)
+            self.work_queue.task_done()
         self.broker.emit_before("worker_thread_shutdown", self)
 
     def _refill(self) -> None:
-        plain: list[MessageProxy] = []
-        batch: list[tuple[MessageProxy, Any]] = []
-        room = self.batch_size - len(self.in_flight)
-        while self.running and not self.paused and len(batch) < room and len(plain) < PLAIN_BATCH:
-            try:
-                if self.in_flight or plain or batch:
-                    item = self.work_queue.get_nowait()
-                else:
-                    item = self.work_queue.get(timeout=self.timeout)
-            except Empty:
-                break
-            message = item.message
-            self.local.hold(message)
-            actor = self.broker.actors.get(message.actor_name)
-            if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
-                plain.append(message)
-            else:
-                batch.append((message, actor))
-        if batch:
-            self._start_many(batch)
-        if plain:
-            self._process_plain(plain)
-
-    def _process_plain(self, messages: list[MessageProxy]) -> None:
-        """Run ordinary jobs one after another, with their delivery marks written together.
-
-        A job marked alongside others that are still waiting their turn could, if one of them killed the
-        worker, be counted as a death it took no part in. So jobs with an earlier death on record (count
-        > 1) are unmarked and then run one at a time with marks of their own: a job reaches the poison
-        limit only through deaths while it itself was running (or beside it on another thread).
-        """
-        group_commit = getattr(self.broker, "group_commit", None)
-        if group_commit is None or len(messages) == 1:
-            for message in messages:
-                self.process_message(message)
+        if not self.local.admit():
             return
-        counts = group_commit.mark_many([m.message_id for m in messages])
-        suspects = []
-        for message, count in zip(messages, counts, strict=True):
-            if count > 1:
-                suspects.append(message)
-            else:
-                message.__dict__["zq_deliveries"] = count
-        for message in messages:
-            if count_of(message) is not None:
+        items: list[Any] = []
+        plain = 0
+        room = self.batch_size - len(self.in_flight)
+        try:
+            while self.running and not self.paused and len(items) - plain < room and plain < PLAIN_BATCH:
+                try:
+                    item = (
+                        self.work_queue.get_nowait()
+                        if self.in_flight or items
+                        else self.work_queue.get(timeout=self.timeout)
+                    )
+                except Empty:
+                    break
+                self.local.hold(item.message)
+                items.append(item)
+                plain += _concurrent_actor(self.broker, item.message) is None
+            fresh = self._mark_fresh(items)
+        except BaseException:
+            self.local.settle(0)
+            raise
+        self.local.settle(len(fresh))
+        self._start([message for message in fresh if _concurrent_actor(self.broker, message) is not None])
+        for message in fresh:
+            if _concurrent_actor(self.broker, message) is None:
                 self.process_message(message)
-        if suspects:
-            group_commit.mark_many([m.message_id for m in suspects], delta=-1)
-            for message in suspects:
-                self.process_message(message)  # the poison guard marks it alone
+
+    def _mark_fresh(self, items: list[Any]) -> list[MessageProxy]:
+        """Write the delivery marks of ``items`` (one round trip); the fresh ones, the suspects set aside."""
+        group_commit = getattr(self.broker, "group_commit", None)
+        if group_commit is None or not items:  # no shared counters: the poison guard counts each job itself
+            return [item.message for item in items]
+        counts = group_commit.claim_deliveries([item.message.message_id for item in items])
+        fresh = []
+        for item, count in zip(items, counts, strict=True):
+            if count > 0:
+                item.message.__dict__[DELIVERIES] = count
+                fresh.append(item.message)
+            else:
+                self.local.suspect(item)
+        return fresh
+
+    def _run_alone(self, item: Any) -> None:
+        """Run one suspect while nothing else runs in the process; only this run counts as a delivery."""
+        message = item.message
+        message.__dict__[ISOLATED] = True
+        try:
+            group_commit = self.broker.group_commit  # type: ignore[attr-defined]  # suspects need one
+            [message.__dict__[DELIVERIES]] = group_commit.mark_many([message.message_id])
+            if _concurrent_actor(self.broker, message) is None:
+                self.process_message(message)
+            else:
+                self._start([message])
+                while self.in_flight:
+                    self._collect()
+        finally:
+            self.local.end_isolation()
 
     def process_message(self, message: MessageProxy) -> None:
         """Dramatiq's processing of one ordinary job; the job stops being held once it was acked or nacked."""
         try:
             super().process_message(message)
         finally:
-            self.local.release(message)
+            self._released(message)
 
-    def _start_many(self, batch: list[tuple[MessageProxy, Any]]) -> None:
-        """Mark the deliveries of ``batch`` in one round trip, run their before hooks here, then hand all
-        their coroutines to the event loop in one call.
-
-        They all run together, so a worker death while they are in flight is rightly counted against each.
-        """
-        group_commit = getattr(self.broker, "group_commit", None)
-        if group_commit is not None and len(batch) > 1:
-            try:
-                counts = group_commit.mark_many([message.message_id for message, _ in batch])
-            except Exception:  # Redis unavailable: each job's own mark (poison guard) reports it
-                counts = []
-            for (message, _), count in zip(batch, counts, strict=False):
-                message.__dict__["zq_deliveries"] = count
+    def _start(self, messages: list[MessageProxy]) -> None:
+        """Run the before hooks of ``messages`` here, then hand all their coroutines to the event loop at once."""
+        if not messages:
+            return
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware must run before AsyncBatching"
-        jobs = [job for message, actor in batch if (job := self._prepare(message, actor)) is not None]
+        jobs = [
+            job
+            for message in messages
+            if (job := self._prepare(message, self.broker.actors[message.actor_name])) is not None
+        ]
         if jobs:
             loop_thread.loop.call_soon_threadsafe(self._launch, jobs)
 
@@ -268,9 +255,14 @@ class BatchingWorkerThread(WorkerThread):
         try:
             self.consumers[message.queue_name].post_process_message(message)
         finally:
-            self.local.release(message)
+            self._released(message)
             self.work_queue.task_done()
             message.clear_exception()
+
+    def _released(self, message: MessageProxy) -> None:
+        self.local.release(message)
+        if not message.__dict__.get(ISOLATED):
+            self.local.fresh_done()
 
 
 async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], limit_s: float) -> Any:
