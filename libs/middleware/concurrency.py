@@ -32,6 +32,7 @@ from dramatiq.worker import WorkerThread
 
 from libs.errors import Defer
 from libs.middleware.local_jobs import LocalJobs
+from libs.redis_broker import REDIS_UNAVAILABLE
 
 #: Jobs one worker thread keeps in flight.
 DEFAULT_BATCH_SIZE = 64
@@ -40,6 +41,9 @@ DEFAULT_BATCH_SIZE = 64
 PLAIN_BATCH = 16
 #: Time limit of a concurrent job that declares none (ms), as for other actors.
 DEFAULT_TIME_LIMIT_MS = 60_000
+#: Pauses of a worker thread whose jobs' delivery marks Redis did not take (doubling from first to last).
+FIRST_BROKER_PAUSE_S = 0.1
+MAX_BROKER_PAUSE_S = 2.0
 #: Set on a message proxy: its delivery count, written by the worker thread (read by the poison guard).
 DELIVERIES = "zq_deliveries"
 #: Set on a message proxy: it runs alone (a suspect), outside the count of fresh jobs.
@@ -71,6 +75,7 @@ class BatchingWorkerThread(WorkerThread):
         super().__init__(**kwargs)
         self.batch_size = batch_size
         self.local = local or LocalJobs()
+        self._broker_pause = FIRST_BROKER_PAUSE_S
         self.in_flight: dict[int, MessageProxy] = {}  # by id(): a redelivered copy may run beside the original
         self.finished: SimpleQueue[tuple[MessageProxy, asyncio.Future[Any]]] = SimpleQueue()
 
@@ -94,6 +99,9 @@ class BatchingWorkerThread(WorkerThread):
                 self._collect()
             except TimeLimitExceeded:  # a thread-level limit can't target one of many jobs; each has its own
                 self.logger.warning("time limit signal ignored by a batching worker thread")
+            except Exception:  # a worker thread lost is capacity lost for good: log, pause, go on
+                self.logger.exception("worker thread error; going on")
+                self._pause_for_broker()
         for item in self.local.take_suspects():  # stopping: the worker requeues what its work queue holds
             self.work_queue.put(item)
             self.local.release(item.message)
@@ -120,9 +128,19 @@ class BatchingWorkerThread(WorkerThread):
                 items.append(item)
                 plain += _concurrent_actor(self.broker, item.message) is None
             fresh = self._mark_fresh(items)
+        except REDIS_UNAVAILABLE as exc:
+            # Nothing started: the jobs go back to the work queue (still held by this process) and run once
+            # Redis takes their marks again. This thread waits a little before it tries again.
+            self._give_back(items)
+            self.local.settle(0)
+            self.logger.warning("cannot mark %d job(s) as started (%s); retrying", len(items), type(exc).__name__)
+            self._pause_for_broker()
+            return
         except BaseException:
+            self._give_back(items)
             self.local.settle(0)
             raise
+        self._broker_pause = FIRST_BROKER_PAUSE_S
         self.local.settle(len(fresh))
         self._start([message for message in fresh if _concurrent_actor(self.broker, message) is not None])
         for message in fresh:
@@ -144,13 +162,31 @@ class BatchingWorkerThread(WorkerThread):
                 self.local.suspect(item)
         return fresh
 
+    def _give_back(self, items: list[Any]) -> None:
+        """Return taken, unstarted jobs to the work queue (put first: the process holds them throughout)."""
+        for item in items:
+            self.work_queue.put(item)
+            self.local.release(item.message)
+            self.work_queue.task_done()
+
+    def _pause_for_broker(self) -> None:
+        """Wait before trying Redis again: doubling from ``FIRST_BROKER_PAUSE_S`` to ``MAX_BROKER_PAUSE_S``."""
+        pause, self._broker_pause = self._broker_pause, min(MAX_BROKER_PAUSE_S, self._broker_pause * 2)
+        time.sleep(pause)
+
     def _run_alone(self, item: Any) -> None:
         """Run one suspect while nothing else runs in the process; only this run counts as a delivery."""
         message = item.message
         message.__dict__[ISOLATED] = True
         try:
             group_commit = self.broker.group_commit  # type: ignore[attr-defined]  # suspects need one
-            [message.__dict__[DELIVERIES]] = group_commit.mark_many([message.message_id])
+            try:
+                [message.__dict__[DELIVERIES]] = group_commit.mark_many([message.message_id])
+            except REDIS_UNAVAILABLE:
+                self.local.suspect(item, first=True)  # its turn again once Redis takes the mark
+                self._pause_for_broker()
+                return
+            self._broker_pause = FIRST_BROKER_PAUSE_S
             if _concurrent_actor(self.broker, message) is None:
                 self.process_message(message)
             else:
