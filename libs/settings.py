@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     heartbeat_dir: str = "/tmp/zapq-heartbeats"
     #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
     heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
+    #: A worker process that holds jobs yet finishes none for this long fails its liveness probe (Kubernetes
+    #: restarts it). 0: the longest time limit of its actors plus a minute.
+    worker_stall_seconds: float = Field(default=0, ge=0)
 
     #: Delays before each retry of an event delivery (s, m, h or d units); one more attempt than delays.
     event_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"

@@ -1,12 +1,12 @@
 """``GET /metrics``: queue depth, dead letters, job counters and live workers in Prometheus text format.
 
-Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one ``ZCOUNT``) —
-nothing is kept in this process, so any API replica answers the same.
+Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one ``TIME`` and one
+``ZCOUNT``: heartbeats are on Redis's clock) — nothing is kept in this process, so any API replica answers
+the same.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,7 +41,8 @@ async def metrics(request: Request) -> Response:
     stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
     async with ctx.pool.connection() as conn:
         dead_rows: list[dict[str, Any]] = await (await conn.execute(DEAD_BY_KIND_SQL)).fetchall()
-    now_ms = int(time.time() * 1000)
+    seconds, micros = await ctx.redis.time()  # heartbeats are on Redis's clock, not this host's
+    now_ms = seconds * 1000 + micros // 1000
     workers = await ctx.redis.zcount(
         f"{ctx.namespace}:__heartbeats__", now_ms - ctx.settings.heartbeat_timeout_ms, "+inf"
     )

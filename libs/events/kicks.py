@@ -15,6 +15,7 @@ kicks every endpoint with due ones.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -93,6 +94,18 @@ class Kicks:
     async def take_dirty(self, client: aioredis.Redis, endpoint_id: int) -> bool:
         """Whether the endpoint was kicked since the last call (and clear the mark)."""
         return await client.getdel(self.key(endpoint_id, "dirty")) is not None
+
+    def wake(
+        self, client: redis.Redis, enqueue: Callable[[Message[Any], int], Any], endpoint_id: int, wait_s: float
+    ) -> bool:
+        """Schedule a pump of the endpoint in ``wait_s`` seconds (``enqueue(message, delay_ms)``), unless one is
+        scheduled at or before then; True when scheduled."""
+        now_ms = int(time.time() * 1000)
+        due_ms = now_ms + max(0, int(wait_s * 1000))
+        if not client.eval(WAKE_LUA, 1, self.key(endpoint_id, "wake"), due_ms, now_ms):
+            return False
+        enqueue(self.pump_job(endpoint_id), due_ms - now_ms)
+        return True
 
     async def need_wake(self, client: aioredis.Redis, endpoint_id: int, due_s: float) -> bool:
         """Whether a delayed pump must be scheduled for ``due_s`` (none is scheduled at or before it)."""

@@ -8,11 +8,15 @@ Postgres, so every endpoint with due work is kicked again within a minute.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import redis
+from dramatiq import Message
 
 from libs.db.engine import Database
 from libs.events import store
+from libs.events.dispatch import MAX_WAKE_S
 from libs.events.kicks import Kicks
 
 #: Events (and, with them, their deliveries and attempts) deleted per statement when pruning.
@@ -29,9 +33,12 @@ DELETE FROM events WHERE id IN (
 """
 
 
-def sweep_deliveries(db: Database, client: redis.Redis, namespace: str) -> int:
-    """Kick every enabled endpoint with due deliveries (or stale in-flight ones), after promoting the heads of
-    conversations that lost theirs; returns how many endpoints were kicked."""
+def sweep_deliveries(
+    db: Database, client: redis.Redis, namespace: str, enqueue_delayed: Callable[[Message[Any], int], Any]
+) -> int:
+    """Kick every enabled endpoint with due deliveries (or stale in-flight ones), and schedule a wake-up for
+    each whose next delivery is due later (``enqueue_delayed(message, delay_ms)``; a scheduled one is kept),
+    after promoting the heads of conversations that lost theirs; returns how many endpoints were kicked."""
     with db.session() as session:
         conn = session.connection()
         headless = conn.exec_driver_sql(store.HEADLESS).all()
@@ -42,8 +49,13 @@ def sweep_deliveries(db: Database, client: redis.Redis, namespace: str) -> int:
             conn.exec_driver_sql(
                 store.PROMOTE, {"endpoints": [e for e, _ in ordered], "conversations": [c for _, c in ordered]}
             )
-        due = [row[0] for row in conn.exec_driver_sql(store.DUE_ENDPOINTS)]
-    Kicks(namespace).kick(client, due)
+        rows = conn.exec_driver_sql(store.NEXT_DUE_BY_ENDPOINT).all()
+    kicks = Kicks(namespace)
+    due = [endpoint_id for endpoint_id, at, now in rows if at <= now]
+    kicks.kick(client, due)
+    for endpoint_id, at, now in rows:
+        if at > now:
+            kicks.wake(client, enqueue_delayed, endpoint_id, min(MAX_WAKE_S, (at - now).total_seconds()))
     return len(due)
 
 

@@ -179,11 +179,16 @@ NEXT_DUE = """
 SELECT min(next_attempt_at) FROM event_deliveries WHERE endpoint_id = %(endpoint)s AND state = 'pending'
 """
 
-#: Endpoints with deliveries due (or left ``delivering`` past their lease): what the sweep kicks.
-DUE_ENDPOINTS = """
-SELECT DISTINCT d.endpoint_id FROM event_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
-WHERE w.enabled AND ((d.state = 'pending' AND d.next_attempt_at <= now())
-                     OR (d.state = 'delivering' AND d.lease_until < now()))
+#: Per enabled endpoint with open work: when its pump must run next (now for stale in-flight rows). The sweep
+#: kicks those due and schedules a wake-up for the others (what Redis may have lost).
+NEXT_DUE_BY_ENDPOINT = """
+SELECT d.endpoint_id,
+       min(CASE WHEN d.state = 'pending' THEN d.next_attempt_at
+                WHEN d.lease_until < now() THEN now() ELSE d.lease_until END) AS due,
+       now() AS now
+FROM event_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+WHERE w.enabled AND d.state IN ('pending', 'delivering')
+GROUP BY d.endpoint_id
 """
 
 #: Enabled endpoints with deliveries pending or in flight: a dispatcher starting up kicks them all, so the

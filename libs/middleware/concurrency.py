@@ -8,7 +8,9 @@ loop, then runs the ``after`` hooks and acks each message on the same thread —
 letters and the poison guard see exactly what they see for a plain job, and a message is acked only once
 its coroutine has finished.
 
-Non-concurrent actors on the same worker are processed one at a time as usual.
+Non-concurrent actors on the same worker are processed one at a time as usual. Jobs delivered before without
+finishing (a worker died while they were in flight) run alone in the process instead, so the poison guard
+counts a death only against the job that was running (:mod:`libs.middleware.local_jobs`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, SkipMessage, TimeLimitE
 from dramatiq.worker import WorkerThread
 
 from libs.errors import Defer
+from libs.middleware.local_jobs import LocalJobs
+from libs.redis_broker import REDIS_UNAVAILABLE
 
 #: Jobs one worker thread keeps in flight.
 DEFAULT_BATCH_SIZE = 64
@@ -37,12 +41,21 @@ DEFAULT_BATCH_SIZE = 64
 PLAIN_BATCH = 16
 #: Time limit of a concurrent job that declares none (ms), as for other actors.
 DEFAULT_TIME_LIMIT_MS = 60_000
+#: Pauses of a worker thread whose jobs' delivery marks Redis did not take (doubling from first to last).
+FIRST_BROKER_PAUSE_S = 0.1
+MAX_BROKER_PAUSE_S = 2.0
+#: Set on a message proxy: its delivery count, written by the worker thread (read by the poison guard).
+DELIVERIES = "zq_deliveries"
+#: Set on a message proxy: it runs alone (a suspect), outside the count of fresh jobs.
+ISOLATED = "zq_isolated"
 
 
-def count_of(message: MessageProxy) -> int | None:
-    """The delivery count a worker thread already wrote for ``message`` (``None`` when not pre-marked)."""
-    count: int | None = message.__dict__.get("zq_deliveries")
-    return count
+def _concurrent_actor(broker: Broker, message: MessageProxy) -> Any | None:
+    """The actor of ``message`` when it runs concurrently (``concurrent=True`` and ``async def``), else None."""
+    actor = broker.actors.get(message.actor_name)
+    if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
+        return None
+    return actor
 
 
 def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] | None:
@@ -51,11 +64,18 @@ def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] |
 
 
 class BatchingWorkerThread(WorkerThread):
-    """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window)."""
+    """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window).
 
-    def __init__(self, *, batch_size: int, **kwargs: Any) -> None:
+    Each refill takes what the work queue holds (up to the window, and at most ``PLAIN_BATCH`` ordinary
+    jobs), writes their delivery marks in one round trip and sets aside the *suspects* among them — jobs
+    delivered before without finishing — which :class:`~libs.middleware.local_jobs.LocalJobs` runs alone.
+    """
+
+    def __init__(self, *, batch_size: int, local: LocalJobs | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
+        self.local = local or LocalJobs()
+        self._broker_pause = FIRST_BROKER_PAUSE_S
         self.in_flight: dict[int, MessageProxy] = {}  # by id(): a redelivered copy may run beside the original
         self.finished: SimpleQueue[tuple[MessageProxy, asyncio.Future[Any]]] = SimpleQueue()
 
@@ -69,80 +89,131 @@ class BatchingWorkerThread(WorkerThread):
                     self.paused_event.set()
                     time.sleep(self.timeout)
                     continue
+                if self.local.blocked():  # a suspect waits to run alone: take nothing new, finish what runs
+                    if self.in_flight:
+                        self._collect()
+                    elif self.running and (item := self.local.claim(self.timeout)) is not None:
+                        self._run_alone(item)
+                    continue
                 self._refill()
                 self._collect()
             except TimeLimitExceeded:  # a thread-level limit can't target one of many jobs; each has its own
                 self.logger.warning("time limit signal ignored by a batching worker thread")
+            except Exception:  # a worker thread lost is capacity lost for good: log, pause, go on
+                self.logger.exception("worker thread error; going on")
+                self._pause_for_broker()
+        for item in self.local.take_suspects():  # stopping: the worker requeues what its work queue holds
+            self.work_queue.put(item)
+            self.local.release(item.message)
+            self.work_queue.task_done()
         self.broker.emit_before("worker_thread_shutdown", self)
 
     def _refill(self) -> None:
-        plain: list[MessageProxy] = []
-        batch: list[tuple[MessageProxy, Any]] = []
-        room = self.batch_size - len(self.in_flight)
-        while self.running and not self.paused and len(batch) < room and len(plain) < PLAIN_BATCH:
-            try:
-                if self.in_flight or plain or batch:
-                    item = self.work_queue.get_nowait()
-                else:
-                    item = self.work_queue.get(timeout=self.timeout)
-            except Empty:
-                break
-            message = item.message
-            actor = self.broker.actors.get(message.actor_name)
-            if actor is None or not actor.options.get("concurrent") or _coroutine_function(actor) is None:
-                plain.append(message)
-            else:
-                batch.append((message, actor))
-        if batch:
-            self._start_many(batch)
-        if plain:
-            self._process_plain(plain)
-
-    def _process_plain(self, messages: list[MessageProxy]) -> None:
-        """Run ordinary jobs one after another, with their delivery marks written together.
-
-        A job marked alongside others that are still waiting their turn could, if one of them killed the
-        worker, be counted as a death it took no part in. So jobs with an earlier death on record (count
-        > 1) are unmarked and then run one at a time with marks of their own: a job reaches the poison
-        limit only through deaths while it itself was running (or beside it on another thread).
-        """
-        group_commit = getattr(self.broker, "group_commit", None)
-        if group_commit is None or len(messages) == 1:
-            for message in messages:
-                self.process_message(message)
+        if not self.local.admit():
             return
-        counts = group_commit.mark_many([m.message_id for m in messages])
-        suspects = []
-        for message, count in zip(messages, counts, strict=True):
-            if count > 1:
-                suspects.append(message)
-            else:
-                message.__dict__["zq_deliveries"] = count
-        for message in messages:
-            if count_of(message) is not None:
+        items: list[Any] = []
+        plain = 0
+        room = self.batch_size - len(self.in_flight)
+        try:
+            while self.running and not self.paused and len(items) - plain < room and plain < PLAIN_BATCH:
+                try:
+                    item = (
+                        self.work_queue.get_nowait()
+                        if self.in_flight or items
+                        else self.work_queue.get(timeout=self.timeout)
+                    )
+                except Empty:
+                    break
+                self.local.hold(item.message)
+                items.append(item)
+                plain += _concurrent_actor(self.broker, item.message) is None
+            fresh = self._mark_fresh(items)
+        except REDIS_UNAVAILABLE as exc:
+            # Nothing started: the jobs go back to the work queue (still held by this process) and run once
+            # Redis takes their marks again. This thread waits a little before it tries again.
+            self._give_back(items)
+            self.local.settle(0)
+            self.logger.warning("cannot mark %d job(s) as started (%s); retrying", len(items), type(exc).__name__)
+            self._pause_for_broker()
+            return
+        except BaseException:
+            self._give_back(items)
+            self.local.settle(0)
+            raise
+        self._broker_pause = FIRST_BROKER_PAUSE_S
+        self.local.settle(len(fresh))
+        self._start([message for message in fresh if _concurrent_actor(self.broker, message) is not None])
+        for message in fresh:
+            if _concurrent_actor(self.broker, message) is None:
                 self.process_message(message)
-        if suspects:
-            group_commit.mark_many([m.message_id for m in suspects], delta=-1)
-            for message in suspects:
-                self.process_message(message)  # the poison guard marks it alone
 
-    def _start_many(self, batch: list[tuple[MessageProxy, Any]]) -> None:
-        """Mark the deliveries of ``batch`` in one round trip, run their before hooks here, then hand all
-        their coroutines to the event loop in one call.
-
-        They all run together, so a worker death while they are in flight is rightly counted against each.
-        """
+    def _mark_fresh(self, items: list[Any]) -> list[MessageProxy]:
+        """Write the delivery marks of ``items`` (one round trip); the fresh ones, the suspects set aside."""
         group_commit = getattr(self.broker, "group_commit", None)
-        if group_commit is not None and len(batch) > 1:
+        if group_commit is None or not items:  # no shared counters: the poison guard counts each job itself
+            return [item.message for item in items]
+        counts = group_commit.claim_deliveries([item.message.message_id for item in items])
+        fresh = []
+        for item, count in zip(items, counts, strict=True):
+            if count > 0:
+                item.message.__dict__[DELIVERIES] = count
+                fresh.append(item.message)
+            else:
+                self.local.suspect(item)
+        return fresh
+
+    def _give_back(self, items: list[Any]) -> None:
+        """Return taken, unstarted jobs to the work queue (put first: the process holds them throughout)."""
+        for item in items:
+            self.work_queue.put(item)
+            self.local.release(item.message)
+            self.work_queue.task_done()
+
+    def _pause_for_broker(self) -> None:
+        """Wait before trying Redis again: doubling from ``FIRST_BROKER_PAUSE_S`` to ``MAX_BROKER_PAUSE_S``."""
+        pause, self._broker_pause = self._broker_pause, min(MAX_BROKER_PAUSE_S, self._broker_pause * 2)
+        time.sleep(pause)
+
+    def _run_alone(self, item: Any) -> None:
+        """Run one suspect while nothing else runs in the process; only this run counts as a delivery."""
+        message = item.message
+        message.__dict__[ISOLATED] = True
+        try:
+            group_commit = self.broker.group_commit  # type: ignore[attr-defined]  # suspects need one
             try:
-                counts = group_commit.mark_many([message.message_id for message, _ in batch])
-            except Exception:  # Redis unavailable: each job's own mark (poison guard) reports it
-                counts = []
-            for (message, _), count in zip(batch, counts, strict=False):
-                message.__dict__["zq_deliveries"] = count
+                [message.__dict__[DELIVERIES]] = group_commit.mark_many([message.message_id])
+            except REDIS_UNAVAILABLE:
+                self.local.suspect(item, first=True)  # its turn again once Redis takes the mark
+                self._pause_for_broker()
+                return
+            self._broker_pause = FIRST_BROKER_PAUSE_S
+            if _concurrent_actor(self.broker, message) is None:
+                self.process_message(message)
+            else:
+                self._start([message])
+                while self.in_flight:
+                    self._collect()
+        finally:
+            self.local.end_isolation()
+
+    def process_message(self, message: MessageProxy) -> None:
+        """Dramatiq's processing of one ordinary job; the job stops being held once it was acked or nacked."""
+        try:
+            super().process_message(message)
+        finally:
+            self._released(message)
+
+    def _start(self, messages: list[MessageProxy]) -> None:
+        """Run the before hooks of ``messages`` here, then hand all their coroutines to the event loop at once."""
+        if not messages:
+            return
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware must run before AsyncBatching"
-        jobs = [job for message, actor in batch if (job := self._prepare(message, actor)) is not None]
+        jobs = [
+            job
+            for message in messages
+            if (job := self._prepare(message, self.broker.actors[message.actor_name])) is not None
+        ]
         if jobs:
             loop_thread.loop.call_soon_threadsafe(self._launch, jobs)
 
@@ -220,8 +291,14 @@ class BatchingWorkerThread(WorkerThread):
         try:
             self.consumers[message.queue_name].post_process_message(message)
         finally:
+            self._released(message)
             self.work_queue.task_done()
             message.clear_exception()
+
+    def _released(self, message: MessageProxy) -> None:
+        self.local.release(message)
+        if not message.__dict__.get(ISOLATED):
+            self.local.fresh_done()
 
 
 async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], limit_s: float) -> Any:
@@ -274,6 +351,7 @@ class AsyncBatching(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Swap the worker's thread factory before it starts its threads and consumers."""
         batch_size = self.batch_size
+        local = worker.zq_local = LocalJobs()  # type: ignore[attr-defined]  # read by dead-worker recovery
         # Each thread may hold a whole batch in flight: prefetch enough to keep them all busy. Only a worker
         # that runs concurrent actors needs it: in any other, a SIGKILL would strand that many prefetched jobs
         # until dead-worker recovery (and the first worker up would take 1,000+ jobs from the others).
@@ -283,6 +361,7 @@ class AsyncBatching(Middleware):
         def add_worker() -> None:
             thread = BatchingWorkerThread(
                 batch_size=batch_size,
+                local=local,
                 broker=worker.broker,
                 consumers=worker.consumers,
                 work_queue=worker.work_queue,

@@ -4,6 +4,12 @@ Dramatiq redelivers a SIGKILLed job without counting a retry (upstream #213), so
 worker would loop forever. Each delivery increments a counter in Redis before the actor runs; the counter
 is dropped when the attempt ends in any way the process survives. A counter above ``max_deliveries``
 therefore means that many workers died in this job.
+
+A worker thread writes these marks for its whole batch (``libs.middleware.concurrency``), and a process
+runs many jobs at once, so one job that kills the process leaves a counter on every job in flight with it.
+Those are not counted again with the next batch: a job whose counter already exists is a *suspect* and runs
+alone in its process, and only such lone runs add to its count (:mod:`libs.middleware.local_jobs`). The
+culprit thus reaches the limit; the innocent jobs of its batch complete on their lone run.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class PoisonGuard(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Count this delivery durably; skip (and dead-letter) the job when earlier deliveries all died."""
         group_commit = getattr(broker, "group_commit", None)
-        premarked = message.__dict__.get("zq_deliveries")  # written by a worker thread with its batch
+        premarked = message.__dict__.get("zq_deliveries")  # written by the worker thread (batch or lone run)
         if premarked is not None:
             deliveries = premarked
         elif group_commit is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from queue import Queue
 from typing import Any
 
@@ -34,11 +35,12 @@ DEFAULT_INTERVAL_SECONDS = 5.0
 DEFAULT_ORPHAN_AGE_SECONDS = 10.0
 
 
-def run_maintenance(broker: Any) -> None:
-    """Heartbeat ``broker`` and requeue the unacked messages of dead workers on all its queues."""
+def run_maintenance(broker: Any, queues: Iterable[str] | None = None) -> None:
+    """Heartbeat ``broker`` and requeue the unacked messages of dead workers on ``queues`` (default: all its
+    declared queues)."""
     dispatch = broker.scripts["dispatch"]
-    now = int(time.time() * 1000)
-    for queue in sorted(broker.get_declared_queues()):
+    now = int(time.time() * 1000)  # ignored by zapq's dispatch script, which reads Redis's clock
+    for queue in sorted(broker.get_declared_queues() if queues is None else queues):
         for name in (queue, dq_name(queue)):
             dispatch(
                 keys=[broker.namespace],
@@ -126,16 +128,28 @@ class DeadWorkerRecovery(Middleware):
             except Exception:  # a Redis outage must not kill the thread; the next tick tries again
                 logger.warning("broker maintenance failed", exc_info=True)
 
-    def held(self) -> set[str]:
-        """Redis ids of every message this process's workers hold: queued in memory, delayed or running."""
-        held = self._running.copy()
+    def held(self, broker: Any = None) -> set[str]:
+        """Redis ids of every message this process holds: prefetched, delayed, queued in memory, taken by a
+        worker thread (waiting its turn in a batch, being marked, running), or acked but not yet written.
+
+        Read in the order a message moves through them (fetched → work queue → a thread → the group commit),
+        so one moving meanwhile is seen in at least one place.
+        """
+        held: set[str] = set()
         for worker in list(self._workers):
-            held |= _queued_ids(worker.work_queue)
             for thread in list(worker.consumers.values()):
-                held |= _queued_ids(thread.delay_queue)
                 for data in list(getattr(thread.consumer, "message_cache", None) or ()):
                     if data is not None:
                         held.add(Message.decode(data).options.get("redis_message_id", ""))
+                held |= _queued_ids(thread.delay_queue)
+            held |= _queued_ids(worker.work_queue)
+            local = getattr(worker, "zq_local", None)  # libs.middleware.concurrency.LocalJobs
+            if local is not None:
+                held |= local.ids()
+        held |= self._running.copy()
+        group_commit = getattr(broker, "group_commit", None)  # libs.redis_broker.GroupCommit
+        if group_commit is not None:
+            held |= group_commit.pending_ids()
         return held
 
     def requeue_orphans(self, broker: Any, now: float | None = None) -> int:
@@ -143,7 +157,7 @@ class DeadWorkerRecovery(Middleware):
         if not self._workers:
             return 0
         now = time.monotonic() if now is None else now
-        held = self.held()
+        held = self.held(broker)
         suspects: dict[str, float] = {}
         requeued = 0
         for queue_name in sorted(broker.get_declared_queues()):

@@ -11,8 +11,9 @@ After a failed attempt, by the exception's type (never its text):
   policy's attempts are spent, then dead-lettered (``exhausted``).
 
 The job that failed is acked either way: its retry copy or dead letter is already enqueued. While Redis is
-unreachable the worker thread waits for it (up to ``broker_wait_s``) to enqueue them; when neither can be
-enqueued the job is nacked instead (kept in Dramatiq's ``<queue>.XQ``), never acked away.
+unreachable or refuses writes (out of memory, read-only) the worker thread waits for it (up to
+``broker_wait_s``) to enqueue them; when neither can be enqueued the job is nacked instead (kept in Dramatiq's
+``<queue>.XQ``), never acked away.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from libs import contracts
 from libs.errors import Defer, DependencyUnavailableError, PermanentError
 from libs.middleware.deadletter import DEFERS, FAILURES, FIRST_FAILURE, AnyMessage, dead_letter
 from libs.middleware.policy import DEFAULT_POLICIES, FALLBACK_POLICY, RetryPolicy
+from libs.redis_broker import REDIS_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +96,17 @@ class RetryMiddleware(Middleware):
             try:
                 self._after_failure(broker, message, exception)
                 return
-            except (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError):
+            except REDIS_UNAVAILABLE as exc:
                 failure = sys.exc_info()
-                if _answers(broker):
-                    if answered:  # Redis is up yet refuses: not an outage to wait out
+                lost = isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerConnectionError)
+                if lost and _answers(broker):
+                    if answered:  # the connection failed twice, yet Redis answers: not an outage to wait out
                         break
                     answered = True
                     continue
-                # Redis is down (a restart, a failover): wait for it rather than park the job in the dead set,
-                # where nothing would run it again. The worker's consumers cannot fetch meanwhile anyway.
+                # Redis is down (a restart) or takes no writes (out of memory, a read-only replica after a
+                # failover): wait for it rather than park the job in the dead set, where nothing would run it
+                # again. The worker's consumers cannot fetch meanwhile anyway.
                 if time.monotonic() + pause > deadline:
                     break
                 if pause == INITIAL_BROKER_PAUSE_S:

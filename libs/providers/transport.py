@@ -13,7 +13,11 @@ What it does:
   ``max_connections`` connections per origin, idle ones reused newest first (LIFO) and closed instead once
   idle for ``keepalive_expiry`` seconds; requests over the limit wait first-come first-served.
 * Responses delimited by Content-Length, chunked encoding (decoded by llhttp) or connection close;
-  ``Connection: close`` and HTTP/1.0 responses, HEAD/1xx/204/304 responses, a body cap.
+  ``Connection: close`` and HTTP/1.0 responses, HEAD/1xx/204/304 responses, a body cap, and a cap on the
+  body once decoded: httpx inflates ``Content-Encoding: gzip / deflate`` without a limit, so a small
+  compressed answer (a "zip bomb") could take gigabytes. The transport inflates such a body once in
+  bounded chunks, only counting, and fails the request past ``max_decoded_bytes``; httpx then decodes it as
+  usual (headers untouched). A coding it cannot bound (anything but gzip, deflate, identity) is refused.
 * A connection is reused only after a complete, keep-alive response. One on which a request failed,
   timed out or was cancelled (``asyncio.CancelledError``, e.g. a job time limit) is closed; an idle one the
   server closed (seen by the event loop, or pending in the socket: checked with ``poll`` before reuse) is
@@ -30,7 +34,7 @@ have reached the provider: nothing was sent for ``ConnectError`` / ``ConnectTime
 ``UnsupportedProtocol`` / ``LocalProtocolError``; after the request was written, the server closing the
 connection gives ``RemoteProtocolError`` ("Server disconnected without sending a response." when not one
 response byte arrived), an OS error such as ECONNRESET ``ReadError``, a malformed or oversized response
-``RemoteProtocolError``, no complete response in time ``ReadTimeout``. Every one is an
+(raw or decoded) ``RemoteProtocolError``, no complete response in time ``ReadTimeout``. Every one is an
 ``httpx.TransportError`` carrying the request.
 
 What it does not do: HTTP/2, proxies, streaming (the request body is read whole, the response body is
@@ -46,8 +50,9 @@ import http.client
 import select
 import ssl
 import urllib.request
+import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from http.cookiejar import Cookie, CookieJar
 from typing import cast
 
@@ -55,10 +60,27 @@ import certifi
 import httptools
 import httpx
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "LeanTransport", "NoCookieJar", "provider_http_client"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "LeanTransport",
+    "NoCookieJar",
+    "provider_http_client",
+]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 """A response body larger than this fails with ``httpx.RemoteProtocolError`` (and the connection is closed)."""
+
+DEFAULT_MAX_DECODED_BYTES = 16 * 1024 * 1024
+"""A compressed body (``Content-Encoding``) that would inflate past this fails with ``httpx.RemoteProtocolError``."""
+
+INFLATE_CHUNK = 64 * 1024
+"""Most bytes one decompression step may produce while a decoded size is checked."""
+
+#: zlib window bits per content coding, as httpx's decoders use them (deflate falls back to raw deflate).
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+#: What ``Accept-Encoding`` the provider client sends: only codings whose decoded size the transport bounds.
+ACCEPT_ENCODING = "gzip, deflate"
 
 MAX_HEAD_BYTES = 64 * 1024
 """Status line plus headers of one response may not exceed this (llhttp itself has no limit)."""
@@ -89,9 +111,10 @@ class _StopParsing(Exception):
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: writes a request, parses the response with llhttp, resolves a future."""
 
-    def __init__(self, pool: _Pool, max_body_bytes: int, truncate_body: bool = False) -> None:
+    def __init__(self, pool: _Pool, max_body_bytes: int, max_decoded_bytes: int, truncate_body: bool = False) -> None:
         self._pool = pool
         self._max_body_bytes = max_body_bytes
+        self._max_decoded_bytes = max_decoded_bytes
         self._truncate_body = truncate_body
         self._transport: asyncio.Transport | None = None
         self._fd = -1
@@ -188,14 +211,15 @@ class _Connection(asyncio.Protocol):
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # mark it retrieved even when a cancellation overtook it
         version = b"HTTP/1.0" if parser.get_http_version() == "1.0" else b"HTTP/1.1"
-        response = httpx.Response(
+        headers, body = self._headers, b"".join(self._body)
+        self._request, self._headers, self._body = None, [], []  # an idle connection holds on to nothing
+        check_decoded_size(headers, body, self._max_decoded_bytes, request)
+        return httpx.Response(
             self._status,
-            headers=self._headers,
-            stream=httpx.ByteStream(b"".join(self._body)),
+            headers=headers,
+            stream=httpx.ByteStream(body),
             extensions={"http_version": version, "reason_phrase": self._reason.strip()},
         )
-        self._request, self._headers, self._body = None, [], []  # an idle connection holds on to nothing
-        return response
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------
 
@@ -317,6 +341,68 @@ class _Connection(asyncio.Protocol):
         return httpx.RemoteProtocolError(message, request=self._request)
 
 
+def check_decoded_size(headers: list[tuple[bytes, bytes]], body: bytes, limit: int, request: httpx.Request) -> None:
+    """Raise ``httpx.RemoteProtocolError`` when ``body`` would inflate past ``limit`` bytes as httpx decodes it.
+
+    The codings of every ``Content-Encoding`` header are undone last first, each in chunks of at most
+    ``INFLATE_CHUNK`` bytes that are counted and dropped, so the check itself never holds more than a chunk
+    per coding. A body zlib cannot decode is left to httpx, which reports it (``httpx.DecodingError``) as it
+    always did; a coding that cannot be bounded (brotli, zstd, unknown ones) is refused.
+    """
+    codings = [
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for token in value.decode("latin-1").split(",")
+        if token.strip()
+    ]
+    codings = [coding for coding in codings if coding != "identity"]
+    if not codings:
+        return
+    unknown = [coding for coding in codings if coding not in _WBITS]
+    if unknown:
+        raise httpx.RemoteProtocolError(f"Unsupported Content-Encoding {unknown[0]!r}.", request=request)
+    stream: Iterable[bytes] = (body,)
+    for coding in reversed(codings):
+        stream = _inflate(stream, coding)
+    size = 0
+    try:
+        for piece in stream:
+            size += len(piece)
+            if size > limit:
+                raise httpx.RemoteProtocolError(f"Response body exceeds {limit} bytes once decoded.", request=request)
+    except zlib.error:
+        return
+
+
+def _inflate(chunks: Iterable[bytes], coding: str) -> Iterator[bytes]:
+    """Undo one content coding of ``chunks`` as httpx's decoder does, yielding at most ``INFLATE_CHUNK`` at once."""
+    decompressor = zlib.decompressobj(_WBITS[coding])
+    first = True
+    for chunk in chunks:
+        data = chunk
+        while True:
+            try:
+                out = decompressor.decompress(data, INFLATE_CHUNK)
+            except zlib.error:
+                if not (first and coding == "deflate"):
+                    raise
+                decompressor = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as httpx falls back to
+                first = False
+                continue
+            first = False
+            if out:
+                yield out
+            data = decompressor.unconsumed_tail
+            if decompressor.eof:
+                return  # httpx ignores bytes after the end of the stream too
+            if not data and len(out) < INFLATE_CHUNK:
+                break  # this chunk is used up and nothing is pending
+    tail = decompressor.flush()
+    if tail:
+        yield tail
+
+
 class _Pool:
     """The connections to one origin: a count of slots taken, a LIFO deque of idle ones, FIFO waiters.
 
@@ -432,11 +518,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     """An HTTP/1.1 keep-alive transport for ``httpx.AsyncClient`` (see the module docstring for scope).
 
     ``max_connections`` is per origin; ``keepalive_expiry`` (seconds) is how long a connection may sit
-    idle and still be reused; ``max_body_bytes`` caps a response body: a longer one fails the request, or,
-    with ``truncate_body``, is answered with its first ``max_body_bytes`` (the connection is then closed).
-    ``resolve(host, port)``, when given, picks the address to connect to (e.g.
-    :meth:`libs.outbound.AddressGuard.resolve`); an ``OSError`` from it is a ``ConnectError``. Use one instance
-    per event loop.
+    idle and still be reused; ``max_body_bytes`` caps a response body as received (a longer one fails the
+    request, or, with ``truncate_body``, is answered with its first ``max_body_bytes`` and the connection is
+    closed), ``max_decoded_bytes`` once its ``Content-Encoding`` is undone. ``resolve(host, port)``, when given,
+    picks the address to connect to (e.g. :meth:`libs.outbound.AddressGuard.resolve`); an ``OSError`` from it
+    is a ``ConnectError``. Use one instance per event loop.
     """
 
     def __init__(
@@ -446,6 +532,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         truncate_body: bool = False,
         resolve: Callable[[str, int], Awaitable[str]] | None = None,
     ) -> None:
@@ -455,6 +542,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._max_body_bytes = max_body_bytes
+        self._max_decoded_bytes = max_decoded_bytes
         self._truncate_body = truncate_body
         self._resolve = resolve
         self._pools: dict[Origin, _Pool] = {}
@@ -519,7 +607,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             async with asyncio.timeout(timeout):
                 address = await self._resolve(host, origin[2]) if self._resolve is not None else host
                 _, conn = await pool.loop.create_connection(
-                    lambda: _Connection(pool, self._max_body_bytes, self._truncate_body),
+                    lambda: _Connection(pool, self._max_body_bytes, self._max_decoded_bytes, self._truncate_body),
                     address,
                     origin[2],
                     ssl=context,
@@ -621,6 +709,7 @@ def provider_http_client(
             truncate_body=truncate_body,
             resolve=resolve,
         ),
+        headers={"Accept-Encoding": ACCEPT_ENCODING},  # pinned: httpx would add br / zstd if installed
         timeout=timeout,
         cookies=NoCookieJar(),
         follow_redirects=False,

@@ -100,8 +100,14 @@ def release_holds() -> None:
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def sweep_event_deliveries() -> None:
-    """Every minute: wake the endpoints with due event deliveries (whatever Redis lost)."""
-    events.sweep_deliveries(resources.db, broker.client, settings.redis_namespace)
+    """Every minute: wake the endpoints with due event deliveries, schedule the others' next wake-up (whatever
+    Redis lost)."""
+    events.sweep_deliveries(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        lambda message, delay: broker.enqueue(message, delay=delay),
+    )
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("41 3 * * *"), time_limit=600_000)

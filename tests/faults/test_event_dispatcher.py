@@ -155,7 +155,8 @@ def test_redis_losing_everything_loses_no_event(settings: Settings, db: Database
             queues = {q: client.llen(f"{ns}:{q}") for q in (contracts.MAINTENANCE, contracts.EVENT_DELIVERY)}
             with db.session() as session:
                 states = session.execute(text("SELECT state, count(*) FROM event_deliveries GROUP BY state")).all()
-            return f"{len(receiver.received)} delivered; queues {queues}; deliveries {states}\n{logs(group.path)}"
+            keys = sorted(k.decode() for k in client.scan_iter(match=f"{ns}:*"))
+            return f"{len(receiver.received)} delivered; queues {queues}; deliveries {states}; keys {keys}\n{logs(group.path)}"
 
         wait_until(lambda: len(receiver.received) >= 60, timeout=90, what=state)
         assert len({d.webhook_id for d in receiver.received}) == 60

@@ -17,6 +17,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,13 @@ import pytest
 
 from libs.errors import ProviderTimeoutError, ProviderTransientError
 from libs.providers import OutboundText
-from libs.providers.transport import DISCONNECTED, LeanTransport, NoCookieJar, provider_http_client
+from libs.providers.transport import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DISCONNECTED,
+    LeanTransport,
+    NoCookieJar,
+    provider_http_client,
+)
 from tests.fakes.server import free_port
 from tests.providers.conftest import configure, meta_client, recorded_sends
 
@@ -372,6 +379,58 @@ async def test_gzip_encoded_json_is_decoded_like_httpx_does() -> None:
         response = await client.post(server.url, json={"to": "x"})
         assert response.json() == {"messages": [{"id": "wamid.GZ"}]}
         assert b"gzip" in response.request.headers["accept-encoding"].encode()
+
+
+BOMB_INFLATED = 4 * DEFAULT_MAX_DECODED_BYTES
+"""What the zip-bomb responses below inflate to: four times the default cap on a decoded body."""
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    """Zero bytes ``BOMB_INFLATED`` long, compressed once per encoding (a few dozen KiB each)."""
+    zeros = b"\0" * BOMB_INFLATED
+    once = gzip.compress(zeros, mtime=0)
+    return {"gzip": once, "deflate": zlib.compress(zeros, 9), "gzip, gzip": gzip.compress(once, mtime=0)}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip, gzip"])
+async def test_a_compressed_body_that_inflates_past_the_cap_is_a_protocol_error(
+    encoding: str, bombs: dict[str, bytes]
+) -> None:
+    # Given a server answering with a body of a few dozen KiB (far under the raw cap) that inflates to four
+    # times the cap on a decoded body (a "zip bomb")
+    body = bombs[encoding]
+    assert len(body) < 512 * 1024
+    bomb = reply(body, headers=b"Content-Encoding: %b\r\nContent-Type: application/json\r\n" % encoding.encode())
+    async with raw_server(per_connection(answer(bomb), answer(reply(b"fine")))) as server, lean() as client:
+        # When the client reads it, the attempt fails with a transport error naming the cap, before inflating it
+        with pytest.raises(httpx.RemoteProtocolError, match=f"exceeds {DEFAULT_MAX_DECODED_BYTES} bytes once decoded"):
+            await client.get(server.url)
+        # And the client carries on: the next request (on a new connection) reads normally
+        assert (await client.get(server.url)).content == b"fine"
+
+
+async def test_a_compressed_body_within_the_cap_decodes_as_httpx_does() -> None:
+    # Given a gzip body that inflates to exactly the cap
+    plain = b"x" * 4096
+    compressed = reply(gzip.compress(plain), headers=b"Content-Encoding: gzip\r\n")
+    async with raw_server(answer(compressed)) as server, lean(max_decoded_bytes=4096) as client:
+        # Then it reads whole, with its headers as the server sent them
+        response = await client.get(server.url)
+        assert response.content == plain
+        assert response.headers["content-encoding"] == "gzip"
+
+
+async def test_a_coding_whose_decoded_size_cannot_be_bounded_is_refused() -> None:
+    # Given a server answering in brotli, which the provider client never asks for
+    brotli = reply(b"\x8b\x00\x80ok\x03", headers=b"Content-Encoding: br\r\n")
+    async with raw_server(answer(brotli)) as server, provider_http_client(timeout=TIMEOUT) as client:
+        # Then the request fails with a transport error, whether or not a brotli decoder is installed
+        with pytest.raises(httpx.RemoteProtocolError, match="Unsupported Content-Encoding 'br'"):
+            await client.get(server.url)
+        assert server.log == [(0, b"/")]
+    # And the provider client only ever asks for codings the transport bounds
+    assert client.headers["accept-encoding"] == "gzip, deflate"
 
 
 async def test_chunked_body_is_decoded_and_the_connection_reused() -> None:
