@@ -20,6 +20,7 @@ import dramatiq
 import httpx
 import pytest
 import uvicorn
+from dramatiq.common import q_name
 
 from libs import contracts
 from libs.api.app import create_app
@@ -52,6 +53,17 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 
 
 @pytest.fixture
+def worker_but_events(broker: Any) -> Iterator[dramatiq.Worker]:
+    """A real worker consuming every queue but ``event-delivery`` (jobs put there stay waiting)."""
+    queues = {q_name(name) for name in broker.get_declared_queues()} - {contracts.EVENT_DELIVERY}
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=4, queues=queues)
+    worker.start()
+    yield worker
+    worker.stop()
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+
+
+@pytest.fixture
 def api_server(settings: Settings, db: Database, broker: Any) -> Iterator[str]:
     """The API served by uvicorn on a free port, in a thread of this process (same DB and namespace)."""
     server = uvicorn.Server(
@@ -66,8 +78,9 @@ def api_server(settings: Settings, db: Database, broker: Any) -> Iterator[str]:
 
 
 def test_replay_from_the_dashboard(
-    api_server: str, settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker
+    api_server: str, settings: Settings, db: Database, broker: Any, worker_but_events: dramatiq.Worker
 ) -> None:
+    worker = worker_but_events
     actors = declare_test_actors(broker)
     PROBE.reset()
     headers = {"authorization": f"Bearer {settings.api_token}"}
@@ -92,9 +105,10 @@ def test_replay_from_the_dashboard(
         rows = ledger_rows(db)
         assert [r.message_id for r in rows] == [failing.message_id]
         dead_letter_id = rows[0].id
-        # And 25 events waiting (nobody consumes them in this process) and 5 low sends delayed by 10 minutes
-        events = [contracts.INBOUND_MESSAGE.message(_event(i)) for i in range(25)]
-        enqueue_many(broker.client, settings.redis_namespace, events, lifecycle=True)
+        # And 25 delivery jobs waiting (this worker does not consume event-delivery) and 5 low sends delayed
+        # by 10 minutes
+        pumps = [contracts.DELIVER_EVENTS.message(contracts.DeliverEvents(1000 + i)) for i in range(25)]
+        enqueue_many(broker.client, settings.redis_namespace, pumps, lifecycle=True)
         for i in range(5):
             broker.enqueue(contracts.SEND_LOW.message(contracts.SendMessage(1000 + i)), delay=600_000)
         PROBE.fixed.add("dashboard")
@@ -110,8 +124,8 @@ def test_replay_from_the_dashboard(
                 page.fill("#token", settings.api_token)
                 page.click("#login-button")
                 # Then the queue table shows the real numbers
-                events_row = page.locator(f'#queues tr[data-queue="{contracts.EVENTS}"]')
-                expect(events_row.locator("td.waiting")).to_have_text("25", timeout=UI_TIMEOUT_MS)
+                delivery_row = page.locator(f'#queues tr[data-queue="{contracts.EVENT_DELIVERY}"]')
+                expect(delivery_row.locator("td.waiting")).to_have_text("25", timeout=UI_TIMEOUT_MS)
                 low_row = page.locator(f'#queues tr[data-queue="{contracts.MESSAGES_LOW}"]')
                 expect(low_row.locator("td.delayed")).to_have_text("5", timeout=UI_TIMEOUT_MS)
                 messages_row = page.locator(f'#queues tr[data-queue="{contracts.MESSAGES}"]')
@@ -137,9 +151,3 @@ def test_replay_from_the_dashboard(
         assert len(PROBE.attempts["dashboard"]) == 3  # two failures, then the replay
     assert SCREENSHOT.stat().st_size > 10_000
     print(f"\nscreenshot: {SCREENSHOT}")
-
-
-def _event(i: int) -> contracts.InboundMessageEvent:
-    return contracts.InboundMessageEvent(
-        message_id=i, company_id=1, connection_id=None, contact_wa_id="14155550100", type="text", external_id=f"w{i}"
-    )
