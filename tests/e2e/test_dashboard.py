@@ -4,14 +4,11 @@ A job fails until a flag flips and is dead-lettered; the page, opened with the A
 numbers; clicking Replay re-enqueues the job, which now succeeds: its row turns ``replayed`` and its job
 state ``succeeded``. The screenshot is saved to ``/tmp/zapq-dashboard.png``.
 
-CI needs ``apt-get install -y chromium`` and ``pip install playwright==1.65.2`` (no ``playwright install``:
-the browser is Debian's, launched through ``executable_path``).
+Browser set-up: :mod:`tests.e2e.browser`.
 """
 
 from __future__ import annotations
 
-import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,37 +16,22 @@ from typing import Any
 import dramatiq
 import httpx
 import pytest
-import uvicorn
 from dramatiq.common import q_name
 
 from libs import contracts
-from libs.api.app import create_app
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
-from libs.ops.processes import free_port
 from libs.settings import Settings
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, NO_BROWSER, UI_TIMEOUT_MS
 from tests.helpers import drain
 from tests.lifecycle_support import installed_lifecycle
-from tests.middleware.support import PROBE, declare_test_actors, ledger_rows, wait_until
+from tests.middleware.support import PROBE, declare_test_actors, ledger_rows
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright==1.65.2")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path("/tmp/zapq-dashboard.png")
-#: How long the page may take to show a change (it refreshes every 2 s).
-UI_TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install chromium")
+pytestmark = pytest.mark.skipif(NO_BROWSER is not None, reason=str(NO_BROWSER))
 
 
 @pytest.fixture
@@ -61,20 +43,6 @@ def worker_but_events(broker: Any) -> Iterator[dramatiq.Worker]:
     yield worker
     worker.stop()
     broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
-
-
-@pytest.fixture
-def api_server(settings: Settings, db: Database, broker: Any) -> Iterator[str]:
-    """The API served by uvicorn on a free port, in a thread of this process (same DB and namespace)."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=20, what="the API server to start")
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_replay_from_the_dashboard(
