@@ -13,7 +13,17 @@ from starlette.responses import Response
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import EndpointIn, EndpointPatch, ReplayIn
 from libs.events.endpoints import EndpointError
-from libs.events.feed import MAX_LIMIT, MAX_WAIT_S, BadCursorError, Filter, as_event, parse_cursor, types_filter
+from libs.events.feed import (
+    MAX_LIMIT,
+    MAX_WAIT_S,
+    BadCursorError,
+    Filter,
+    Page,
+    as_event,
+    parse_cursor,
+    read_last,
+    types_filter,
+)
 from libs.events.types import parse_event_id, unknown_types
 
 
@@ -137,8 +147,14 @@ def _cursor(value: str | None, default: int) -> int:
 async def list_events(request: Request) -> Response:
     """``GET /api/events?company_id=&after=&types=&limit=&wait=``: published events after the cursor, oldest
     first. ``wait`` (seconds, up to 30) long-polls: the answer comes as soon as a matching event is published.
-    Continue with ``next_cursor``."""
+    Continue with ``next_cursor``. ``last=N`` instead of ``after``: the newest N events (oldest first) and the
+    cursor past everything published — where a reader that wants only what is recent starts."""
     flt = _filter(request)
+    last = query_int(request, "last", default=0, low=1, high=MAX_LIMIT)
+    if last:
+        if "after" in request.query_params or "wait" in request.query_params:
+            raise ApiError(400, "last reads the newest events: give it without after or wait")
+        return _page_response(await read_last(context(request).pool, flt, last))
     after = _cursor(request.query_params.get("after"), 0)
     limit = query_int(request, "limit", default=100, low=1, high=MAX_LIMIT)
     wait = request.query_params.get("wait", "0")
@@ -148,7 +164,10 @@ async def list_events(request: Request) -> Response:
         raise ApiError(400, f"wait must be a number of seconds from 0 to {MAX_WAIT_S:.0f}") from None
     if not 0 <= wait_s <= MAX_WAIT_S:
         raise ApiError(400, f"wait must be a number of seconds from 0 to {MAX_WAIT_S:.0f}")
-    page = await context(request).hub.wait_page(after, flt, limit, wait_s)
+    return _page_response(await context(request).hub.wait_page(after, flt, limit, wait_s))
+
+
+def _page_response(page: Page) -> Response:
     return json_response(
         {
             "events": [as_event(e) for e in page.events],

@@ -1,10 +1,15 @@
 """The two static pages the API serves: the dashboard (``/``) and the API docs (``/docs``).
 
+The dashboard's event cards (webhook endpoints, recent events and their deliveries) are in
+:mod:`libs.api.pages_events`.
+
 Both are plain HTML + vanilla JS with no data in them: they ask for the API token once, keep it in
 ``sessionStorage`` and send it as ``Authorization: Bearer`` on every request.
 """
 
 from __future__ import annotations
+
+from libs.api.pages_events import EVENTS_JS, EVENTS_SECTIONS, EVENTS_STYLE
 
 _COMMON_JS = """
 const TOKEN_KEY = "zapq-token";
@@ -13,7 +18,13 @@ async function api(path, options = {}) {
   const headers = Object.assign({"Authorization": "Bearer " + token()}, options.headers || {});
   const response = await fetch(path, Object.assign({}, options, {headers}));
   if (response.status === 401) { sessionStorage.removeItem(TOKEN_KEY); showLogin("The token was refused."); }
-  if (!response.ok) { throw new Error(path + ": " + response.status); }
+  if (!response.ok) {
+    let reason = "";
+    try { reason = (await response.json()).error || ""; } catch (error) { /* not JSON */ }
+    const error = new Error(`${path}: ${response.status}${reason ? " " + reason : ""}`);
+    error.reason = reason;
+    throw error;
+  }
   return response.json();
 }
 function el(tag, attrs = {}, ...children) {
@@ -67,6 +78,7 @@ DASHBOARD_HTML = (
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>"""
     + _STYLE
+    + EVENTS_STYLE
     + """</style></head>
 <body>
 <header><h1>zapq</h1><span id="updated">not loaded</span><span id="status" class="error"></span></header>
@@ -88,10 +100,12 @@ DASHBOARD_HTML = (
   <th class="num">delivered</th><th class="num">failed</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Connections</h2><table id="connections"><thead><tr>
   <th>id</th><th>name</th><th>provider</th><th>number / instance</th><th>status</th><th>reason</th>
-  <th class="num">msg/s</th></tr></thead><tbody></tbody></table></section>
-</main>
+  <th class="num">msg/s</th></tr></thead><tbody></tbody></table></section>"""
+    + EVENTS_SECTIONS
+    + """</main>
 <script>"""
     + _COMMON_JS
+    + EVENTS_JS
     + """
 function sparkline(values) {
   const w = 180, h = 28, max = Math.max(1, ...values);
@@ -162,12 +176,16 @@ async function loadConnections() {
     el("td", {class: `status status-${c.status}`}, c.status), el("td", {class: "msg"}, c.status_reason || ""),
     el("td", {class: "num"}, c.rate_per_second))));
 }
+let refreshing = false;
 async function refresh() {
+  if (refreshing) return;  // the last one is still waiting on the API
+  refreshing = true;
   try {
-    await Promise.all([loadQueues(), loadDeadLetters(), loadCampaigns(), loadConnections()]);
+    await Promise.all([loadQueues(), loadDeadLetters(), loadCampaigns(), loadConnections(), loadEventCards()]);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.getElementById("status").textContent = "";
   } catch (error) { document.getElementById("status").textContent = String(error); }
+  refreshing = false;
 }
 let timer = null;
 setupLogin(() => { refresh(); if (!timer) timer = setInterval(() => { if (token()) refresh(); }, 2000); });

@@ -95,25 +95,48 @@ async def read_page(pool: AsyncConnectionPool[Any], after: int, flt: Filter, lim
     When the page is not full, the next cursor moves past everything published before the query (events
     the filter skipped need not be scanned again).
     """
-    conditions = ["seq > %(after)s"]
     params: dict[str, Any] = {"after": after, "limit": limit}
+    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_where(flt, params)} ORDER BY seq LIMIT %(limit)s"
+    published, rows = await _published_and_rows(pool, query, params)
+    full = len(rows) == limit
+    last = rows[-1]["seq"] if rows else after
+    return Page(rows, last if full else max(last, published), full)
+
+
+async def read_last(pool: AsyncConnectionPool[Any], flt: Filter, limit: int) -> Page:
+    """The newest ``limit`` events that pass ``flt`` (oldest first), and the cursor past everything published
+    before the query: where a reader that wants only what is recent starts, in one backward index scan however
+    long the log is (a dashboard opening on 30 days of events)."""
+    params: dict[str, Any] = {"after": 0, "limit": limit}
+    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_where(flt, params)} ORDER BY seq DESC LIMIT %(limit)s"
+    published, rows = await _published_and_rows(pool, query, params)
+    rows.reverse()
+    return Page(rows, max(rows[-1]["seq"] if rows else 0, published), False)
+
+
+def _where(flt: Filter, params: dict[str, Any]) -> str:
+    """The condition selecting events after ``%(after)s`` that pass ``flt`` (its values put in ``params``)."""
+    conditions = ["seq > %(after)s"]
     if flt.company_id is not None:
         conditions.append("company_id = %(company)s")
         params["company"] = flt.company_id
     if flt.types:
         conditions.append("type = ANY(%(types)s)")
         params["types"] = list(flt.types)
-    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT %(limit)s"
+    return " AND ".join(conditions)
+
+
+async def _published_and_rows(
+    pool: AsyncConnectionPool[Any], query: str, params: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]]]:
+    """The last published ``seq``, then the rows of ``query`` (read after it, so they cover at least it)."""
     async with pool.connection() as conn:
         counter = conn.cursor(row_factory=tuple_row)
         await counter.execute(LAST_SEQ)
         published = int((await counter.fetchone() or (0,))[0])
         cursor = conn.cursor(row_factory=dict_row)
         await cursor.execute(query, params)
-        rows = await cursor.fetchall()
-    full = len(rows) == limit
-    last = rows[-1]["seq"] if rows else after
-    return Page(rows, last if full else max(last, int(published)), full)
+        return published, await cursor.fetchall()
 
 
 class EventHub:

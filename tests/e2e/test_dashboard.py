@@ -4,14 +4,11 @@ A job fails until a flag flips and is dead-lettered; the page, opened with the A
 numbers; clicking Replay re-enqueues the job, which now succeeds: its row turns ``replayed`` and its job
 state ``succeeded``. The screenshot is saved to ``/tmp/zapq-dashboard.png``.
 
-CI needs ``apt-get install -y chromium`` and ``pip install playwright==1.65.2`` (no ``playwright install``:
-the browser is Debian's, launched through ``executable_path``).
+Browser set-up: :mod:`tests.e2e.browser`.
 """
 
 from __future__ import annotations
 
-import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,55 +16,39 @@ from typing import Any
 import dramatiq
 import httpx
 import pytest
-import uvicorn
+from dramatiq.common import q_name
 
 from libs import contracts
-from libs.api.app import create_app
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
-from libs.ops.processes import free_port
 from libs.settings import Settings
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, NO_BROWSER, UI_TIMEOUT_MS
 from tests.helpers import drain
 from tests.lifecycle_support import installed_lifecycle
-from tests.middleware.support import PROBE, declare_test_actors, ledger_rows, wait_until
+from tests.middleware.support import PROBE, declare_test_actors, ledger_rows
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright==1.65.2")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path("/tmp/zapq-dashboard.png")
-#: How long the page may take to show a change (it refreshes every 2 s).
-UI_TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install chromium")
+pytestmark = pytest.mark.skipif(NO_BROWSER is not None, reason=str(NO_BROWSER))
 
 
 @pytest.fixture
-def api_server(settings: Settings, db: Database, broker: Any) -> Iterator[str]:
-    """The API served by uvicorn on a free port, in a thread of this process (same DB and namespace)."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=20, what="the API server to start")
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def worker_but_events(broker: Any) -> Iterator[dramatiq.Worker]:
+    """A real worker consuming every queue but ``event-delivery`` (jobs put there stay waiting)."""
+    queues = {q_name(name) for name in broker.get_declared_queues()} - {contracts.EVENT_DELIVERY}
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=4, queues=queues)
+    worker.start()
+    yield worker
+    worker.stop()
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
 
 
 def test_replay_from_the_dashboard(
-    api_server: str, settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker
+    api_server: str, settings: Settings, db: Database, broker: Any, worker_but_events: dramatiq.Worker
 ) -> None:
+    worker = worker_but_events
     actors = declare_test_actors(broker)
     PROBE.reset()
     headers = {"authorization": f"Bearer {settings.api_token}"}
@@ -92,9 +73,10 @@ def test_replay_from_the_dashboard(
         rows = ledger_rows(db)
         assert [r.message_id for r in rows] == [failing.message_id]
         dead_letter_id = rows[0].id
-        # And 25 events waiting (nobody consumes them in this process) and 5 low sends delayed by 10 minutes
-        events = [contracts.INBOUND_MESSAGE.message(_event(i)) for i in range(25)]
-        enqueue_many(broker.client, settings.redis_namespace, events, lifecycle=True)
+        # And 25 delivery jobs waiting (this worker does not consume event-delivery) and 5 low sends delayed
+        # by 10 minutes
+        pumps = [contracts.DELIVER_EVENTS.message(contracts.DeliverEvents(1000 + i)) for i in range(25)]
+        enqueue_many(broker.client, settings.redis_namespace, pumps, lifecycle=True)
         for i in range(5):
             broker.enqueue(contracts.SEND_LOW.message(contracts.SendMessage(1000 + i)), delay=600_000)
         PROBE.fixed.add("dashboard")
@@ -110,8 +92,8 @@ def test_replay_from_the_dashboard(
                 page.fill("#token", settings.api_token)
                 page.click("#login-button")
                 # Then the queue table shows the real numbers
-                events_row = page.locator(f'#queues tr[data-queue="{contracts.EVENTS}"]')
-                expect(events_row.locator("td.waiting")).to_have_text("25", timeout=UI_TIMEOUT_MS)
+                delivery_row = page.locator(f'#queues tr[data-queue="{contracts.EVENT_DELIVERY}"]')
+                expect(delivery_row.locator("td.waiting")).to_have_text("25", timeout=UI_TIMEOUT_MS)
                 low_row = page.locator(f'#queues tr[data-queue="{contracts.MESSAGES_LOW}"]')
                 expect(low_row.locator("td.delayed")).to_have_text("5", timeout=UI_TIMEOUT_MS)
                 messages_row = page.locator(f'#queues tr[data-queue="{contracts.MESSAGES}"]')
@@ -137,9 +119,3 @@ def test_replay_from_the_dashboard(
         assert len(PROBE.attempts["dashboard"]) == 3  # two failures, then the replay
     assert SCREENSHOT.stat().st_size > 10_000
     print(f"\nscreenshot: {SCREENSHOT}")
-
-
-def _event(i: int) -> contracts.InboundMessageEvent:
-    return contracts.InboundMessageEvent(
-        message_id=i, company_id=1, connection_id=None, contact_wa_id="14155550100", type="text", external_id=f"w{i}"
-    )

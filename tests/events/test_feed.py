@@ -171,6 +171,30 @@ def test_long_poll_answers_as_soon_as_an_event_is_published(http: httpx.Client, 
     assert empty.json()["events"] == [] and 0.9 < time.monotonic() - started < 5
 
 
+def test_last_gives_the_newest_events_and_the_cursor_to_follow_them(
+    http: httpx.Client, db: Database, company: int
+) -> None:
+    # Given six messages in the feed (read through the stream: they are published)
+    for n in range(6):
+        customer_writes(db, "5511900000001", f"m{n}", n)
+    read_stream(http, 6, params={"company_id": company, "types": "message.received", "after": "0"})
+    everything = http.get("/api/events", params={"company_id": company, "limit": 1000}).json()["events"]
+    # When a reader asks for the last three
+    page = http.get("/api/events", params={"company_id": company, "last": 3}).json()
+    # Then it gets the newest three, oldest first, and nothing more to page through
+    assert [e["id"] for e in page["events"]] == [e["id"] for e in everything[-3:]]
+    assert [e["data"]["text"] for e in page["events"]] == ["m3", "m4", "m5"]
+    assert page["has_more"] is False
+    # And following its cursor gives exactly what is published next
+    for n in range(6, 8):
+        customer_writes(db, "5511900000001", f"m{n}", n)
+    following = read_stream(http, 2, params={"company_id": company, "after": page["next_cursor"]})
+    assert [orjson.loads(e["data"])["data"]["text"] for e in following] == ["m6", "m7"]
+    # And a filter nothing passes gives no events and a cursor all the same
+    empty = http.get("/api/events", params={"company_id": company + 1000, "last": 3}).json()
+    assert empty["events"] == [] and empty["next_cursor"].isdigit() and empty["has_more"] is False
+
+
 def test_many_streams_share_one_listener(http: httpx.Client, api_app: Any, db: Database, company: int) -> None:
     # Given 20 streams open at once
     results: list[list[dict[str, Any]]] = []
@@ -206,6 +230,9 @@ def test_many_streams_share_one_listener(http: httpx.Client, api_app: Any, db: D
         ({"wait": "soon"}, "wait must be"),
         ({"limit": "0"}, "limit must be"),
         ({"company_id": "x"}, "company_id must be"),
+        ({"last": "0"}, "last must be"),
+        ({"last": "1001"}, "last must be"),
+        ({"last": "3", "wait": "1"}, "last reads the newest events"),
     ],
 )
 def test_bad_feed_requests_are_refused_with_the_reason(http: httpx.Client, params: dict[str, str], reason: str) -> None:
