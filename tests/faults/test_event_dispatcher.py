@@ -156,7 +156,8 @@ def test_redis_losing_everything_loses_no_event(settings: Settings, db: Database
             with db.session() as session:
                 states = session.execute(text("SELECT state, count(*) FROM event_deliveries GROUP BY state")).all()
             keys = sorted(k.decode() for k in client.scan_iter(match=f"{ns}:*"))
-            return f"{len(receiver.received)} delivered; queues {queues}; deliveries {states}; keys {keys}\n{logs(group.path)}"
+            seen = f"{len(receiver.received)} delivered; queues {queues}; deliveries {states}; keys {keys}"
+            return f"{seen}\n{logs(group.path)}"
 
         wait_until(lambda: len(receiver.received) >= 60, timeout=90, what=state)
         assert len({d.webhook_id for d in receiver.received}) == 60
