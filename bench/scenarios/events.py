@@ -39,7 +39,7 @@ from libs.ops.processes import free_port
 from libs.whatsapp import sign_meta
 
 LATENCY_MS = 50
-DISPATCHER = ["-m", "dramatiq", "services.event_dispatcher", "-p", "1", "-t", "8"]
+DISPATCHER = ["-m", "dramatiq", "services.event_dispatcher", "-p", "1", "-t", "2"]
 BARE = ["-m", "dramatiq", "bench.bare_events", "-p", "1", "-t", "8"]
 CONVERSATIONS = 5_000
 

@@ -212,7 +212,9 @@ class PumpLocks:
     """Session advisory locks of the endpoints this process pumps, all on one Postgres connection.
 
     If that connection breaks, Postgres has released every lock on it: :meth:`holds` turns false for locks
-    taken before (their pumps stop claiming), and the next acquire reconnects.
+    taken before (their pumps stop claiming), and the next acquire reconnects. Session locks are re-entrant
+    within their session, so the endpoints this process pumps are also kept in a set: a second pump job of
+    the same endpoint in the same process is refused here, as one in another process is by Postgres.
     """
 
     def __init__(self, conninfo: str) -> None:
@@ -220,11 +222,13 @@ class PumpLocks:
         self.generation = 0
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._mutex = asyncio.Lock()
+        self._held: set[int] = set()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 await self._conn.close()
+            self._held.clear()  # released by Postgres with the connection
             self._conn = await psycopg.AsyncConnection.connect(
                 self.conninfo,
                 autocommit=True,
@@ -239,9 +243,14 @@ class PumpLocks:
         """Take the endpoint's lock; the generation it was taken in, or ``None`` if another pump has it."""
         async with self._mutex:
             conn = await self._connection()
+            if endpoint_id in self._held:
+                return None
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PUMP_LOCK_BASE + endpoint_id,))
             row = await cursor.fetchone()
-            return self.generation if row and row[0] else None
+            if not (row and row[0]):
+                return None
+            self._held.add(endpoint_id)
+            return self.generation
 
     def holds(self, generation: int) -> bool:
         """Whether a lock taken in ``generation`` is still held."""
@@ -254,6 +263,7 @@ class PumpLocks:
             return
         async with self._mutex:
             assert self._conn is not None
+            self._held.discard(endpoint_id)
             try:
                 await self._conn.execute("SELECT pg_advisory_unlock(%s)", (store.PUMP_LOCK_BASE + endpoint_id,))
             except psycopg.Error:

@@ -11,7 +11,9 @@ from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
+from libs import contracts
 from libs.db.engine import Database
+from libs.enqueue import enqueue_many
 from libs.events.types import DATA_MODELS, EVENT_TYPES, parse_event_id
 from libs.ingest.process import process_webhook
 from libs.settings import Settings
@@ -149,3 +151,29 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
         if d.data.get("campaign_id") == campaign["id"] and d.type == "campaign.status"
     ]
     assert promo == ["started", "paused", "resumed", "cancelled"]
+
+
+def test_many_pump_jobs_at_once_deliver_each_event_once_in_order(
+    api: TestClient, db: Database, broker: Any, crm: tuple[CrmReceiver, str], policy: Any
+) -> None:
+    receiver, url = crm
+    receiver.config.latency_ms = 20  # deliveries stay in flight while the extra pumps arrive
+    company = api.post("/api/companies", json={"name": "Acme"}).json()
+    api.post(
+        "/api/connections",
+        json={"company_id": company["id"], "provider": "meta", "phone_number_id": "pn-pumps", "access_token": "t"},
+    )
+    endpoint = make_endpoint(api, company["id"], url)
+    # Given 200 events of 20 conversations
+    for n in range(200):
+        inbound(db, "pn-pumps", f"wamid.P{n}", f"55119{n % 20:08d}", str(n))
+    # When 30 pump jobs of that endpoint are enqueued at once, on top of the publisher's own kicks
+    jobs = [contracts.DELIVER_EVENTS.message(contracts.DeliverEvents(endpoint["id"])) for _ in range(30)]
+    enqueue_many(broker.client, broker.namespace, jobs)
+    # Then each event arrives exactly once (no second pump re-sent what the first had in flight), in order
+    received = receiver.wait_for(200, timeout=30)
+    assert len(receiver.arrivals) == 200, "an event was delivered twice"
+    by_contact: dict[str, list[int]] = {}
+    for delivery in received:
+        by_contact.setdefault(delivery.data["contact"]["wa_id"], []).append(int(delivery.data["text"]))
+    assert all(numbers == sorted(numbers) for numbers in by_contact.values())
