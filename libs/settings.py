@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     #: Published events (and their delivery logs) are kept this long.
     event_retention_days: int = Field(default=30, ge=1)
     #: How often an idle event publisher looks for new events (ms).
-    event_publish_interval_ms: int = Field(default=20, ge=1, le=10_000)
+    event_publish_interval_ms: int = Field(default=10, ge=1, le=10_000)
     #: Keep-alive comment interval of ``GET /api/events/stream`` (seconds).
     event_stream_ping_seconds: float = Field(default=15.0, gt=0)
     #: Hosts and CIDRs that outbound requests (webhook endpoints) may reach in ``prod`` although private.

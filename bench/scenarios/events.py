@@ -218,7 +218,10 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
             "accepted": len(accepted),
             "measured": len(latencies),
             "rate": latency_rate,
-            "breakdown_ms": _breakdown(bench, inbound_company),
+            "breakdown_ms": {
+                "accepted_to_stored": _stored_after(bench, inbound_company, accepted),
+                **_breakdown(bench, inbound_company),
+            },
         }
         result.add(
             Figure(
@@ -276,6 +279,18 @@ SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FR
 FROM events ev JOIN event_deliveries d ON d.event_id = ev.id JOIN delivery_attempts a ON a.delivery_id = d.id
 WHERE ev.company_id = %s
 """
+
+
+def _stored_after(bench: BenchRun, company: int, accepted: dict[str, float]) -> list[float]:
+    """p50 / p99 ms from the edge's 200 to the start of the worker's transaction that stored the message."""
+    with bench.connect() as conn:
+        rows = conn.execute(
+            "SELECT data->>'external_id', extract(epoch FROM created_at) FROM events "
+            "WHERE company_id = %s AND type = 'message.received'",
+            (company,),
+        ).fetchall()
+    waits = [(float(at) - accepted[w]) * 1000 for w, at in rows if w in accepted]
+    return [round(_percentile(waits, 0.5), 1), round(_percentile(waits, 0.99), 1)]
 
 
 def _breakdown(bench: BenchRun, company: int) -> dict[str, list[float]]:

@@ -291,10 +291,25 @@ class DispatcherContext:
     stopping: bool = False
     #: Endpoints this process disabled (410, failing too long): their pumps stop at once.
     disabled: set[int] = field(default_factory=set)
+    #: The pumps running in this process, by endpoint: set when this process's publisher has new deliveries
+    #: for them (a pump in another process learns of them through the Redis kick instead).
+    wakeups: dict[int, asyncio.Event] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
     records: Coalescer[Outcome, None] = field(init=False)
 
     def __post_init__(self) -> None:
         self.records = Coalescer(self._record_batch)
+
+    def wake_local(self, endpoint_ids: set[int]) -> None:
+        """From any thread: wake the pumps of ``endpoint_ids`` that run in this process."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake, endpoint_ids)
+
+    def _wake(self, endpoint_ids: set[int]) -> None:
+        for endpoint_id in endpoint_ids:
+            event = self.wakeups.get(endpoint_id)
+            if event is not None:
+                event.set()
 
     async def _record_batch(self, outcomes: list[Outcome]) -> Sequence[None]:
         disabled = await record_outcomes(self.pool, outcomes, self.settings)
@@ -553,6 +568,8 @@ async def _run(ctx: DispatcherContext, endpoint_id: int, generation: int) -> boo
     claim, last_claim, last_dirty_check, loaded_at = True, 0.0, 0.0, loop.time()
     failure: BaseException | None = None
     gone = False  # the endpoint was disabled or deleted: nothing more to do for it
+    woken = ctx.wakeups[endpoint_id] = asyncio.Event()
+    wake = loop.create_task(woken.wait())
     try:
         while True:
             now = loop.time()
@@ -589,14 +606,23 @@ async def _run(ctx: DispatcherContext, endpoint_id: int, generation: int) -> boo
                     claim = True
                     continue
                 return False
-            done, _ = await asyncio.wait(in_flight, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {*in_flight, wake}
+            done, _ = await asyncio.wait(waiting, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            if wake in done:  # this process published new deliveries for the endpoint
+                done.discard(wake)
+                woken.clear()
+                wake = loop.create_task(woken.wait())
+                claim = True
             for task in done:
-                in_flight.discard(task)
+                in_flight.discard(task)  # type: ignore[arg-type]
                 if not task.cancelled() and task.exception() is not None and failure is None:
                     failure = task.exception()  # recording failed (Postgres): stop claiming, drain, re-raise
             if done:
                 claim = True  # a finished head may have promoted the next of its conversation
     finally:
+        wake.cancel()
+        if ctx.wakeups.get(endpoint_id) is woken:
+            del ctx.wakeups[endpoint_id]
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
         if failure is not None:

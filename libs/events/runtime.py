@@ -78,8 +78,14 @@ class DispatcherResources(Middleware):
                         locks=PumpLocks(self.settings.libpq_url),
                         settings=dispatch_settings(self.settings),
                         enqueue_delayed=self._enqueue_delayed,
+                        loop=asyncio.get_running_loop(),
                     )
         return self._context
+
+    def wake_local(self, endpoint_ids: set[int]) -> None:
+        """From the publisher's thread: wake this process's pumps of ``endpoint_ids``, if any run."""
+        if self._context is not None:
+            self._context.wake_local(endpoint_ids)
 
     async def _enqueue_delayed(self, message: Message[Any], delay_ms: int) -> None:
         await asyncio.to_thread(self.broker.enqueue, message, delay=delay_ms)

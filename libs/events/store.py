@@ -48,6 +48,7 @@ FROM unnest(%(locks)s::int[]) WITH ORDINALITY AS u(k, n)
 TRY_PUBLISH_LOCK = f"SELECT pg_try_advisory_xact_lock({PUBLISH_LOCK})"
 
 UNPUBLISHED = "SELECT id, company_id FROM events WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
+ANY_UNPUBLISHED = "SELECT 1 FROM events WHERE seq IS NULL LIMIT 1"
 
 #: Advance the global counter (company 0) and each company's by how many events it publishes now.
 ADVANCE_COUNTERS = """

@@ -23,7 +23,8 @@ kicks = Kicks(settings.redis_namespace)
 
 
 def _kick(endpoint_ids: set[int]) -> None:
-    kicks.kick(broker.client, endpoint_ids)
+    kicks.kick(broker.client, endpoint_ids)  # every process's pumps (and a new pump job if none runs)
+    dispatcher.wake_local(endpoint_ids)  # this process's pumps, at once
 
 
 publisher = Publisher(settings.libpq_url, _kick, interval=settings.event_publish_interval_ms / 1000)
