@@ -51,7 +51,13 @@ ON CONFLICT (event_id, endpoint_id) DO UPDATE
   SET state = 'waiting', attempts = 0, next_attempt_at = now(), lease_until = NULL
   WHERE event_deliveries.state IN ('delivered', 'failed') AND NOT %(only_failed)s
      OR event_deliveries.state = 'failed'
-RETURNING endpoint_id, conversation
+RETURNING endpoint_id, conversation, id
+"""
+
+#: Replaying a given-up delivery settles its dead letter (as a replay from the ledger would).
+SETTLE_DEAD_LETTERS = """
+UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
+WHERE message_id = ANY(%(message_ids)s) AND replayed_at IS NULL
 """
 
 
@@ -258,7 +264,9 @@ class Endpoints:
                 raise EndpointError(409, f"event {event} is still being delivered to this endpoint ({found[0]})")
             kick: list[int] = []
             if reopened:
-                kick = await dispatch.promote(conn, {(e, c) for e, c in reopened})
+                kick = await dispatch.promote(conn, {(e, c) for e, c, _ in reopened})
+                message_ids = [dispatch.redelivery_message(d).message_id for _, _, d in reopened]
+                await cursor.execute(SETTLE_DEAD_LETTERS, {"message_ids": message_ids})
         await self.kicks.kick_async(self.redis, kick)
         return len(reopened)
 
@@ -272,7 +280,7 @@ class Endpoints:
             """SELECT d.id AS delivery_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.delivered_at,
                       a.attempt, a.attempted_at, a.status_code, a.error, a.latency_ms, a.response_excerpt
                FROM event_deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
-               WHERE d.event_id = %s ORDER BY d.endpoint_id, a.attempt DESC NULLS LAST""",
+               WHERE d.event_id = %s ORDER BY d.endpoint_id, a.attempted_at DESC NULLS LAST, a.id DESC""",
             (internal,),
         )
         return await cursor.fetchall()

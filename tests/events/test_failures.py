@@ -290,3 +290,25 @@ def test_an_endpoint_failing_for_the_whole_disable_period_is_disabled(
     assert row["failing_since"] is not None
     listed = api.get(f"/api/webhook-endpoints?company_id={company_id}").json()
     assert listed[0]["enabled"] is False and listed[0]["backlog"] == 1
+
+
+def test_replaying_a_given_up_event_from_its_endpoint_settles_its_dead_letter(
+    api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
+) -> None:
+    receiver, url = crm
+    policy(schedule=(0.1,))  # two attempts in all
+    company_id = setup_company(api)
+    endpoint = make_endpoint(api, company_id, url)
+    receiver.config.status = 500
+    customer_writes(db, "5511900000001", "late", 0)
+    wait_until(lambda: f.dead_letters(db), timeout=15, what="a dead letter")
+    event_id = api.get("/api/events").json()["events"][0]["id"]
+    # When the CRM is fixed and the event is replayed from its endpoint (not from the ledger)
+    receiver.config.status = 200
+    assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/replay", json={"event_id": event_id}).json() == {
+        "queued": 1
+    }
+    receiver.wait_for(1)
+    # Then its dead letter is settled: a later ledger replay would send nothing twice
+    [dead] = f.dead_letters(db)
+    assert dead.replayed_at is not None and dead.replay_count == 1
