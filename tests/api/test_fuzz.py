@@ -32,7 +32,9 @@ def api_schema(settings: Settings, db: Any, broker: Any) -> Iterator[Any]:
         yield loaded
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+#: The live event stream answers with a body that never ends (Server-Sent Events): a fuzzer waiting for it to
+#: finish would only wait; its bad input is covered by tests/events/test_feed.py.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/events/stream")
 
 
 @pytest.mark.timeout(300)
