@@ -193,7 +193,9 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        Index("uq_messages_external_id", "external_id", unique=True),
+        #: A provider id is issued per number: the sender's outbound row and the receiving zapq company's inbound
+        #: copy share it, each under its own connection (statuses are looked up the same way).
+        Index("uq_messages_connection_external_id", "connection_id", "external_id", unique=True),
         Index(
             "uq_messages_idempotency",
             "company_id",
@@ -228,7 +230,8 @@ class Message(Base):
     body: Mapped[str | None] = mapped_column(Text)
     #: Template name/language/components, media ids, reaction target, raw provider extras.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
-    #: The provider's id: Meta wamid or Baileys key.id. Unique, so an inbound message is stored once.
+    #: The provider's id: Meta wamid or Baileys key.id. Unique per connection, so an inbound message is stored
+    #: once per number that received it.
     external_id: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[int | None] = mapped_column(Integer)
@@ -248,9 +251,13 @@ class PendingStatus(Base):
     """A status webhook that arrived before its outbound message was known; applied when it appears."""
 
     __tablename__ = "pending_statuses"
-    __table_args__ = (UniqueConstraint("external_id", "status", name="uq_pending_statuses_external_status"),)
+    __table_args__ = (
+        Index("uq_pending_statuses_connection_external_status", "connection_id", "external_id", "status", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    #: The connection whose number reported it (``NULL``: kept before statuses were scoped, any connection).
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(200), index=True)
     #: Our message id from ``biz_opaque_callback_data``, when Meta echoed it.
     client_ref: Mapped[str | None] = mapped_column(String(64), index=True)

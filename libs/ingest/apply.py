@@ -1,9 +1,11 @@
 """Apply parsed webhooks to the database, idempotently, inside the webhook row's transaction.
 
-* Inbound messages are stored once (unique ``external_id`` = wamid / Baileys ``key.id``) with their
-  contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same statement.
-* Statuses move outbound messages forward only (:mod:`libs.statuses`, which writes ``message.status``);
-  early ones are kept.
+* Inbound messages are stored once per connection (unique ``connection_id`` + ``external_id`` = wamid /
+  Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
+  with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
+  statement.
+* Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
+  writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
 """
@@ -89,7 +91,7 @@ WITH stored AS (
                         external_id, created_at, sent_at)
   VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
           %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
-  ON CONFLICT (external_id) DO NOTHING
+  ON CONFLICT (connection_id, external_id) DO NOTHING
   RETURNING id, company_id, recipient, created_at
 ), events_written AS (
   {event_sql.INSERT_EVENTS}
@@ -192,7 +194,9 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
     outcome = Outcome()
     connections = _meta_connections(
         session,
-        {m.phone_number_id for m in batch.inbound} | {c.phone_number_id or "" for c in batch.contacts},
+        {m.phone_number_id for m in batch.inbound}
+        | {s.phone_number_id for s in batch.statuses}
+        | {c.phone_number_id or "" for c in batch.contacts},
         connections_cache,
     )
     names = {(c.phone_number_id, c.wa_id): c.name for c in batch.contacts}
@@ -220,7 +224,12 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
         }
         _store_message(session, outcome, values, _meta_received(values, item, name))
     for status in batch.statuses:
-        outcome.count_status(apply_status(session, _meta_status(status)))
+        key = connections.get(status.phone_number_id)
+        if key is None:  # no message of ours can have been sent from a number we do not know
+            outcome.skipped += 1
+            outcome.notes.append(f"no connection for phone_number_id {status.phone_number_id} (status)")
+            continue
+        outcome.count_status(apply_status(session, _meta_status(status, key[1])))
     for error in batch.system_errors:
         outcome.skipped += 1
         outcome.notes.append(f"system error {error.code}: {error.title}")
@@ -241,7 +250,7 @@ def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | Non
     )
 
 
-def _meta_status(status: StatusUpdate) -> StatusChange:
+def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
     raw = status.raw
     pricing, conversation = raw.get("pricing"), raw.get("conversation")
     return StatusChange(
@@ -253,6 +262,7 @@ def _meta_status(status: StatusUpdate) -> StatusChange:
         title=status.error_title,
         pricing=pricing if isinstance(pricing, dict) else None,
         conversation=conversation if isinstance(conversation, dict) else None,
+        connection_id=connection_id,
     )
 
 
@@ -265,15 +275,16 @@ def _bridge_connection(session: Session, instance: str) -> tuple[int, int, Conne
     return (row[0], row[1], row[2]) if row else None
 
 
+#: Bridge statuses of our own messages that move them (others, e.g. ``pending``, are skipped).
+BRIDGE_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed"})
+
+
 def apply_baileys(session: Session, events: list[Any]) -> Outcome:
     """Apply Evolution API events: upserts, status updates, connection state changes."""
     outcome = Outcome()
     for event in events:
-        if isinstance(event, BaileysMessageUpdate):
-            if event.status in ("sent", "delivered", "read", "played", "failed") and event.from_me:
-                outcome.count_status(apply_status(session, StatusChange(external_id=event.key_id, status=event.status)))
-            else:
-                outcome.skipped += 1
+        if isinstance(event, BaileysMessageUpdate) and (event.status not in BRIDGE_STATUSES or not event.from_me):
+            outcome.skipped += 1
             continue
         connection = _bridge_connection(session, getattr(event, "instance", ""))
         if connection is None:
@@ -281,7 +292,11 @@ def apply_baileys(session: Session, events: list[Any]) -> Outcome:
             outcome.notes.append(f"no connection for bridge instance {getattr(event, 'instance', '?')}")
             continue
         company_id, connection_id, connection_status = connection
-        if isinstance(event, BaileysMessageUpsert):
+        if isinstance(event, BaileysMessageUpdate):
+            assert event.status is not None  # checked above
+            change = StatusChange(external_id=event.key_id, status=event.status, connection_id=connection_id)
+            outcome.count_status(apply_status(session, change))
+        elif isinstance(event, BaileysMessageUpsert):
             _apply_upsert(session, outcome, event, company_id, connection_id)
         elif isinstance(event, BaileysConnectionUpdate):
             _apply_connection(session, outcome, event, connection_id, connection_status)

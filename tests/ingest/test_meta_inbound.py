@@ -174,7 +174,9 @@ def test_batched_payload_applies_every_item(
     # Given a second number of the same company and outbound messages awaiting statuses
     company_id, connection_id = meta_ids
     other_id = f.meta_connection(db, company_id, number_id="200000000000002")
-    ours = {w: f.outbound(db, company_id, connection_id, external_id=w) for w in ("wamid.O1", "wamid.O2", "wamid.O3")}
+    # (each sent from the number whose change reports its status)
+    ours = {w: f.outbound(db, company_id, connection_id, external_id=w) for w in ("wamid.O1", "wamid.O2")}
+    ours["wamid.O3"] = f.outbound(db, company_id, other_id, external_id="wamid.O3")
     # And one POST with 2 entries × 2 changes mixing messages, statuses, a system error and another field
     contact = [{"profile": {"name": "Bia"}, "wa_id": "5511900000001"}]
     first = {
