@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,12 +96,14 @@ class WebhookSource(enum.StrEnum):
 
 
 class WebhookStatus(enum.StrEnum):
-    """received (durable) → enqueued → processed | failed."""
+    """received (durable) → enqueued → processed | failed; or unmatched (applied but for the messages of numbers
+    without a connection, kept until one is created: :mod:`libs.ingest.unmatched`) → processed."""
 
     RECEIVED = "received"
     ENQUEUED = "enqueued"
     PROCESSED = "processed"
     FAILED = "failed"
+    UNMATCHED = "unmatched"
 
 
 class CampaignStatus(enum.StrEnum):
@@ -279,6 +281,14 @@ class Webhook(Base):
             "received_at",
             postgresql_where=text("status IN ('received', 'enqueued')"),
         ),
+        #: Kept webhooks: counted, and found by the key of a connection just created.
+        Index("ix_webhooks_unmatched", "id", postgresql_where=text("status = 'unmatched'")),
+        Index(
+            "ix_webhooks_unmatched_keys",
+            "unmatched",
+            postgresql_using="gin",
+            postgresql_where=text("status = 'unmatched'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -292,6 +302,9 @@ class Webhook(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: Items found in the body (messages + statuses + events) once processed.
     item_count: Mapped[int | None] = mapped_column(Integer)
+    #: The phone_number_ids (Meta) or bridge instances (Baileys) whose messages in this body had no connection
+    #: and are still to be applied (``NULL``: nothing kept).
+    unmatched: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     received_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     enqueued_at: Mapped[dt.datetime | None]
     processed_at: Mapped[dt.datetime | None]

@@ -8,6 +8,9 @@
   writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
+* Inbound messages for a number (phone_number_id, bridge instance) without a connection are kept: the
+  outcome lists the number in ``unmatched`` and the row waits for the connection (:mod:`libs.ingest.unmatched`);
+  applied again with ``only``, a body applies just those numbers' messages.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider
+from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider, WebhookSource
 from libs.events import sql as event_sql
 from libs.events.types import MESSAGE_RECEIVED
+from libs.ingest import unmatched
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -52,12 +56,29 @@ class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
     connection_changes: int = 0
     skipped: int = 0
+    #: Inbound messages kept for numbers without a connection, and those numbers.
+    kept: int = 0
+    unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
     @property
     def items(self) -> int:
         """Every item the webhook held."""
-        return self.stored + self.duplicates + sum(self.statuses.values()) + self.connection_changes + self.skipped
+        return (
+            self.stored
+            + self.duplicates
+            + sum(self.statuses.values())
+            + self.connection_changes
+            + self.skipped
+            + self.kept
+        )
+
+    def keep(self, kind: str, key: str) -> None:
+        """One inbound message kept because no connection has ``key``."""
+        self.kept += 1
+        if key not in self.unmatched:
+            self.unmatched.add(key)
+            self.notes.append(unmatched.KEPT_NOTE.format(kind=kind, key=key))
 
     def count_status(self, result: str) -> None:
         """Tally one status application result."""
@@ -108,15 +129,28 @@ ConnectionCache = dict[str, ConnectionKey | None]
 
 
 def _meta_connections(
-    session: Session, phone_number_ids: set[str], cache: ConnectionCache | None = None
+    session: Session, phone_number_ids: set[str], cache: ConnectionCache | None = None, *, fresh: bool = False
 ) -> dict[str, ConnectionKey]:
+    """The connections of ``phone_number_ids``; ``fresh``: look again even for numbers cached as unknown."""
     cache = {} if cache is None else cache
-    missing = sorted(pid for pid in phone_number_ids if pid and pid not in cache)
+    missing = sorted(pid for pid in phone_number_ids if pid and (pid not in cache or (fresh and cache[pid] is None)))
     if missing:
         rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": missing}).all()
         found = {pid: (company, conn) for pid, company, conn in rows if pid}
         cache.update({pid: found.get(pid) for pid in missing})
     return {pid: key for pid in phone_number_ids if (key := cache.get(pid)) is not None}
+
+
+def _meta_inbound_connections(
+    session: Session, numbers: set[str], connections: dict[str, ConnectionKey], cache: ConnectionCache | None
+) -> dict[str, ConnectionKey]:
+    """``connections`` completed for the ``numbers`` of inbound messages found without one: under their shared
+    lock, looked up again (a connection committed meanwhile is seen; one committed later finds this row)."""
+    unknown = numbers - connections.keys()
+    if not unknown:
+        return connections
+    unmatched.lock_shared(session, WebhookSource.META, unknown)
+    return {**connections, **_meta_connections(session, unknown, cache, fresh=True)}
 
 
 def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
@@ -186,25 +220,37 @@ def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
     return payload
 
 
-def apply_meta(session: Session, batch: MetaBatch, connections_cache: ConnectionCache | None = None) -> Outcome:
-    """Apply every contact, inbound message, status and system error of a Meta batch.
+def apply_meta(
+    session: Session,
+    batch: MetaBatch,
+    connections_cache: ConnectionCache | None = None,
+    *,
+    only: frozenset[str] | None = None,
+) -> Outcome:
+    """Apply every contact, inbound message, status and system error of a Meta batch; inbound messages of
+    numbers without a connection are kept (``outcome.unmatched``).
 
-    ``connections_cache`` lets the webhooks of one transaction look each business number up once.
+    ``connections_cache`` lets the webhooks of one transaction look each business number up once. ``only``
+    (a kept webhook applied again) applies just the inbound messages of those phone_number_ids.
     """
     outcome = Outcome()
+    inbound = [m for m in batch.inbound if only is None or m.phone_number_id in only]
+    statuses = batch.statuses if only is None else ()
     connections = _meta_connections(
         session,
-        {m.phone_number_id for m in batch.inbound}
-        | {s.phone_number_id for s in batch.statuses}
+        {m.phone_number_id for m in inbound}
+        | {s.phone_number_id for s in statuses}
         | {c.phone_number_id or "" for c in batch.contacts},
         connections_cache,
     )
+    connections = _meta_inbound_connections(
+        session, {m.phone_number_id for m in inbound}, connections, connections_cache
+    )
     names = {(c.phone_number_id, c.wa_id): c.name for c in batch.contacts}
-    for item in batch.inbound:
+    for item in inbound:
         key = connections.get(item.phone_number_id)
         if key is None:
-            outcome.skipped += 1
-            outcome.notes.append(f"no connection for phone_number_id {item.phone_number_id}")
+            outcome.keep("phone_number_id", item.phone_number_id)
             continue
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
@@ -223,7 +269,9 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
             "created_at": _at(item.timestamp),
         }
         _store_message(session, outcome, values, _meta_received(values, item, name))
-    for status in batch.statuses:
+    if only is not None:
+        return outcome
+    for status in statuses:
         key = connections.get(status.phone_number_id)
         if key is None:  # no message of ours can have been sent from a number we do not know
             outcome.skipped += 1
@@ -279,17 +327,28 @@ def _bridge_connection(session: Session, instance: str) -> tuple[int, int, Conne
 BRIDGE_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed"})
 
 
-def apply_baileys(session: Session, events: list[Any]) -> Outcome:
-    """Apply Evolution API events: upserts, status updates, connection state changes."""
+def apply_baileys(session: Session, events: list[Any], *, only: frozenset[str] | None = None) -> Outcome:
+    """Apply Evolution API events: upserts, status updates, connection state changes; upserts for an instance
+    without a connection are kept (``outcome.unmatched``). ``only`` (a kept webhook applied again) applies just
+    the upserts of those instances."""
     outcome = Outcome()
     for event in events:
+        instance = getattr(event, "instance", "")
+        if only is not None and not (isinstance(event, BaileysMessageUpsert) and instance in only):
+            continue
         if isinstance(event, BaileysMessageUpdate) and (event.status not in BRIDGE_STATUSES or not event.from_me):
             outcome.skipped += 1
             continue
-        connection = _bridge_connection(session, getattr(event, "instance", ""))
+        connection = _bridge_connection(session, instance)
+        if connection is None and isinstance(event, BaileysMessageUpsert):
+            unmatched.lock_shared(session, WebhookSource.BAILEYS, [instance])
+            connection = _bridge_connection(session, instance)  # under the lock: see the module docstring
         if connection is None:
-            outcome.skipped += 1
-            outcome.notes.append(f"no connection for bridge instance {getattr(event, 'instance', '?')}")
+            if isinstance(event, BaileysMessageUpsert):
+                outcome.keep("bridge instance", instance)
+            else:  # a status or state change of an instance zapq does not know concerns nothing it holds
+                outcome.skipped += 1
+                outcome.notes.append(f"no connection for bridge instance {instance or '?'}")
             continue
         company_id, connection_id, connection_status = connection
         if isinstance(event, BaileysMessageUpdate):

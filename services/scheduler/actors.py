@@ -12,6 +12,7 @@ from libs.campaigns import schedule
 from libs.campaigns.lanes import Lanes
 from libs.deadletters import alerts, ledger
 from libs.events import maintenance as events
+from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
 from services.scheduler import broker, resources, settings
 
@@ -55,8 +56,15 @@ def record_dead_letter(
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def sweep_webhooks() -> None:
-    """Every minute: enqueue webhooks stored but not enqueued (the outbox sweep)."""
+    """Every minute: enqueue webhooks stored but not enqueued (the outbox sweep), and webhooks kept for a number
+    whose connection exists now."""
     sweep(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        older_than_seconds=settings.webhook_sweep_after_seconds,
+    )
+    unmatched.sweep_kept(
         resources.db,
         broker.client,
         settings.redis_namespace,

@@ -235,7 +235,7 @@ def test_batched_payload_applies_every_item(
     assert sorted(e["external_id"] for e in events) == sorted(w for w in stored if w)
 
 
-def test_unknown_phone_number_id_is_skipped_and_noted(
+def test_unknown_phone_number_id_is_kept_and_noted(
     ingest: Ingest, db: Database, broker: Any, settings: Settings, meta_ids: tuple[int, int]
 ) -> None:
     # Given a message to a number no connection owns
@@ -244,9 +244,9 @@ def test_unknown_phone_number_id_is_skipped_and_noted(
     )
     # When it is delivered
     row = ingest.meta(payload)
-    # Then the row is processed, the item counted as skipped and noted; nothing stored or announced
-    assert (row.status, row.item_count) == (WebhookStatus.PROCESSED, 1)
-    assert row.error == "no connection for phone_number_id 555000111"
+    # Then the row is kept for that number (tests/ingest/test_unmatched.py), noted; nothing stored or announced
+    assert (row.status, row.item_count, row.unmatched) == (WebhookStatus.UNMATCHED, 1, ["555000111"])
+    assert row.error == "no connection for phone_number_id 555000111: its messages are kept until one is created"
     assert f.count(db, Message) == 0
     assert f.contacts(db) == []
     assert f.events(db) == []

@@ -1,4 +1,4 @@
-"""provider ids and statuses scoped to their connection
+"""provider ids and statuses scoped to their connection; unmatched webhooks kept
 
 Revision ID: 0003
 Revises: 0002
@@ -8,12 +8,15 @@ Create Date: 2026-12-07
   zapq company messages another, the sender's outbound row and the receiver's inbound copy carry the same id.
 * ``pending_statuses``: kept with the connection whose number reported them; rows kept before this revision
   have no connection and still match any.
+* ``webhooks.unmatched``: the numbers (phone_number_ids, bridge instances) whose messages a webhook held
+  without a connection; such a webhook is ``unmatched`` (a new value of the varchar status) until applied.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = '0003'
 down_revision = '0002'
@@ -38,8 +41,23 @@ def upgrade() -> None:
     )
     op.drop_constraint('uq_pending_statuses_external_status', 'pending_statuses', type_='unique')
 
+    op.add_column('webhooks', sa.Column('unmatched', postgresql.ARRAY(sa.Text()), nullable=True))
+    op.create_index(
+        'ix_webhooks_unmatched', 'webhooks', ['id'], unique=False, postgresql_where=sa.text("status = 'unmatched'")
+    )
+    op.create_index(
+        'ix_webhooks_unmatched_keys', 'webhooks', ['unmatched'], unique=False, postgresql_using='gin',
+        postgresql_where=sa.text("status = 'unmatched'"),
+    )
+
 
 def downgrade() -> None:
+    # Kept webhooks become processed (what they were before this revision: their messages skipped).
+    op.execute("UPDATE webhooks SET status = 'processed' WHERE status = 'unmatched'")
+    op.drop_index('ix_webhooks_unmatched_keys', table_name='webhooks')
+    op.drop_index('ix_webhooks_unmatched', table_name='webhooks')
+    op.drop_column('webhooks', 'unmatched')
+
     # Statuses kept for one connection become global again; a pair of rows sharing an id across connections
     # cannot be made unique again, so downgrading fails (by design) while such pairs exist.
     op.execute(
