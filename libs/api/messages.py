@@ -9,9 +9,7 @@ dead letter naming the missing message; the client was answered 503.)
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import uuid
 from typing import Any
 
 from dramatiq import Message
@@ -19,17 +17,15 @@ from psycopg.types.json import Jsonb
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs import contracts
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import MessageIn
 from libs.enqueue import enqueue_many_async
 from libs.events import sql as events
+from libs.sending.jobs import send_job, send_job_id
 
 logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
-#: Namespace of the job ids of API-created messages (derived from the row, so a repeat finds the same job).
-JOB_NAMESPACE = uuid.UUID("6f0b1c53-52a2-4c8e-9d0e-7a1f3f0e2b11")
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
 payload, idempotency_key, external_id, error_code, error_title, attempts, created_at, queued_at, sending_at,
@@ -54,18 +50,16 @@ def job_id(row: dict[str, Any]) -> str | None:
     """The Dramatiq message id of an API-created message's send job (``None`` for other messages)."""
     if row["direction"] != "out" or row["campaign_id"] is not None:
         return None
-    created: dt.datetime = row["created_at"]
-    return str(uuid.uuid5(JOB_NAMESPACE, f"message:{row['id']}:{created.timestamp():.6f}"))
+    return send_job_id(row["id"], row["created_at"])
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "job_id": job_id(row)}
 
 
-def send_job(row: dict[str, Any]) -> Message[Any]:
+def _send_job(row: dict[str, Any]) -> Message[Any]:
     """The send job of a stored message, on its tier's queue."""
-    contract = contracts.SEND_BY_TIER[row["priority"]]
-    return contract.message(contracts.SendMessage(row["id"])).copy(message_id=job_id(row))
+    return send_job(row["id"], row["priority"], row["created_at"])
 
 
 async def _existing(conn: Any, company_id: int, key: str) -> dict[str, Any] | None:
@@ -126,7 +120,7 @@ async def create_message(request: Request) -> Response:
             row = await cursor.fetchone()
             if row is not None:
                 try:
-                    await enqueue_many_async(ctx.redis, ctx.namespace, [send_job(row)], lifecycle=True)
+                    await enqueue_many_async(ctx.redis, ctx.namespace, [_send_job(row)], lifecycle=True)
                 except Exception:
                     logger.warning("message for company %s not enqueued; not created", body.company_id, exc_info=True)
                     raise ApiError(503, "the queue is unavailable; nothing was created, retry later") from None

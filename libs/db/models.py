@@ -360,6 +360,12 @@ class DeadLetter(Base):
         Index("uq_dead_letters_message_id", "message_id", unique=True),
         Index("ix_dead_letters_queue_created", "queue_name", "created_at"),
         Index("ix_dead_letters_created", "created_at"),
+        #: The send sweep's question "is this message's job a dead letter?" (``libs.sending.sweep``).
+        Index(
+            "ix_dead_letters_send_message",
+            text("(kwargs ->> 'message_id')"),
+            postgresql_where=text("queue_name IN ('messages.urgent', 'messages', 'messages.low')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

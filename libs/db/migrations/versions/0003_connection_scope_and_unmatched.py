@@ -1,4 +1,4 @@
-"""provider ids and statuses scoped to their connection; unmatched webhooks kept
+"""provider ids and statuses scoped to their connection; unmatched webhooks kept; dead sends by message
 
 Revision ID: 0003
 Revises: 0002
@@ -10,6 +10,7 @@ Create Date: 2026-12-07
   have no connection and still match any.
 * ``webhooks.unmatched``: the numbers (phone_number_ids, bridge instances) whose messages a webhook held
   without a connection; such a webhook is ``unmatched`` (a new value of the varchar status) until applied.
+* ``dead_letters``: an index on the message id of dead-lettered sends, for the send sweep.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'unmatched'"),
     )
 
+    op.create_index(
+        'ix_dead_letters_send_message', 'dead_letters', [sa.text("(kwargs ->> 'message_id')")], unique=False,
+        postgresql_where=sa.text("queue_name IN ('messages.urgent', 'messages', 'messages.low')"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index('ix_dead_letters_send_message', table_name='dead_letters')
     # Kept webhooks become processed (what they were before this revision: their messages skipped).
     op.execute("UPDATE webhooks SET status = 'processed' WHERE status = 'unmatched'")
     op.drop_index('ix_webhooks_unmatched_keys', table_name='webhooks')
