@@ -53,12 +53,12 @@ SEND_QUEUES = (contracts.MESSAGES_URGENT, contracts.MESSAGES, contracts.MESSAGES
 
 #: Outbound rows that should have a send job (see the module docstring), each index-backed scan on its own.
 CANDIDATES = """
-SELECT m.id, m.company_id, m.campaign_id, m.priority, m.created_at, m.updated_at, m.direction
+SELECT m.id, m.campaign_id, m.updated_at
 FROM messages m JOIN connections c ON c.id = m.connection_id
 WHERE m.campaign_id IS NULL AND m.status IN ('queued', 'sending') AND m.direction = 'out'
   AND m.external_id IS NULL AND m.updated_at < %(before)s AND c.status = 'active'
 UNION ALL
-SELECT m.id, m.company_id, m.campaign_id, m.priority, m.created_at, m.updated_at, m.direction
+SELECT m.id, m.campaign_id, m.updated_at
 FROM campaigns k JOIN messages m ON m.campaign_id = k.id JOIN connections c ON c.id = m.connection_id
 WHERE k.status = 'running' AND m.status IN ('queued', 'sending') AND m.direction = 'out'
   AND m.external_id IS NULL AND m.updated_at < %(before)s AND c.status = 'active'
@@ -76,7 +76,7 @@ TOUCH = """
 UPDATE messages m SET updated_at = now()
 FROM unnest(%(ids)s::bigint[], %(stamps)s::timestamptz[]) AS v(id, stamp)
 WHERE m.id = v.id AND m.updated_at = v.stamp AND m.status IN ('queued', 'sending') AND m.external_id IS NULL
-RETURNING m.id
+RETURNING m.id, m.company_id, m.campaign_id, m.priority, m.created_at
 """
 
 COMPANY_WEIGHTS = "SELECT id, campaign_weight FROM companies WHERE id = ANY(%(ids)s)"
@@ -126,7 +126,7 @@ def _sweep(
     started = time.monotonic()
     scan = JobScan(client, namespace)
     workers = scan.workers()
-    with_lanes = any(row[2] is not None for row in rows.values())
+    with_lanes = any(row[1] is not None for row in rows.values())
     places = [
         place
         for queue in SEND_QUEUES
@@ -134,7 +134,7 @@ def _sweep(
     ]
     places += scan.queue_places(contracts.DEAD_LETTER, workers)
     present = scan.values(places, "message_id")
-    missing = {message_id: _stamp(row[5]) for message_id, row in rows.items() if message_id not in present}
+    missing = {message_id: _stamp(row[2]) for message_id, row in rows.items() if message_id not in present}
     confirmed = suspects.confirm(missing, confirm_after=confirm_after)
     result = SweepResult(candidates=len(rows), missing=len(missing))
     if confirmed:
@@ -153,21 +153,23 @@ def _sweep(
 def _enqueue(
     db: Database, client: redis.Redis, namespace: str, lanes: Lanes, rows: Sequence[Any], result: SweepResult
 ) -> SweepResult:
+    """Touch the confirmed rows still unchanged and enqueue their jobs, in one transaction."""
     with db.session() as session:
         conn = session.connection()
         dead = {int(r[0]) for r in conn.exec_driver_sql(DEAD, {"ids": [str(row[0]) for row in rows]})}
         live = [row for row in rows if row[0] not in dead]
-        touched = {
-            int(r[0])
-            for r in conn.exec_driver_sql(TOUCH, {"ids": [row[0] for row in live], "stamps": [row[5] for row in live]})
-        }
-        due = [row for row in live if row[0] in touched]
-        direct = [row for row in due if row[2] is None]
-        enqueue_many(client, namespace, (send_job(row[0], row[3], row[4]) for row in direct), lifecycle=True)
+        params = {"ids": [row[0] for row in live], "stamps": [row[2] for row in live]}
+        due = conn.exec_driver_sql(TOUCH, params).all()
+        direct = [
+            send_job(message_id, priority, created)
+            for message_id, _, campaign, priority, created in due
+            if campaign is None
+        ]
+        enqueue_many(client, namespace, direct, lifecycle=True)
         by_company: dict[int, list[int]] = {}
-        for row in due:
-            if row[2] is not None:
-                by_company.setdefault(int(row[1]), []).append(int(row[0]))
+        for message_id, company_id, campaign_id, _, _ in due:
+            if campaign_id is not None:
+                by_company.setdefault(int(company_id), []).append(int(message_id))
         if by_company:
             weights = {int(c): int(w) for c, w in conn.exec_driver_sql(COMPANY_WEIGHTS, {"ids": list(by_company)})}
             for company_id, ids in by_company.items():
