@@ -107,10 +107,11 @@ async def enqueue_kept_async(pool: Any, client: aioredis.Redis, namespace: str, 
 
     Their rows keep ``unmatched`` until a worker applied them; if this enqueue fails, the sweep does it.
     """
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute(LOCK, {"key": lock_key(source, key)})
-        cursor = await conn.execute(KEPT_FOR, {"source": source, "key": key})
-        ids = [int(row["id"] if isinstance(row, dict) else row[0]) for row in await cursor.fetchall()]
+    async with pool.connection() as conn:
+        async with conn.transaction():  # the lock only guards the look-up (never held while waiting on a row)
+            await conn.execute(LOCK, {"key": lock_key(source, key)})
+            cursor = await conn.execute(KEPT_FOR, {"source": source, "key": key})
+            ids = [int(row["id"] if isinstance(row, dict) else row[0]) for row in await cursor.fetchall()]
         if ids:
             await enqueue_many_async(client, namespace, _jobs(ids))
             await conn.execute(MARK_ENQUEUED, {"ids": ids})

@@ -5,10 +5,14 @@ End to end: signed webhooks through the edge, a real worker, the operations API 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import dramatiq
 import pytest
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from libs import contracts
@@ -16,11 +20,14 @@ from libs.api.app import create_app
 from libs.db.engine import Database
 from libs.db.models import Direction, MessageStatus, WebhookStatus
 from libs.enqueue import enqueue_many
+from libs.ingest import apply as apply_module
+from libs.ingest.process import process_webhook
 from libs.ops.cli import main
 from libs.ops.stats import queue_stats
 from libs.settings import Settings
+from tests.helpers import drain
 from tests.ingest import factories as f
-from tests.ingest.conftest import Ingest
+from tests.ingest.conftest import Edge, Ingest
 
 NUMBER_A = "111000111000111"  # registered
 NUMBER_B = "222000222000222"  # not registered yet
@@ -180,3 +187,66 @@ def test_the_sweep_applies_unmatched_webhooks_whose_connection_exists(
     assert f.webhook(db, kept.id).status == WebhookStatus.PROCESSED
     sweep_webhooks.fn()
     assert broker.do_qsize(contracts.WEBHOOKS) == 0
+
+
+def test_a_connection_created_while_its_webhook_is_being_kept_still_gets_it(
+    edge: Edge, api: TestClient, db: Database, broker: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stored webhook for an unknown number, and a worker that has just found no connection for it
+    # (paused there, before its transaction marks the row unmatched)
+    company = f.company(db)
+    webhook_id = f.webhook_row(db, f.dumps(f.meta_payload(inbound(NUMBER_B, "wamid.RACE", DORA, "Dora"))))
+    looked, go_on = threading.Event(), threading.Event()
+    original = apply_module._meta_inbound_connections
+
+    def paused(*args: Any) -> Any:
+        found = original(*args)
+        looked.set()
+        assert go_on.wait(30)
+        return found
+
+    monkeypatch.setattr(apply_module, "_meta_inbound_connections", paused)
+    worker_thread = threading.Thread(target=process_webhook, args=(db, webhook_id))
+    worker_thread.start()
+    assert looked.wait(30)
+    # When the number is registered meanwhile (the API answers only once it looked for kept webhooks)
+    created: dict[str, Any] = {}
+    body = {"company_id": company, "provider": "meta", "phone_number_id": NUMBER_B, "access_token": "EAAG-b"}
+    api_thread = threading.Thread(target=lambda: created.update(response=api.post("/api/connections", json=body)))
+    api_thread.start()
+    # (the API either waits for the worker's transaction, or — were nothing locked — answers at once)
+    wait_for(lambda: advisory_lock_waiters(db) == 1 or not api_thread.is_alive())
+    go_on.set()
+    worker_thread.join(30)
+    api_thread.join(30)
+    assert created["response"].status_code == 201
+    assert f.webhook(db, webhook_id).status == WebhookStatus.UNMATCHED
+    # Then the webhook is not left behind: it is enqueued, and applies the message
+    monkeypatch.setattr(apply_module, "_meta_inbound_connections", original)
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    try:
+        drain(broker, worker)
+    finally:
+        worker.stop()
+        broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+    assert f.webhook(db, webhook_id).status == WebhookStatus.PROCESSED
+    assert f.message_by_external_id(db, "wamid.RACE").connection_id == created["response"].json()["id"]
+
+
+def advisory_lock_waiters(db: Database) -> int:
+    """Sessions waiting for an advisory lock in this database."""
+    with db.session() as session:
+        sql = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return int(session.execute(text(sql)).scalar_one())
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until it holds, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)  # a poll interval, not a guess at how long the work takes
