@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     webhook_max_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     #: Accepted-but-unprocessed webhooks older than this are enqueued again by the outbox sweep.
     webhook_sweep_after_seconds: int = Field(default=60, ge=1)
+    #: A queued (or sending) message unchanged for this long whose send job is missing from Redis, and a started
+    #: campaign with recipients left to expand and no expansion job, are enqueued again by the outbox sweeps
+    #: (after two scans at least ``outbox_sweep_confirm_seconds`` apart found the job missing).
+    outbox_sweep_after_seconds: int = Field(default=120, ge=1)
+    outbox_sweep_confirm_seconds: int = Field(default=30, ge=0)
     #: Dead-letter ledger retention.
     dead_letter_retention_days: int = Field(default=90, ge=1)
     #: Deliveries without completion after which a message is dead-lettered as "worker died".

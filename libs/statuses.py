@@ -11,6 +11,11 @@ The SQL is written once (psycopg ``%(name)s`` parameters) and run from the sync 
 A status whose message is not known yet is kept in ``pending_statuses`` and applied when the message
 appears: the sender applies pending rows after recording the provider id, and the ingest worker checks
 again after inserting a pending row, so whichever commits second sees the other.
+
+A status belongs to the connection (number, bridge instance) it arrived on: it is looked up by
+``(connection_id, external_id)`` and kept pending for that connection only. When one zapq company messages
+another, both hold a row with the same provider id (the sender's outbound, the receiver's inbound copy); a
+status reported on one number never touches the other's row.
 """
 
 from __future__ import annotations
@@ -88,23 +93,30 @@ SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM updated) AS
 """
 
 
-APPLY_BY_EXTERNAL_ID = _apply_sql("external_id = %(external_id)s")
-#: Reconciliation through our own id (Meta's ``biz_opaque_callback_data``) or the sender's own record.
-APPLY_BY_ID = _apply_sql("id = %(id)s AND (external_id IS NULL OR external_id = %(external_id)s)")
+APPLY_BY_EXTERNAL_ID = _apply_sql("connection_id = %(connection_id)s AND external_id = %(external_id)s")
+#: Reconciliation through our own id (Meta's ``biz_opaque_callback_data``, scoped to the reporting connection)
+#: or the sender's own record (``connection_id`` NULL: the sender names its own row).
+APPLY_BY_ID = _apply_sql(
+    "id = %(id)s AND (external_id IS NULL OR external_id = %(external_id)s)"
+    " AND (%(connection_id)s::bigint IS NULL OR connection_id = %(connection_id)s)"
+)
 
 #: Serialises "keep as pending" (ingest) against "record the provider id" (sender) for one external id,
 #: so a pending status is never left behind by the two racing.
 LOCK_EXTERNAL_ID = "SELECT pg_advisory_xact_lock(hashtext(%(external_id)s))"
 
 INSERT_PENDING = """
-INSERT INTO pending_statuses (external_id, client_ref, status, occurred_at, error_code, error_title)
-VALUES (%(external_id)s, %(client_ref)s, %(status)s, %(at)s, %(code)s, %(title)s)
-ON CONFLICT (external_id, status) DO NOTHING
+INSERT INTO pending_statuses (connection_id, external_id, client_ref, status, occurred_at, error_code, error_title)
+VALUES (%(connection_id)s, %(external_id)s, %(client_ref)s, %(status)s, %(at)s, %(code)s, %(title)s)
+ON CONFLICT (connection_id, external_id, status) DO NOTHING
 """
 
+#: The statuses kept for one connection's provider id (rows kept before statuses were scoped match any).
 TAKE_PENDING = """
-DELETE FROM pending_statuses WHERE external_id = %(external_id)s
-RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code, error_title AS title
+DELETE FROM pending_statuses
+WHERE external_id = %(external_id)s AND (connection_id = %(connection_id)s OR connection_id IS NULL)
+RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code, error_title AS title,
+          %(connection_id)s::bigint AS connection_id
 """
 
 
@@ -141,9 +153,15 @@ SELECT count(pg_advisory_xact_lock(hashtext(x)))
 FROM unnest(%(external_ids)s::text[]) WITH ORDINALITY AS u(x, n)
 """
 
+#: ``TAKE_PENDING`` for the messages just recorded (``%(ids)s`` with their ``%(external_ids)s``), each under its
+#: message's own connection.
 TAKE_PENDING_MANY = """
-DELETE FROM pending_statuses WHERE external_id = ANY(%(external_ids)s)
-RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code, error_title AS title
+DELETE FROM pending_statuses p
+USING unnest(%(ids)s::bigint[], %(external_ids)s::text[]) AS v(id, external_id), messages m
+WHERE m.id = v.id AND p.external_id = v.external_id
+  AND (p.connection_id = m.connection_id OR p.connection_id IS NULL)
+RETURNING p.external_id, p.client_ref, p.status, p.occurred_at AS at, p.error_code AS code, p.error_title AS title,
+          m.connection_id
 """
 
 
@@ -160,6 +178,8 @@ class StatusChange:
     #: Meta's ``pricing`` / ``conversation`` objects, passed on in the ``message.status`` event.
     pricing: dict[str, Any] | None = None
     conversation: dict[str, Any] | None = None
+    #: The connection whose number reported it: only that connection's messages are looked at.
+    connection_id: int | None = None
 
     def params(self, message_id: int | None = None) -> dict[str, Any]:
         """Parameters of the apply statements."""
@@ -175,6 +195,7 @@ class StatusChange:
             "id": message_id,
             "pricing": Jsonb(self.pricing) if self.pricing is not None else None,
             "conversation": Jsonb(self.conversation) if self.conversation is not None else None,
+            "connection_id": self.connection_id,
         }
 
 
@@ -188,7 +209,10 @@ def _sorted(changes: list[dict[str, Any]]) -> list[StatusChange]:
 
 
 def apply_status(session: Session, change: StatusChange) -> str:
-    """Apply ``change`` in the session's transaction; returns ``applied``, ``unchanged`` or ``pending``."""
+    """Apply ``change`` (reported on ``change.connection_id``) in the session's transaction; returns
+    ``applied``, ``unchanged`` or ``pending``."""
+    if change.connection_id is None:
+        raise ValueError("a status is applied for the connection that reported it: connection_id is required")
     conn = session.connection()
     if change.status not in RANKS and change.status != FAILED:
         return "unchanged"
@@ -205,10 +229,12 @@ def apply_status(session: Session, change: StatusChange) -> str:
     return "pending"
 
 
-def apply_pending(session: Session, external_id: str) -> int:
-    """Apply (and drop) statuses kept for ``external_id``; returns how many changed the message."""
+def apply_pending(session: Session, connection_id: int, external_id: str) -> int:
+    """Apply (and drop) statuses kept for ``external_id`` of ``connection_id``; returns how many changed the
+    message."""
     conn = session.connection()
-    rows = [dict(r._mapping) for r in conn.exec_driver_sql(TAKE_PENDING, {"external_id": external_id})]
+    params = {"external_id": external_id, "connection_id": connection_id}
+    rows = [dict(r._mapping) for r in conn.exec_driver_sql(TAKE_PENDING, params)]
     applied = 0
     for change in _sorted(rows):
         applied += conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()[1]
@@ -229,7 +255,7 @@ async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(LOCK_EXTERNAL_IDS, {"external_ids": sorted(set(external_ids))}, prepare=True)
         await conn.execute(RECORD_SENT_MANY, params, prepare=True)
-        cursor = await conn.execute(TAKE_PENDING_MANY, {"external_ids": external_ids}, prepare=True)
+        cursor = await conn.execute(TAKE_PENDING_MANY, params, prepare=True)
         columns = [c.name for c in cursor.description or []]
         rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
         for change in _sorted(rows):

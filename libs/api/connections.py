@@ -1,7 +1,11 @@
-"""WhatsApp connections (Meta numbers, Baileys-bridge instances). Secrets go in, never out."""
+"""WhatsApp connections (Meta numbers, Baileys-bridge instances). Secrets go in, never out.
+
+Creating one applies the webhooks kept for its number or instance (:mod:`libs.ingest.unmatched`).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -11,6 +15,9 @@ from starlette.responses import Response
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import ConnectionIn, ConnectionPatch
 from libs.events.sql import SET_CONNECTION_STATUS
+from libs.ingest import unmatched
+
+logger = logging.getLogger(__name__)
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
@@ -42,11 +49,13 @@ def _conflict(exc: pg_errors.UniqueViolation) -> ApiError:
 
 
 async def create_connection(request: Request) -> Response:
-    """``POST /api/connections`` → 201 (secrets stored, answered as ``has_…: true``)."""
+    """``POST /api/connections`` → 201 (secrets stored, answered as ``has_…: true``); then the webhooks kept
+    for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them)."""
     body = await read_model(request, ConnectionIn)
     values = {name: getattr(body, name) for name in INSERTED}
     placeholders = ", ".join(f"%({name})s" for name in INSERTED)
-    async with context(request).pool.connection() as conn:
+    ctx = context(request)
+    async with ctx.pool.connection() as conn:
         company = await (await conn.execute("SELECT 1 FROM companies WHERE id = %s", (body.company_id,))).fetchone()
         if company is None:
             raise ApiError(422, f"company {body.company_id} does not exist")
@@ -57,7 +66,15 @@ async def create_connection(request: Request) -> Response:
             )
         except pg_errors.UniqueViolation as exc:
             raise _conflict(exc) from None
-        return json_response(await cursor.fetchone(), 201)
+        row = await cursor.fetchone()
+    assert row is not None
+    key = body.phone_number_id if body.provider == "meta" else body.bridge_instance
+    if key is not None:
+        try:  # after the connection's commit: see libs.ingest.unmatched for why this order is safe
+            await unmatched.enqueue_kept_async(ctx.pool, ctx.redis, ctx.namespace, body.provider, key)
+        except Exception:
+            logger.warning("connection %s created; its kept webhooks are left to the sweep", row["id"], exc_info=True)
+    return json_response(row, 201)
 
 
 async def list_connections(request: Request) -> Response:

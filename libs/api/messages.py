@@ -9,9 +9,7 @@ dead letter naming the missing message; the client was answered 503.)
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import uuid
 from typing import Any
 
 from dramatiq import Message
@@ -24,13 +22,12 @@ from libs.api.http import ApiError, context, json_response, path_id, query_id, q
 from libs.api.schemas import MessageIn
 from libs.enqueue import enqueue_many_async
 from libs.events import sql as events
+from libs.sending.jobs import send_job, send_job_id
 from libs.sending.reopen import UNDO_REOPEN, VIA_API, NotRetryable, reopen_async
 
 logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
-#: Namespace of the job ids of API-created messages (derived from the row, so a repeat finds the same job).
-JOB_NAMESPACE = uuid.UUID("6f0b1c53-52a2-4c8e-9d0e-7a1f3f0e2b11")
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
 payload, idempotency_key, external_id, error_code, error_title, attempts, history, created_at, queued_at,
@@ -55,20 +52,18 @@ def job_id(row: dict[str, Any]) -> str | None:
     """The Dramatiq message id of an API-created message's send job (``None`` for other messages)."""
     if row["direction"] != "out" or row["campaign_id"] is not None:
         return None
-    created: dt.datetime = row["created_at"]
-    return str(uuid.uuid5(JOB_NAMESPACE, f"message:{row['id']}:{created.timestamp():.6f}"))
+    return send_job_id(row["id"], row["created_at"])
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "job_id": job_id(row)}
 
 
-def send_job(row: dict[str, Any]) -> Message[Any]:
-    """The send job of a stored message, on its tier's queue (an API-created one keeps its derived job id)."""
-    contract = contracts.SEND_BY_TIER[row["priority"]]
-    job = contract.message(contracts.SendMessage(row["id"]))
-    derived = job_id(row)
-    return job.copy(message_id=derived) if derived is not None else job
+def row_send_job(row: dict[str, Any]) -> Message[Any]:
+    """The send job of a stored message, on its tier's queue (an API-created one under its derived job id)."""
+    if job_id(row) is not None:
+        return send_job(row["id"], row["priority"], row["created_at"])
+    return contracts.SEND_BY_TIER[row["priority"]].message(contracts.SendMessage(row["id"]))
 
 
 async def _existing(conn: Any, company_id: int, key: str) -> dict[str, Any] | None:
@@ -129,7 +124,7 @@ async def create_message(request: Request) -> Response:
             row = await cursor.fetchone()
             if row is not None:
                 try:
-                    await enqueue_many_async(ctx.redis, ctx.namespace, [send_job(row)], lifecycle=True)
+                    await enqueue_many_async(ctx.redis, ctx.namespace, [row_send_job(row)], lifecycle=True)
                 except Exception:
                     logger.warning("message for company %s not enqueued; not created", body.company_id, exc_info=True)
                     raise ApiError(503, "the queue is unavailable; nothing was created, retry later") from None
@@ -255,7 +250,7 @@ async def retry_message(request: Request) -> Response:
             raise ApiError(409, str(exc)) from None
         row = await (await conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = %s", (message_id,))).fetchone()
     assert row is not None
-    job = send_job(row)
+    job = row_send_job(row)
     try:
         await enqueue_many_async(ctx.redis, ctx.namespace, [job], lifecycle=True)
     except Exception:

@@ -68,6 +68,10 @@ async def metrics(request: Request) -> Response:
         dead.add_metric([row["queue_name"], row["actor_name"], row["error_type"]], float(row["n"]))
     alive = GaugeMetricFamily("zapq_workers_alive", "Worker processes with a heartbeat within the timeout")
     alive.add_metric([], float(workers))
+    kept = GaugeMetricFamily(
+        "zapq_webhooks_unmatched", "Webhooks kept for numbers without a connection (applied when one is created)"
+    )
+    kept.add_metric([], float(sum(s.unmatched or 0 for s in stats)))
     families: list[Metric] = [
         gauge("zapq_queue_waiting", "Jobs waiting in the queue", "waiting"),
         gauge("zapq_queue_delayed", "Jobs delayed (retries with backoff, deferrals, eta)", "delayed"),
@@ -79,6 +83,7 @@ async def metrics(request: Request) -> Response:
         counter("zapq_jobs_failed", "Failed attempts", "failed_total"),
         dead,
         alive,
+        kept,
     ]
     families.extend(await _provider_families(ctx))
     registry = CollectorRegistry(auto_describe=False)

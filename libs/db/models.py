@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,12 +96,14 @@ class WebhookSource(enum.StrEnum):
 
 
 class WebhookStatus(enum.StrEnum):
-    """received (durable) → enqueued → processed | failed."""
+    """received (durable) → enqueued → processed | failed; or unmatched (applied but for the messages of numbers
+    without a connection, kept until one is created: :mod:`libs.ingest.unmatched`) → processed."""
 
     RECEIVED = "received"
     ENQUEUED = "enqueued"
     PROCESSED = "processed"
     FAILED = "failed"
+    UNMATCHED = "unmatched"
 
 
 class CampaignStatus(enum.StrEnum):
@@ -193,7 +195,9 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        Index("uq_messages_external_id", "external_id", unique=True),
+        #: A provider id is issued per number: the sender's outbound row and the receiving zapq company's inbound
+        #: copy share it, each under its own connection (statuses are looked up the same way).
+        Index("uq_messages_connection_external_id", "connection_id", "external_id", unique=True),
         Index(
             "uq_messages_idempotency",
             "company_id",
@@ -228,7 +232,8 @@ class Message(Base):
     body: Mapped[str | None] = mapped_column(Text)
     #: Template name/language/components, media ids, reaction target, raw provider extras.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
-    #: The provider's id: Meta wamid or Baileys key.id. Unique, so an inbound message is stored once.
+    #: The provider's id: Meta wamid or Baileys key.id. Unique per connection, so an inbound message is stored
+    #: once per number that received it.
     external_id: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[int | None] = mapped_column(Integer)
@@ -250,9 +255,13 @@ class PendingStatus(Base):
     """A status webhook that arrived before its outbound message was known; applied when it appears."""
 
     __tablename__ = "pending_statuses"
-    __table_args__ = (UniqueConstraint("external_id", "status", name="uq_pending_statuses_external_status"),)
+    __table_args__ = (
+        Index("uq_pending_statuses_connection_external_status", "connection_id", "external_id", "status", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    #: The connection whose number reported it (``NULL``: kept before statuses were scoped, any connection).
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(200), index=True)
     #: Our message id from ``biz_opaque_callback_data``, when Meta echoed it.
     client_ref: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -274,6 +283,14 @@ class Webhook(Base):
             "received_at",
             postgresql_where=text("status IN ('received', 'enqueued')"),
         ),
+        #: Kept webhooks: counted, and found by the key of a connection just created.
+        Index("ix_webhooks_unmatched", "id", postgresql_where=text("status = 'unmatched'")),
+        Index(
+            "ix_webhooks_unmatched_keys",
+            "unmatched",
+            postgresql_using="gin",
+            postgresql_where=text("status = 'unmatched'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -287,6 +304,9 @@ class Webhook(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: Items found in the body (messages + statuses + events) once processed.
     item_count: Mapped[int | None] = mapped_column(Integer)
+    #: The phone_number_ids (Meta) or bridge instances (Baileys) whose messages in this body had no connection
+    #: and are still to be applied (``NULL``: nothing kept).
+    unmatched: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     received_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     enqueued_at: Mapped[dt.datetime | None]
     processed_at: Mapped[dt.datetime | None]
@@ -342,6 +362,12 @@ class DeadLetter(Base):
         Index("uq_dead_letters_message_id", "message_id", unique=True),
         Index("ix_dead_letters_queue_created", "queue_name", "created_at"),
         Index("ix_dead_letters_created", "created_at"),
+        #: The send sweep's question "is this message's job a dead letter?" (``libs.sending.sweep``).
+        Index(
+            "ix_dead_letters_send_message",
+            text("(kwargs ->> 'message_id')"),
+            postgresql_where=text("queue_name IN ('messages.urgent', 'messages', 'messages.low')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -1,11 +1,16 @@
 """Apply parsed webhooks to the database, idempotently, inside the webhook row's transaction.
 
-* Inbound messages are stored once (unique ``external_id`` = wamid / Baileys ``key.id``) with their
-  contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same statement.
-* Statuses move outbound messages forward only (:mod:`libs.statuses`, which writes ``message.status``);
-  early ones are kept.
+* Inbound messages are stored once per connection (unique ``connection_id`` + ``external_id`` = wamid /
+  Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
+  with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
+  statement.
+* Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
+  writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
+* Inbound messages for a number (phone_number_id, bridge instance) without a connection are kept: the
+  outcome lists the number in ``unmatched`` and the row waits for the connection (:mod:`libs.ingest.unmatched`);
+  applied again with ``only``, a body applies just those numbers' messages.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider
+from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider, WebhookSource
 from libs.events import sql as event_sql
 from libs.events.types import MESSAGE_RECEIVED
+from libs.ingest import unmatched
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -50,12 +56,29 @@ class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
     connection_changes: int = 0
     skipped: int = 0
+    #: Inbound messages kept for numbers without a connection, and those numbers.
+    kept: int = 0
+    unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
     @property
     def items(self) -> int:
         """Every item the webhook held."""
-        return self.stored + self.duplicates + sum(self.statuses.values()) + self.connection_changes + self.skipped
+        return (
+            self.stored
+            + self.duplicates
+            + sum(self.statuses.values())
+            + self.connection_changes
+            + self.skipped
+            + self.kept
+        )
+
+    def keep(self, kind: str, key: str) -> None:
+        """One inbound message kept because no connection has ``key``."""
+        self.kept += 1
+        if key not in self.unmatched:
+            self.unmatched.add(key)
+            self.notes.append(unmatched.KEPT_NOTE.format(kind=kind, key=key))
 
     def count_status(self, result: str) -> None:
         """Tally one status application result."""
@@ -89,7 +112,7 @@ WITH stored AS (
                         external_id, created_at, sent_at)
   VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
           %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
-  ON CONFLICT (external_id) DO NOTHING
+  ON CONFLICT (connection_id, external_id) DO NOTHING
   RETURNING id, company_id, recipient, created_at
 ), events_written AS (
   {event_sql.INSERT_EVENTS}
@@ -106,15 +129,28 @@ ConnectionCache = dict[str, ConnectionKey | None]
 
 
 def _meta_connections(
-    session: Session, phone_number_ids: set[str], cache: ConnectionCache | None = None
+    session: Session, phone_number_ids: set[str], cache: ConnectionCache | None = None, *, fresh: bool = False
 ) -> dict[str, ConnectionKey]:
+    """The connections of ``phone_number_ids``; ``fresh``: look again even for numbers cached as unknown."""
     cache = {} if cache is None else cache
-    missing = sorted(pid for pid in phone_number_ids if pid and pid not in cache)
+    missing = sorted(pid for pid in phone_number_ids if pid and (pid not in cache or (fresh and cache[pid] is None)))
     if missing:
         rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": missing}).all()
         found = {pid: (company, conn) for pid, company, conn in rows if pid}
         cache.update({pid: found.get(pid) for pid in missing})
     return {pid: key for pid in phone_number_ids if (key := cache.get(pid)) is not None}
+
+
+def _meta_inbound_connections(
+    session: Session, numbers: set[str], connections: dict[str, ConnectionKey], cache: ConnectionCache | None
+) -> dict[str, ConnectionKey]:
+    """``connections`` completed for the ``numbers`` of inbound messages found without one: under their shared
+    lock, looked up again (a connection committed meanwhile is seen; one committed later finds this row)."""
+    unknown = numbers - connections.keys()
+    if not unknown:
+        return connections
+    unmatched.lock_shared(session, WebhookSource.META, unknown)
+    return {**connections, **_meta_connections(session, unknown, cache, fresh=True)}
 
 
 def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
@@ -184,23 +220,37 @@ def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
     return payload
 
 
-def apply_meta(session: Session, batch: MetaBatch, connections_cache: ConnectionCache | None = None) -> Outcome:
-    """Apply every contact, inbound message, status and system error of a Meta batch.
+def apply_meta(
+    session: Session,
+    batch: MetaBatch,
+    connections_cache: ConnectionCache | None = None,
+    *,
+    only: frozenset[str] | None = None,
+) -> Outcome:
+    """Apply every contact, inbound message, status and system error of a Meta batch; inbound messages of
+    numbers without a connection are kept (``outcome.unmatched``).
 
-    ``connections_cache`` lets the webhooks of one transaction look each business number up once.
+    ``connections_cache`` lets the webhooks of one transaction look each business number up once. ``only``
+    (a kept webhook applied again) applies just the inbound messages of those phone_number_ids.
     """
     outcome = Outcome()
+    inbound = [m for m in batch.inbound if only is None or m.phone_number_id in only]
+    statuses = batch.statuses if only is None else ()
     connections = _meta_connections(
         session,
-        {m.phone_number_id for m in batch.inbound} | {c.phone_number_id or "" for c in batch.contacts},
+        {m.phone_number_id for m in inbound}
+        | {s.phone_number_id for s in statuses}
+        | {c.phone_number_id or "" for c in batch.contacts},
         connections_cache,
     )
+    connections = _meta_inbound_connections(
+        session, {m.phone_number_id for m in inbound}, connections, connections_cache
+    )
     names = {(c.phone_number_id, c.wa_id): c.name for c in batch.contacts}
-    for item in batch.inbound:
+    for item in inbound:
         key = connections.get(item.phone_number_id)
         if key is None:
-            outcome.skipped += 1
-            outcome.notes.append(f"no connection for phone_number_id {item.phone_number_id}")
+            outcome.keep("phone_number_id", item.phone_number_id)
             continue
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
@@ -219,8 +269,15 @@ def apply_meta(session: Session, batch: MetaBatch, connections_cache: Connection
             "created_at": _at(item.timestamp),
         }
         _store_message(session, outcome, values, _meta_received(values, item, name))
-    for status in batch.statuses:
-        outcome.count_status(apply_status(session, _meta_status(status)))
+    if only is not None:
+        return outcome
+    for status in statuses:
+        key = connections.get(status.phone_number_id)
+        if key is None:  # no message of ours can have been sent from a number we do not know
+            outcome.skipped += 1
+            outcome.notes.append(f"no connection for phone_number_id {status.phone_number_id} (status)")
+            continue
+        outcome.count_status(apply_status(session, _meta_status(status, key[1])))
     for error in batch.system_errors:
         outcome.skipped += 1
         outcome.notes.append(f"system error {error.code}: {error.title}")
@@ -241,7 +298,7 @@ def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | Non
     )
 
 
-def _meta_status(status: StatusUpdate) -> StatusChange:
+def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
     raw = status.raw
     pricing, conversation = raw.get("pricing"), raw.get("conversation")
     return StatusChange(
@@ -253,6 +310,7 @@ def _meta_status(status: StatusUpdate) -> StatusChange:
         title=status.error_title,
         pricing=pricing if isinstance(pricing, dict) else None,
         conversation=conversation if isinstance(conversation, dict) else None,
+        connection_id=connection_id,
     )
 
 
@@ -265,23 +323,39 @@ def _bridge_connection(session: Session, instance: str) -> tuple[int, int, Conne
     return (row[0], row[1], row[2]) if row else None
 
 
-def apply_baileys(session: Session, events: list[Any]) -> Outcome:
-    """Apply Evolution API events: upserts, status updates, connection state changes."""
+#: Bridge statuses of our own messages that move them (others, e.g. ``pending``, are skipped).
+BRIDGE_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed"})
+
+
+def apply_baileys(session: Session, events: list[Any], *, only: frozenset[str] | None = None) -> Outcome:
+    """Apply Evolution API events: upserts, status updates, connection state changes; upserts for an instance
+    without a connection are kept (``outcome.unmatched``). ``only`` (a kept webhook applied again) applies just
+    the upserts of those instances."""
     outcome = Outcome()
     for event in events:
-        if isinstance(event, BaileysMessageUpdate):
-            if event.status in ("sent", "delivered", "read", "played", "failed") and event.from_me:
-                outcome.count_status(apply_status(session, StatusChange(external_id=event.key_id, status=event.status)))
-            else:
-                outcome.skipped += 1
+        instance = getattr(event, "instance", "")
+        if only is not None and not (isinstance(event, BaileysMessageUpsert) and instance in only):
             continue
-        connection = _bridge_connection(session, getattr(event, "instance", ""))
-        if connection is None:
+        if isinstance(event, BaileysMessageUpdate) and (event.status not in BRIDGE_STATUSES or not event.from_me):
             outcome.skipped += 1
-            outcome.notes.append(f"no connection for bridge instance {getattr(event, 'instance', '?')}")
+            continue
+        connection = _bridge_connection(session, instance)
+        if connection is None and isinstance(event, BaileysMessageUpsert):
+            unmatched.lock_shared(session, WebhookSource.BAILEYS, [instance])
+            connection = _bridge_connection(session, instance)  # under the lock: see the module docstring
+        if connection is None:
+            if isinstance(event, BaileysMessageUpsert):
+                outcome.keep("bridge instance", instance)
+            else:  # a status or state change of an instance zapq does not know concerns nothing it holds
+                outcome.skipped += 1
+                outcome.notes.append(f"no connection for bridge instance {instance or '?'}")
             continue
         company_id, connection_id, connection_status = connection
-        if isinstance(event, BaileysMessageUpsert):
+        if isinstance(event, BaileysMessageUpdate):
+            assert event.status is not None  # checked above
+            change = StatusChange(external_id=event.key_id, status=event.status, connection_id=connection_id)
+            outcome.count_status(apply_status(session, change))
+        elif isinstance(event, BaileysMessageUpsert):
             _apply_upsert(session, outcome, event, company_id, connection_id)
         elif isinstance(event, BaileysConnectionUpdate):
             _apply_connection(session, outcome, event, connection_id, connection_status)

@@ -1,50 +1,99 @@
-"""Worker side of ingestion: parse one stored webhook, apply it, mark its row — all in one transaction."""
+"""Worker side of ingestion: parse one stored webhook, apply it, mark its row — all in one transaction.
+
+A row whose messages for some numbers had no connection is marked ``unmatched`` with those numbers; applied
+again (once a connection exists) it applies only them (:mod:`libs.ingest.unmatched`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from psycopg.types.json import Jsonb
 from sqlalchemy import update
 
 from libs.db.engine import Database
 from libs.db.models import Webhook, WebhookSource, WebhookStatus
 from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
+from libs.ingest.unmatched import merge_notes
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
 
-LOCK_WEBHOOK = "SELECT source, status, body FROM webhooks WHERE id = %(id)s FOR UPDATE"
-MARK_PROCESSED = """
-UPDATE webhooks SET status = 'processed', item_count = %(items)s, error = %(error)s, processed_at = now()
-WHERE id = %(id)s
-"""
+LOCK_WEBHOOK = "SELECT source, status, body, unmatched, item_count, error FROM webhooks WHERE id = %(id)s FOR UPDATE"
 #: In id order, so two groups sharing rows (a sweep's re-enqueue) lock them in the same order.
-LOCK_WEBHOOKS = "SELECT id, source, status, body FROM webhooks WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
-MARK_MANY_PROCESSED = """
-UPDATE webhooks w SET status = 'processed', item_count = v.items, error = v.error, processed_at = now()
-FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[]) AS v(id, items, error)
+LOCK_WEBHOOKS = """
+SELECT id, source, status, body, unmatched, item_count, error FROM webhooks WHERE id = ANY(%(ids)s) ORDER BY id
+FOR UPDATE
+"""
+#: ``processed``, or ``unmatched`` with the numbers still kept (a JSON array per row, else NULL).
+MARK_PROCESSED = """
+UPDATE webhooks w SET status = CASE WHEN v.unmatched IS NULL THEN 'processed' ELSE 'unmatched' END,
+  unmatched = CASE WHEN v.unmatched IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(v.unmatched)) END,
+  item_count = v.items, error = v.error, processed_at = now()
+FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[], %(unmatched)s::jsonb[])
+  AS v(id, items, error, unmatched)
 WHERE w.id = v.id
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one row did, and what to write on it."""
+
+    outcome: Outcome
+    items: int
+    error: str | None
+    #: Numbers whose messages are still kept (``None``: the row is processed).
+    unmatched: list[str] | None
+
+
 def _apply(
-    session: Any, source: str, body: bytes, connections: ConnectionCache | None = None
-) -> tuple[Outcome, str | None]:
-    """Apply one webhook body; returns its outcome and the note for its row."""
+    session: Any,
+    source: str,
+    body: bytes,
+    connections: ConnectionCache | None = None,
+    only: frozenset[str] | None = None,
+) -> Outcome:
+    """Apply one webhook body (``only``: just the kept messages of those numbers)."""
     payload = without_nul(bytes(body))
     if source == WebhookSource.META:
-        outcome = apply_meta(session, parse_meta_webhook(payload), connections)
-    else:
-        outcome = apply_baileys(session, parse_baileys_events(payload))
-    return outcome, "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
+        return apply_meta(session, parse_meta_webhook(payload), connections, only=only)
+    return apply_baileys(session, parse_baileys_events(payload), only=only)
+
+
+def _apply_row(session: Any, row: Sequence[Any], connections: ConnectionCache | None = None) -> Applied | None:
+    """Apply a locked row (source, status, body, unmatched, item_count, error); ``None`` when there is nothing
+    left to apply. A row with kept numbers applies only their messages, never again the rest."""
+    source, status, body, kept, item_count, error = row
+    if kept is not None:
+        outcome = _apply(session, source, body, connections, only=frozenset(kept))
+        still = sorted(outcome.unmatched) or None
+        items = item_count if item_count is not None else outcome.items
+        return Applied(outcome, items, merge_notes(error, outcome.notes), still)
+    if status == WebhookStatus.PROCESSED:
+        return None
+    outcome = _apply(session, source, body, connections)
+    note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
+    return Applied(outcome, outcome.items, note, sorted(outcome.unmatched) or None)
+
+
+def _mark(session: Any, rows: list[tuple[int, Applied]]) -> None:
+    params = {
+        "ids": [webhook_id for webhook_id, _ in rows],
+        "items": [applied.items for _, applied in rows],
+        "errors": [applied.error for _, applied in rows],
+        "unmatched": [Jsonb(applied.unmatched) if applied.unmatched else None for _, applied in rows],
+    }
+    session.connection().exec_driver_sql(MARK_PROCESSED, params)
 
 
 def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
-    """Apply webhook ``webhook_id`` and mark it processed; ``None`` when it was processed before.
+    """Apply webhook ``webhook_id`` and mark it processed (or unmatched); ``None`` when nothing was left to apply.
 
     Runs under the row's lock, so two deliveries of the same job never apply it concurrently, and a
     processed row is left alone (safe to run twice). The events of what it applied are written in the same
@@ -52,16 +101,14 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     A ``ParseError`` propagates (it is permanent: the job is dead-lettered and the row marked failed).
     """
     with db.session() as session:
-        conn = session.connection()
-        row = conn.exec_driver_sql(LOCK_WEBHOOK, {"id": webhook_id}).one_or_none()
+        row = session.connection().exec_driver_sql(LOCK_WEBHOOK, {"id": webhook_id}).one_or_none()
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        source, status, body = row
-        if status == WebhookStatus.PROCESSED:
+        applied = _apply_row(session, row)
+        if applied is None:
             return None
-        outcome, note = _apply(session, source, body)
-        conn.exec_driver_sql(MARK_PROCESSED, {"id": webhook_id, "items": outcome.items, "error": note})
-    return outcome
+        _mark(session, [(webhook_id, applied)])
+    return applied.outcome
 
 
 def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
@@ -73,22 +120,16 @@ def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
     hands each webhook to its own :func:`process_webhook` job, so one bad webhook fails alone.
     """
     with db.session() as session:
-        conn = session.connection()
-        rows = conn.exec_driver_sql(LOCK_WEBHOOKS, {"ids": sorted(set(webhook_ids))}).all()
-        ids: list[int] = []
-        items: list[int] = []
-        notes: list[str | None] = []
+        rows = session.connection().exec_driver_sql(LOCK_WEBHOOKS, {"ids": sorted(set(webhook_ids))}).all()
         connections: ConnectionCache = {}
-        for webhook_id, source, status, body in rows:
-            if status == WebhookStatus.PROCESSED:
-                continue
-            outcome, note = _apply(session, source, body, connections)
-            ids.append(webhook_id)
-            items.append(outcome.items)
-            notes.append(note)
-        if ids:
-            conn.exec_driver_sql(MARK_MANY_PROCESSED, {"ids": ids, "items": items, "errors": notes})
-    return len(ids)
+        done: list[tuple[int, Applied]] = []
+        for webhook_id, *row in rows:
+            applied = _apply_row(session, row, connections)
+            if applied is not None:
+                done.append((webhook_id, applied))
+        if done:
+            _mark(session, done)
+    return len(done)
 
 
 def process_group(db: Database, webhook_ids: list[int], process_each: Callable[[list[int]], None]) -> None:

@@ -77,6 +77,9 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([s.to_dict() for s in stats], indent=2))
     else:
         print(render_stats([_row(s) for s in stats]))
+        kept = next((s.unmatched for s in stats if s.unmatched is not None), None)
+        if kept is not None:
+            print(f"\nwebhooks unmatched (kept for numbers without a connection): {kept}")
     return EXIT_OK
 
 

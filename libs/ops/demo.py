@@ -153,7 +153,11 @@ def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float =
             while time.monotonic() < deadline:
                 with db.session() as session:
                     row = session.get(Webhook, webhook_id)
-                    stored = session.execute(select(Message).where(Message.external_id == wamid)).scalar_one_or_none()
+                    stored = session.execute(
+                        select(Message)
+                        .join(Connection, Connection.id == Message.connection_id)
+                        .where(Connection.phone_number_id == DEMO_PHONE_NUMBER_ID, Message.external_id == wamid)
+                    ).scalar_one_or_none()
                     if row is not None and row.status in (WebhookStatus.PROCESSED, WebhookStatus.FAILED):
                         print(
                             f"5/5 webhook {webhook_id} is {row.status.value} "

@@ -45,6 +45,8 @@ Command = tuple[str, tuple[Any, ...]]
 Plan = Generator[list[Command], list[Any], Any]
 
 DEAD_COUNTS_SQL = "SELECT queue_name, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY queue_name"
+#: Webhooks kept for numbers without a connection (``libs.ingest.unmatched``; a partial index).
+UNMATCHED_SQL = "SELECT count(*) FROM webhooks WHERE status = 'unmatched'"
 LEDGER_ROW_SQL = """
 SELECT id, queue_name, actor_name, reason, error_type, error_message, attempts,
        first_failed_at, last_failed_at, created_at, replayed_at, replay_count
@@ -79,6 +81,8 @@ class QueueStats:
     completed_total: int = 0
     failed_total: int = 0
     dead_total: int = 0
+    #: ``webhooks`` only: webhooks kept for numbers without a connection (``unmatched``), when Postgres was read.
+    unmatched: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -202,7 +206,12 @@ return out
 
 
 def queue_stats_plan(
-    namespace: str, queues: Sequence[str], *, dead_counts: dict[str, int] | None = None, now: float | None = None
+    namespace: str,
+    queues: Sequence[str],
+    *,
+    dead_counts: dict[str, int] | None = None,
+    unmatched: int | None = None,
+    now: float | None = None,
 ) -> Plan:
     """Stats of ``queues`` in one round trip (one Lua call); O(1)/O(log n) reads per queue, whatever the depth.
 
@@ -237,6 +246,7 @@ def queue_stats_plan(
                 completed_total=_int(totals[0]),
                 failed_total=_int(totals[1]),
                 dead_total=_int(totals[2]),
+                unmatched=unmatched if queue == contracts.WEBHOOKS else None,
             )
         )
     return stats
@@ -368,6 +378,22 @@ async def dead_counts_async(pool: Any) -> dict[str, int]:
         return {queue: int(count) for queue, count in await cursor.fetchall()}
 
 
+def unmatched_count(db: Any) -> int:
+    """Webhooks kept for numbers without a connection (sync)."""
+    from sqlalchemy import text
+
+    with db.session() as session:
+        return int(session.execute(text(UNMATCHED_SQL)).scalar_one())
+
+
+async def unmatched_count_async(pool: Any) -> int:
+    """Webhooks kept for numbers without a connection (asyncio)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(UNMATCHED_SQL)
+        row = await cursor.fetchone()
+        return int(row[0]) if row is not None else 0
+
+
 def ledger_row(db: Any, message_id: str) -> Sequence[Any] | None:
     """The ledger row of ``message_id`` as a tuple (sync)."""
     from sqlalchemy import text
@@ -394,7 +420,9 @@ def queue_stats(
 ) -> list[QueueStats]:
     """Stats of every queue (sync)."""
     counts = dead_counts(db) if db is not None else None
-    result: list[QueueStats] = run_plan(client, queue_stats_plan(namespace, queues, dead_counts=counts))
+    kept = unmatched_count(db) if db is not None else None
+    plan = queue_stats_plan(namespace, queues, dead_counts=counts, unmatched=kept)
+    result: list[QueueStats] = run_plan(client, plan)
     return result
 
 
@@ -403,7 +431,9 @@ async def queue_stats_async(
 ) -> list[QueueStats]:
     """Stats of every queue (asyncio)."""
     counts = await dead_counts_async(pool) if pool is not None else None
-    result: list[QueueStats] = await run_plan_async(client, queue_stats_plan(namespace, queues, dead_counts=counts))
+    kept = await unmatched_count_async(pool) if pool is not None else None
+    plan = queue_stats_plan(namespace, queues, dead_counts=counts, unmatched=kept)
+    result: list[QueueStats] = await run_plan_async(client, plan)
     return result
 
 

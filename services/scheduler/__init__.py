@@ -36,7 +36,9 @@ from services.scheduler.actors import (  # noqa: E402
     prune_events,
     record_dead_letter,
     start_due_campaigns,
+    sweep_campaigns,
     sweep_event_deliveries,
+    sweep_sends,
     sweep_webhooks,
     unpark_campaigns,
 )
@@ -50,7 +52,9 @@ __all__ = [
     "resources",
     "settings",
     "start_due_campaigns",
+    "sweep_campaigns",
     "sweep_event_deliveries",
+    "sweep_sends",
     "sweep_webhooks",
     "unpark_campaigns",
 ]

@@ -10,10 +10,13 @@ from periodiq import cron
 from libs import contracts
 from libs.campaigns import schedule
 from libs.campaigns.lanes import Lanes
+from libs.campaigns.sweep import sweep_expansions
 from libs.deadletters import alerts, ledger
 from libs.events import maintenance as events
+from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
 from libs.sending import holds
+from libs.sending.sweep import sweep_sends as sweep_send_jobs
 from services.scheduler import broker, resources, settings
 
 
@@ -56,12 +59,44 @@ def record_dead_letter(
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def sweep_webhooks() -> None:
-    """Every minute: enqueue webhooks stored but not enqueued (the outbox sweep)."""
+    """Every minute: enqueue webhooks stored but not enqueued (the outbox sweep), and webhooks kept for a number
+    whose connection exists now."""
     sweep(
         resources.db,
         broker.client,
         settings.redis_namespace,
         older_than_seconds=settings.webhook_sweep_after_seconds,
+    )
+    unmatched.sweep_kept(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        older_than_seconds=settings.webhook_sweep_after_seconds,
+    )
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def sweep_sends() -> None:
+    """Every minute: enqueue again the sends whose job Redis no longer holds (``libs.sending.sweep``)."""
+    sweep_send_jobs(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer),
+        grace_seconds=settings.outbox_sweep_after_seconds,
+        confirm_after=settings.outbox_sweep_confirm_seconds,
+    )
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
+def sweep_campaigns() -> None:
+    """Every minute: enqueue again the expansion of started campaigns left without one (``libs.campaigns.sweep``)."""
+    sweep_expansions(
+        resources.db,
+        broker.client,
+        settings.redis_namespace,
+        grace_seconds=settings.outbox_sweep_after_seconds,
+        confirm_after=settings.outbox_sweep_confirm_seconds,
     )
 
 

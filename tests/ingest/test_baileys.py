@@ -192,10 +192,13 @@ class TestOtherEvents:
         row = ingest.baileys(f.evolution("qrcode.updated", {"qrcode": {"base64": "data:image/png;base64,AAAA"}}))
         assert (row.status, row.item_count, row.error) == (WebhookStatus.PROCESSED, 1, None)
 
-    def test_unknown_instance_is_skipped_and_noted(self, ingest: Ingest, db: Database, ids: tuple[int, int]) -> None:
+    def test_message_for_an_unknown_instance_is_kept_and_noted(
+        self, ingest: Ingest, db: Database, ids: tuple[int, int]
+    ) -> None:
         envelope = upsert("3EBNOWHERE", from_me=False)
         envelope["instance"] = "nobody"
         row = ingest.baileys(envelope)
-        assert (row.status, row.item_count) == (WebhookStatus.PROCESSED, 1)
-        assert row.error == "no connection for bridge instance nobody"
+        # kept until the instance gets a connection (tests/ingest/test_unmatched.py)
+        assert (row.status, row.item_count, row.unmatched) == (WebhookStatus.UNMATCHED, 1, ["nobody"])
+        assert row.error == "no connection for bridge instance nobody: its messages are kept until one is created"
         assert f.count(db, Message) == 0

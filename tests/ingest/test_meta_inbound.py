@@ -174,7 +174,9 @@ def test_batched_payload_applies_every_item(
     # Given a second number of the same company and outbound messages awaiting statuses
     company_id, connection_id = meta_ids
     other_id = f.meta_connection(db, company_id, number_id="200000000000002")
-    ours = {w: f.outbound(db, company_id, connection_id, external_id=w) for w in ("wamid.O1", "wamid.O2", "wamid.O3")}
+    # (each sent from the number whose change reports its status)
+    ours = {w: f.outbound(db, company_id, connection_id, external_id=w) for w in ("wamid.O1", "wamid.O2")}
+    ours["wamid.O3"] = f.outbound(db, company_id, other_id, external_id="wamid.O3")
     # And one POST with 2 entries × 2 changes mixing messages, statuses, a system error and another field
     contact = [{"profile": {"name": "Bia"}, "wa_id": "5511900000001"}]
     first = {
@@ -233,7 +235,7 @@ def test_batched_payload_applies_every_item(
     assert sorted(e["external_id"] for e in events) == sorted(w for w in stored if w)
 
 
-def test_unknown_phone_number_id_is_skipped_and_noted(
+def test_unknown_phone_number_id_is_kept_and_noted(
     ingest: Ingest, db: Database, broker: Any, settings: Settings, meta_ids: tuple[int, int]
 ) -> None:
     # Given a message to a number no connection owns
@@ -242,9 +244,9 @@ def test_unknown_phone_number_id_is_skipped_and_noted(
     )
     # When it is delivered
     row = ingest.meta(payload)
-    # Then the row is processed, the item counted as skipped and noted; nothing stored or announced
-    assert (row.status, row.item_count) == (WebhookStatus.PROCESSED, 1)
-    assert row.error == "no connection for phone_number_id 555000111"
+    # Then the row is kept for that number (tests/ingest/test_unmatched.py), noted; nothing stored or announced
+    assert (row.status, row.item_count, row.unmatched) == (WebhookStatus.UNMATCHED, 1, ["555000111"])
+    assert row.error == "no connection for phone_number_id 555000111: its messages are kept until one is created"
     assert f.count(db, Message) == 0
     assert f.contacts(db) == []
     assert f.events(db) == []

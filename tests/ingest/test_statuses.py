@@ -252,7 +252,7 @@ class TestEarlyStatuses:
             assert row is not None
             row.external_id, row.status, row.sent_at = "wamid.SYNC", MessageStatus.SENT, at(T0 - 1)
             session.flush()
-            applied = apply_pending(session, "wamid.SYNC")
+            applied = apply_pending(session, ids[1], "wamid.SYNC")
         # Then it is applied and removed
         assert applied == 1
         assert f.message(db, message_id).status == MessageStatus.DELIVERED

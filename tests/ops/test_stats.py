@@ -63,6 +63,9 @@ def stopped_worker(broker: Any) -> Iterator[dramatiq.Worker]:
     worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
     yield worker
     worker.stop()
+    # As tests/conftest.py's worker: a stopped worker's middleware left on the broker would give it consumers
+    # for queues declared later, fetching jobs nobody runs (a later test's jobs wait for crash recovery).
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
 
 
 def test_a_job_goes_from_its_place_in_the_queue_to_succeeded(

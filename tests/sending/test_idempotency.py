@@ -96,7 +96,7 @@ def test_crash_between_provider_acceptance_and_our_record_is_reconciled_not_rese
     enqueue(broker, [message_id])
     outcomes.wait_deferred(message_id, "unconfirmed")
     # And the status webhook arrives with our id in biz_opaque_callback_data
-    status = StatusChange(accepted.external_id, "sent", client_ref=str(message_id))
+    status = StatusChange(accepted.external_id, "sent", client_ref=str(message_id), connection_id=connection)
     with db.session() as session:
         assert apply_status(session, status) == "applied"
     drain(broker, worker)

@@ -164,7 +164,10 @@ def test_retry_refuses_a_message_the_provider_accepted_then_reported_failed(
     wamid = message(db, message_id).external_id
     assert wamid is not None
     with db.session() as session:
-        apply_status(session, StatusChange(external_id=wamid, status="failed", code=131049, title="Not delivered"))
+        failed = StatusChange(
+            external_id=wamid, status="failed", code=131049, title="Not delivered", connection_id=connection
+        )
+        apply_status(session, failed)
     # When it is retried
     response = api.post(f"/api/messages/{message_id}/retry")
     # Then it is refused: its provider id stays its own, so a late status cannot land on a second send

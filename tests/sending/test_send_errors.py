@@ -198,7 +198,13 @@ def test_ambiguous_send_reconciled_by_a_status_is_never_sent_again(
     assert isinstance(first, ProviderTransientError) and first.http_status is None
     # And Meta's status webhook arrives, carrying our id as biz_opaque_callback_data
     with db.session() as session:
-        change = StatusChange("wamid.RECONCILED", "delivered", dt.datetime.now(dt.UTC), client_ref=str(message_id))
+        change = StatusChange(
+            "wamid.RECONCILED",
+            "delivered",
+            dt.datetime.now(dt.UTC),
+            client_ref=str(message_id),
+            connection_id=connection,
+        )
         assert apply_status(session, change) == "applied"
     drain(broker, worker)
     # Then the message is reconciled from the webhook and never sent again
