@@ -33,6 +33,7 @@ from libs.api.schemas import (
     ReplayIn,
 )
 from libs.errors import DependencyUnavailableError
+from libs.events.endpoints import EndpointError
 from libs.events.types import RESPONSE_MODELS, EventOut, EventPage
 from libs.settings import Settings
 
@@ -132,6 +133,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.reason, exc.details)
 
 
+async def _endpoint_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EndpointError)
+    return error_response(exc.status, exc.reason)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
@@ -154,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)],
         exception_handlers={
             ApiError: _api_error,
+            EndpointError: _endpoint_error,
             HTTPException: _http_error,
             psycopg.OperationalError: _unavailable,
             psycopg_pool.PoolTimeout: _unavailable,

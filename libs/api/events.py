@@ -12,7 +12,6 @@ from starlette.responses import Response
 
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import EndpointIn, EndpointPatch, ReplayIn
-from libs.events.endpoints import EndpointError
 from libs.events.feed import (
     MAX_LIMIT,
     MAX_WAIT_S,
@@ -26,11 +25,6 @@ from libs.events.feed import (
 )
 from libs.events.types import parse_event_id, unknown_types
 
-
-def _refused(exc: EndpointError) -> ApiError:
-    return ApiError(exc.status, exc.reason)
-
-
 # -- endpoints ------------------------------------------------------------------------------------------
 
 
@@ -39,10 +33,7 @@ async def create_endpoint(request: Request) -> Response:
     body = await read_model(request, EndpointIn)
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            row = await ctx.endpoints.create(conn, body.model_dump())
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        row = await ctx.endpoints.create(conn, body.model_dump())
     return json_response(row, 201, headers={"location": f"/api/webhook-endpoints/{row['id']}"})
 
 
@@ -58,10 +49,7 @@ async def get_endpoint(request: Request) -> Response:
     """``GET /api/webhook-endpoints/{id}``."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            return json_response(await ctx.endpoints.get(conn, path_id(request)))
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        return json_response(await ctx.endpoints.get(conn, path_id(request)))
 
 
 async def patch_endpoint(request: Request) -> Response:
@@ -73,20 +61,14 @@ async def patch_endpoint(request: Request) -> Response:
         raise ApiError(422, "fields given to PATCH may not be null")
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            return json_response(await ctx.endpoints.update(conn, endpoint_id, changes))
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        return json_response(await ctx.endpoints.update(conn, endpoint_id, changes))
 
 
 async def delete_endpoint(request: Request) -> Response:
     """``DELETE /api/webhook-endpoints/{id}`` → 204 (its deliveries go with it)."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            await ctx.endpoints.delete(conn, path_id(request))
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        await ctx.endpoints.delete(conn, path_id(request))
     return Response(status_code=204)
 
 
@@ -95,20 +77,14 @@ async def rotate_secret(request: Request) -> Response:
     signing too for 24 hours."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            return json_response(await ctx.endpoints.rotate_secret(conn, path_id(request)))
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        return json_response(await ctx.endpoints.rotate_secret(conn, path_id(request)))
 
 
 async def test_endpoint(request: Request) -> Response:
     """``POST /api/webhook-endpoints/{id}/test``: send a signed ``ping`` now; answers what the endpoint said."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            return json_response(await ctx.endpoints.test(conn, ctx.webhook_http, path_id(request)))
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        return json_response(await ctx.endpoints.test(conn, ctx.webhook_http, path_id(request)))
 
 
 async def replay_endpoint(request: Request) -> Response:
@@ -117,12 +93,9 @@ async def replay_endpoint(request: Request) -> Response:
     body = await read_model(request, ReplayIn)
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        try:
-            queued = await ctx.endpoints.replay(
-                conn, endpoint_id, event=body.event_id, since=body.since, only_failed=body.only_failed
-            )
-        except EndpointError as exc:
-            raise _refused(exc) from None
+        queued = await ctx.endpoints.replay(
+            conn, endpoint_id, event=body.event_id, since=body.since, only_failed=body.only_failed
+        )
     return json_response({"queued": queued})
 
 

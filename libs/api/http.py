@@ -11,14 +11,14 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs.db.engine import Database
+from libs.db.engine import Database, async_pool
 from libs.events.endpoints import Endpoints
 from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
@@ -147,15 +147,7 @@ class ApiContext:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open every resource for the app's lifetime; close them after."""
-        self._pool = AsyncConnectionPool(
-            self.settings.libpq_url,
-            connection_class=AsyncConnection[DictRow],
-            min_size=1,
-            max_size=self.settings.database_pool_size,
-            timeout=5.0,
-            open=False,
-            kwargs={"autocommit": True, "connect_timeout": 3, "row_factory": dict_row},
-        )
+        self._pool = async_pool(self.settings, timeout=5.0, connect_timeout=3, dict_rows=True)
         await self._pool.open(wait=False)
         self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._db = Database.from_url(self.settings.sqlalchemy_url, pool_size=2)

@@ -4,12 +4,51 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from libs.errors import DependencyUnavailableError
+from libs.settings import Settings
+
+#: How long a pool tries to reconnect after an outage before giving up until the next checkout (seconds).
+RECONNECT_TIMEOUT_S = 5.0
+
+
+def async_pool(
+    settings: Settings,
+    *,
+    min_size: int = 1,
+    timeout: float = 10.0,
+    connect_timeout: int = 5,
+    dict_rows: bool = False,
+    check_on_checkout: bool = False,
+) -> AsyncConnectionPool[Any]:
+    """The one way a process opens its asyncio Postgres pool (autocommit; call ``await pool.open()``).
+
+    ``check_on_checkout`` replaces a connection broken by an outage when it is handed out (one round trip per
+    checkout: for request handlers that must answer, not for the sender's hot path); reconnection attempts
+    give up after a few seconds and start afresh on the next checkout instead of backing off for minutes.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
+    if dict_rows:
+        kwargs["row_factory"] = dict_row
+    return AsyncConnectionPool(
+        settings.libpq_url,
+        connection_class=AsyncConnection,
+        min_size=min_size,
+        max_size=settings.database_pool_size,
+        timeout=timeout,
+        open=False,
+        kwargs=kwargs,
+        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
+        reconnect_timeout=RECONNECT_TIMEOUT_S if check_on_checkout else 5 * 60.0,
+    )
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

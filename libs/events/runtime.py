@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 from dramatiq import Broker, Message, Middleware
 from dramatiq.asyncio import get_event_loop_thread
-from psycopg_pool import AsyncConnectionPool
 
 from libs.broker import async_redis_client
+from libs.db.engine import async_pool
 from libs.events.dispatch import READ_BYTES as DISPATCH_READ_BYTES
 from libs.events.dispatch import DispatcherContext, DispatchSettings, PumpLocks
 from libs.events.kicks import Kicks
@@ -61,14 +61,7 @@ class DispatcherResources(Middleware):
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._context is None:
-                    pool = AsyncConnectionPool(
-                        self.settings.libpq_url,
-                        min_size=1,
-                        max_size=self.settings.database_pool_size,
-                        timeout=10.0,
-                        open=False,
-                        kwargs={"autocommit": True, "connect_timeout": 5},
-                    )
+                    pool = async_pool(self.settings)
                     await pool.open(wait=False)
                     self._context = DispatcherContext(
                         pool=pool,

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
 from libs.settings import Settings
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
@@ -32,8 +33,6 @@ from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 logger = logging.getLogger(__name__)
 
 META_OBJECT = "whatsapp_business_account"
-#: Longest a chain of reconnection attempts of the edge's pool backs off before starting afresh.
-RECONNECT_TIMEOUT_S = 5.0
 #: Allocations between two young-generation collections (CPython's default: 700). Each request allocates
 #: hundreds of short-lived objects, so the default collects several times per request burst; this threshold,
 #: with the start-up heap frozen, took the accept p99 from ~55 to ~25 ms in ``just bench ingest``.
@@ -74,19 +73,10 @@ class WebhookEdge:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open the pool and the Redis client for the app's lifetime."""
-        self.pool = AsyncConnectionPool(
-            self.settings.libpq_url,
-            min_size=2,
-            max_size=self.settings.database_pool_size,
-            timeout=3.0,
-            open=False,
-            kwargs={"autocommit": True, "connect_timeout": 3},
-            # After a Postgres outage: a broken connection is replaced on checkout instead of answering 503, and
-            # reconnection attempts give up (and start afresh on the next request) after a few seconds instead
-            # of backing off exponentially for 5 minutes, which kept answering 503 long after Postgres was back.
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=RECONNECT_TIMEOUT_S,
-        )
+        # After a Postgres outage a broken connection is replaced on checkout instead of answering 503, and
+        # reconnection gives up after a few seconds (and starts afresh on the next request) instead of backing
+        # off for minutes, which kept answering 503 long after Postgres was back.
+        self.pool = async_pool(self.settings, min_size=2, timeout=3.0, connect_timeout=3, check_on_checkout=True)
         await self.pool.open(wait=False)
         self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self.writer = WebhookWriter(self.pool, self.redis, self.settings.redis_namespace)

@@ -11,9 +11,9 @@ import httpx
 import redis.asyncio as aioredis
 from dramatiq import Broker, Middleware
 from dramatiq.asyncio import get_event_loop_thread
-from psycopg_pool import AsyncConnectionPool
 
 from libs.campaigns.lanes import Lanes
+from libs.db.engine import async_pool
 from libs.providers.transport import provider_http_client
 from libs.sending.holds import release_ended_async
 from libs.sending.send import SenderContext
@@ -51,14 +51,7 @@ class SenderResources(Middleware):
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._context is None:
-                    pool = AsyncConnectionPool(
-                        self.settings.libpq_url,
-                        min_size=1,
-                        max_size=self.settings.database_pool_size,
-                        timeout=10.0,
-                        open=False,
-                        kwargs={"autocommit": True, "connect_timeout": 5},
-                    )
+                    pool = async_pool(self.settings)
                     await pool.open(wait=False)
                     http = provider_http_client(timeout=PROVIDER_TIMEOUT, max_connections=PROVIDER_CONNECTIONS)
                     client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)

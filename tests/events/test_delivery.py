@@ -18,7 +18,7 @@ from libs.events.types import DATA_MODELS, EVENT_TYPES, parse_event_id
 from libs.ingest.process import process_webhook
 from libs.settings import Settings
 from libs.statuses import record_failed_async, record_sent_many_async
-from tests.events.conftest import make_endpoint
+from tests.events.conftest import customer_writes, make_endpoint
 from tests.fakes.crm import CrmReceiver
 from tests.ingest import factories as f
 
@@ -32,18 +32,6 @@ def run(settings: Settings, work: Any) -> None:
             await work(pool)
 
     asyncio.run(main())
-
-
-def inbound(db: Database, number_id: str, wamid: str, sender: str, text: str) -> None:
-    """A Meta inbound-text webhook, stored and applied by the ingest worker's function."""
-    body = f.meta_payload(
-        f.meta_change(
-            number_id=number_id,
-            contacts=[{"profile": {"name": "Ana"}, "wa_id": sender}],
-            messages=[f.meta_message(wamid, "text", {"body": text}, sender=sender)],
-        )
-    )
-    process_webhook(db, f.webhook_row(db, f.dumps(body)))
 
 
 def statuses(db: Database, number_id: str, *items: dict[str, Any]) -> None:
@@ -73,7 +61,7 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     assert api.post(f"/api/connections/{connection['id']}/deactivate").status_code == 200
     assert api.patch(f"/api/connections/{connection['id']}", json={"status": "active"}).status_code == 200
     # message.received: a customer writes
-    inbound(db, "pn-events", "wamid.IN1", "5511988887777", "hello")
+    customer_writes(db, "pn-events", "5511988887777", "hello", wamid="wamid.IN1")
     # message.created: two messages from the API; message.status: one sent, delivered, read; one failed
     first = api.post("/api/messages", json={"company_id": company["id"], "to": "5511988887777", "text": "hi"}).json()
     second = api.post("/api/messages", json={"company_id": company["id"], "to": "5511977776666", "text": "yo"}).json()
@@ -166,7 +154,7 @@ def test_many_pump_jobs_at_once_deliver_each_event_once_in_order(
     endpoint = make_endpoint(api, company["id"], url)
     # Given 200 events of 20 conversations
     for n in range(200):
-        inbound(db, "pn-pumps", f"wamid.P{n}", f"55119{n % 20:08d}", str(n))
+        customer_writes(db, "pn-pumps", f"55119{n % 20:08d}", str(n), wamid=f"wamid.P{n}")
     # When 30 pump jobs of that endpoint are enqueued at once, on top of the publisher's own kicks
     jobs = [contracts.DELIVER_EVENTS.message(contracts.DeliverEvents(endpoint["id"])) for _ in range(30)]
     enqueue_many(broker.client, broker.namespace, jobs)

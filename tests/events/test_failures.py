@@ -14,35 +14,13 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from libs.db.engine import Database
-from libs.ingest.process import process_webhook
-from tests.events.conftest import make_endpoint
+from tests.events.conftest import company_with_number, customer_writes, make_endpoint
 from tests.fakes.crm import CrmReceiver
 from tests.fakes.server import running_app
 from tests.ingest import factories as f
 from tests.middleware.support import wait_until
 
 NUMBER_ID = "pn-failures"
-
-
-def setup_company(api: TestClient) -> int:
-    """A company with a Meta connection on ``NUMBER_ID``."""
-    company = api.post("/api/companies", json={"name": "Acme"}).json()
-    api.post(
-        "/api/connections",
-        json={"company_id": company["id"], "provider": "meta", "phone_number_id": NUMBER_ID, "access_token": "t"},
-    )
-    return int(company["id"])
-
-
-def customer_writes(db: Database, sender: str, text_: str, n: int) -> None:
-    """One inbound text from ``sender`` (a ``message.received`` event in the conversation with them)."""
-    body = f.meta_payload(
-        f.meta_change(
-            number_id=NUMBER_ID,
-            messages=[f.meta_message(f"wamid.{sender}.{n}", "text", {"body": text_}, sender=sender)],
-        )
-    )
-    process_webhook(db, f.webhook_row(db, f.dumps(body)))
 
 
 def delivery_rows(db: Database) -> list[dict[str, Any]]:
@@ -74,15 +52,15 @@ def test_a_failing_conversation_waits_in_order_while_others_flow(
     api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
 ) -> None:
     receiver, url = crm
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url, event_types=["message.received"])
     receiver.config.secrets = [endpoint["secret"]]
     # Given the CRM fails the first 3 deliveries of conversation A (and none of B's)
     receiver.config.failing_contacts = {"5511900000001": 3}
     # When A and B each write three messages, interleaved
     for n in range(3):
-        customer_writes(db, "5511900000001", f"A{n}", n)
-        customer_writes(db, "5511900000002", f"B{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"A{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000002", f"B{n}", n)
     # Then everything arrives, each conversation in its order
     receiver.wait_for(6, timeout=20)
     assert texts_by_contact(receiver) == {"5511900000001": ["A0", "A1", "A2"], "5511900000002": ["B0", "B1", "B2"]}
@@ -101,12 +79,12 @@ def test_receiver_down_for_60_seconds_then_back_gets_every_event_in_order(
     # A schedule long enough to outlive a 60-second outage (≈ 90 s), quick enough to notice the return
     policy(schedule=(0.5, 1, 2, 4, 8, 15, 30, 30))
     receiver = CrmReceiver()
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     with running_app(receiver.app) as url:
         port = int(url.rsplit(":", 1)[1])
         endpoint = make_endpoint(api, company_id, url, event_types=["message.received"])
         receiver.config.secrets = [endpoint["secret"]]
-        customer_writes(db, "5511900000001", "A0", 0)
+        customer_writes(db, NUMBER_ID, "5511900000001", "A0", 0)
         receiver.wait_for(1)
     # When the CRM is down (connection refused) for 60 s while three conversations keep writing
     down_at = time.monotonic()
@@ -114,7 +92,7 @@ def test_receiver_down_for_60_seconds_then_back_gets_every_event_in_order(
     n = 1
     while time.monotonic() - down_at < 60:
         for contact in contacts:
-            customer_writes(db, contact, f"{contact[-1]}-{n}", n)
+            customer_writes(db, NUMBER_ID, contact, f"{contact[-1]}-{n}", n)
         n += 1
         time.sleep(5)  # the pace of the customers, not a wait for the system
     assert any(r["error"] and "ConnectError" in r["error"] for r in delivery_rows(db))
@@ -133,16 +111,16 @@ def test_410_gone_disables_the_endpoint_at_once(
     api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
 ) -> None:
     receiver, url = crm
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url)
     receiver.config.status = 410
-    customer_writes(db, "5511900000001", "hello", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "hello", 0)
     wait_until(lambda: not endpoint_row(db, endpoint["id"])["enabled"], timeout=15, what="the endpoint disabled")
     row = endpoint_row(db, endpoint["id"])
     assert row["disabled_reason"] == "the endpoint answered 410 Gone"
     attempts = len(delivery_rows(db))
     # And nothing more is attempted while it is disabled
-    customer_writes(db, "5511900000001", "again", 1)
+    customer_writes(db, NUMBER_ID, "5511900000001", "again", 1)
     time.sleep(1.0)  # a window in which a wrongly enabled pump would have tried
     assert len(delivery_rows(db)) == attempts
     # When it is enabled again, the delivery it refused goes out
@@ -162,10 +140,10 @@ def test_given_up_delivery_is_a_dead_letter_and_its_replay_delivers_it(
 ) -> None:
     receiver, url = crm
     policy(schedule=(0.1, 0.1))  # three attempts in all
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url)
     receiver.config.status = 503
-    customer_writes(db, "5511900000001", "lost?", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "lost?", 0)
     # Then after three failed attempts the delivery is given up and recorded in the dead-letter ledger
     wait_until(lambda: f.dead_letters(db), timeout=15, what="a dead letter")
     [dead] = f.dead_letters(db)
@@ -186,10 +164,10 @@ def test_replay_since_a_time_delivers_everything_again(
     api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
 ) -> None:
     receiver, url = crm
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url, event_types=["message.received"])
     for n in range(3):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     first = receiver.wait_for(3)
     ids = [d.webhook_id for d in first]
     # When everything since before those events is replayed
@@ -239,7 +217,7 @@ def test_slow_huge_redirecting_or_garbage_receivers_cost_one_bounded_attempt(
 ) -> None:
     receiver, url = crm
     policy(timeout_s=1.0, schedule=(60.0,))  # one attempt now, the next a minute later (after this test)
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     # Given four endpoints of one company: slow, huge, redirecting, garbage
     slow = make_endpoint(api, company_id, url + "/slow")
     huge = make_endpoint(api, company_id, url + "/huge")
@@ -253,7 +231,7 @@ def test_slow_huge_redirecting_or_garbage_receivers_cost_one_bounded_attempt(
         "/moved": {"status": 302, "headers": {"location": "http://169.254.169.254/latest/meta-data"}},
     }
     started = time.monotonic()
-    customer_writes(db, "5511900000001", "hello", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "hello", 0)
     # Then each endpoint had exactly one attempt, each bounded in time and in what was kept of the answer
     wait_until(lambda: len(delivery_rows(db)) >= 4, timeout=20, what="four attempts")
     with db.session() as session:
@@ -280,10 +258,10 @@ def test_an_endpoint_failing_for_the_whole_disable_period_is_disabled(
 ) -> None:
     receiver, url = crm
     policy(schedule=(0.3,) * 10, disable_after_s=1.0)
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url)
     receiver.config.status = 500
-    customer_writes(db, "5511900000001", "hello", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "hello", 0)
     wait_until(lambda: not endpoint_row(db, endpoint["id"])["enabled"], timeout=15, what="the endpoint disabled")
     row = endpoint_row(db, endpoint["id"])
     assert row["disabled_reason"].startswith("every delivery failed since ")
@@ -297,10 +275,10 @@ def test_replaying_a_given_up_event_from_its_endpoint_settles_its_dead_letter(
 ) -> None:
     receiver, url = crm
     policy(schedule=(0.1,))  # two attempts in all
-    company_id = setup_company(api)
+    company_id = company_with_number(api, NUMBER_ID)
     endpoint = make_endpoint(api, company_id, url)
     receiver.config.status = 500
-    customer_writes(db, "5511900000001", "late", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "late", 0)
     wait_until(lambda: f.dead_letters(db), timeout=15, what="a dead letter")
     event_id = api.get("/api/events").json()["events"][0]["id"]
     # When the CRM is fixed and the event is replayed from its endpoint (not from the ledger)

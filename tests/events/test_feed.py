@@ -14,10 +14,9 @@ import pytest
 from libs.api.app import create_app
 from libs.db.engine import Database
 from libs.events.types import EventOut
-from libs.ingest.process import process_webhook
 from libs.settings import Settings
+from tests.events.conftest import company_with_number, customer_writes
 from tests.fakes.server import running_app
-from tests.ingest import factories as f
 
 NUMBER_ID = "pn-feed"
 
@@ -45,22 +44,7 @@ def http(api_url: str, settings: Settings) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def company(http: httpx.Client) -> int:
-    created = http.post("/api/companies", json={"name": "Acme"}).json()
-    http.post(
-        "/api/connections",
-        json={"company_id": created["id"], "provider": "meta", "phone_number_id": NUMBER_ID, "access_token": "t"},
-    )
-    return int(created["id"])
-
-
-def customer_writes(db: Database, sender: str, text: str, n: int) -> None:
-    body = f.meta_payload(
-        f.meta_change(
-            number_id=NUMBER_ID,
-            messages=[f.meta_message(f"wamid.F{sender}.{n}", "text", {"body": text}, sender=sender)],
-        )
-    )
-    process_webhook(db, f.webhook_row(db, f.dumps(body)))
+    return company_with_number(http, NUMBER_ID)
 
 
 def read_stream(
@@ -108,7 +92,7 @@ def test_feed_and_stream_return_the_same_events_in_the_same_order(
     # When customers write (three conversations, interleaved)
     for n in range(4):
         for sender in ("5511900000001", "5511900000002", "5511900000003"):
-            customer_writes(db, sender, f"{sender[-1]}:{n}", n)
+            customer_writes(db, NUMBER_ID, sender, f"{sender[-1]}:{n}", n)
     reader.join(20)
     assert len(streamed) == 12
     # Then the pull feed, paged three at a time, gives the same events in the same order
@@ -134,12 +118,12 @@ def test_feed_and_stream_return_the_same_events_in_the_same_order(
 
 def test_a_stream_resumed_with_last_event_id_misses_nothing(http: httpx.Client, db: Database, company: int) -> None:
     for n in range(5):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     # Given a client that read the first two events and lost its connection
     first = read_stream(http, 2, params={"company_id": company, "after": "0"})
     # When more happen meanwhile and it comes back with the last id it saw
     for n in range(5, 8):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     rest = read_stream(http, 6, params={"company_id": company}, headers={"last-event-id": first[-1]["id"]})
     # Then it gets every event after that one, once, in order
     texts = [orjson.loads(e["data"])["data"]["text"] for e in first + rest]
@@ -160,7 +144,7 @@ def test_long_poll_answers_as_soon_as_an_event_is_published(http: httpx.Client, 
     poller = threading.Thread(target=poll)
     poller.start()
     time.sleep(0.5)  # the poll is waiting by now (a head start, not a synchronisation)
-    customer_writes(db, "5511900000001", "now", 0)
+    customer_writes(db, NUMBER_ID, "5511900000001", "now", 0)
     poller.join(25)
     # Then it answers with that event, long before its 20-s wait ran out
     assert [e["data"]["text"] for e in answer["page"]["events"]] == ["now"]
@@ -176,7 +160,7 @@ def test_last_gives_the_newest_events_and_the_cursor_to_follow_them(
 ) -> None:
     # Given six messages in the feed (read through the stream: they are published)
     for n in range(6):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     read_stream(http, 6, params={"company_id": company, "types": "message.received", "after": "0"})
     everything = http.get("/api/events", params={"company_id": company, "limit": 1000}).json()["events"]
     # When a reader asks for the last three
@@ -187,7 +171,7 @@ def test_last_gives_the_newest_events_and_the_cursor_to_follow_them(
     assert page["has_more"] is False
     # And following its cursor gives exactly what is published next
     for n in range(6, 8):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     following = read_stream(http, 2, params={"company_id": company, "after": page["next_cursor"]})
     assert [orjson.loads(e["data"])["data"]["text"] for e in following] == ["m6", "m7"]
     # And a filter nothing passes gives no events and a cursor all the same
@@ -210,7 +194,7 @@ def test_many_streams_share_one_listener(http: httpx.Client, api_app: Any, db: D
     assert all(e.wait(10) for e in ready)
     # When five events are published
     for n in range(5):
-        customer_writes(db, "5511900000001", f"m{n}", n)
+        customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     for reader in readers:
         reader.join(20)
     # Then every stream got all five
