@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; everything it started was stopped and cleaned up", file=sys.stderr)
     print()
     print(render_table(results))
-    print(f"\n{'quick' if args.quick else 'full'} run: {time.perf_counter() - started:.1f} s; results in {RESULTS}/")
+    where = RESULTS / "quick" if args.quick else RESULTS
+    print(f"\n{'quick' if args.quick else 'full'} run: {time.perf_counter() - started:.1f} s; results in {where}/")
     if interrupted:
         return 130
     return 1 if any(r.error for r in results) else 0

@@ -92,8 +92,10 @@ class ScenarioResult:
         self.figures.append(figure)
         return figure
 
-    def write(self, directory: Path = RESULTS) -> Path:
-        """Write ``<directory>/<scenario>.json``."""
+    def write(self, directory: Path | None = None) -> Path:
+        """Write ``<directory>/<scenario>.json``: ``bench/results/`` for a full run (the figures the README
+        quotes, committed), ``bench/results/quick/`` for a smoke run (ignored)."""
+        directory = directory or (RESULTS / "quick" if self.quick else RESULTS)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.scenario}.json"
         data = {
