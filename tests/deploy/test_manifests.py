@@ -395,7 +395,7 @@ APP_SERVICES = {
     "message-sender": ["dramatiq", "services.message_sender", "--processes", "1", "--threads", "16"],
     "campaign-runner": ["dramatiq", "services.campaign_runner"],
     "ops-worker": ["dramatiq", "services.scheduler"],
-    "event-dispatcher": ["dramatiq", "services.event_dispatcher", "--processes", "1", "--threads", "4"],
+    "event-dispatcher": ["dramatiq", "services.event_dispatcher", "--processes", "1", "--threads", "2"],
     "scheduler": ["periodiq", "services.scheduler"],
     "api": ["uvicorn", "services.api.app:app", "--host", "0.0.0.0", "--port", "8080"],
 }
