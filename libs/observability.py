@@ -17,8 +17,19 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from libs.settings import Settings
 
-#: 8+ digits, optionally with a leading +: phone numbers and wa_ids.
-PHONE = re.compile(r"\+?\d[\d \-]{6,}\d")
+#: A phone number or wa_id (E.164: 8 to 15 digits, optionally a leading + and single spaces or dashes between
+#: digits) standing on its own: not inside a word, an id or a path (``order-12345678``, ``/v21.0/1065403522/``).
+PHONE = re.compile(r"(?<![\w./-])\+?\d(?:[ -]?\d){7,14}(?![\w/-]|\.\w)")
+#: What is never a phone number although it holds digit runs: UUIDs (job ids), ISO dates and times, Meta
+#: message ids, event ids and long hex or digit strings (digests, Redis ids). Left as they are, so an id can be
+#: copied from a log into ``zapq job``.
+PROTECTED = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\bwamid\.[A-Za-z0-9_=+/-]+"
+    r"|\b(?:evt|ping)_[0-9a-fA-F]+"
+    r"|\b[0-9a-fA-F]{16,}\b"
+)
 #: Credentials inside free text: Meta access tokens, ``Bearer``/``Basic`` values, JWTs, ``…token=…`` pairs (a
 #: query string's ``hub.verify_token=…`` or ``access_token=…`` as well).
 TOKEN = re.compile(
@@ -61,10 +72,21 @@ def mask_phone(value: str) -> str:
     return f"{digits[:2]}…{digits[-2:]}" if len(digits) > 4 else "…"
 
 
+def _mask_phones(value: str) -> str:
+    return PHONE.sub(lambda m: mask_phone(m.group()), value)
+
+
 def scrub_text(value: str) -> str:
-    """Mask phone numbers and redact credentials in free text."""
+    """Mask phone numbers and redact credentials in free text; ids and timestamps stay as they are."""
     # Tokens first: masking a digit run inside a token would hide it from the token pattern.
-    return PHONE.sub(lambda m: mask_phone(m.group()), TOKEN.sub(REDACTED, value))
+    value = TOKEN.sub(REDACTED, value)
+    parts: list[str] = []
+    last = 0
+    for match in PROTECTED.finditer(value):
+        parts += (_mask_phones(value[last : match.start()]), match.group())
+        last = match.end()
+    parts.append(_mask_phones(value[last:]))
+    return "".join(parts)
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
