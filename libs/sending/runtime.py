@@ -60,7 +60,11 @@ class SenderResources(Middleware):
                         kwargs={"autocommit": True, "connect_timeout": 5},
                     )
                     await pool.open(wait=False)
-                    http = provider_http_client(timeout=PROVIDER_TIMEOUT, max_connections=PROVIDER_CONNECTIONS)
+                    http = provider_http_client(
+                        timeout=PROVIDER_TIMEOUT,
+                        max_connections=PROVIDER_CONNECTIONS,
+                        transport=self.settings.http_transport,
+                    )
                     client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
                     self._context = SenderContext(
                         pool=pool,
