@@ -95,8 +95,7 @@ class ProxyRouter(httpx.AsyncBaseTransport):
 def _httpx_proxy(proxy: Proxy | None) -> httpx.Proxy | None:
     if proxy is None:
         return None
-    headers = {"Proxy-Authorization": proxy.authorization.decode()} if proxy.authorization else None
-    return httpx.Proxy(f"http://{proxy.host}:{proxy.port}", headers=headers)
+    return httpx.Proxy(httpx.URL(scheme="http", host=proxy.host, port=proxy.port), auth=proxy.auth)
 
 
 def maintained_transport(

@@ -37,11 +37,18 @@ MAX_CONNECT_HEAD_BYTES = 16 * 1024
 
 @dataclass(frozen=True)
 class Proxy:
-    """One ``http://`` proxy: where it listens and the ``Proxy-Authorization`` value its URL carries, if any."""
+    """One ``http://`` proxy: where it listens, and the user and password its URL carries, if any."""
 
     host: str
     port: int
-    authorization: bytes | None = None
+    auth: tuple[str, str] | None = None
+
+    @property
+    def authorization(self) -> bytes | None:
+        """The ``Proxy-Authorization`` value for :attr:`auth`."""
+        if self.auth is None:
+            return None
+        return b"Basic " + base64.b64encode(":".join(self.auth).encode())
 
     @classmethod
     def from_url(cls, url: str, variable: str) -> Proxy:
@@ -51,12 +58,10 @@ class Proxy:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() != "http" or not parts.hostname:
             raise ValueError(f"{variable}: only http:// proxies are supported, not {parts.scheme}://")
-        authorization = None
+        auth = None
         if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            authorization = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
-        return cls(parts.hostname, parts.port or 80, authorization)
+            auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+        return cls(parts.hostname, parts.port or 80, auth)
 
 
 @dataclass(frozen=True)
