@@ -394,6 +394,7 @@ def _throughput_over(
     bench: BenchRun, fake: str, company: int, transport: str, prefix: str, offset: int, sizes: Sizes
 ) -> dict[str, Any]:
     """Phase A with ``ZAPQ_HTTP_TRANSPORT=transport``: a fresh sender in its own namespace and numbers."""
+    bench.join_stoppers()  # the senders before it have stopped: nothing else sends or takes CPU meanwhile
     ns = bench.sub_namespace(transport)
     env = {"ZAPQ_META_GRAPH_URL": fake, "ZAPQ_REDIS_NAMESPACE": ns, "ZAPQ_HTTP_TRANSPORT": transport}
     with bench.processes(**env) as workers:
