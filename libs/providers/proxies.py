@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import ssl
 import urllib.parse
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
+logger = logging.getLogger(__name__)
 
 #: Longest proxy answer to a ``CONNECT`` (status line and headers) that is read.
 MAX_CONNECT_HEAD_BYTES = 16 * 1024
@@ -74,13 +77,16 @@ class ProxyConfig:
 
     @classmethod
     def from_environment(cls) -> ProxyConfig:
-        """The machine's ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``."""
+        """The machine's ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``.
+
+        A proxy this client cannot use (``https://``, ``socks5://``) is logged as an error and its scheme's
+        requests go direct, as they did before proxies were supported, rather than failing every send.
+        """
         found = urllib.request.getproxies()
         every = found.get("all")
-        http, https = found.get("http") or every, found.get("https") or every
         return cls(
-            http=Proxy.from_url(http, "HTTP_PROXY") if http else None,
-            https=Proxy.from_url(https, "HTTPS_PROXY") if https else None,
+            http=_usable(found.get("http") or every, "HTTP_PROXY"),
+            https=_usable(found.get("https") or every, "HTTPS_PROXY"),
             no_proxy=found.get("no", ""),
         )
 
@@ -95,6 +101,16 @@ class ProxyConfig:
         if self.no_proxy and bypassed(self.no_proxy, host, port):
             return None
         return proxy
+
+
+def _usable(url: str | None, variable: str) -> Proxy | None:
+    if not url:
+        return None
+    try:
+        return Proxy.from_url(url, variable)
+    except ValueError as exc:
+        logger.error("%s; those requests go direct", exc)
+        return None
 
 
 _WITH_PORT = re.compile(r"(\[[^\]]+\]|[^:]+):(\d+)")

@@ -261,12 +261,18 @@ async def test_the_event_dispatchers_guarded_client_ignores_proxies(monkeypatch:
         assert resolved == [("127.0.0.1", int(server.url.rsplit(":", 1)[1]))]
 
 
-def test_an_unsupported_proxy_scheme_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given HTTPS_PROXY is a SOCKS proxy
-    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
-    # Then the client is not built
-    with pytest.raises(ValueError, match="HTTPS_PROXY: only http:// proxies"):
-        provider_http_client(timeout=TIMEOUT)
+async def test_an_unsupported_proxy_is_logged_and_its_requests_go_direct(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with raw_server(answer(OK)) as server:
+        # Given HTTP_PROXY is a SOCKS proxy, which the client cannot use
+        monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+        # When the client is built and used
+        async with provider_http_client(timeout=TIMEOUT) as client:
+            assert (await client.get(f"{server.url}/direct")).content == b"ok"
+    # Then the request went direct (as before proxies were supported), and the error names the variable
+    assert server.log == [(0, b"/direct")]
+    assert "HTTP_PROXY: only http:// proxies are supported, not socks5://" in caplog.text
 
 
 # --- trust store ----------------------------------------------------------------------------------------
