@@ -16,6 +16,9 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["dev", "test", "prod"]
+#: What the provider client's HTTP runs on (``libs/providers/transport.py``): zapq's own HTTP/1.1 transport, or a
+#: maintained one — httpx over aiohttp (``httpx-aiohttp``), httpx's default (httpcore). See the README's figures.
+HttpTransport = Literal["lean", "aiohttp", "httpx"]
 
 #: Secrets that must be set to a real value in ``prod``; their dev/test defaults are documented here.
 DEV_DEFAULTS: dict[str, str] = {
@@ -109,6 +112,9 @@ class Settings(BaseSettings):
     #: of a paused campaign — counted from its queue time; past it the message fails with the hold as reason
     #: (dead-lettered, replayable). A paused campaign's own sends wait for its resume or cancel.
     hold_max_age_seconds: int = Field(default=86_400, ge=1)
+    #: Under the sender's provider HTTP client: ``lean`` (zapq's transport, the default: the only one keeping
+    #: the send rate at 1,000/s), ``aiohttp`` or ``httpx`` (maintained transports, for comparison or fallback).
+    http_transport: HttpTransport = "lean"
     #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).
     concurrent_jobs_per_thread: int = Field(default=64, ge=1, le=1000)
     #: Where workers and the scheduler keep the heartbeat files read by ``python -m libs.ops.probe``.

@@ -11,6 +11,10 @@ B. with the fake's limit off, at once: **throttle accuracy** — one number at 8
    (the claim); and the **baseline** — ``bench.bare_send`` (a plain async Dramatiq actor doing one httpx POST
    per job, ``-p 1 -t 8``, its own process and namespace), whose rate is bound by threads ÷ latency and
    barely feels the CPU the other two take. They share phase B to keep the run under two minutes.
+C. phase A again, the fake's limit back on, once per maintained HTTP transport under the provider client
+   (``ZAPQ_HTTP_TRANSPORT=aiohttp``: httpx over aiohttp, ``httpx``: httpx's default), each a fresh sender
+   process in its own namespace with its own 100 numbers: sends/s and CPU per send beside phase A's (the
+   ``lean`` transport, the default), so one run shows all three.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ FAKE_ARGV = ["-m", "tests.fakes.meta", "--port", "{port}", "--latency-ms", str(L
 FAKE_ARGV += ["--http", "httptools", "--loop", "uvloop"]
 SENDER = ["-m", "dramatiq", "services.message_sender", "-p", "1", "-t", "8"]
 BARE = ["-m", "dramatiq", "bench.bare_send", "-p", "1", "-t", "8"]
+#: Phase C: the maintained transports measured against phase A's ``lean`` (their phone number id prefixes).
+ALTERNATE_TRANSPORTS = {"aiohttp": "1100", "httpx": "1200"}
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,10 @@ def _all_finished(bench: BenchRun, ids: list[int]) -> Callable[[], bool]:
     return lambda: _finished(bench, ids) >= len(ids)
 
 
-def _cancel_rest(bench: BenchRun, ids: list[int], queue: str) -> int:
+def _cancel_rest(bench: BenchRun, ids: list[int], queue: str, namespace: str | None = None) -> int:
     """Cancel what is still queued and drop the queue, so a timed-out phase does not leak into the next."""
-    bench.redis.delete(f"{bench.namespace}:{queue}", f"{bench.namespace}:{queue}.msgs")
+    ns = namespace or bench.namespace
+    bench.redis.delete(f"{ns}:{queue}", f"{ns}:{queue}.msgs")
     with bench.connect() as conn:
         cursor = conn.execute(
             "UPDATE messages SET status = 'cancelled' WHERE id = ANY(%s) AND status = 'queued'", (ids,)
@@ -240,6 +247,13 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
                 result.mark("phase B rest")
                 bare_cpu = cpu_seconds(worker_pids(bare.pid)) - bare_cpu
                 result.details["throttle_finished"] = _finished(bench, throttle_ids)
+        # C. phase A over each maintained transport, one fresh sender at a time, the fake's limit back on
+        configure(fake, rate_per_second=RATE)
+        alternates = {
+            transport: _throughput_over(bench, fake, company, transport, prefix, 4_000_000 + 1_000_000 * k, sizes)
+            for k, (transport, prefix) in enumerate(ALTERNATE_TRANSPORTS.items())
+        }
+        result.mark("phase C (maintained transports)")
         sends = httpx.get(f"{fake}/_fake/sends", timeout=60).json()
         result.mark("stop workers + fetch sends")
 
@@ -266,7 +280,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
     )
     result.add(
         Figure(
-            "sends/s, 1 process (-p1 -t8)",
+            "sends/s, 1 process (-p1 -t8), lean transport",
             main.rate if main_done else TIMEOUT,
             "sends/s",
             baseline.rate if bare_done else TIMEOUT,
@@ -279,12 +293,17 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         result.add(Figure(label, span_rate(before), "sends/s", baseline.rate))
     result.add(
         Figure(
-            "worker CPU per send",
+            "worker CPU per send, lean transport",
             result.details["sender_cpu_ms_per_send"],
             "ms",
             result.details["bare_cpu_ms_per_send"],
         )
     )
+    lean_rate = main.rate if main_done else span_rate([t for t in main.times if t <= phase_a_end])
+    for transport, run_c in alternates.items():
+        _add_transport_figures(
+            result, transport, run_c, sends, sizes, lean_rate, result.details["sender_cpu_ms_per_send"]
+        )
     result.add(Figure("sender peak RSS", sender_rss.max_mb(), "MB", bare_rss.max_mb(), Target("<=", 150)))
     label = f"max sends in any 1-s window (1 number @{RATE}/s, {len(throttle.times)}/{sizes.throttle} sent)"
     result.add(Figure(label, max_in_window(throttle.times), "sends", target=Target("<=", RATE * 1.05)))
@@ -369,3 +388,61 @@ def _urgent_latencies(bench: BenchRun, company: int, conn_ids: list[int], sizes:
         "low_enqueue_s": round(low_enqueue_s, 2),
         "low_sent_meanwhile": low_sent,
     }
+
+
+def _throughput_over(
+    bench: BenchRun, fake: str, company: int, transport: str, prefix: str, offset: int, sizes: Sizes
+) -> dict[str, Any]:
+    """Phase A with ``ZAPQ_HTTP_TRANSPORT=transport``: a fresh sender in its own namespace and numbers."""
+    bench.join_stoppers()  # the senders before it have stopped: nothing else sends or takes CPU meanwhile
+    ns = bench.sub_namespace(transport)
+    env = {"ZAPQ_META_GRAPH_URL": fake, "ZAPQ_REDIS_NAMESPACE": ns, "ZAPQ_HTTP_TRANSPORT": transport}
+    with bench.processes(**env) as workers:
+        since = now_ms()
+        sender = workers.start(f"sender-{transport}", SENDER)
+        with bench.connect() as conn:
+            conn_ids = [cid for cid, _ in data.make_connections(conn, company, NUMBERS, prefix=prefix, rate=RATE)]
+            ids = data.make_messages(conn, company, conn_ids, sizes.main, priority="normal", recipient_offset=offset)
+        data.enqueue_chunked(bench.redis, ns, (contracts.SEND_NORMAL.message(contracts.SendMessage(i)) for i in ids))
+        with PeakRss([sender.pid]) as rss:
+            if not bench.wait_workers(ns, 1, since):
+                raise RuntimeError(f"the {transport} sender did not boot:\n{bench.log_tail(f'sender-{transport}')}")
+            pids = worker_pids(sender.pid)
+            cpu = cpu_seconds(pids)
+            done = wait_until(_all_finished(bench, ids), sizes.main_timeout, interval=0.2)
+            ended = time.time()
+            cpu = cpu_seconds(pids) - cpu
+            finished = _finished(bench, ids)
+            cancelled = 0 if done else _cancel_rest(bench, ids, contracts.MESSAGES, ns)
+    return {
+        "ids": ids,
+        "done": done,
+        "ended": ended,
+        "cpu_s": round(cpu, 2),
+        "finished": finished,
+        "cancelled": cancelled,
+        "rss_mb": rss.max_mb(),
+    }
+
+
+def _add_transport_figures(
+    result: ScenarioResult,
+    transport: str,
+    run_c: dict[str, Any],
+    sends: list[dict[str, Any]],
+    sizes: Sizes,
+    lean_rate: float | None,
+    lean_cpu_ms: float,
+) -> None:
+    """Phase C's figures for one transport, phase A's (``lean``) as their baseline."""
+    refs = {str(i) for i in run_c.pop("ids")}
+    times = [s["received_at"] for s in sends if s["client_ref"] in refs]
+    before = [t for t in times if t <= run_c["ended"]]
+    run_c.update(sends=len(times), cpu_ms_per_send=round(1000 * run_c["cpu_s"] / max(1, len(before)), 2))
+    result.details[f"transport_{transport}"] = run_c
+    rate = span_rate(times) if run_c["done"] else TIMEOUT
+    result.add(Figure(f"sends/s, 1 process, {transport} transport", rate, "sends/s", lean_rate, Target(">=", 1_000)))
+    if not run_c["done"]:
+        label = f"sends/s within the {sizes.main_timeout:.0f}-s deadline, {transport} ({len(before)}/{sizes.main} sent)"
+        result.add(Figure(label, span_rate(before), "sends/s", lean_rate))
+    result.add(Figure(f"worker CPU per send, {transport} transport", run_c["cpu_ms_per_send"], "ms", lean_cpu_ms))

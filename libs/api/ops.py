@@ -13,6 +13,7 @@ from libs.api.http import ApiError, context, error_response, json_response, path
 from libs.deadletters import ledger
 from libs.errors import RecordNotFoundError
 from libs.ops.stats import job_lookup_async, queue_stats_async
+from libs.timeparse import TimeParseError, parse_since
 
 #: Longest a readiness probe waits on each dependency.
 READY_TIMEOUT_SECONDS = 2.0
@@ -44,8 +45,6 @@ def dead_letter_dict(row: Any) -> dict[str, Any]:
 
 async def dead_letters(request: Request) -> Response:
     """``GET /api/dead-letters[?queue=Q&since=2h|ISO&limit=N&state=dead]``: newest first."""
-    from libs.ops.cli import UsageError, parse_since
-
     params = request.query_params
     limit = params.get("limit", "100")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
@@ -55,7 +54,7 @@ async def dead_letters(request: Request) -> Response:
         raise ApiError(400, "state must be all or dead")
     try:
         since = parse_since(params["since"]) if params.get("since") else None
-    except UsageError as exc:
+    except TimeParseError as exc:
         raise ApiError(400, str(exc)) from None
     flt = ledger.Filter(queue=params.get("queue") or None, since=since, only_dead=state == "dead")
     rows = await run_in_threadpool(ledger.list_rows, context(request).db, flt, limit=int(limit))

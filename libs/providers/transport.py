@@ -8,8 +8,9 @@ provider clients, their error mapping and their tests are unchanged.
 
 What it does:
 
-* HTTP/1.1 over TCP (``http``) or TLS (``https``, verified against certifi's CA bundle as httpx does unless
-  an ``ssl_context`` is given), one keep-alive pool per origin (scheme, host, port): at most
+* HTTP/1.1 over TCP (``http``) or TLS (``https``, verified against the system trust store, else certifi's
+  bundle: :func:`libs.providers.trust.trust_context`, unless an ``ssl_context`` is given), one keep-alive pool
+  per origin (scheme, host, port): at most
   ``max_connections`` connections per origin, idle ones reused newest first (LIFO) and closed instead once
   idle for ``keepalive_expiry`` seconds; requests over the limit wait first-come first-served.
 * Responses delimited by Content-Length, chunked encoding (decoded by llhttp) or connection close;
@@ -37,7 +38,12 @@ response byte arrived), an OS error such as ECONNRESET ``ReadError``, a malforme
 (raw or decoded) ``RemoteProtocolError``, no complete response in time ``ReadTimeout``. Every one is an
 ``httpx.TransportError`` carrying the request.
 
-What it does not do: HTTP/2, proxies, streaming (the request body is read whole, the response body is
+* Through an ``http://`` proxy when ``proxies`` (a :class:`~libs.providers.proxies.ProxyConfig`, e.g. from
+  ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``) names one for the origin: ``https`` in a ``CONNECT``
+  tunnel (TLS inside it, end to end with the origin), ``http`` forwarded in absolute form. A refused tunnel
+  is ``httpx.ProxyError``; nothing reached the origin then.
+
+What it does not do: HTTP/2, https:// or SOCKS proxies, streaming (the request body is read whole, the response body is
 buffered whole), protocol upgrades / CONNECT, ``Expect: 100-continue`` handshakes (a 1xx answer is skipped),
 happy eyeballs, pools that shrink on their own (idle connections are pruned when their origin is next used
 or when the server closes them).
@@ -50,15 +56,19 @@ import http.client
 import select
 import ssl
 import urllib.request
-import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookiejar import Cookie, CookieJar
 from typing import cast
 
-import certifi
 import httptools
 import httpx
+
+from libs.providers.decoding import check_decoded_size
+from libs.providers.maintained import maintained_transport
+from libs.providers.proxies import Proxy, ProxyConfig, open_via_proxy
+from libs.providers.trust import trust_context
+from libs.settings import HttpTransport
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -74,11 +84,6 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECODED_BYTES = 16 * 1024 * 1024
 """A compressed body (``Content-Encoding``) that would inflate past this fails with ``httpx.RemoteProtocolError``."""
 
-INFLATE_CHUNK = 64 * 1024
-"""Most bytes one decompression step may produce while a decoded size is checked."""
-
-#: zlib window bits per content coding, as httpx's decoders use them (deflate falls back to raw deflate).
-_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 #: What ``Accept-Encoding`` the provider client sends: only codings whose decoded size the transport bounds.
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -341,68 +346,6 @@ class _Connection(asyncio.Protocol):
         return httpx.RemoteProtocolError(message, request=self._request)
 
 
-def check_decoded_size(headers: list[tuple[bytes, bytes]], body: bytes, limit: int, request: httpx.Request) -> None:
-    """Raise ``httpx.RemoteProtocolError`` when ``body`` would inflate past ``limit`` bytes as httpx decodes it.
-
-    The codings of every ``Content-Encoding`` header are undone last first, each in chunks of at most
-    ``INFLATE_CHUNK`` bytes that are counted and dropped, so the check itself never holds more than a chunk
-    per coding. A body zlib cannot decode is left to httpx, which reports it (``httpx.DecodingError``) as it
-    always did; a coding that cannot be bounded (brotli, zstd, unknown ones) is refused.
-    """
-    codings = [
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == b"content-encoding"
-        for token in value.decode("latin-1").split(",")
-        if token.strip()
-    ]
-    codings = [coding for coding in codings if coding != "identity"]
-    if not codings:
-        return
-    unknown = [coding for coding in codings if coding not in _WBITS]
-    if unknown:
-        raise httpx.RemoteProtocolError(f"Unsupported Content-Encoding {unknown[0]!r}.", request=request)
-    stream: Iterable[bytes] = (body,)
-    for coding in reversed(codings):
-        stream = _inflate(stream, coding)
-    size = 0
-    try:
-        for piece in stream:
-            size += len(piece)
-            if size > limit:
-                raise httpx.RemoteProtocolError(f"Response body exceeds {limit} bytes once decoded.", request=request)
-    except zlib.error:
-        return
-
-
-def _inflate(chunks: Iterable[bytes], coding: str) -> Iterator[bytes]:
-    """Undo one content coding of ``chunks`` as httpx's decoder does, yielding at most ``INFLATE_CHUNK`` at once."""
-    decompressor = zlib.decompressobj(_WBITS[coding])
-    first = True
-    for chunk in chunks:
-        data = chunk
-        while True:
-            try:
-                out = decompressor.decompress(data, INFLATE_CHUNK)
-            except zlib.error:
-                if not (first and coding == "deflate"):
-                    raise
-                decompressor = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as httpx falls back to
-                first = False
-                continue
-            first = False
-            if out:
-                yield out
-            data = decompressor.unconsumed_tail
-            if decompressor.eof:
-                return  # httpx ignores bytes after the end of the stream too
-            if not data and len(out) < INFLATE_CHUNK:
-                break  # this chunk is used up and nothing is pending
-    tail = decompressor.flush()
-    if tail:
-        yield tail
-
-
 class _Pool:
     """The connections to one origin: a count of slots taken, a LIFO deque of idle ones, FIFO waiters.
 
@@ -411,8 +354,11 @@ class _Pool:
     so a newcomer can never overtake it; hence idle connections and waiters never coexist.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_connections: int, keepalive_expiry: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, max_connections: int, keepalive_expiry: float, proxy: Proxy | None
+    ) -> None:
         self.loop = loop
+        self.proxy = proxy  # every connection of the pool goes through it
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self.slots = 0
@@ -522,7 +468,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
     request, or, with ``truncate_body``, is answered with its first ``max_body_bytes`` and the connection is
     closed), ``max_decoded_bytes`` once its ``Content-Encoding`` is undone. ``resolve(host, port)``, when given,
     picks the address to connect to (e.g. :meth:`libs.outbound.AddressGuard.resolve`); an ``OSError`` from it
-    is a ``ConnectError``. Use one instance per event loop.
+    is a ``ConnectError``. ``proxies`` names the proxy of each origin (not with ``resolve``: the guard pins the
+    address it checked, a proxy would connect by name). Use one instance per event loop.
     """
 
     def __init__(
@@ -535,9 +482,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         truncate_body: bool = False,
         resolve: Callable[[str, int], Awaitable[str]] | None = None,
+        proxies: ProxyConfig | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if resolve is not None and proxies:
+            raise ValueError("resolve and proxies exclude each other")
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
@@ -545,6 +495,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._max_decoded_bytes = max_decoded_bytes
         self._truncate_body = truncate_body
         self._resolve = resolve
+        self._proxies = proxies or ProxyConfig()
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
 
@@ -565,11 +516,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         pool = self._pools.get(origin)
         if pool is None:
             self._check_open(request)
+            proxy = self._proxies.proxy_for(url.scheme, url.host, origin[2]) if self._proxies else None
             pool = self._pools[origin] = _Pool(
-                asyncio.get_running_loop(), self._max_connections, self._keepalive_expiry
+                asyncio.get_running_loop(), self._max_connections, self._keepalive_expiry, proxy
             )
         timeouts: Timeouts = request.extensions.get("timeout") or {}
-        data, head, client_close = _serialise(request, await request.aread())
+        forward_to = pool.proxy if pool.proxy is not None and not tls else None
+        data, head, client_close = _serialise(request, await request.aread(), forward_to)
 
         conn = await pool.acquire(request, timeouts.get("pool"))
         if conn is None:
@@ -603,16 +556,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._check_open(request)
         host = origin[1].decode("ascii")
         context = self._tls_context() if tls else None
+
+        def factory() -> _Connection:
+            return _Connection(pool, self._max_body_bytes, self._max_decoded_bytes, self._truncate_body)
+
         try:
             async with asyncio.timeout(timeout):
-                address = await self._resolve(host, origin[2]) if self._resolve is not None else host
-                _, conn = await pool.loop.create_connection(
-                    lambda: _Connection(pool, self._max_body_bytes, self._max_decoded_bytes, self._truncate_body),
-                    address,
-                    origin[2],
-                    ssl=context,
-                    server_hostname=host if tls else None,
-                )
+                if pool.proxy is not None:
+                    opened = await open_via_proxy(pool.loop, factory, pool.proxy, host, origin[2], context, request)
+                    conn = cast(_Connection, opened)
+                else:
+                    address = await self._resolve(host, origin[2]) if self._resolve is not None else host
+                    _, conn = await pool.loop.create_connection(
+                        factory, address, origin[2], ssl=context, server_hostname=host if tls else None
+                    )
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{origin[2]}.", request=request) from exc
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
@@ -625,23 +582,26 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            # httpx's own trust store (certifi, one of its dependencies): a slim image without the system's
-            # CA bundle still verifies graph.facebook.com
-            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+            self._ssl_context = trust_context()
         return self._ssl_context
 
 
-def _serialise(request: httpx.Request, body: bytes) -> tuple[bytes, bool, bool]:
+def _serialise(request: httpx.Request, body: bytes, forward_to: Proxy | None = None) -> tuple[bytes, bool, bool]:
     """The request's bytes on the wire, whether it is a HEAD, and whether it asks to close the connection.
 
     Headers go out as httpx built them (it adds Host and Content-Length or Transfer-Encoding). A body httpx
     would have streamed with ``Transfer-Encoding: chunked`` was read whole, so it goes out as one chunk.
     A CR or LF inside a header (request splitting) raises ``httpx.LocalProtocolError`` before any I/O.
+    Forwarded by a proxy (``forward_to``), the target is the absolute URL, with the proxy's credentials.
     """
     method = request.method.encode("ascii")
-    parts = [method, b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    url = request.url
+    target = url.raw_path if forward_to is None else b"%b://%b%b" % (url.raw_scheme, url.netloc, url.raw_path)
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     chunked = client_close = False
     headers = request.headers.raw
+    if forward_to is not None and forward_to.authorization is not None:
+        headers = [*headers, (b"Proxy-Authorization", forward_to.authorization)]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
         if len(name) in (10, 17):
@@ -687,8 +647,11 @@ def provider_http_client(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     truncate_body: bool = False,
     resolve: Callable[[str, int], Awaitable[str]] | None = None,
+    transport: HttpTransport = "lean",
+    trust_env: bool = True,
 ) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` over :class:`LeanTransport` for calling provider APIs.
+    """An ``httpx.AsyncClient`` over :class:`LeanTransport` (or, with ``transport``, a maintained one: see
+    :mod:`libs.providers.maintained`) for calling provider APIs.
 
     Cookies are off (:class:`NoCookieJar`): provider APIs are stateless, and one client is shared by every
     company's sends, so a cookie set in answer to one company's call must never ride on another company's
@@ -698,17 +661,39 @@ def provider_http_client(
     httpx still builds its urllib compatibility objects for cookie extraction (about 35 µs a response);
     there is no public API to skip that, and the jar above only saves the header parsing behind it.
 
+    With ``trust_env`` (the default) the proxy variables ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` are
+    honoured (:class:`~libs.providers.proxies.ProxyConfig`), except with ``resolve``; TLS trusts the system
+    store (:func:`~libs.providers.trust.trust_context`) in every case.
+
     The event dispatcher uses the same client for customers' endpoints, with ``truncate_body`` (a receiver's
-    answer is read up to a cap, never failed for its size) and ``resolve`` (the outbound address guard).
+    answer is read up to a cap, never failed for its size) and ``resolve`` (the outbound address guard),
+    which only LeanTransport offers.
     """
-    return httpx.AsyncClient(
-        transport=LeanTransport(
+    proxies = ProxyConfig.from_environment() if trust_env and resolve is None else ProxyConfig()
+    chosen: httpx.AsyncBaseTransport
+    if transport == "lean":
+        chosen = LeanTransport(
             max_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
             max_body_bytes=max_body_bytes,
             truncate_body=truncate_body,
             resolve=resolve,
-        ),
+            proxies=proxies,
+        )
+    else:
+        if truncate_body or resolve is not None:
+            raise ValueError(f"truncate_body and resolve need the lean transport, not {transport!r}")
+        chosen = maintained_transport(
+            transport,
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            max_body_bytes=max_body_bytes,
+            max_decoded_bytes=DEFAULT_MAX_DECODED_BYTES,
+            proxies=proxies,
+            ssl_context=trust_context(),
+        )
+    return httpx.AsyncClient(
+        transport=chosen,
         headers={"Accept-Encoding": ACCEPT_ENCODING},  # pinned: httpx would add br / zstd if installed
         timeout=timeout,
         cookies=NoCookieJar(),

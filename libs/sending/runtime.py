@@ -53,7 +53,11 @@ class SenderResources(Middleware):
                 if self._context is None:
                     pool = async_pool(self.settings)
                     await pool.open(wait=False)
-                    http = provider_http_client(timeout=PROVIDER_TIMEOUT, max_connections=PROVIDER_CONNECTIONS)
+                    http = provider_http_client(
+                        timeout=PROVIDER_TIMEOUT,
+                        max_connections=PROVIDER_CONNECTIONS,
+                        transport=self.settings.http_transport,
+                    )
                     client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
                     self._context = SenderContext(
                         pool=pool,

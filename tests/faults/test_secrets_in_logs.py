@@ -1,7 +1,7 @@
 """No secret and no full phone number in any output: the demo's, and the edge's as it is deployed.
 
 Every ZAPQ_* secret is set to a distinctive value; a connection with a distinctive provider access token
-exists. The demo (``python -m libs.ops.cli demo``) runs the real processes; its output and every log file of
+exists. The demo (``python -m libs.cli demo``) runs the real processes; its output and every log file of
 its children are searched. The edge is then run as the deployment runs it (uvicorn with access logs) and
 sent the Meta handshake (the verify token travels in the query string) and signed webhooks.
 """
@@ -49,13 +49,13 @@ def leaks(text: str) -> list[str]:
 
 
 def run_demo(env: dict[str, str], *, timeout: float) -> tuple[int | None, str]:
-    """Run ``python -m libs.ops.cli demo``; its exit code and all its output.
+    """Run ``python -m libs.cli demo``; its exit code and all its output.
 
     Bounded: past ``timeout`` the demo gets SIGINT (its ``finally`` stops the processes it started), then
     SIGKILL for it and everything it started.
     """
     demo = subprocess.Popen(
-        [sys.executable, "-m", "libs.ops.cli", "demo"],
+        [sys.executable, "-m", "libs.cli", "demo"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -11,11 +11,11 @@ import dramatiq
 import pytest
 
 from libs import contracts
+from libs.cli.main import main
 from libs.db.engine import Database
 from libs.deadletters import ledger
 from libs.enqueue import enqueue_many
 from libs.middleware.lifecycle import Lifecycle
-from libs.ops.cli import main
 from libs.ops.stats import job_lookup, queue_stats
 from libs.settings import Settings
 from tests.helpers import drain

@@ -17,10 +17,11 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.api.app import create_app
+from libs.cli.main import main
+from libs.cli.output import EXIT_OK
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus, ConnectionStatus, MessageStatus, Webhook, WebhookStatus
 from libs.deadletters import ledger
-from libs.ops.cli import EXIT_OK, main
 from libs.settings import Settings
 from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN

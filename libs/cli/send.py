@@ -5,7 +5,7 @@ The API stores the message ``queued`` and enqueues its send job on the tier's qu
 message id and the job id. ``--idempotency-key`` is sent as the ``Idempotency-Key`` header: a repeat answers
 the stored message and enqueues nothing. ``zapq retry ID`` sends a failed message again
 (``POST /api/messages/{id}/retry``; exit 2 with the reason when it is not failed, 3 when it does not exist).
-Registered on the ``zapq`` parser by :func:`add_send_command`.
+Registered on the ``zapq`` parser by :func:`register`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from libs.cli.api import API_URL_HELP, ApiClient, with_api
+from libs.cli.output import EXIT_OK, UsageError, print_result
 from libs.contracts import TIER_QUEUES
-from libs.ops.cli import EXIT_OK, UsageError, _print
-from libs.ops.cli_api import API_URL_HELP, ApiClient, with_api
 
 
 def message_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,14 +43,14 @@ def cmd_send(args: argparse.Namespace, api: ApiClient) -> int:
     """Create one message; print its id and its send job's id."""
     headers = {"idempotency-key": args.idempotency_key} if args.idempotency_key is not None else {}
     message = api.call("POST", "/api/messages", json=message_body(args), headers=headers)
-    _print(message, args.json, lambda m: f"message {m['id']} {m['status']} ({m['priority']}), job {m['job_id']}")
+    print_result(message, args.json, lambda m: f"message {m['id']} {m['status']} ({m['priority']}), job {m['job_id']}")
     return EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
     """Send a failed message again (``POST /api/messages/{id}/retry``); print its state and its new job's id."""
     message = api.call("POST", f"/api/messages/{args.id}/retry")
-    _print(
+    print_result(
         message,
         args.json,
         lambda m: f"message {m['id']} {m['status']} again ({len(m['history'])} earlier failure(s)), job {m['job_id']}",
@@ -58,7 +58,7 @@ def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
     return EXIT_OK
 
 
-def add_send_command(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``send`` and ``retry`` to the ``zapq`` subparsers."""
     p = sub.add_parser("send", help="send one text or template message through the API; prints its ids")
     p.add_argument("--company", type=int, required=True, metavar="ID")

@@ -1,6 +1,6 @@
 """``zapq dlq list|show|replay|purge``: output, exit codes (0 ok, 1 failed, 2 usage, 3 not found), replay.
 
-Run in-process through :func:`libs.ops.cli.main` (capsys) against this session's Postgres and Redis, and once
+Run in-process through :func:`libs.cli.main.main` (capsys) against this session's Postgres and Redis, and once
 as a real subprocess with the session's environment.
 """
 
@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import text
 
 from libs import contracts
+from libs.cli.main import main
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
 from libs.deadletters import ledger
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
 from tests.helpers import drain, queue_length
 from tests.middleware.support import REPO, Probe, ledger_rows, record_entry, subprocess_env
 
@@ -234,7 +235,7 @@ def test_cli_as_a_real_process(db: Database) -> None:
 
     def zapq_process(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "libs.ops.cli", *argv],
+            [sys.executable, "-m", "libs.cli", *argv],
             cwd=REPO,
             env=subprocess_env(),
             capture_output=True,

@@ -1,5 +1,5 @@
 """The HTTP client under the ``zapq`` commands that drive zapq's API (``zapq campaign …``, ``zapq send``,
-``zapq events …``, ``zapq endpoints …``).
+``zapq events …``, ``zapq endpoints …``), and how those commands are registered (:func:`api_group`).
 
 Every failure of the API is translated in one place, :meth:`ApiClient.call`, into::
 
@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import ZapqError
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.settings import Settings
 
 #: Every call but a campaign upload: the API answers from one Postgres query.
@@ -139,3 +139,33 @@ def with_api(command: Callable[[argparse.Namespace, ClientT], int], client: type
                 return exc.exit_code
 
     return run
+
+
+Command = Callable[[str, Callable[[argparse.Namespace, ClientT], int], str], argparse.ArgumentParser]
+
+
+def api_group(
+    sub: Any, name: str, *, summary: str, dest: str, client: type[ClientT], with_json: bool = True
+) -> Command[ClientT]:
+    """Add the command group ``zapq NAME …`` whose subcommands call the API through ``client``.
+
+    Returns ``command(name, func, summary)``, which adds one subcommand running ``func(args, api)`` (see
+    :func:`with_api`) and returns its parser for the arguments. ``--api-url`` is accepted before or after the
+    subcommand (``SUPPRESS`` keeps a value given before it); ``with_json`` gives every subcommand ``--json``.
+    """
+    group = sub.add_parser(name, help=summary)
+    group.add_argument("--api-url", help=API_URL_HELP)
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=API_URL_HELP)
+    if with_json:
+        shared.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = group.add_subparsers(dest=dest, required=True)
+
+    def command(
+        command_name: str, func: Callable[[argparse.Namespace, ClientT], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = commands.add_parser(command_name, help=help_text, parents=[shared])
+        p.set_defaults(func=with_api(func, client))
+        return p
+
+    return command

@@ -1,7 +1,7 @@
 """``zapq campaign …``: the whole life of a campaign from the command line, against the real API.
 
 The API is served by uvicorn on a free port in a thread, on this session's database and Redis namespace
-(``tests/ops/conftest.py``); the CLI runs in-process and talks to it over HTTP, as it would in production.
+(``tests/cli/conftest.py``); the CLI runs in-process and talks to it over HTTP, as it would in production.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from libs.ops.cli_campaign import UploadProgress
+from libs.cli.campaign import UploadProgress
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.processes import free_port
-from tests.ops.conftest import zapq
+from tests.cli.conftest import zapq
 
 
 def create(capsys: pytest.CaptureFixture[str], company: dict[str, Any], *extra: str) -> int:

@@ -2,18 +2,18 @@
 disable, rotate the secret, replay.
 
 A thin client of ``/api/webhook-endpoints``, which checks URLs, event types and limits and owns the delivery
-state; its refusals become exit codes in :mod:`libs.ops.cli_api`. Registered on the ``zapq`` parser by
-:func:`add_endpoints_commands`.
+state; its refusals become exit codes in :mod:`libs.cli.api`. Registered on the ``zapq`` parser by
+:func:`register`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
-from libs.ops.cli import EXIT_FAILED, EXIT_OK, UsageError, _print, _table, parse_since
-from libs.ops.cli_api import API_URL_HELP, ApiClient, with_api
+from libs.cli.api import ApiClient, api_group
+from libs.cli.output import EXIT_FAILED, EXIT_OK, UsageError, print_result, table
+from libs.timeparse import parse_since
 
 BASE = "/api/webhook-endpoints"
 
@@ -80,7 +80,7 @@ def render_list(endpoints: list[dict[str, Any]]) -> str:
         for e in endpoints
     ]
     columns = ["id", "company", "url", "types", "state", "backlog", "failed", "success_24h", "last_failure"]
-    return _table(rows, columns)
+    return table(rows, columns)
 
 
 def _secret_lines(endpoint: dict[str, Any]) -> list[str]:
@@ -96,7 +96,7 @@ def _types(text: str | None) -> list[str]:
 
 def cmd_list(args: argparse.Namespace, api: EndpointsApi) -> int:
     """Every endpoint (of one company) with its delivery figures."""
-    _print(api.list(args.company), args.json, render_list)
+    print_result(api.list(args.company), args.json, render_list)
     return EXIT_OK
 
 
@@ -110,14 +110,14 @@ def cmd_add(args: argparse.Namespace, api: EndpointsApi) -> int:
     if args.in_flight is not None:
         body["max_in_flight"] = args.in_flight
     endpoint = api.create(body)
-    _print(endpoint, args.json, lambda e: "\n".join([f"endpoint {e['id']} {e['url']}", *_secret_lines(e)]))
+    print_result(endpoint, args.json, lambda e: "\n".join([f"endpoint {e['id']} {e['url']}", *_secret_lines(e)]))
     return EXIT_OK
 
 
 def cmd_rm(args: argparse.Namespace, api: EndpointsApi) -> int:
     """Remove an endpoint and its delivery log."""
     api.delete(args.id)
-    _print({"id": args.id, "deleted": True}, args.json, lambda d: f"endpoint {args.id} removed")
+    print_result({"id": args.id, "deleted": True}, args.json, lambda d: f"endpoint {args.id} removed")
     return EXIT_OK
 
 
@@ -131,14 +131,14 @@ def cmd_test(args: argparse.Namespace, api: EndpointsApi) -> int:
         body = f"\n{r['response']}" if r.get("response") else ""
         return f"ping {r['webhook_id']} to endpoint {args.id}: {verdict}, {outcome} in {r['latency_ms']} ms{body}"
 
-    _print(result, args.json, render)
+    print_result(result, args.json, render)
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
 def cmd_enable(args: argparse.Namespace, api: EndpointsApi) -> int:
     """``enable`` (its waiting deliveries resume) or ``disable``."""
     endpoint = api.update(args.id, {"enabled": args.action == "enable"})
-    _print(endpoint, args.json, lambda e: f"endpoint {e['id']} {_state(e)}")
+    print_result(endpoint, args.json, lambda e: f"endpoint {e['id']} {_state(e)}")
     return EXIT_OK
 
 
@@ -150,7 +150,7 @@ def cmd_rotate(args: argparse.Namespace, api: EndpointsApi) -> int:
         grace = f"the previous secret keeps signing too until {e['previous_secret_expires_at']}"
         return "\n".join([f"endpoint {e['id']}: new secret", *_secret_lines(e), grace])
 
-    _print(endpoint, args.json, render)
+    print_result(endpoint, args.json, render)
     return EXIT_OK
 
 
@@ -163,7 +163,7 @@ def cmd_replay(args: argparse.Namespace, api: EndpointsApi) -> int:
     else:
         body = {"since": parse_since(args.since).isoformat(), "only_failed": args.only_failed}
     result = api.act(args.id, "replay", body)
-    _print(result, args.json, lambda r: f"queued {r['queued']} deliveries to endpoint {args.id}")
+    print_result(result, args.json, lambda r: f"queued {r['queued']} deliveries to endpoint {args.id}")
     return EXIT_OK
 
 
@@ -177,19 +177,15 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_endpoints_commands(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``endpoints list|add|rm|test|enable|disable|rotate-secret|replay`` to the ``zapq`` subparsers."""
-    group = sub.add_parser("endpoints", help="webhook endpoints events are delivered to (Standard Webhooks)")
-    group.add_argument("--api-url", help=API_URL_HELP)
-    shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=API_URL_HELP)
-    shared.add_argument("--json", action="store_true", help="machine-readable output")
-    commands = group.add_subparsers(dest="endpoints_command", required=True)
-
-    def command(name: str, func: Callable[[argparse.Namespace, EndpointsApi], int], summary: str) -> Any:
-        p = commands.add_parser(name, help=summary, parents=[shared])
-        p.set_defaults(func=with_api(func, EndpointsApi))
-        return p
+    command = api_group(
+        sub,
+        "endpoints",
+        summary="webhook endpoints events are delivered to (Standard Webhooks)",
+        dest="endpoints_command",
+        client=EndpointsApi,
+    )
 
     p = command("list", cmd_list, "endpoints with backlog, success rate (24 h) and last failure")
     p.add_argument("--company", type=int, metavar="ID", help="only this company's endpoints")

@@ -1,8 +1,8 @@
 """``zapq campaign …``: create, import, start, pause, resume, cancel, watch and list campaigns.
 
 A thin client of zapq's HTTP API (``/api/campaigns``), which owns the campaign state machine; nothing here
-decides what a campaign may do. Registered on the ``zapq`` parser by :func:`add_campaign_commands`. API
-failures become exit codes in :mod:`libs.ops.cli_api`.
+decides what a campaign may do. Registered on the ``zapq`` parser by :func:`register`. API failures become
+exit codes in :mod:`libs.cli.api`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import IO, Any, TextIO
 
 import httpx
 
-from libs.ops.cli import EXIT_FAILED, EXIT_OK, UsageError, _print, _table
-from libs.ops.cli_api import API_URL_HELP, ApiClient, with_api
+from libs.cli.api import ApiClient, api_group
+from libs.cli.output import EXIT_FAILED, EXIT_OK, UsageError, print_result, table
 
 #: The upload: the server inserts while it reads, so a write may wait on it; the summary follows the last batch.
 UPLOAD_TIMEOUT = httpx.Timeout(10.0, connect=3.0, write=60.0, read=120.0)
@@ -195,7 +195,7 @@ def cmd_create(args: argparse.Namespace, api: CampaignApi) -> int:
             template["language"] = args.language
         body["template"] = template
     campaign = api.create(body)
-    _print(campaign, args.json, lambda c: str(c["id"]))
+    print_result(campaign, args.json, lambda c: str(c["id"]))
     return EXIT_OK
 
 
@@ -209,7 +209,7 @@ def cmd_import(args: argparse.Namespace, api: CampaignApi) -> int:
         hint = f"see `zapq campaign status {args.id}`"
         print(f"zapq: interrupted; the server imports all rows or none: {hint}", file=sys.stderr)
         return EXIT_FAILED
-    _print(result, args.json, render_import)
+    print_result(result, args.json, render_import)
     return EXIT_OK
 
 
@@ -228,14 +228,14 @@ def _show_new_status(args: argparse.Namespace, campaign: dict[str, Any]) -> int:
         when = f" for {c['start_at']}" if c["status"] == "scheduled" else ""
         return f"campaign {c['id']}: {c['status']}{when}"
 
-    _print(campaign, args.json, render)
+    print_result(campaign, args.json, render)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, api: CampaignApi) -> int:
     """Print a campaign once, or (``--watch``) until it is completed or cancelled, or Ctrl-C."""
     if not args.watch:
-        _print(api.get(args.id), args.json, render_status)
+        print_result(api.get(args.id), args.json, render_status)
         return EXIT_OK
     tty = sys.stdout.isatty() and not args.json
     stop = threading.Event()
@@ -267,7 +267,7 @@ def cmd_list(args: argparse.Namespace, api: CampaignApi) -> int:
     """Newest campaigns first, with progress."""
     rows = api.recent(args.limit)
     columns = ["id", "name", "status", "recipients_count", "sent_count", "failed_count", "progress"]
-    _print(rows, args.json, lambda rs: _table([{**r, "progress": f"{r['progress']:.1%}"} for r in rs], columns))
+    print_result(rows, args.json, lambda rs: table([{**r, "progress": f"{r['progress']:.1%}"} for r in rs], columns))
     return EXIT_OK
 
 
@@ -281,20 +281,15 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_campaign_commands(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``campaign create|import|start|pause|resume|cancel|status|list`` to the ``zapq`` subparsers."""
-    group = sub.add_parser("campaign", help="campaigns through the API: create, import, start, watch")
-    group.add_argument("--api-url", help=API_URL_HELP)
-    # --api-url is also accepted after the subcommand; SUPPRESS keeps a value given before it.
-    shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=API_URL_HELP)
-    shared.add_argument("--json", action="store_true", help="machine-readable output")
-    commands = group.add_subparsers(dest="campaign_command", required=True)
-
-    def command(name: str, func: Callable[[argparse.Namespace, CampaignApi], int], summary: str) -> Any:
-        p = commands.add_parser(name, help=summary, parents=[shared])
-        p.set_defaults(func=with_api(func, CampaignApi))
-        return p
+    command = api_group(
+        sub,
+        "campaign",
+        summary="campaigns through the API: create, import, start, watch",
+        dest="campaign_command",
+        client=CampaignApi,
+    )
 
     p = command("create", cmd_create, "create a draft campaign; prints its id")
     p.add_argument("--company", type=int, required=True, metavar="ID")

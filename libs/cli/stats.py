@@ -1,6 +1,6 @@
 """``zapq stats``, ``zapq job ID`` and ``zapq top``: queue stats and job lookup from the command line.
 
-Registered on the ``zapq`` parser by :func:`add_stats_commands`; the numbers come from
+Registered on the ``zapq`` parser by :func:`register`; the numbers come from
 :mod:`libs.ops.stats` (the same reads as the API's ``/api/queues`` and ``/api/jobs/{id}``).
 """
 
@@ -12,9 +12,9 @@ import sys
 import threading
 from typing import Any
 
+from libs.cli.output import EXIT_NOT_FOUND, EXIT_OK
 from libs.settings import Settings
 
-EXIT_OK, EXIT_NOT_FOUND = 0, 3
 #: Seconds between two screens of ``zapq top``.
 DEFAULT_TOP_INTERVAL = 2.0
 
@@ -125,7 +125,7 @@ def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
         db.close()
 
 
-def add_stats_commands(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``stats``, ``job`` and ``top`` to the ``zapq`` subparsers."""
     p = sub.add_parser("stats", help="every queue: waiting, delayed, in flight, dead, rates, p95")
     p.add_argument("--json", action="store_true", help="machine-readable output")

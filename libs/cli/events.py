@@ -7,7 +7,7 @@
 * ``show`` prints one event with every delivery attempt of it (``GET /api/events/{id}``).
 
 A thin client of the API: filters and cursors are checked there, and its refusals become exit codes in
-:mod:`libs.ops.cli_api`. Registered on the ``zapq`` parser by :func:`add_events_commands`.
+:mod:`libs.cli.api`. Registered on the ``zapq`` parser by :func:`register`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from libs.ops.cli import EXIT_OK, TABLE_CELL_CHARS, _print, _table
-from libs.ops.cli_api import API_URL_HELP, ApiCallError, ApiClient, ApiRefusedError, ApiUnreachableError, with_api
+from libs.cli.api import ApiCallError, ApiClient, ApiRefusedError, ApiUnreachableError, api_group
+from libs.cli.output import EXIT_OK, TABLE_CELL_CHARS, print_result, table
 
 #: The stream: the API sends a keep-alive comment every ``ZAPQ_EVENT_STREAM_PING_SECONDS`` (15 s by default);
 #: nothing at all for this long means the connection is dead, and ``tail`` reconnects.
@@ -208,7 +208,7 @@ def render_page(page: dict[str, Any]) -> str:
     ]
     more = " (more events waiting: run again with it)" if page["has_more"] else ""
     columns = ["cursor", "id", "occurred_at", "type", "company", "conversation", "summary"]
-    return f"{_table(rows, columns)}\nnext cursor: {page['next_cursor']}{more}"
+    return f"{table(rows, columns)}\nnext cursor: {page['next_cursor']}{more}"
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -293,31 +293,29 @@ def cmd_list(args: argparse.Namespace, api: EventsApi) -> int:
         params["limit"] = args.limit
     if args.wait is not None:
         params["wait"] = args.wait
-    _print(api.page(params), args.json, render_page)
+    print_result(api.page(params), args.json, render_page)
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, api: EventsApi) -> int:
     """One event with its deliveries and their attempts."""
-    _print(api.event(args.id), args.json, render_event)
+    print_result(api.event(args.id), args.json, render_event)
     return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------------------------
 
 
-def add_events_commands(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``events tail|list|show`` to the ``zapq`` subparsers."""
-    group = sub.add_parser("events", help="the events published for CRMs: follow, page, inspect deliveries")
-    group.add_argument("--api-url", help=API_URL_HELP)
-    shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--api-url", default=argparse.SUPPRESS, help=API_URL_HELP)
-    commands = group.add_subparsers(dest="events_command", required=True)
-
-    def command(name: str, func: Callable[[argparse.Namespace, EventsApi], int], summary: str) -> Any:
-        p = commands.add_parser(name, help=summary, parents=[shared])
-        p.set_defaults(func=with_api(func, EventsApi))
-        return p
+    command = api_group(
+        sub,
+        "events",
+        summary="the events published for CRMs: follow, page, inspect deliveries",
+        dest="events_command",
+        client=EventsApi,
+        with_json=False,  # each subcommand says what its --json prints
+    )
 
     def filters(p: argparse.ArgumentParser) -> None:
         p.add_argument("--company", type=int, metavar="ID", help="only this company's events")

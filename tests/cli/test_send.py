@@ -1,7 +1,7 @@
 """``zapq send``: one message from the command line, through the real API into Postgres and Redis.
 
 The API is served by uvicorn on a free port in a thread, on this session's database and Redis namespace
-(``tests/ops/conftest.py``); the CLI runs in-process and talks to it over HTTP, as it would in production.
+(``tests/cli/conftest.py``); the CLI runs in-process and talks to it over HTTP, as it would in production.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import func, select, update
 
 from libs import contracts
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
 from libs.db.models import Message, MessageStatus, Priority
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.processes import free_port
 from libs.settings import Settings
+from tests.cli.conftest import zapq
 from tests.helpers import queue_length
-from tests.ops.conftest import zapq
 
 
 def send(capsys: pytest.CaptureFixture[str], company: dict[str, Any], *extra: str) -> tuple[int, str, str]:

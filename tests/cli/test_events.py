@@ -24,16 +24,16 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from libs.cli.events import parse_sse
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
 from libs.ingest.process import process_webhook
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from libs.ops.cli_events import parse_sse
 from libs.ops.processes import free_port
 from libs.settings import Settings
+from tests.cli.conftest import serving, zapq
 from tests.events.conftest import crm, dispatcher_worker, make_endpoint, policy  # noqa: F401 - fixtures
 from tests.fakes.crm import CrmReceiver
 from tests.ingest import factories as f
-from tests.ops.conftest import serving, zapq
 
 ZAPQ = str(Path(sys.executable).with_name("zapq"))
 #: Longest wait for a subprocess or an event (seconds); a wait ends as soon as its condition holds.

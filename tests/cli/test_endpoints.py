@@ -1,6 +1,6 @@
 """``zapq endpoints …``: webhook endpoints from the command line, through the real API, delivering for real.
 
-The API is served by uvicorn in a thread (``tests/ops/conftest.py``); the CLI runs in-process and talks to it
+The API is served by uvicorn in a thread (``tests/cli/conftest.py``); the CLI runs in-process and talks to it
 over HTTP. Deliveries are made by a real Dramatiq worker of the event dispatcher to a fake CRM on loopback that
 verifies every signature with ``standardwebhooks``.
 """
@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
-from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.processes import free_port
 from libs.settings import Settings
+from tests.cli.conftest import serving, zapq
 from tests.events.conftest import crm, dispatcher_worker, policy  # noqa: F401 - fixtures
 from tests.fakes.crm import CrmReceiver
 from tests.faults.support import wait_until
-from tests.ops.conftest import serving, zapq
 
 DEADLINE_S = 30.0
 
