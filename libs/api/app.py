@@ -141,7 +141,16 @@ async def _endpoint_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, reason)
+    response = error_response(exc.status_code, reason)
+    if exc.status_code == 405:  # RFC 9110: a 405 names the methods the resource has (each is its own route)
+        methods = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.path_regex.match(request.url.path)
+            for method in route.methods or ()
+        }
+        response.headers["allow"] = ", ".join(sorted(methods))
+    return response
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

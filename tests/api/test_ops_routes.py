@@ -154,3 +154,10 @@ def test_stats_cost_stays_flat_with_100k_waiting_jobs(api: TestClient, broker: A
     # on a machine so loaded that even the empty read is slow, at most 3 times the empty read)
     assert {q["queue"]: q for q in body}[contracts.MESSAGES_LOW]["waiting"] == 100_000
     assert median < 50 or median < 3 * empty_ms
+
+
+def test_a_method_not_allowed_names_the_allowed_ones(api: Any) -> None:
+    response = api.put("/api/companies")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert api.delete("/api/webhook-endpoints").headers["allow"] == "GET, HEAD, POST"
