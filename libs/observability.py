@@ -7,6 +7,8 @@ event is scrubbed of phone numbers, tokens, secrets and message bodies before it
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import re
 from typing import Any
@@ -191,13 +193,55 @@ OWN_HANDLER_LOGGERS = ("uvicorn.access", "uvicorn.error")
 QUIET_LOGGERS = ("httpx", "httpcore")
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Structured-enough plain logs with phone masking on the root handler (and on uvicorn's loggers)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, process, message, and — inside a job — its job id, queue,
+    actor and the row id it works on (``message_id``, ``webhook_id``, ``campaign_id``, ``endpoint_id`` …)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (the message already scrubbed by :class:`PhoneMaskingFilter`)."""
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.process,
+            "message": record.getMessage(),
+        }
+        data.update(_job_fields())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exception"] = record.exc_text
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def _job_fields() -> dict[str, Any]:
+    """The current Dramatiq job's ids (the job each asyncio task or worker thread runs), if any."""
+    try:
+        from dramatiq.middleware import CurrentMessage
+
+        message = CurrentMessage.get_current_message()
+    except Exception:
+        return {}
+    if message is None:
+        return {}
+    fields: dict[str, Any] = {"job_id": message.message_id, "queue": message.queue_name, "actor": message.actor_name}
+    for name, value in (message.kwargs or {}).items():
+        if name.endswith("_id") and isinstance(value, int | str):
+            fields[name] = value
+    return fields
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Logs with phone masking on the root handler (and on uvicorn's loggers): plain lines, or with
+    ``fmt="json"`` (``ZAPQ_LOG_FORMAT``) one JSON object per line with the current job's ids as fields."""
     root = logging.getLogger()
     if not root.handlers:
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
         root.addHandler(handler)
+    if fmt == "json":  # every handler of the process (Dramatiq's CLI installs its own) writes JSON lines
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
     for filterer in [*root.handlers, *(logging.getLogger(name) for name in OWN_HANDLER_LOGGERS)]:
         if not any(isinstance(f, PhoneMaskingFilter) for f in filterer.filters):
             filterer.addFilter(PhoneMaskingFilter())

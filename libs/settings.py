@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     event_publish_interval_ms: int = Field(default=10, ge=1, le=10_000)
     #: Keep-alive comment interval of ``GET /api/events/stream`` (seconds).
     event_stream_ping_seconds: float = Field(default=15.0, gt=0)
+    #: ``text`` (one plain line per record) or ``json`` (one object per line, with the current job's ids).
+    log_format: Literal["text", "json"] = "text"
     #: Hosts and CIDRs that outbound requests (webhook endpoints) may reach in ``prod`` although private.
     outbound_allowlist: str = ""
 

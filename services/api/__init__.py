@@ -10,7 +10,7 @@ from libs.observability import init_sentry, setup_logging
 from libs.settings import load_settings
 
 settings = load_settings()
-setup_logging()
+setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="api")
 
 __all__ = ["settings"]

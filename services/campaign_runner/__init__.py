@@ -12,7 +12,7 @@ from libs.runtime import install_resources
 from libs.settings import load_settings
 
 settings = load_settings()
-setup_logging()
+setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="campaign-runner")
 broker = setup_broker(settings)
 resources = install_resources(broker, settings)

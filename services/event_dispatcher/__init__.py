@@ -14,7 +14,7 @@ from libs.observability import init_sentry, setup_logging
 from libs.settings import load_settings
 
 settings = load_settings()
-setup_logging()
+setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="event-dispatcher")
 broker = setup_broker(settings)
 dispatcher = DispatcherResources(settings, broker)

@@ -12,7 +12,7 @@ from libs.sending.runtime import SenderResources
 from libs.settings import load_settings
 
 settings = load_settings()
-setup_logging()
+setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="message-sender")
 broker = setup_broker(settings)
 sender = SenderResources(settings)

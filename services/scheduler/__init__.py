@@ -20,7 +20,7 @@ from libs.runtime import install_resources
 from libs.settings import load_settings
 
 settings = load_settings()
-setup_logging()
+setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="scheduler")
 broker = setup_broker(settings)
 if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import sys
 from typing import Any
 
 import dramatiq
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import CurrentMessage
 
 from libs import contracts
 from libs.db.engine import Database
 from libs.deadletters import ledger
 from libs.errors import PermanentError, TransientError
 from libs.middleware.policy import RetryPolicy
-from libs.observability import PhoneMaskingFilter
+from libs.observability import JsonFormatter, PhoneMaskingFilter
 from tests.helpers import drain
 from tests.observability.support import PHONE, PHONE_FORMS, QUEUE, TOKEN, Attempts, declare
 
@@ -68,3 +73,30 @@ def test_filter_masks_exception_text_and_survives_bad_calls() -> None:
     assert "Traceback" in formatted and "55…88" in formatted
     assert PHONE.lstrip("+") not in formatted
     assert PhoneMaskingFilter().filter(bad)
+
+
+def test_json_log_lines_carry_the_job_ids_and_stay_scrubbed() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(PhoneMaskingFilter())
+    log = logging.getLogger("zapq.json-test")
+    log.addHandler(handler)
+    log.propagate = False
+    message = Message(queue_name="messages", actor_name="send_message", args=(), kwargs={"message_id": 42}, options={})
+    token = CurrentMessage._MESSAGE.set(MessageProxy(message))  # type: ignore[arg-type]
+    try:
+        log.warning("sending %s to %s", "job", PHONE)
+    finally:
+        CurrentMessage._MESSAGE.reset(token)
+        log.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["job_id"] == message.message_id
+    assert (line["queue"], line["actor"], line["message_id"], line["level"]) == (
+        "messages",
+        "send_message",
+        42,
+        "WARNING",
+    )
+    assert PHONE.lstrip("+") not in line["message"]
+    assert line["time"].endswith("Z")
