@@ -48,8 +48,8 @@ from libs.dramatiq_ext.worker import (
     set_current_message,
     start_event_loop_thread,
     take_prefetched,
+    thread_count,
     threads,
-    worker_threads,
 )
 
 __all__ = [
@@ -75,7 +75,7 @@ __all__ = [
     "set_current_message",
     "start_event_loop_thread",
     "take_prefetched",
+    "thread_count",
     "threads",
     "worker_id",
-    "worker_threads",
 ]

@@ -11,7 +11,7 @@
 * The worker's ``consumers`` (consumer threads with a ``consumer`` holding a ``message_cache`` and a
   ``delay_queue``), ``workers``, ``consumer_whitelist``, ``queue_prefetch`` and ``worker_threads`` are read by
   :func:`fetched_ids`, :func:`take_prefetched`, :func:`threads`, :func:`jobs_held`, :func:`consumed_queues`,
-  :func:`raise_prefetch`.
+  :func:`raise_prefetch`, :func:`thread_count`.
 * Notes on a ``MessageProxy`` are kept in its ``__dict__`` (:func:`note`, :func:`noted`), the current message of
   an asyncio task is set in ``CurrentMessage._MESSAGE`` (:func:`set_current_message`), and
   :func:`start_event_loop_thread` gives an ``EventLoopThread`` another event loop before it starts.
@@ -86,7 +86,7 @@ def install_thread_factory(worker: Any, build: Callable[..., WorkerThread]) -> N
     worker._add_worker = add_worker
 
 
-def worker_threads(worker: Any) -> int:
+def thread_count(worker: Any) -> int:
     """How many worker threads ``worker`` runs."""
     return int(worker.worker_threads)
 

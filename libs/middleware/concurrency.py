@@ -347,7 +347,7 @@ class AsyncBatching(Middleware):
         # that runs concurrent actors needs it: in any other, a SIGKILL would strand that many prefetched jobs
         # until dead-worker recovery (and the first worker up would take 1,000+ jobs from the others).
         if _runs_concurrent_actors(broker, worker):
-            dramatiq_ext.raise_prefetch(worker, dramatiq_ext.worker_threads(worker) * batch_size * 2)
+            dramatiq_ext.raise_prefetch(worker, dramatiq_ext.thread_count(worker) * batch_size * 2)
         dramatiq_ext.install_thread_factory(
             worker, functools.partial(BatchingWorkerThread, batch_size=batch_size, local=local)
         )
