@@ -3,7 +3,8 @@
 Hooks only append a small tuple to an in-memory buffer; a background thread flushes the buffer every
 ``flush_interval`` seconds (≈ 100 ms) in one pipeline: the updates go as the arguments of a Lua script
 (:data:`APPLY_LUA`, chunks of ``CHUNK`` updates) that applies them in order inside Redis, so the flush
-costs one round trip and almost no Python per update. No hook ever waits on Redis. Keys
+costs one round trip and almost no Python per update. No hook ever waits on Redis (which is why this buffer is
+not the awaited :class:`libs.batching.Coalescer`: see that module). Keys
 (:class:`libs.keys.LifecycleKeys`), under ``<namespace>:zapq:``:
 
 * ``job:<message_id>`` HASH, TTL ``job_ttl`` (24 h): ``state`` (waiting | delayed | running | succeeded |

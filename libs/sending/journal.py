@@ -12,7 +12,7 @@ window) reads the journal first and, when the id is there, records it instead of
 Keys (:class:`libs.keys.JournalKeys`): ``<namespace>:zapq:sent:<message id>`` → provider id, expiring after
 ``ttl_s`` (the journal only has to outlive the record's retries and a later replay of the job; an entry is
 deleted as soon as its record committed). Writes, reads and deletes of the sends in flight share their round trips
-(:class:`~libs.sending.coalesce.Coalescer`). Every entry is also kept in process memory until its record
+(:class:`~libs.batching.Coalescer`). Every entry is also kept in process memory until its record
 committed, so a Redis error while journaling loses nothing for the attempts this process makes.
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from libs import lua
+from libs.batching import Coalescer
 from libs.keys import JournalKeys
-from libs.sending.coalesce import Coalescer
 
 logger = logging.getLogger(__name__)
 

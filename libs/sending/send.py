@@ -29,6 +29,7 @@ import redis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs import contracts
+from libs.batching import Coalescer
 from libs.campaigns.lanes import Lanes
 from libs.errors import (
     ConnectionClosed,
@@ -45,7 +46,6 @@ from libs.errors import (
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
-from libs.sending.coalesce import Coalescer
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
 from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
@@ -81,7 +81,7 @@ class SenderContext:
     lanes: Lanes | None = None
     #: Longest a held send waits (from its queue time); past it the message fails with the hold as reason.
     hold_max_age_s: int = DEFAULT_HOLD_MAX_AGE_S
-    #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
+    #: Claims and records of the sends in flight, each batch in one statement (see ``libs.batching``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)
     #: Provider clients by connection settings: built once, not per send.

@@ -38,9 +38,9 @@ import redis
 import redis.asyncio as aioredis
 
 from libs import lua
+from libs.batching import Coalescer
 from libs.errors import RateLimited
 from libs.keys import ThrottleKeys
-from libs.sending.coalesce import Coalescer
 
 logger = logging.getLogger(__name__)
 
