@@ -41,7 +41,6 @@ from libs.errors import (
     PermanentError,
     ProviderError,
     ProviderRateLimited,
-    ProviderTimeoutError,
     RecordNotFoundError,
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
@@ -175,11 +174,7 @@ def build_outbound(row: store.Claimed) -> OutboundText | OutboundTemplate:
 
 def _ambiguous(exc: BaseException) -> bool:
     """True when the provider may have accepted the request although we saw an error."""
-    if isinstance(exc, ProviderTimeoutError):
-        return not isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout)
-    if isinstance(exc, ProviderError) and exc.http_status is None:
-        return not isinstance(exc.__cause__, httpx.ConnectError)
-    return False
+    return isinstance(exc, ProviderError) and exc.maybe_delivered
 
 
 async def _not_claimed(ctx: SenderContext, message_id: int) -> None:
