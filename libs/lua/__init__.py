@@ -4,9 +4,10 @@ A script spells no Redis key: it gets whole keys in ``KEYS``, or — when it bui
 inside Redis (a queue name in an ack, a worker id, a minute) — the prefixes, suffixes and separators of
 :mod:`libs.keys` in ``ARGV``. Each script's header comment says what its ``KEYS`` and ``ARGV`` hold.
 
-Callers register a script with their client (``client.register_script(source(name))``: ``EVALSHA``, loaded into
-Redis on first use) or, inside a ``MULTI`` or pipeline, send it with ``EVAL`` (Redis caches it by its SHA too;
-redis-py's pipelined ``EVALSHA`` would cost an extra ``SCRIPT EXISTS`` round trip per pipeline).
+A caller that owns its client registers the script with it (``client.register_script(source(name))``:
+``EVALSHA``, loaded into Redis on first use); one handed clients per call, or queuing the script in a ``MULTI`` or
+pipeline, sends it with ``EVAL`` (Redis compiles it once and caches it by its SHA either way; redis-py's pipelined
+``EVALSHA`` would cost an extra ``SCRIPT EXISTS`` round trip per pipeline).
 """
 
 from __future__ import annotations
