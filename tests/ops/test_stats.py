@@ -63,6 +63,9 @@ def stopped_worker(broker: Any) -> Iterator[dramatiq.Worker]:
     worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
     yield worker
     worker.stop()
+    # As tests/conftest.py's worker: a stopped worker's middleware left on the shared broker would start consumers
+    # for it on queues declared later (messages fetched that nobody runs, requeued as orphans again and again).
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
 
 
 def test_a_job_goes_from_its_place_in_the_queue_to_succeeded(
