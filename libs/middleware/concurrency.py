@@ -118,9 +118,10 @@ class BatchingWorkerThread(WorkerThreadBase):
                 item = self.take(wait=not (self.in_flight or items))
                 if item is None:
                     break
-                self.local.hold(message_of(item))
+                message = message_of(item)
+                self.local.hold(message)
                 items.append(item)
-                plain += _concurrent_actor(self.broker, message_of(item)) is None
+                plain += _concurrent_actor(self.broker, message) is None
             fresh = self._mark_fresh(items)
         except REDIS_UNAVAILABLE as exc:
             # Nothing started: the jobs go back to the work queue (still held by this process) and run once
@@ -150,8 +151,9 @@ class BatchingWorkerThread(WorkerThreadBase):
         fresh = []
         for item, count in zip(items, counts, strict=True):
             if count > 0:
-                note(message_of(item), DELIVERIES, count)
-                fresh.append(message_of(item))
+                message = message_of(item)
+                note(message, DELIVERIES, count)
+                fresh.append(message)
             else:
                 self.local.suspect(item)
         return fresh
