@@ -22,7 +22,8 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from libs.middleware.lifecycle import APPLY_LUA, CHUNK, WIDTH, LifecycleKeys, apply_args, waiting_records
+from libs.keys import BrokerKeys, LifecycleKeys
+from libs.middleware.lifecycle import APPLY_LUA, CHUNK, WIDTH, apply_args, waiting_records
 
 
 class _Row(NamedTuple):
@@ -43,13 +44,13 @@ def prepared(messages: Iterable[Message[Any]]) -> list[_Row]:
 
 def _queue_commands(pipe: Any, namespace: str, rows: list[_Row], *, lifecycle: bool) -> None:
     keys = LifecycleKeys(namespace)
+    broker_keys = BrokerKeys(namespace)
     by_queue: dict[str, list[_Row]] = {}
     for row in rows:
         by_queue.setdefault(row.queue, []).append(row)
     for queue, items in by_queue.items():
-        key = f"{namespace}:{queue}"
-        pipe.hset(f"{key}.msgs", mapping={row.redis_id: row.data for row in items})
-        pipe.rpush(key, *(row.redis_id for row in items))
+        pipe.hset(broker_keys.messages(queue), mapping={row.redis_id: row.data for row in items})
+        pipe.rpush(broker_keys.queue(queue), *(row.redis_id for row in items))
         if not lifecycle:
             pipe.incrby(keys.seq(queue), len(items))
     if lifecycle:  # the script advances seq itself, one job at a time

@@ -23,7 +23,8 @@ Retry decisions are made by ``isinstance`` against this tree, never by matching 
                                          marks the connection inactive and holds its sends until it is back
 
 ``ProviderError`` is a mixin carried by every provider exception so that callers can read the provider's
-code and HTTP status without parsing text.
+code and HTTP status without parsing text, and whether the request may have reached the provider although it
+failed (``maybe_delivered``: set where the failure is translated, ``libs.providers._http``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class RateLimited(Defer):
 
 
 class ProviderError(ZapqError):
-    """Mixin data for errors raised by a provider client: provider name, its code and HTTP status."""
+    """Mixin data for errors raised by a provider client: provider name, its code and HTTP status.
+
+    ``maybe_delivered``: the provider may have accepted the request although we saw an error (a send must then
+    not be released for another attempt before it is reconciled). By default, true when no HTTP answer was
+    seen (and for a timeout); the translation of network errors says which ones never reached the provider.
+    """
 
     def __init__(
         self,
@@ -85,6 +91,7 @@ class ProviderError(ZapqError):
         code: int | None = None,
         http_status: int | None = None,
         details: str = "",
+        maybe_delivered: bool | None = None,
     ) -> None:
         # Not super(): in diamonds with Defer the next class would expect a delay, not a message.
         ZapqError.__init__(self, message)
@@ -92,6 +99,10 @@ class ProviderError(ZapqError):
         self.code = code
         self.http_status = http_status
         self.details = details
+        self.maybe_delivered = self._default_maybe_delivered() if maybe_delivered is None else maybe_delivered
+
+    def _default_maybe_delivered(self) -> bool:
+        return self.http_status is None
 
 
 class ProviderTransientError(ProviderError, TransientError):
@@ -100,6 +111,9 @@ class ProviderTransientError(ProviderError, TransientError):
 
 class ProviderTimeoutError(ProviderTransientError):
     """The provider did not answer in time."""
+
+    def _default_maybe_delivered(self) -> bool:
+        return True
 
 
 class ProviderPermanentError(ProviderError, PermanentError):

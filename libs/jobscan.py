@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from dramatiq.common import dq_name, xq_name
 
 from libs.campaigns.lanes import Lanes
-from libs.middleware.lifecycle import LifecycleKeys
+from libs.dramatiq_ext import dq_name
+from libs.keys import BrokerKeys, LaneKeys, SweepKeys
 
 #: Ids read per Lua call.
 CHUNK = 1_000
@@ -98,21 +98,20 @@ class JobScan:
         self.namespace = namespace
         self.chunk = chunk
         self._script = client.register_script(SCAN_LUA)
+        self.keys = BrokerKeys(namespace)
 
-    def _key(self, name: str) -> str:
-        return f"{self.namespace}:{name}"
-
-    def workers(self) -> list[str]:
+    def live_workers(self) -> list[str]:
         """The broker ids with a heartbeat (whose ack sets Dramatiq will requeue if they die)."""
-        members: Any = self.client.zrange(self._key("__heartbeats__"), 0, -1)
+        members: Any = self.client.zrange(self.keys.heartbeats, 0, -1)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     def queue_places(self, queue: str, workers: list[str], lanes: Lanes | None = None) -> list[Place]:
         """Every place of ``queue`` in travel order (lanes and parked sends when ``lanes`` is given)."""
-        payloads, delayed, dead = self._key(f"{queue}.msgs"), self._key(f"{dq_name(queue)}.msgs"), xq_name(queue)
-        fetched = [Place("set", self._key(f"__acks__.{w}.{queue}"), payloads) for w in workers]
-        fetched_delayed = [Place("set", self._key(f"__acks__.{w}.{dq_name(queue)}"), delayed) for w in workers]
-        waiting = Place("list", self._key(queue), payloads)
+        keys = self.keys
+        payloads, delayed = keys.messages(queue), keys.delayed_messages(queue)
+        fetched = [Place("set", keys.acks(w, queue), payloads) for w in workers]
+        fetched_delayed = [Place("set", keys.acks(w, dq_name(queue)), delayed) for w in workers]
+        waiting = Place("list", keys.queue(queue), payloads)
         parked = self._parked(lanes) if lanes is not None else []
         in_lanes = self._lanes(lanes) if lanes is not None else []
         return [
@@ -120,23 +119,24 @@ class JobScan:
             *in_lanes,
             waiting,
             *fetched,
-            Place("list", self._key(dq_name(queue)), delayed),
+            Place("list", keys.queue(dq_name(queue)), delayed),
             *fetched_delayed,
             waiting,
             *fetched,
-            Place("zset", self._key(dead), self._key(f"{dead}.msgs")),
+            Place("zset", keys.dead(queue), keys.dead_messages(queue)),
             *parked,
         ]
 
     def _lanes(self, lanes: Lanes) -> list[Place]:
-        ring: Any = self.client.lrange(f"{lanes.prefix}ring", 0, -1)  # the lanes the feeder actually serves
+        ring: Any = self.client.lrange(LaneKeys(self.namespace, lanes.queue).ring, 0, -1)  # the lanes it serves
         companies = dict.fromkeys(c.decode() if isinstance(c, bytes) else str(c) for c in ring)
-        payloads = self._key(f"{lanes.queue}.msgs")
+        payloads = self.keys.messages(lanes.queue)
         return [Place("list", lanes.lane(company), payloads) for company in companies]
 
     def _parked(self, lanes: Lanes) -> list[Place]:
+        keys = LaneKeys(self.namespace, lanes.queue)
         return [
-            Place("list", f"{lanes.prefix}parked:{campaign}", f"{lanes.prefix}parked.msgs")
+            Place("list", keys.parked_of(campaign), keys.parked_messages)
             for campaign in lanes.parked_campaigns(self.client)
         ]
 
@@ -185,7 +185,7 @@ class Suspects:
 
     def __init__(self, client: redis.Redis, namespace: str, name: str, *, ttl: int = 3600) -> None:
         self.client = client
-        self.key = f"{LifecycleKeys(namespace).prefix}sweep:{name}:suspects"
+        self.key = SweepKeys(namespace).suspects(name)
         self.ttl = ttl
 
     def confirm(self, missing: dict[int, str], *, confirm_after: float, now: float | None = None) -> set[int]:
@@ -225,7 +225,7 @@ class SweepLock:
 
     def __init__(self, client: redis.Redis, namespace: str, name: str, *, ttl: int = 300) -> None:
         self.client = client
-        self.key = f"{LifecycleKeys(namespace).prefix}sweep:{name}:lock"
+        self.key = SweepKeys(namespace).lock(name)
         self.ttl = ttl
         self.token = uuid.uuid4().hex
 

@@ -12,9 +12,17 @@ request is written at once.
   mark is durable, so a job that kills its worker is always counted. A worker thread's batch is marked
   "fresh only" (:meth:`GroupCommit.claim_deliveries`): a job with an earlier unfinished delivery is not
   counted with the batch but set aside to run alone (:mod:`libs.middleware.local_jobs`).
-* Heartbeats are written on Redis's clock (``TIME``), here and in Dramatiq's ``dispatch.lua`` (patched at
-  import, :data:`DISPATCH`): a worker whose host clock is off is neither taken for dead by the others nor
-  takes them for dead in its own maintenance.
+* Heartbeats are written on Redis's clock (``TIME``), here and in Dramatiq's ``dispatch.lua`` (patched,
+  :data:`libs.dramatiq_ext.DISPATCH`): a worker whose host clock is off is neither taken for dead by the others
+  nor takes them for dead in its own maintenance.
+
+The group commit is not :class:`libs.batching.Coalescer`, the batcher of the async code: its callers are worker
+threads, not coroutines (the process's event loop runs the async jobs and must never wait on an ack); acks are
+fire-and-forget while delivery marks are waited for, in the same round; and a failed round keeps its acks and
+writes them again with a growing pause, where a coalesced batch fails its callers and is done.
+
+Dramatiq's consumer class and dispatch script, which this broker builds on, are in :mod:`libs.dramatiq_ext`; the
+keys in :mod:`libs.keys`; the Lua in ``libs/lua/group_commit.lua``.
 """
 
 from __future__ import annotations
@@ -27,82 +35,14 @@ from typing import Any
 
 import orjson
 import redis
-from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.brokers.redis import _scripts as _dramatiq_scripts
-from dramatiq.common import compute_backoff
 from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import ConnectionClosed
-from dramatiq.message import Message
 
-from libs import contracts
+from libs import contracts, keys, lua
+from libs.dramatiq_ext import MIN_PREFETCH, RedisBrokerBase, worker_id
 
 logger = logging.getLogger(__name__)
 
-#: Redis's own clock in milliseconds, as a Lua expression: every heartbeat is written on it, so worker hosts
-#: whose clocks disagree still agree on who is alive (Dramatiq passes each host's own clock).
-REDIS_NOW_MS = (
-    "(function() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end)()"
-)
-
-#: ARGV: namespace, worker id, (unused), counter TTL, then the number of finished jobs and per job its kind
-#: (``a`` ack: drop the payload; ``n`` nack: move it to the queue's dead set ``<q>.XQ``, as Dramatiq does), queue,
-#: Redis id and message id (its delivery counter is dropped); then the number of marks and per mark the message
-#: id, the delta and "1" when only a first delivery may be counted (see :meth:`GroupCommit.claim_deliveries`).
-#: Acks come first: a Redis out of memory still runs a script whose first write frees memory.
-COMMIT = """
-local ns, wid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local now = REDIS_NOW_MS
-local n_acks = tonumber(ARGV[5])
-local i = 6
-for _ = 1, n_acks do
-  local kind, queue, rid, mid = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  if redis.call('srem', ns .. ':__acks__.' .. wid .. '.' .. queue, rid) > 0 then
-    local msgs = ns .. ':' .. queue .. '.msgs'
-    if kind == 'n' then
-      local canonical = string.gsub(queue, '%.DQ$', '')
-      local payload = redis.call('hget', msgs, rid)
-      if payload then
-        redis.call('zadd', ns .. ':' .. canonical .. '.XQ', now, rid)
-        redis.call('hset', ns .. ':' .. canonical .. '.XQ.msgs', rid, payload)
-      end
-    end
-    redis.call('hdel', msgs, rid)
-  end
-  if mid ~= '' then redis.call('del', ns .. ':zapq:deliveries:' .. mid) end
-end
-redis.call('zadd', ns .. ':__heartbeats__', now, wid)
-local n_marks = tonumber(ARGV[i])
-i = i + 1
-local counts = {}
-for k = 1, n_marks do
-  local key = ns .. ':zapq:deliveries:' .. ARGV[i]
-  local earlier = ARGV[i + 2] == '1' and tonumber(redis.call('get', key) or '0') or 0
-  if earlier > 0 then
-    counts[k] = -earlier  -- a suspect: delivered before without finishing; not counted now
-  else
-    counts[k] = redis.call('incrby', key, ARGV[i + 1])
-    redis.call('expire', key, ttl)
-  end
-  i = i + 3
-end
-return counts
-""".replace("REDIS_NOW_MS", REDIS_NOW_MS)
-
-_DRAMATIQ_TIMESTAMP = b"local timestamp = ARGV[2]"
-if _DRAMATIQ_TIMESTAMP not in _dramatiq_scripts["dispatch"]:  # pragma: no cover - guards a Dramatiq upgrade
-    raise ImportError("dramatiq's dispatch.lua changed: zapq's Redis-clock patch no longer applies")
-#: Dramatiq's ``dispatch.lua`` with its timestamp taken from Redis's clock instead of the caller's: heartbeats,
-#: dead-worker detection in maintenance and dead-set scores all use one clock.
-DISPATCH = _dramatiq_scripts["dispatch"].replace(_DRAMATIQ_TIMESTAMP, f"local timestamp = {REDIS_NOW_MS}".encode(), 1)
-
-#: Delivery counters of jobs nobody finishes expire after this long.
-COUNTER_TTL_SECONDS = 7 * 24 * 3600
-#: Smallest prefetch window of a consumer: refilled half at a time, so each fetch brings at least 128.
-MIN_PREFETCH = 256
-#: Longest wait of a consumer whose prefetch window is full before it looks at its stop flags again.
-FULL_WINDOW_WAIT_S = 0.1
 #: Most requests written in one Lua call (keeps the call's argument list bounded).
 MAX_BATCH = 500
 #: Longest wait of a worker thread for its delivery marks; past it they count as failed (Redis unavailable).
@@ -111,8 +51,6 @@ MARK_WAIT_S = 60.0
 #: Pauses between attempts to write acks while Redis refuses them (doubling from the first to the last).
 FIRST_RETRY_PAUSE_S = 0.1
 MAX_RETRY_PAUSE_S = 5.0
-#: Longest time a closing consumer spends writing the process's pending acks (the rest are redelivered).
-CLOSE_FLUSH_S = 2.0
 
 #: Redis errors meaning "Redis cannot take this now" (down, slow, out of memory, a read-only replica after a
 #: failover, loading, a cluster without quorum): a job is not at fault, its work is retried once Redis is back.
@@ -164,15 +102,29 @@ class GroupCommit:
     pause until Redis takes them; a worker thread waits for its marks at most ``MARK_WAIT_S``.
     """
 
-    def __init__(self, broker: RedisBroker, *, counter_ttl: int = COUNTER_TTL_SECONDS) -> None:
+    def __init__(self, broker: RedisBrokerBase, *, counter_ttl: int = keys.DELIVERY_COUNTER_TTL_S) -> None:
         self.broker = broker
         self.counter_ttl = counter_ttl
+        names = keys.BrokerKeys(broker.namespace)
+        wid = worker_id(broker)
+        #: The script's ARGV up to the acks (see ``libs/lua/group_commit.lua``).
+        self._header: tuple[Any, ...] = (
+            names.acks_of(wid),
+            names.queue_prefix,
+            keys.MSGS,
+            keys.DELAYED,
+            keys.DEAD,
+            keys.DeliveryKeys(broker.namespace).prefix,
+            names.heartbeats,
+            wid,
+            counter_ttl,
+        )
         self._cond = threading.Condition()
         self._finished: list[_Finished] = []
         self._writing: list[_Finished] = []  # of the Lua call in progress
         self._marks: list[_Mark] = []
         self._thread: threading.Thread | None = None
-        self._script = broker.client.register_script(COMMIT)
+        self._script = broker.client.register_script(lua.source("group_commit"))
         self._retry_at = 0.0  # while acks are refused: when to try them again (monotonic)
         self._pause = FIRST_RETRY_PAUSE_S
         self._failures = 0
@@ -309,13 +261,7 @@ class GroupCommit:
         self._writing = [item for item in self._writing if item not in done]
 
     def _write(self, finished: list[_Finished], marks: list[_Mark]) -> list[Any]:
-        args: list[Any] = [
-            self.broker.namespace,
-            self.broker.broker_id,
-            "",  # was the caller's clock; heartbeats are written on Redis's (REDIS_NOW_MS)
-            self.counter_ttl,
-            len(finished),
-        ]
+        args: list[Any] = [*self._header, len(finished)]
         for item in finished:
             args.extend(item)
         args.append(len(marks))
@@ -325,106 +271,12 @@ class GroupCommit:
         return counts
 
 
-class ZapqRedisConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer with acks handed to the process's :class:`GroupCommit`, refilled on demand."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._room = threading.Condition()
-        #: Refill the window once it is half empty: one fetch round trip then brings many messages.
-        self.low_water = self.prefetch // 2
-        #: Longest sleep while the queue is empty.
-        self.max_idle_ms = min(self.timeout, contracts.IDLE_POLL_MS.get(self.queue_name, self.timeout))
-
-    def _released(self) -> None:
-        if self.outstanding_message_count <= self.low_water:  # only then can a waiting fetch go on
-            with self._room:
-                self._room.notify()
-
-    def ack(self, message: Any) -> None:
-        """Queue the ack; the group commit writes it (with any others) in its next round."""
-        try:
-            self.broker.group_commit.ack(self.queue_name, message.options["redis_message_id"], message.message_id)
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._released()
-
-    def nack(self, message: Any) -> None:
-        """Queue the nack (the message goes to its queue's dead set); the group commit writes it."""
-        try:
-            self.broker.group_commit.nack(self.queue_name, message.options["redis_message_id"], message.message_id)
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._released()
-
-    def requeue(self, messages: Any) -> None:
-        """Dramatiq's requeue; any Redis error is a connection error to Dramatiq's consumer thread."""
-        try:
-            super().requeue(messages)
-        except redis.RedisError as exc:
-            raise ConnectionClosed(exc) from None
-
-    def __next__(self) -> Any:
-        """Dramatiq's fetch loop, except that a full prefetch window is not an idle queue.
-
-        Dramatiq backs off exponentially (up to the idle timeout) both when the queue is empty and when
-        this consumer already holds ``prefetch`` unacked messages, and its window refills only after that
-        pause. The second case is a busy worker: here the consumer instead waits until the worker threads
-        have finished half the window (each ack wakes it) and fetches the free half in one round trip, so
-        the threads never wait for a timer.
-        """
-        try:
-            while True:
-                if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:
-                        continue
-                    self.misses = 0
-                    message = Message.decode(data)
-                    self.queued_message_ids.add(message.message_id)
-                    return MessageProxy(message)
-                if self.outstanding_message_count >= self.prefetch:
-                    with self._room:
-                        room = self._room.wait_for(
-                            lambda: self.outstanding_message_count <= self.low_water, FULL_WINDOW_WAIT_S
-                        )
-                    if not room:
-                        return None  # the consumer thread checks whether it should stop
-                self.message_cache = self.broker.do_fetch(
-                    self.queue_name, self.prefetch - self.outstanding_message_count
-                )
-                if not self.message_cache:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.max_idle_ms)
-                    time.sleep(backoff_ms / 1000)
-                    return None
-        except redis.RedisError as exc:  # any of them: Dramatiq's consumer thread survives only this one
-            raise ConnectionClosed(exc) from None
-
-    def close(self) -> None:
-        """Write pending acks (for at most ``CLOSE_FLUSH_S``) before the consumer goes away; never raises.
-
-        Dramatiq calls this on graceful shutdown and on its consumer thread's error path too, where an error
-        escaping would end the thread for good.
-        """
-        try:
-            if not self.broker.group_commit.flush(timeout=CLOSE_FLUSH_S):
-                logger.warning("closing consumer of %s with acks not yet written (Redis unavailable)", self.queue_name)
-        finally:
-            super().close()
-
-
-class ZapqRedisBroker(RedisBroker):
-    """A :class:`RedisBroker` whose consumers ack through a per-process :class:`GroupCommit`."""
+class ZapqRedisBroker(RedisBrokerBase):
+    """A Redis broker whose consumers ack through a per-process :class:`GroupCommit`."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.scripts["dispatch"] = self.client.register_script(DISPATCH)
         self.group_commit = GroupCommit(self)
-
-    @property
-    def consumer_class(self) -> type[_RedisConsumer]:
-        """Consumers that ack through the group commit."""
-        return ZapqRedisConsumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         """A consumer whose window is at least ``MIN_PREFETCH``, except on queues of long jobs (delay queues

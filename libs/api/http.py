@@ -160,10 +160,11 @@ class ApiContext:
             if self._http is not None:
                 await self._http.aclose()
             if self._broker is not None:
+                from libs.middleware.lifecycle import Lifecycle
+
                 for middleware in self._broker.middleware:
-                    close = getattr(middleware, "close", None)
-                    if callable(close) and type(middleware).__name__ == "Lifecycle":
-                        close()
+                    if isinstance(middleware, Lifecycle):
+                        middleware.close()
                 self._broker.close()
             self._db.close()
             await self._redis.aclose()

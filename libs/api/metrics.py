@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.api.http import context
+from libs.keys import BrokerKeys
 from libs.ops.stats import queue_stats_async
 from libs.sending import metrics as provider_metrics
 
@@ -44,7 +45,7 @@ async def metrics(request: Request) -> Response:
     seconds, micros = await ctx.redis.time()  # heartbeats are on Redis's clock, not this host's
     now_ms = seconds * 1000 + micros // 1000
     workers = await ctx.redis.zcount(
-        f"{ctx.namespace}:__heartbeats__", now_ms - ctx.settings.heartbeat_timeout_ms, "+inf"
+        BrokerKeys(ctx.namespace).heartbeats, now_ms - ctx.settings.heartbeat_timeout_ms, "+inf"
     )
 
     def gauge(name: str, doc: str, attribute: str) -> GaugeMetricFamily:

@@ -8,9 +8,9 @@ the company's ``campaign_weight``, 1 by default). Two companies of equal weight 
 half the capacity, whatever their backlogs (a weight-2 company two thirds), and urgent/normal traffic is untouched (its
 queues have priority in every worker).
 
-Keys (under ``<namespace>:zapq:lanes:<queue>:``): ``lane:<company>`` (ids), ``ring`` (companies whose lane is
-not empty, in turn order), ``members`` (the same as a set), ``weights`` (company → weight, written by
-fan-out) and ``backlog`` (ids in all lanes, for O(1) stats).
+Keys (:class:`libs.keys.LaneKeys`, under ``<namespace>:zapq:lanes:<queue>:``): ``lane:<company>`` (ids),
+``ring`` (companies whose lane is not empty, in turn order), ``members`` (the same as a set), ``weights``
+(company → weight, written by fan-out) and ``backlog`` (ids in all lanes, for O(1) stats).
 Every operation is atomic (a ``MULTI`` or one Lua script), so any number of producers and feeders may run.
 
 **Parking**: a send of a paused campaign is not deferred again and again (which would spend its defer budget
@@ -36,9 +36,10 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Broker, Message, Middleware
 
-from libs import contracts
+from libs import contracts, lua
+from libs.dramatiq_ext import consumed_queues
 from libs.enqueue import prepared
-from libs.middleware.lifecycle import LifecycleKeys
+from libs.keys import BrokerKeys, LaneKeys, LifecycleKeys
 
 logger = logging.getLogger(__name__)
 
@@ -50,78 +51,12 @@ QUANTUM = 50
 #: that a company starting later gets its share within seconds.
 BUFFER = 1_000
 
-JOIN_RING = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
-"""
-
-#: KEYS: queue list, ring, members, backlog, seq, weights, credit. ARGV: lane key prefix, buffer, quantum.
-#: Deficit round-robin: the ring's head lane takes up to its credit (quantum × weight); the turn passes on
-#: only once the credit is spent, so a feed cut short by the buffer resumes the same lane next time.
-FEED = """
-local room = tonumber(ARGV[2]) - redis.call('LLEN', KEYS[1])
-local quantum = tonumber(ARGV[3])
-local moved = 0
-while room > 0 do
-  local company = redis.call('LINDEX', KEYS[2], 0)
-  if not company then break end
-  local lane = ARGV[1] .. company
-  local credit = tonumber(redis.call('HGET', KEYS[7], company))
-  if not credit then
-    credit = quantum * math.max(1, tonumber(redis.call('HGET', KEYS[6], company) or 1) or 1)
-  end
-  local ids = redis.call('LPOP', lane, math.min(credit, room))
-  local got = 0
-  if ids then
-    got = #ids
-    redis.call('RPUSH', KEYS[1], unpack(ids))
-    moved = moved + got
-    room = room - got
-  end
-  credit = credit - got
-  if redis.call('LLEN', lane) == 0 then
-    redis.call('LPOP', KEYS[2])
-    redis.call('SREM', KEYS[3], company)
-    redis.call('HDEL', KEYS[7], company)
-  elseif credit <= 0 or got == 0 then
-    redis.call('LMOVE', KEYS[2], KEYS[2], 'LEFT', 'RIGHT')
-    redis.call('HDEL', KEYS[7], company)
-  else
-    redis.call('HSET', KEYS[7], company, credit)
-  end
-end
-if moved > 0 then
-  redis.call('DECRBY', KEYS[4], moved)
-  redis.call('INCRBY', KEYS[5], moved)
-end
-return moved
-"""
-
-
-#: KEYS: parked list, parked hash (campaign → company), parked payloads, queue payloads. ARGV: campaign, lane
-#: key prefix, ring, members, backlog.
-UNPARK = """
-local company = redis.call('HGET', KEYS[2], ARGV[1])
-if not company then return 0 end
-local lane = ARGV[2] .. company
-local moved = 0
-while true do
-  local id = redis.call('LPOP', KEYS[1])
-  if not id then break end
-  local payload = redis.call('HGET', KEYS[3], id)
-  if payload then
-    redis.call('HSET', KEYS[4], id, payload)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('RPUSH', lane, id)
-    moved = moved + 1
-  end
-end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if moved > 0 then
-  redis.call('INCRBY', ARGV[5], moved)
-  if redis.call('SADD', ARGV[4], company) == 1 then redis.call('RPUSH', ARGV[3], company) end
-end
-return moved
-"""
+#: A company's lane got ids (``libs/lua/lanes_join_ring.lua``).
+JOIN_RING = lua.source("lanes_join_ring")
+#: Feeds the lanes into their queue, deficit round-robin (``libs/lua/lanes_feed.lua``).
+FEED = lua.source("lanes_feed")
+#: Puts a campaign's parked sends back in its company's lane (``libs/lua/lanes_unpark.lua``).
+UNPARK = lua.source("lanes_unpark")
 
 
 @dataclass(frozen=True)
@@ -136,18 +71,23 @@ class Lanes:
     quantum: int = QUANTUM
 
     @property
+    def names(self) -> LaneKeys:
+        """The keys of these lanes."""
+        return LaneKeys(self.namespace, self.queue)
+
+    @property
     def prefix(self) -> str:
         """``<namespace>:zapq:lanes:<queue>:``."""
-        return f"{LifecycleKeys(self.namespace).prefix}lanes:{self.queue}:"
+        return self.names.prefix
 
     def lane(self, company_id: int | str) -> str:
         """The list of one company's waiting ids."""
-        return f"{self.prefix}lane:{company_id}"
+        return self.names.lane(company_id)
 
     @property
     def backlog_key(self) -> str:
         """How many ids wait in all lanes together."""
-        return f"{self.prefix}backlog"
+        return self.names.backlog
 
     def push(self, client: redis.Redis, company_id: int, messages: Iterable[Message[Any]], *, weight: int = 1) -> int:
         """Put ``messages`` (all for ``queue``) in ``company_id``'s lane in one ``MULTI``; returns how many.
@@ -158,34 +98,37 @@ class Lanes:
         if not rows:
             return 0
         assert {row.queue for row in rows} == {self.queue}, "a lane holds messages of its own queue only"
+        names = self.names
         pipe = client.pipeline(transaction=True)
-        pipe.hset(f"{self.namespace}:{self.queue}.msgs", mapping={row.redis_id: row.data for row in rows})
+        pipe.hset(BrokerKeys(self.namespace).messages(self.queue), mapping={row.redis_id: row.data for row in rows})
         pipe.rpush(self.lane(company_id), *(row.redis_id for row in rows))
         pipe.incrby(self.backlog_key, len(rows))
-        pipe.hset(f"{self.prefix}weights", str(company_id), str(max(1, weight)))
-        pipe.eval(JOIN_RING, 2, f"{self.prefix}ring", f"{self.prefix}members", str(company_id))
+        pipe.hset(names.weights, str(company_id), str(max(1, weight)))
+        pipe.eval(JOIN_RING, 2, names.ring, names.members, str(company_id))
         pipe.execute()
         return len(rows)
 
     def feed(self, client: redis.Redis) -> int:
         """Move ids from the lanes into the queue, round-robin, until ``buffer`` wait there; returns how many."""
+        names = self.names
         keys = (
-            f"{self.namespace}:{self.queue}",
-            f"{self.prefix}ring",
-            f"{self.prefix}members",
-            self.backlog_key,
+            BrokerKeys(self.namespace).queue(self.queue),
+            names.ring,
+            names.members,
+            names.backlog,
             LifecycleKeys(self.namespace).seq(self.queue),
-            f"{self.prefix}weights",
-            f"{self.prefix}credit",
+            names.weights,
+            names.credit,
         )
-        moved: Any = client.eval(FEED, len(keys), *keys, f"{self.prefix}lane:", self.buffer, self.quantum)
+        moved: Any = client.eval(FEED, len(keys), *keys, names.lane_prefix, self.buffer, self.quantum)
         return int(moved)
 
     def _park_commands(self, pipe: Any, campaign_id: int, company_id: int, message: Message[Any]) -> None:
         [row] = prepared([message])
-        pipe.hset(f"{self.prefix}parked.msgs", row.redis_id, row.data)  # not the queue's: idle, not waiting
-        pipe.rpush(f"{self.prefix}parked:{campaign_id}", row.redis_id)
-        pipe.hset(f"{self.prefix}parked", str(campaign_id), str(company_id))
+        names = self.names
+        pipe.hset(names.parked_messages, row.redis_id, row.data)  # not the queue's: idle, not waiting
+        pipe.rpush(names.parked_of(campaign_id), row.redis_id)
+        pipe.hset(names.parked, str(campaign_id), str(company_id))
 
     async def park_async(
         self, client: aioredis.Redis, campaign_id: int, company_id: int, message: Message[Any]
@@ -196,19 +139,14 @@ class Lanes:
         await pipe.execute()
 
     def _unpark_args(self, campaign_id: int) -> tuple[Any, ...]:
+        names = self.names
         keys = (
-            f"{self.prefix}parked:{campaign_id}",
-            f"{self.prefix}parked",
-            f"{self.prefix}parked.msgs",
-            f"{self.namespace}:{self.queue}.msgs",
+            names.parked_of(campaign_id),
+            names.parked,
+            names.parked_messages,
+            BrokerKeys(self.namespace).messages(self.queue),
         )
-        argv = (
-            str(campaign_id),
-            f"{self.prefix}lane:",
-            f"{self.prefix}ring",
-            f"{self.prefix}members",
-            self.backlog_key,
-        )
+        argv = (str(campaign_id), names.lane_prefix, names.ring, names.members, names.backlog)
         return (UNPARK, len(keys), *keys, *argv)
 
     def unpark(self, client: redis.Redis, campaign_id: int) -> int:
@@ -223,7 +161,7 @@ class Lanes:
 
     def parked_campaigns(self, client: redis.Redis) -> list[int]:
         """Campaigns with parked sends."""
-        found: Any = client.hkeys(f"{self.prefix}parked")
+        found: Any = client.hkeys(self.names.parked)
         return sorted(int(c) for c in found)
 
     def backlog(self, client: redis.Redis) -> int:
@@ -243,7 +181,7 @@ class LaneFeeder(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         """Start feeding if this worker consumes the queue."""
-        whitelist = getattr(worker, "consumer_whitelist", None)
+        whitelist = consumed_queues(worker)
         if whitelist and self.lanes.queue not in whitelist:
             return
         if self.lanes.queue not in broker.get_declared_queues():

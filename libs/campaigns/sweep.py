@@ -80,7 +80,7 @@ def sweep_expansions(
             suspects.confirm({}, confirm_after=confirm_after)
             return {}
         scan = JobScan(client, namespace)
-        workers = scan.workers()
+        workers = scan.live_workers()
         places = [*scan.queue_places(contracts.CAMPAIGNS, workers), *scan.queue_places(contracts.DEAD_LETTER, workers)]
         present = scan.values(places, "campaign_id")
         missing = {c: str(n) for c, n in stalled.items() if c not in present}

@@ -8,6 +8,7 @@ import redis
 import sentry_sdk
 
 from libs import contracts
+from libs.keys import AlertKeys
 
 
 def report_dead_letter(entry: contracts.RecordDeadLetter) -> None:
@@ -44,7 +45,8 @@ def check_threshold(
     """
     now = now or time.time()
     window_s = window_minutes * 60
-    key = f"{namespace}:zapq:alerts:dead-letters"
+    names = AlertKeys(namespace)
+    key = names.dead_letters
     failure = f"{entry.message['message_id']}:{entry.last_failed_at!r}"
     pipe = client.pipeline()
     pipe.zadd(key, {failure: now}, nx=True)
@@ -55,7 +57,7 @@ def check_threshold(
     if count <= threshold:
         return False
     bucket = int(now // window_s)
-    fired = f"{namespace}:zapq:alerts:dead-letters:{bucket}"
+    fired = names.fired(bucket)
     if not client.set(fired, count, nx=True, ex=window_s * 2):
         return False
     with sentry_sdk.new_scope() as scope:

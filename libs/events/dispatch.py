@@ -7,7 +7,7 @@ then, until nothing is due:
 * claims due heads (``pending`` → ``delivering``, oldest due first) up to the endpoint's in-flight limit,
 * starts each at the endpoint's pace (``rate_per_second``), signed per Standard Webhooks, 10 s timeout, the
   answer read up to a cap and recorded (≤ 1 KB),
-* records each outcome in batches (:mod:`libs.sending.coalesce`): delivered, or the next attempt on the retry
+* records each outcome in batches (:mod:`libs.batching`): delivered, or the next attempt on the retry
   schedule, or — schedule exhausted — ``failed`` with a dead letter in the ledger (replayable); the next
   delivery of the conversation is promoted. ``410 Gone`` disables the endpoint; an endpoint whose attempts
   all failed for ``event_disable_after_hours`` is disabled with a Sentry alert.
@@ -41,10 +41,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs import contracts
+from libs.batching import Coalescer
 from libs.events import signing, store
 from libs.events.kicks import Kicks
 from libs.events.types import event_id
-from libs.sending.coalesce import Coalescer
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Waking an endpoint's pump: Redis flags that make "new work for endpoint N" reach exactly one running pump.
 
-Per endpoint, in the broker's namespace:
+Per endpoint, in the broker's namespace (:class:`libs.keys.EndpointKeys`):
 
 * ``…:dirty`` — set by every kick: "there may be new due deliveries". A running pump takes (GETDEL) it
   while it works and once more *after* releasing its lock, so work kicked at any moment is seen either by
@@ -22,31 +22,14 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from libs import contracts
+from libs import contracts, lua
 from libs.enqueue import enqueue_many, enqueue_many_async
+from libs.keys import EndpointKeys
 
-#: ``KEYS``: dirty, queued per endpoint (pairs). Returns the endpoint indexes (0-based) to enqueue a pump for.
-KICK_LUA = """
-local out = {}
-for i = 1, #KEYS, 2 do
-  redis.call('SET', KEYS[i], '1', 'EX', 3600)
-  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
-    out[#out + 1] = (i - 1) / 2
-  end
-end
-return out
-"""
-
-#: ``KEYS[1]``: wake. ``ARGV``: due ms, now ms. 1 when a delayed pump must be scheduled for ``due``.
-WAKE_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]))
-local due, now = tonumber(ARGV[1]), tonumber(ARGV[2])
-if current and current > now and current <= due then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, due - now) + 60000)
-return 1
-"""
+#: Marks endpoints dirty; which ones need a pump enqueued (``libs/lua/kicks_kick.lua``).
+KICK_LUA = lua.source("kicks_kick")
+#: Whether a delayed pump must be scheduled (``libs/lua/kicks_wake.lua``).
+WAKE_LUA = lua.source("kicks_wake")
 
 #: A queued pump job not picked up after this long is presumed lost: the next kick enqueues another.
 QUEUED_TTL_S = 30
@@ -57,11 +40,11 @@ class Kicks:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.prefix = f"{namespace}:zapq:events:endpoint:"
+        self.names = EndpointKeys(namespace)
 
     def key(self, endpoint_id: int, flag: str) -> str:
         """The Redis key of one flag of one endpoint."""
-        return f"{self.prefix}{endpoint_id}:{flag}"
+        return self.names.flag(endpoint_id, flag)
 
     def _keys(self, endpoint_ids: list[int]) -> list[str]:
         return [k for e in endpoint_ids for k in (self.key(e, "dirty"), self.key(e, "queued"))]

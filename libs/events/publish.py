@@ -27,6 +27,7 @@ import psycopg
 from dramatiq import Broker, Middleware
 
 from libs import contracts
+from libs.dramatiq_ext import consumed_queues
 from libs.events import store
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class PublisherMiddleware(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         """Start publishing once the worker runs, if it consumes the dispatcher's queue."""
-        whitelist = getattr(worker, "consumer_whitelist", None)
+        whitelist = consumed_queues(worker)
         if whitelist and contracts.EVENT_DELIVERY not in whitelist:
             return
         self.publisher.start()

@@ -1,24 +1,24 @@
 """Group commit at the webhook edge: concurrent requests share one INSERT, then one enqueue + one UPDATE.
 
 Each request still gets its answer only after *its* row is committed; what changes is that the requests
-arriving while a commit is in flight are written together by the next one, so Postgres and Redis see a
-round trip per batch rather than per webhook. After the commit the accepted ids are enqueued on
-``webhooks`` — as groups that a worker applies in one transaction each — and marked ``enqueued`` in the
-background (one pipeline, one UPDATE); if that fails, the rows
-stay ``received`` and the outbox sweep enqueues them.
+arriving while a commit is in flight are written together by the next one (a :class:`libs.batching.Coalescer`
+running one batch at a time), so Postgres and Redis see a round trip per batch rather than per webhook. After
+the commit the accepted ids are enqueued on ``webhooks`` — as groups that a worker applies in one transaction
+each — and marked ``enqueued`` in the background (one pipeline, one UPDATE); if that fails, the rows stay
+``received`` and the outbox sweep enqueues them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from libs import contracts
+from libs.batching import Coalescer
 from libs.enqueue import enqueue_many_async
 from libs.ingest.store import MARK_ENQUEUED, Accepted
 from libs.whatsapp import meta_dedup_key
@@ -49,91 +49,68 @@ def processing_jobs(webhook_ids: list[int]) -> list[Any]:
     ]
 
 
-@dataclass
-class _Pending:
+class _Webhook(NamedTuple):
     source: str
     key: str
     body: bytes
-    future: asyncio.Future[Accepted] = field(repr=False)
 
 
 class WebhookWriter:
-    """Accept webhooks durably in shared transactions (one writer task per process)."""
+    """Accept webhooks durably in shared transactions (one INSERT in flight per process at a time)."""
 
     def __init__(self, pool: AsyncConnectionPool, redis: aioredis.Redis, namespace: str) -> None:
         self.pool = pool
         self.redis = redis
         self.namespace = namespace
-        self._pending: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        #: A body handed in is committed even if its request went away meanwhile (its sender retries anyway).
+        self._writes: Coalescer[_Webhook, Accepted] = Coalescer(
+            self._write, max_batch=MAX_BATCH, max_running=1, keep_abandoned=True
+        )
         self._background: set[asyncio.Task[None]] = set()
 
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(source, meta_dedup_key(body), body, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        self._wakeup.set()
-        return await future
+        return await self._writes(_Webhook(source, meta_dedup_key(body), body))
 
     async def drain(self) -> None:
         """Wait until every accepted webhook so far has been handed to Redis (or given up on)."""
-        while self._pending or self._background:
-            self._wakeup.set()
+        while self._writes.busy or self._background:
+            await self._writes.drain()
             await asyncio.gather(*self._background, return_exceptions=True)
             await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Finish what is queued and the background enqueues."""
-        while self._pending:
-            await asyncio.sleep(0)
-            self._wakeup.set()
-            await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
+        await self._writes.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._write(batch)
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        try:
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute(
-                    INSERT_MANY,
-                    (
-                        [p.source for p in batch],
-                        [p.key for p in batch],
-                        [p.body for p in batch],
-                        ["received"] * len(batch),
-                    ),
-                )
-                rows = await cursor.fetchall()
-        except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
+    async def _write(self, batch: list[_Webhook]) -> list[Accepted]:
+        """Insert ``batch`` in one statement; per webhook its id, or ``None`` for a duplicate (raises on failure)."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                INSERT_MANY,
+                (
+                    [w.source for w in batch],
+                    [w.key for w in batch],
+                    [w.body for w in batch],
+                    ["received"] * len(batch),
+                ),
+            )
+            rows = await cursor.fetchall()
         created = {(source, key): webhook_id for webhook_id, source, key in rows}
         accepted_ids = []
-        for pending in batch:
-            webhook_id = created.pop((pending.source, pending.key), None)  # one request per new row wins
+        results = []
+        for webhook in batch:
+            webhook_id = created.pop((webhook.source, webhook.key), None)  # one request per new row wins
             if webhook_id is not None:
                 accepted_ids.append(webhook_id)
-            if not pending.future.done():
-                pending.future.set_result(Accepted(webhook_id))
+            results.append(Accepted(webhook_id))
         if accepted_ids:
             task = asyncio.create_task(self._enqueue(accepted_ids))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        return results
 
     async def _enqueue(self, webhook_ids: list[int]) -> None:
         try:

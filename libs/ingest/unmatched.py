@@ -75,8 +75,8 @@ KEPT_MARK = ": its messages are kept until one is created"
 
 
 def lock_key(source: str, key: str) -> str:
-    """The advisory-lock name of one source's key (``meta:<phone_number_id>``, ``baileys:<instance>``)."""
-    return f"zapq:unmatched:{source}:{key}"
+    """The Postgres advisory-lock name of one source's key (not a Redis key)."""
+    return f"unmatched {source} {key}"
 
 
 def lock_shared(session: Session, source: str, keys: Iterable[str]) -> None:

@@ -24,14 +24,16 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from dramatiq import Broker, Middleware, Worker
-from dramatiq.asyncio import EventLoopThread, get_event_loop_thread, set_event_loop_thread
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import RateLimitExceeded, Retry
-from dramatiq.middleware import AsyncIO, CurrentMessage, SkipMessage, TimeLimitExceeded
-from dramatiq.worker import WorkerThread
+from dramatiq.middleware import AsyncIO, SkipMessage, TimeLimitExceeded
 
+from libs import dramatiq_ext
+from libs.dramatiq_ext import WorkerThreadBase, message_of, note, noted
 from libs.errors import Defer
 from libs.middleware.local_jobs import LocalJobs
+from libs.middleware.poison import DELIVERIES
 from libs.redis_broker import REDIS_UNAVAILABLE
 
 #: Jobs one worker thread keeps in flight.
@@ -44,9 +46,7 @@ DEFAULT_TIME_LIMIT_MS = 60_000
 #: Pauses of a worker thread whose jobs' delivery marks Redis did not take (doubling from first to last).
 FIRST_BROKER_PAUSE_S = 0.1
 MAX_BROKER_PAUSE_S = 2.0
-#: Set on a message proxy: its delivery count, written by the worker thread (read by the poison guard).
-DELIVERIES = "zq_deliveries"
-#: Set on a message proxy: it runs alone (a suspect), outside the count of fresh jobs.
+#: Noted on a delivery: it runs alone (a suspect), outside the count of fresh jobs.
 ISOLATED = "zq_isolated"
 
 
@@ -63,7 +63,7 @@ def _coroutine_function(actor: Any) -> Callable[..., Coroutine[Any, Any, Any]] |
     return fn if inspect.iscoroutinefunction(fn) else None
 
 
-class BatchingWorkerThread(WorkerThread):
+class BatchingWorkerThread(WorkerThreadBase):
     """A worker thread keeping up to ``batch_size`` ``concurrent`` async jobs in flight (a sliding window).
 
     Each refill takes what the work queue holds (up to the window, and at most ``PLAIN_BATCH`` ordinary
@@ -86,8 +86,7 @@ class BatchingWorkerThread(WorkerThread):
         while self.running or self.in_flight:
             try:
                 if self.paused and not self.in_flight:
-                    self.paused_event.set()
-                    time.sleep(self.timeout)
+                    self.wait_paused()
                     continue
                 if self.local.blocked():  # a suspect waits to run alone: take nothing new, finish what runs
                     if self.in_flight:
@@ -103,9 +102,9 @@ class BatchingWorkerThread(WorkerThread):
                 self.logger.exception("worker thread error; going on")
                 self._pause_for_broker()
         for item in self.local.take_suspects():  # stopping: the worker requeues what its work queue holds
-            self.work_queue.put(item)
-            self.local.release(item.message)
-            self.work_queue.task_done()
+            self.put_back(item)
+            self.local.release(message_of(item))
+            self.item_done()
         self.broker.emit_before("worker_thread_shutdown", self)
 
     def _refill(self) -> None:
@@ -116,17 +115,13 @@ class BatchingWorkerThread(WorkerThread):
         room = self.batch_size - len(self.in_flight)
         try:
             while self.running and not self.paused and len(items) - plain < room and plain < PLAIN_BATCH:
-                try:
-                    item = (
-                        self.work_queue.get_nowait()
-                        if self.in_flight or items
-                        else self.work_queue.get(timeout=self.timeout)
-                    )
-                except Empty:
+                item = self.take(wait=not (self.in_flight or items))
+                if item is None:
                     break
-                self.local.hold(item.message)
+                message = message_of(item)
+                self.local.hold(message)
                 items.append(item)
-                plain += _concurrent_actor(self.broker, item.message) is None
+                plain += _concurrent_actor(self.broker, message) is None
             fresh = self._mark_fresh(items)
         except REDIS_UNAVAILABLE as exc:
             # Nothing started: the jobs go back to the work queue (still held by this process) and run once
@@ -151,13 +146,14 @@ class BatchingWorkerThread(WorkerThread):
         """Write the delivery marks of ``items`` (one round trip); the fresh ones, the suspects set aside."""
         group_commit = getattr(self.broker, "group_commit", None)
         if group_commit is None or not items:  # no shared counters: the poison guard counts each job itself
-            return [item.message for item in items]
-        counts = group_commit.claim_deliveries([item.message.message_id for item in items])
+            return [message_of(item) for item in items]
+        counts = group_commit.claim_deliveries([message_of(item).message_id for item in items])
         fresh = []
         for item, count in zip(items, counts, strict=True):
             if count > 0:
-                item.message.__dict__[DELIVERIES] = count
-                fresh.append(item.message)
+                message = message_of(item)
+                note(message, DELIVERIES, count)
+                fresh.append(message)
             else:
                 self.local.suspect(item)
         return fresh
@@ -165,9 +161,9 @@ class BatchingWorkerThread(WorkerThread):
     def _give_back(self, items: list[Any]) -> None:
         """Return taken, unstarted jobs to the work queue (put first: the process holds them throughout)."""
         for item in items:
-            self.work_queue.put(item)
-            self.local.release(item.message)
-            self.work_queue.task_done()
+            self.put_back(item)
+            self.local.release(message_of(item))
+            self.item_done()
 
     def _pause_for_broker(self) -> None:
         """Wait before trying Redis again: doubling from ``FIRST_BROKER_PAUSE_S`` to ``MAX_BROKER_PAUSE_S``."""
@@ -176,12 +172,13 @@ class BatchingWorkerThread(WorkerThread):
 
     def _run_alone(self, item: Any) -> None:
         """Run one suspect while nothing else runs in the process; only this run counts as a delivery."""
-        message = item.message
-        message.__dict__[ISOLATED] = True
+        message = message_of(item)
+        note(message, ISOLATED, True)
         try:
             group_commit = self.broker.group_commit  # type: ignore[attr-defined]  # suspects need one
             try:
-                [message.__dict__[DELIVERIES]] = group_commit.mark_many([message.message_id])
+                [deliveries] = group_commit.mark_many([message.message_id])
+                note(message, DELIVERIES, deliveries)
             except REDIS_UNAVAILABLE:
                 self.local.suspect(item, first=True)  # its turn again once Redis takes the mark
                 self._pause_for_broker()
@@ -289,20 +286,20 @@ class BatchingWorkerThread(WorkerThread):
 
     def _done(self, message: MessageProxy) -> None:
         try:
-            self.consumers[message.queue_name].post_process_message(message)
+            self.post_process(message)
         finally:
             self._released(message)
-            self.work_queue.task_done()
+            self.item_done()
             message.clear_exception()
 
     def _released(self, message: MessageProxy) -> None:
         self.local.release(message)
-        if not message.__dict__.get(ISOLATED):
+        if not noted(message, ISOLATED):
             self.local.fresh_done()
 
 
 async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], limit_s: float) -> Any:
-    CurrentMessage._MESSAGE.set(message)  # type: ignore[arg-type]  # each task has its own context: the actor sees its own message
+    dramatiq_ext.set_current_message(message)  # each task has its own context: the actor sees its own message
     limit = asyncio.timeout(limit_s)  # no extra task per job, unlike wait_for
     try:
         async with limit:
@@ -315,7 +312,7 @@ async def _run_one(message: MessageProxy, coroutine: Coroutine[Any, Any, Any], l
 
 def _runs_concurrent_actors(broker: Broker, worker: Worker) -> bool:
     """True when ``worker`` consumes the queue of at least one ``concurrent=True`` actor."""
-    whitelist = worker.consumer_whitelist
+    whitelist = dramatiq_ext.consumed_queues(worker)
     return any(
         actor.options.get("concurrent") and (not whitelist or actor.queue_name in whitelist)
         for actor in broker.actors.values()
@@ -333,11 +330,7 @@ class UvloopAsyncIO(AsyncIO):
         """Start the event loop thread on a uvloop loop."""
         import uvloop
 
-        thread = EventLoopThread(self.logger)
-        thread.loop.close()
-        thread.loop = uvloop.new_event_loop()
-        thread.start(timeout=1.0)
-        set_event_loop_thread(thread)
+        dramatiq_ext.start_event_loop_thread(self.logger, uvloop.new_event_loop())
 
 
 class AsyncBatching(Middleware):
@@ -356,18 +349,7 @@ class AsyncBatching(Middleware):
         # that runs concurrent actors needs it: in any other, a SIGKILL would strand that many prefetched jobs
         # until dead-worker recovery (and the first worker up would take 1,000+ jobs from the others).
         if _runs_concurrent_actors(broker, worker):
-            worker.queue_prefetch = max(worker.queue_prefetch, worker.worker_threads * batch_size * 2)
-
-        def add_worker() -> None:
-            thread = BatchingWorkerThread(
-                batch_size=batch_size,
-                local=local,
-                broker=worker.broker,
-                consumers=worker.consumers,
-                work_queue=worker.work_queue,
-                worker_timeout=worker.worker_timeout,
-            )
-            thread.start()
-            worker.workers.append(thread)
-
-        worker._add_worker = add_worker  # type: ignore[method-assign]
+            dramatiq_ext.raise_prefetch(worker, dramatiq_ext.thread_count(worker) * batch_size * 2)
+        dramatiq_ext.install_thread_factory(
+            worker, functools.partial(BatchingWorkerThread, batch_size=batch_size, local=local)
+        )

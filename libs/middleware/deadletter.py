@@ -12,6 +12,7 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
 from libs import contracts
+from libs.dramatiq_ext import q_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MAX_TRACEBACK = 16_000
 def original_message(message: AnyMessage) -> dict[str, Any]:
     """The job as its producer sent it: replaying this gives it fresh attempts."""
     data = message.asdict()
-    data["queue_name"] = dramatiq.common.q_name(data["queue_name"])
+    data["queue_name"] = q_name(data["queue_name"])
     data["options"] = {k: v for k, v in data["options"].items() if k not in INTERNAL_OPTIONS}
     return data
 

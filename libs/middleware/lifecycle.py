@@ -3,8 +3,9 @@
 Hooks only append a small tuple to an in-memory buffer; a background thread flushes the buffer every
 ``flush_interval`` seconds (≈ 100 ms) in one pipeline: the updates go as the arguments of a Lua script
 (:data:`APPLY_LUA`, chunks of ``CHUNK`` updates) that applies them in order inside Redis, so the flush
-costs one round trip and almost no Python per update. No hook ever waits on Redis. Keys, under
-``<namespace>:zapq:``:
+costs one round trip and almost no Python per update. No hook ever waits on Redis (which is why this buffer is
+not the awaited :class:`libs.batching.Coalescer`: see that module). Keys
+(:class:`libs.keys.LifecycleKeys`), under ``<namespace>:zapq:``:
 
 * ``job:<message_id>`` HASH, TTL ``job_ttl`` (24 h): ``state`` (waiting | delayed | running | succeeded |
   failed | dead | deferred | skipped), ``queue``, ``actor``, ``enqueued_at``, ``seq``, ``eta`` and
@@ -39,14 +40,15 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
-from dramatiq.common import q_name
 
+from libs import lua
+from libs.dramatiq_ext import q_name
 from libs.errors import Defer
+from libs.keys import SEP, LifecycleKeys
 from libs.middleware.deadletter import FAILURES, AnyMessage, qualified_name
 from libs.middleware.retry import OUTCOME
 
@@ -67,147 +69,12 @@ MAX_ERROR_TEXT = 300
 #: Updates per Lua call (each call blocks Redis while it runs: keep it to a few milliseconds).
 CHUNK = 2000
 
-#: Applies buffered updates in order. ARGV: prefix, job TTL, stats TTL, durations kept, then records of
-#: ``WIDTH`` fields: kind (E waiting | D delayed | S started | T taken only | F finished), queue, message id,
-#: actor, time, then per kind — D: eta; S: worker; F: outcome, duration ms, failures, error type, error text,
-#: "1" when the attempt failed (not a deferral).
-APPLY_LUA = """
-local prefix, job_ttl, stats_ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local states = {succeeded="succeeded", retry="failed", failed="failed", dead="dead", deferred="deferred"}
-local jobs, order, counters, taken, durations = {}, {}, {}, {}, {}
-local function set(mid, ...)
-  local job = jobs[mid]
-  if not job then job = {}; jobs[mid] = job; order[#order + 1] = mid end
-  local pairs_ = {...}
-  for k = 1, #pairs_, 2 do job[pairs_[k]] = pairs_[k + 1] end
-end
--- Records from several processes (a producer's buffer, a worker's) may arrive out of order: a job's fields
--- only move forward in time ("updated_at"); its counters always count.
-local latest = {}
-local function fresh(mid, at)
-  local known = latest[mid]
-  if known == nil then
-    known = tonumber(redis.call("hget", prefix .. "job:" .. mid, "updated_at")) or 0
-  end
-  local now = tonumber(at)
-  if now < known then latest[mid] = known; return false end
-  latest[mid] = now
-  return true
-end
-local function count(key, name, by)
-  local c = counters[key]
-  if not c then c = {}; counters[key] = c end
-  c[name] = (c[name] or 0) + by
-end
-for i = 5, #ARGV, 11 do
-  local kind, queue, mid, actor, at = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  local current = fresh(mid, at)
-  if kind == "E" then
-    local seq = redis.call("incr", prefix .. "seq:" .. queue)
-    if current then set(mid, "state", "waiting", "queue", queue, "actor", actor, "enqueued_at", at, "seq", seq,
-        "eta", false, "next_retry_at", false) end
-  elseif kind == "D" then
-    if current then set(mid, "state", "delayed", "queue", queue, "actor", actor, "enqueued_at", at, "eta", ARGV[i+5],
-        "next_retry_at", ARGV[i+5], "seq", false) end
-  elseif kind == "S" or kind == "T" then
-    taken[queue] = (taken[queue] or 0) + 1
-    if kind == "S" and current then
-      set(mid, "state", "running", "queue", queue, "actor", actor, "started_at", at, "worker", ARGV[i+5],
-          "finished_at", false, "duration_ms", false, "eta", false, "next_retry_at", false)
-    end
-  elseif kind == "F" then
-    local outcome, duration, failures = ARGV[i+5], ARGV[i+6], ARGV[i+7]
-    if current then
-      set(mid, "state", states[outcome] or outcome, "finished_at", at)
-      if duration ~= "" then set(mid, "duration_ms", duration) end
-      if failures ~= "" then set(mid, "failures", failures, "last_error_type", ARGV[i+8], "last_error", ARGV[i+9]) end
-      if outcome == "succeeded" or outcome == "dead" or outcome == "skipped" then
-        set(mid, "eta", false, "next_retry_at", false)
-      end
-    end
-    local minute = queue .. ":" .. math.floor(tonumber(at) / 60)
-    local names = {}
-    if outcome == "succeeded" then names = {"completed"}
-    elseif outcome == "deferred" then names = {"deferred"}
-    elseif outcome == "dead" then names = {"dead"} end
-    if ARGV[i+10] == "1" then names[#names + 1] = "failed" end
-    for _, name in ipairs(names) do
-      count("stats:" .. minute, name, 1)
-      count("totals:" .. queue, name, 1)
-    end
-    if outcome == "succeeded" and duration ~= "" then
-      count("stats:" .. minute, "duration_ms_sum", tonumber(duration))
-      local list = durations[queue]
-      if not list then list = {}; durations[queue] = list end
-      list[#list + 1] = duration
-    end
-  end
-end
-for _, mid in ipairs(order) do
-  jobs[mid]["updated_at"] = tostring(latest[mid])
-  local key, sets, dels = prefix .. "job:" .. mid, {}, {}
-  for name, value in pairs(jobs[mid]) do
-    if value == false then dels[#dels + 1] = name else sets[#sets + 1] = name; sets[#sets + 1] = value end
-  end
-  if #dels > 0 then redis.call("hdel", key, unpack(dels)) end
-  if #sets > 0 then redis.call("hset", key, unpack(sets)) end
-  redis.call("expire", key, job_ttl)
-end
-for key, names in pairs(counters) do
-  local full = prefix .. key
-  for name, value in pairs(names) do
-    if name == "duration_ms_sum" then redis.call("hincrbyfloat", full, name, value)
-    else redis.call("hincrby", full, name, value) end
-  end
-  if string.sub(key, 1, 6) == "stats:" then redis.call("expire", full, stats_ttl) end
-end
-for queue, n in pairs(taken) do redis.call("incrby", prefix .. "taken:" .. queue, n) end
-for queue, list in pairs(durations) do
-  local key = prefix .. "durations:" .. queue
-  for k = 1, #list, 1000 do redis.call("lpush", key, unpack(list, k, math.min(k + 999, #list))) end
-  redis.call("ltrim", key, 0, keep - 1)
-end
-return 0
-"""
+#: The script applying buffered updates in order (its ARGV: ``libs/lua/lifecycle_apply.lua``); records of ``WIDTH``
+#: fields follow its header (:func:`apply_header`).
+APPLY_LUA = lua.source("lifecycle_apply")
 WIDTH = 11
 _PAD6 = ("",) * 6
 _PAD5 = ("",) * 5
-
-
-@dataclass(frozen=True, slots=True)
-class LifecycleKeys:
-    """Names of the lifecycle keys of one namespace."""
-
-    namespace: str
-
-    @property
-    def prefix(self) -> str:
-        """``<namespace>:zapq:``."""
-        return f"{self.namespace}:zapq:"
-
-    def job(self, message_id: str) -> str:
-        """The hash of one job."""
-        return f"{self.prefix}job:{message_id}"
-
-    def stats(self, queue: str, minute: int) -> str:
-        """Counters of ``queue`` during the Unix minute ``minute``."""
-        return f"{self.prefix}stats:{queue}:{minute}"
-
-    def totals(self, queue: str) -> str:
-        """All-time counters of ``queue``."""
-        return f"{self.prefix}totals:{queue}"
-
-    def durations(self, queue: str) -> str:
-        """Recent durations (ms) of completed jobs of ``queue``."""
-        return f"{self.prefix}durations:{queue}"
-
-    def seq(self, queue: str) -> str:
-        """Jobs that entered ``queue``."""
-        return f"{self.prefix}seq:{queue}"
-
-    def taken(self, queue: str) -> str:
-        """Jobs of ``queue`` a worker started."""
-        return f"{self.prefix}taken:{queue}"
 
 
 def waiting_records(messages: Iterable[AnyMessage], at: float) -> list[Any]:
@@ -218,9 +85,31 @@ def waiting_records(messages: Iterable[AnyMessage], at: float) -> list[Any]:
     return args
 
 
+def apply_header(
+    keys: LifecycleKeys,
+    *,
+    job_ttl: int = DEFAULT_JOB_TTL_SECONDS,
+    stats_ttl: int = DEFAULT_STATS_TTL_SECONDS,
+    durations_kept: int = DEFAULT_DURATIONS_KEPT,
+) -> list[Any]:
+    """The ARGV of an :data:`APPLY_LUA` call before its records: key prefixes, TTLs, durations kept."""
+    return [
+        keys.job_prefix,
+        keys.seq_prefix,
+        keys.stats_prefix,
+        keys.totals_prefix,
+        keys.taken_prefix,
+        keys.durations_prefix,
+        SEP,
+        job_ttl,
+        stats_ttl,
+        durations_kept,
+    ]
+
+
 def apply_args(keys: LifecycleKeys, records: list[Any], *, job_ttl: int = DEFAULT_JOB_TTL_SECONDS) -> list[Any]:
     """The full ARGV of one :data:`APPLY_LUA` call."""
-    return [keys.prefix, job_ttl, DEFAULT_STATS_TTL_SECONDS, DEFAULT_DURATIONS_KEPT, *records]
+    return [*apply_header(keys, job_ttl=job_ttl), *records]
 
 
 class Lifecycle(Middleware):
@@ -363,11 +252,16 @@ class Lifecycle(Middleware):
 
     def _write(self, ops: list[tuple[Any, ...]]) -> None:
         assert self._keys is not None
+        header = apply_header(
+            self._keys,
+            job_ttl=self.job_ttl_seconds,
+            stats_ttl=self.stats_ttl_seconds,
+            durations_kept=self.durations_kept,
+        )
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(ops), CHUNK):
             records = [field for op in ops[start : start + CHUNK] for field in op]
-            args = [self._keys.prefix, self.job_ttl_seconds, self.stats_ttl_seconds, self.durations_kept, *records]
-            pipe.eval(APPLY_LUA, 0, *args)
+            pipe.eval(APPLY_LUA, 0, *header, *records)
         pipe.execute()
 
 

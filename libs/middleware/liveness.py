@@ -1,9 +1,10 @@
 """Worker liveness for container probes: progress, not just threads that exist.
 
 A worker whose threads are all alive can still be stuck — every thread waiting on Redis, on a lock, on a
-provider that never answers. So the heartbeat file (:mod:`libs.ops.probe`) reports a problem when a thread
-died, or when the process holds jobs (fetched into its work queue or running) yet has finished none (acked or
-nacked) for ``stall_seconds``. The probe fails while that lasts and passes again with the next finished job.
+provider that never answers. So the heartbeat file (:mod:`libs.heartbeat`, read by :mod:`libs.ops.probe`) reports
+a problem when a thread died, or when the process holds jobs (fetched into its work queue or running) yet has
+finished none (acked or nacked) for ``stall_seconds``. The probe fails while that lasts and passes again with the
+next finished job.
 
 By default ``stall_seconds`` is the longest time limit of the actors the worker runs plus
 ``DEFAULT_STALL_GRACE_S``: a single long job within its limit never looks stuck.
@@ -18,7 +19,8 @@ from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import TimeLimit
 
-from libs.ops.probe import start_heartbeat
+from libs import dramatiq_ext
+from libs.heartbeat import start_heartbeat
 
 #: Seconds between two heartbeats (shortened to a third of the stall limit when that is shorter).
 DEFAULT_INTERVAL_S = 5.0
@@ -59,11 +61,11 @@ class Liveness(Middleware):
     def problem(self, worker: Any, stall_seconds: float, now: float | None = None) -> str | None:
         """What is wrong with ``worker`` now (``None``: healthy)."""
         now = time.monotonic() if now is None else now
-        threads = [*worker.consumers.values(), *worker.workers]
+        threads = dramatiq_ext.threads(worker)
         dead = sum(1 for thread in threads if not thread.is_alive())
         if not threads or dead:
             return f"{dead} of {len(threads)} worker thread(s) died"
-        holding = worker.work_queue.unfinished_tasks
+        holding = dramatiq_ext.jobs_held(worker)
         if not holding:
             self._progress = now  # idle is not stuck
             return None
@@ -76,7 +78,7 @@ class Liveness(Middleware):
 def longest_time_limit_s(broker: Broker, worker: Any) -> float:
     """The longest time limit (s) of the actors whose queues ``worker`` consumes."""
     default_ms = next((m.time_limit for m in broker.middleware if isinstance(m, TimeLimit)), FALLBACK_TIME_LIMIT_MS)
-    whitelist = getattr(worker, "consumer_whitelist", None)
+    whitelist = dramatiq_ext.consumed_queues(worker)
     limits = [
         actor.options.get("time_limit") or default_ms
         for actor in broker.actors.values()

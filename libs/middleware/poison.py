@@ -20,18 +20,20 @@ from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
+from libs import dramatiq_ext
+from libs.keys import DELIVERY_COUNTER_TTL_S, DeliveryKeys
 from libs.middleware.deadletter import FAILURES, dead_letter
 from libs.middleware.retry import OUTCOME
 
 #: Deliveries without completion before a job is dead-lettered as ``worker_died``.
 DEFAULT_MAX_DELIVERIES = 3
-#: Counters of jobs nobody finishes expire after this long.
-COUNTER_TTL_SECONDS = 7 * 24 * 3600
+#: Note on a delivery (:func:`libs.dramatiq_ext.note`): its count, already written by the worker thread.
+DELIVERIES = "zq_deliveries"
 
 
 def delivery_key(broker: Broker, message_id: str) -> str:
     """Redis key counting deliveries of one job."""
-    return f"{broker.namespace}:zapq:deliveries:{message_id}"  # type: ignore[attr-defined]
+    return DeliveryKeys(broker.namespace).count(message_id)  # type: ignore[attr-defined]
 
 
 class PoisonGuard(Middleware):
@@ -43,7 +45,7 @@ class PoisonGuard(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Count this delivery durably; skip (and dead-letter) the job when earlier deliveries all died."""
         group_commit = getattr(broker, "group_commit", None)
-        premarked = message.__dict__.get("zq_deliveries")  # written by the worker thread (batch or lone run)
+        premarked = dramatiq_ext.noted(message, DELIVERIES)  # written by the worker thread (batch or lone run)
         if premarked is not None:
             deliveries = premarked
         elif group_commit is not None:
@@ -53,7 +55,7 @@ class PoisonGuard(Middleware):
             key = delivery_key(broker, message.message_id)
             pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
             pipe.incr(key)
-            pipe.expire(key, COUNTER_TTL_SECONDS)
+            pipe.expire(key, DELIVERY_COUNTER_TTL_S)
             deliveries, _ = pipe.execute()
         if deliveries > self.max_deliveries:
             dead_letter(

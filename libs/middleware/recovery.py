@@ -21,12 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from queue import Queue
 from typing import Any
 
-from dramatiq import Broker, Message, Middleware, Worker
+from dramatiq import Broker, Middleware, Worker
 from dramatiq.broker import MessageProxy
-from dramatiq.common import dq_name
+
+from libs import dramatiq_ext
+from libs.keys import BrokerKeys
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +39,7 @@ DEFAULT_ORPHAN_AGE_SECONDS = 10.0
 def run_maintenance(broker: Any, queues: Iterable[str] | None = None) -> None:
     """Heartbeat ``broker`` and requeue the unacked messages of dead workers on ``queues`` (default: all its
     declared queues)."""
-    dispatch = broker.scripts["dispatch"]
-    now = int(time.time() * 1000)  # ignored by zapq's dispatch script, which reads Redis's clock
-    for queue in sorted(broker.get_declared_queues() if queues is None else queues):
-        for name in (queue, dq_name(queue)):
-            dispatch(
-                keys=[broker.namespace],
-                args=[
-                    "qsize",  # a read-only command: the call exists for its maintenance step
-                    now,
-                    name,
-                    broker.broker_id,
-                    broker.heartbeat_timeout,
-                    broker.dead_message_ttl,
-                    1,
-                    broker._max_unpack_size(),
-                ],
-            )
+    dramatiq_ext.maintain(broker, broker.get_declared_queues() if queues is None else queues)
 
 
 class DeadWorkerRecovery(Middleware):
@@ -99,12 +84,10 @@ class DeadWorkerRecovery(Middleware):
         Dramatiq leaves a consumer's prefetch buffer in the ack set when it stops (graceful shutdown included),
         so those jobs would wait for the heartbeat timeout and another worker's maintenance.
         """
-        consumer = getattr(thread, "consumer", None)
-        cache = getattr(consumer, "message_cache", None)
-        if consumer is None or not cache:
+        prefetched = dramatiq_ext.take_prefetched(thread)
+        if prefetched is None:
             return
-        messages = [Message.decode(data) for data in cache if data is not None]
-        consumer.message_cache = []
+        consumer, messages = prefetched
         try:
             consumer.requeue(messages)
         except Exception:  # Redis down: maintenance requeues them once this worker's heartbeat stops
@@ -137,12 +120,7 @@ class DeadWorkerRecovery(Middleware):
         """
         held: set[str] = set()
         for worker in list(self._workers):
-            for thread in list(worker.consumers.values()):
-                for data in list(getattr(thread.consumer, "message_cache", None) or ()):
-                    if data is not None:
-                        held.add(Message.decode(data).options.get("redis_message_id", ""))
-                held |= _queued_ids(thread.delay_queue)
-            held |= _queued_ids(worker.work_queue)
+            held |= dramatiq_ext.fetched_ids(worker)
             local = getattr(worker, "zq_local", None)  # libs.middleware.concurrency.LocalJobs
             if local is not None:
                 held |= local.ids()
@@ -160,21 +138,17 @@ class DeadWorkerRecovery(Middleware):
         held = self.held(broker)
         suspects: dict[str, float] = {}
         requeued = 0
+        acks = BrokerKeys(broker.namespace)
+        wid = dramatiq_ext.worker_id(broker)
         for queue_name in sorted(broker.get_declared_queues()):
-            for name in (queue_name, dq_name(queue_name)):
-                key = f"{broker.namespace}:__acks__.{broker.broker_id}.{name}"
+            for name in (queue_name, dramatiq_ext.dq_name(queue_name)):
+                key = acks.acks(wid, name)
                 orphans = {m.decode() for m in broker.client.smembers(key)} - held
                 due = [rid for rid in orphans if now - self._suspects.get(rid, now) >= self.orphan_age]
                 suspects.update({rid: self._suspects.get(rid, now) for rid in orphans if rid not in due})
                 if due:
-                    broker.do_requeue(name, *due)
+                    dramatiq_ext.requeue(broker, name, due)
                     requeued += len(due)
                     logger.warning("requeued %d message(s) of %s fetched by this worker but never run", len(due), name)
         self._suspects = suspects
         return requeued
-
-
-def _queued_ids(work: Queue[Any]) -> set[str]:
-    with work.mutex:
-        items = list(work.queue)
-    return {item.message.options.get("redis_message_id", "") for item in items}

@@ -28,10 +28,10 @@ import dramatiq
 import redis
 from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
-from dramatiq.common import q_name
 from dramatiq.errors import BrokerConnectionError
 
 from libs import contracts
+from libs.dramatiq_ext import q_name
 from libs.errors import Defer, DependencyUnavailableError, PermanentError
 from libs.middleware.deadletter import DEFERS, FAILURES, FIRST_FAILURE, AnyMessage, dead_letter
 from libs.middleware.policy import DEFAULT_POLICIES, FALLBACK_POLICY, RetryPolicy

@@ -3,41 +3,28 @@
 Every Dramatiq worker process rewrites ``<dir>/zapq-worker-<pid>.alive`` every few seconds with its state:
 empty while it is healthy, else what is wrong — a thread of it died, or it holds jobs yet has finished none
 for longer than its stall limit (:class:`libs.middleware.liveness.Liveness`); the periodiq process writes
-``zapq-scheduler-<pid>.alive``. ``python -m libs.ops.probe worker|scheduler [--max-age S]`` exits 0 when at
-least one such file exists and every file of a running process is fresher than ``max-age`` and reports no
-problem. A probe never contacts Redis or Postgres itself; a worker stuck behind an outage longer than its
-stall limit does fail it (Kubernetes then restarts it), and passes again as soon as it makes progress.
+``zapq-scheduler-<pid>.alive`` (written by :mod:`libs.heartbeat`). ``python -m libs.ops.probe
+worker|scheduler [--max-age S]`` exits 0 when at least one such file exists and every file of a running process
+is fresher than ``max-age`` and reports no problem. A probe never contacts Redis or Postgres itself; a worker
+stuck behind an outage longer than its stall limit does fail it (Kubernetes then restarts it), and passes again
+as soon as it makes progress.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from libs.heartbeat import heartbeat_file, heartbeat_files, touch
+
+__all__ = ["DEFAULT_MAX_AGE", "KINDS", "check", "heartbeat_file", "main", "touch"]
 
 KINDS = ("worker", "scheduler")
 DEFAULT_MAX_AGE = {"worker": 30.0, "scheduler": 120.0}
-
-
-def heartbeat_file(directory: str, kind: str, pid: int | None = None) -> Path:
-    """Where process ``pid`` (default: this one) of ``kind`` keeps its heartbeat."""
-    return Path(directory) / f"zapq-{kind}-{pid or os.getpid()}.alive"
-
-
-def touch(directory: str, kind: str, problem: str | None = None) -> None:
-    """Record that this process is alive now: healthy, or with ``problem`` (written atomically)."""
-    path = heartbeat_file(directory, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{threading.get_ident()}")
-    scratch.write_text(problem or "")
-    os.replace(scratch, path)
 
 
 def _running(pid: int) -> bool:
@@ -57,7 +44,7 @@ def _running(pid: int) -> bool:
 def check(directory: str, kind: str, max_age: float, *, now: float | None = None) -> tuple[bool, str]:
     """(healthy, reason) for the processes of ``kind`` that keep heartbeats in ``directory``."""
     now = time.time() if now is None else now
-    files = sorted(Path(directory).glob(f"zapq-{kind}-*.alive"))
+    files = heartbeat_files(directory, kind)
     live = []
     for path in files:
         pid = int(path.stem.rsplit("-", 1)[-1].split(".")[0])
@@ -75,25 +62,6 @@ def check(directory: str, kind: str, max_age: float, *, now: float | None = None
     if unwell:
         return False, f"{kind} not making progress: " + "; ".join(unwell)
     return True, f"{len(live)} {kind} process(es) alive"
-
-
-def start_heartbeat(
-    directory: str, kind: str, *, interval: float = 5.0, problem: Callable[[], str | None] = lambda: None
-) -> threading.Thread:
-    """A daemon thread writing this process's heartbeat every ``interval`` s with what ``problem()`` reports
-    (``None``: healthy)."""
-
-    def beat() -> None:
-        while True:
-            try:
-                touch(directory, kind, problem())
-            except Exception:  # a full disk or a bug in problem(): the file goes stale and the probe says so
-                logger.warning("could not write the %s heartbeat", kind, exc_info=True)
-            time.sleep(interval)
-
-    thread = threading.Thread(target=beat, name=f"zapq-{kind}-heartbeat", daemon=True)
-    thread.start()
-    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:

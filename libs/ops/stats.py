@@ -1,7 +1,7 @@
 """Queue stats and job lookup read from Redis (broker keys + lifecycle keys) and the dead-letter ledger.
 
 Every read is O(1) or O(log n) per queue, whatever the queue depth: ``LLEN``, ``HLEN``, ``ZCARD``,
-``SCARD`` of each live worker's ack set (the ack-set names are built from the ``__heartbeats__`` members,
+``SCARD`` of each live worker's ack set (the ack-set names are built from the heartbeat set's members,
 never by scanning the keyspace), ``HMGET`` of 60 per-minute counters, the bounded recent-durations list,
 and ``LINDEX 0`` for the oldest waiting job. All queues are read in one Lua call (:data:`STATS_LUA`).
 
@@ -22,8 +22,8 @@ import redis
 import redis.asyncio as aioredis
 from psycopg.rows import tuple_row
 
-from libs import contracts
-from libs.middleware.lifecycle import LifecycleKeys
+from libs import contracts, lua
+from libs.keys import BrokerKeys, LaneKeys, LifecycleKeys
 
 #: Every queue zapq uses, in display order.
 QUEUES: tuple[str, ...] = (
@@ -151,58 +151,8 @@ def _rate(completed_by_minute: Sequence[int], now: float, minutes: int = RATE_MI
 # -- plans ---------------------------------------------------------------------------------------------
 
 
-#: Reads every queue's numbers inside Redis in one call and returns a compact array per queue (so Python
-#: parses a few hundred integers instead of thousands of replies). ARGV: namespace, lifecycle prefix, first
-#: minute, minutes, then the queue names. Per queue: waiting, delayed, broker dead, in flight, completed per
-#: minute, failed per minute, duration sum, p95 of the recent durations, totals (completed, failed, dead),
-#: and when the oldest waiting job entered the queue (its lifecycle hash, else its message timestamp).
-STATS_LUA = """
-local ns, prefix, first, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local workers = redis.call("zrange", ns .. ":__heartbeats__", 0, -1)
-local out = {}
-for qi = 5, #ARGV do
-  local q = ARGV[qi]
-  local base = ns .. ":" .. q
-  local inflight = 0
-  for _, w in ipairs(workers) do
-    inflight = inflight + redis.call("scard", ns .. ":__acks__." .. w .. "." .. q)
-  end
-  local completed, failed, sum = {}, {}, 0
-  for m = first, first + n - 1 do
-    local v = redis.call("hmget", prefix .. "stats:" .. q .. ":" .. m, "completed", "failed", "duration_ms_sum")
-    completed[#completed + 1] = tonumber(v[1]) or 0
-    failed[#failed + 1] = tonumber(v[2]) or 0
-    sum = sum + (tonumber(v[3]) or 0)
-  end
-  local p95 = false
-  local durations = redis.call("lrange", prefix .. "durations:" .. q, 0, -1)
-  if #durations > 0 then
-    local values = {}
-    for i, d in ipairs(durations) do values[i] = tonumber(d) or 0 end
-    table.sort(values)
-    p95 = tostring(values[math.max(1, math.ceil(0.95 * #values))])
-  end
-  local totals = redis.call("hmget", prefix .. "totals:" .. q, "completed", "failed", "dead")
-  local oldest = false
-  local head = redis.call("lindex", base, 0)
-  if head then
-    local payload = redis.call("hget", base .. ".msgs", head)
-    if payload then
-      local ok, message = pcall(cjson.decode, payload)
-      if ok and type(message) == "table" then
-        oldest = redis.call("hget", prefix .. "job:" .. tostring(message.message_id), "enqueued_at")
-        if not oldest and type(message.message_timestamp) == "number" then
-          oldest = tostring(message.message_timestamp / 1000)
-        end
-      end
-    end
-  end
-  out[#out + 1] = {redis.call("llen", base), redis.call("hlen", base .. ".DQ.msgs"), redis.call("zcard", base .. ".XQ"),
-                   inflight, completed, failed, tostring(sum), p95, totals[1] or false, totals[2] or false,
-                   totals[3] or false, oldest, redis.call("get", prefix .. "lanes:" .. q .. ":backlog") or false}
-end
-return out
-"""
+#: Reads every queue's numbers inside Redis in one call (``libs/lua/queue_stats.lua``).
+STATS_LUA = lua.source("queue_stats")
 
 
 def queue_stats_plan(
@@ -216,12 +166,30 @@ def queue_stats_plan(
     """Stats of ``queues`` in one round trip (one Lua call); O(1)/O(log n) reads per queue, whatever the depth.
 
     In flight = the ``SCARD`` of each heartbeating worker's ack set for the queue: the set names are built
-    from the ``__heartbeats__`` members, never found by scanning the keyspace.
+    from the heartbeat set's members, never found by scanning the keyspace.
     """
     now = time.time() if now is None else now
-    keys = LifecycleKeys(namespace)
+    keys, broker = LifecycleKeys(namespace), BrokerKeys(namespace)
     minute = int(now // 60)
-    args = (namespace, keys.prefix, minute - WINDOW_MINUTES + 1, WINDOW_MINUTES, *queues)
+    args: list[Any] = [
+        broker.heartbeats,
+        broker.acks_prefix,
+        keys.job_prefix,
+        minute - WINDOW_MINUTES + 1,
+        WINDOW_MINUTES,
+    ]
+    for queue in queues:
+        args += (
+            broker.acks_suffix(queue),
+            broker.queue(queue),
+            broker.messages(queue),
+            broker.delayed_messages(queue),
+            broker.dead(queue),
+            keys.stats_of(queue),
+            keys.durations(queue),
+            keys.totals(queue),
+            LaneKeys(namespace, queue).backlog,
+        )
     (rows,) = yield [("eval", (STATS_LUA, 0, *args))]
     stats: list[QueueStats] = []
     for queue, row in zip(queues, rows, strict=True):

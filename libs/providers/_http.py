@@ -39,16 +39,26 @@ def excerpt(body: bytes | str | dict[str, Any] | None) -> str:
     return text[:MAX_DETAILS_CHARS]
 
 
+#: Network failures that happen before a request is sent: the provider cannot have accepted it.
+NOT_SENT: tuple[type[httpx.TransportError], ...] = (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ConnectError)
+
+
 def map_transport_error(exc: httpx.TransportError, *, provider: str) -> ProviderTransientError:
-    """Translate an httpx network failure: timeouts to ``ProviderTimeoutError``, the rest to transient.
+    """Translate an httpx network failure: timeouts to ``ProviderTimeoutError``, the rest to transient; each
+    ``maybe_delivered`` unless it failed before the request was sent (:data:`NOT_SENT`).
 
     The caller raises the result ``from exc``. Only the exception's class name goes into the message: httpx
     messages never carry request headers, but we do not rely on that.
     """
     kind = type(exc).__name__
+    maybe_delivered = not isinstance(exc, NOT_SENT)
     if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeoutError(f"{provider}: request timed out ({kind})", provider=provider)
-    return ProviderTransientError(f"{provider}: network error ({kind})", provider=provider, details=str(exc))
+        return ProviderTimeoutError(
+            f"{provider}: request timed out ({kind})", provider=provider, maybe_delivered=maybe_delivered
+        )
+    return ProviderTransientError(
+        f"{provider}: network error ({kind})", provider=provider, details=str(exc), maybe_delivered=maybe_delivered
+    )
 
 
 def redact(error: ProviderError, secret: str) -> ProviderError:

@@ -49,17 +49,46 @@ PAIR_LIMIT_BASE_S = 4
 MAX_PAIR_HITS = 8
 """``pair_hits`` is clamped to this, so the pair-limit deferral never exceeds 4**8 s (about 18 h)."""
 
+#: Meta ``error.code`` → the exception it maps to (the module docstring's table).
+ERROR_CLASSES: dict[int, type[ProviderError]] = {
+    130429: ProviderRateLimited,
+    4: ProviderRateLimited,
+    80007: ProviderRateLimited,
+    131056: PairRateLimited,
+    **dict.fromkeys((1, 2, 131000, 131016, 131057, 133004), ProviderTransientError),
+    **dict.fromkeys((131026, 131047, 131050), InvalidRecipientError),
+    **dict.fromkeys((0, 190, 10, 131005, 133010, 368, 131031), ConnectionNeedsAttentionError),
+    **dict.fromkeys((100, 131008, 131009, 131048, 131049, 131051), ProviderPermanentError),
+}
+#: Ranges of codes, for a code not in :data:`ERROR_CLASSES`.
+ERROR_RANGES: tuple[tuple[range, type[ProviderError]], ...] = (
+    (range(132000, 132017), TemplateError),
+    (range(200, 300), ConnectionNeedsAttentionError),
+)
+#: Deferral of each rate-limit code (131056's grows with the pair's refusals: :func:`pair_limit_delay_ms`).
 RATE_LIMIT_DELAYS_MS: dict[int, int] = {
     130429: THROUGHPUT_DELAY_MS,
     4: APP_LIMIT_DELAY_MS,
     80007: APP_LIMIT_DELAY_MS,
 }
-PAIR_LIMIT_CODE = 131056
-TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 131057, 133004})
-INVALID_RECIPIENT_CODES = frozenset({131026, 131047, 131050})
-TEMPLATE_CODES = frozenset(range(132000, 132017))
-NEEDS_ATTENTION_CODES = frozenset({0, 190, 10, 131005, 133010, 368, 131031, *range(200, 300)})
-PERMANENT_CODES = frozenset({100, 131008, 131009, 131048, 131049, 131051})
+
+#: HTTP statuses from this one up.
+_AND_ABOVE = 2**31
+#: A code in neither table: by HTTP status (first match), else ``ProviderTransientError`` (nothing says retrying
+#: is futile).
+UNKNOWN_CODE_BY_STATUS: tuple[tuple[range, type[ProviderError]], ...] = (
+    (range(500, _AND_ABOVE), ProviderTransientError),
+    (range(429, 430), ProviderRateLimited),
+    (range(400, 500), ProviderPermanentError),
+)
+#: A body without a Meta error code: by HTTP status (first match), else ``ProviderTransientError``.
+NO_CODE_BY_STATUS: tuple[tuple[range, type[ProviderError]], ...] = (
+    (range(401, 402), ConnectionNeedsAttentionError),
+    (range(429, 430), ProviderRateLimited),
+    (range(408, 409), ProviderTransientError),
+    (range(500, _AND_ABOVE), ProviderTransientError),
+    (range(400, 500), ProviderPermanentError),
+)
 
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
 
@@ -106,43 +135,42 @@ def map_meta_error(http_status: int, body: bytes | dict[str, Any] | None, *, pai
         "details": details if isinstance(details, str) else "",
     }
 
-    if code in RATE_LIMIT_DELAYS_MS:
-        return ProviderRateLimited(message, delay_ms=RATE_LIMIT_DELAYS_MS[code], **common)
-    if code == PAIR_LIMIT_CODE:
+    rule = error_class(code) or _first_match(UNKNOWN_CODE_BY_STATUS, http_status)
+    return _build(rule, message, common, code=code, pair_hits=pair_hits)
+
+
+def error_class(code: int) -> type[ProviderError] | None:
+    """The exception Meta ``error.code`` ``code`` maps to, or ``None`` for a code zapq does not know."""
+    known = ERROR_CLASSES.get(code)
+    return known if known is not None else _first_match(ERROR_RANGES, code)
+
+
+def _first_match(rules: tuple[tuple[range, type[ProviderError]], ...], value: int) -> type[ProviderError] | None:
+    return next((cls for values, cls in rules if value in values), None)
+
+
+def _build(
+    cls: type[ProviderError] | None,
+    message: str,
+    common: dict[str, Any],
+    *,
+    code: int | None = None,
+    pair_hits: int = 0,
+) -> ProviderError:
+    """An instance of ``cls`` (``ProviderTransientError`` when none) with its deferral when it is a rate limit."""
+    if cls is PairRateLimited:
         return PairRateLimited(message, delay_ms=pair_limit_delay_ms(pair_hits), **common)
-    if code in TRANSIENT_CODES:
-        return ProviderTransientError(message, **common)
-    if code in INVALID_RECIPIENT_CODES:
-        return InvalidRecipientError(message, **common)
-    if code in TEMPLATE_CODES:
-        return TemplateError(message, **common)
-    if code in NEEDS_ATTENTION_CODES:
-        return ConnectionNeedsAttentionError(message, **common)
-    if code in PERMANENT_CODES:
-        return ProviderPermanentError(message, **common)
-    if http_status >= 500:
-        return ProviderTransientError(message, **common)
-    if http_status == 429:
-        return ProviderRateLimited(message, delay_ms=THROUGHPUT_DELAY_MS, **common)
-    if 400 <= http_status < 500:
-        return ProviderPermanentError(message, **common)
-    # An unknown code on a non-error status: nothing says retrying is futile.
-    return ProviderTransientError(message, **common)
+    if cls is ProviderRateLimited:
+        delay_ms = RATE_LIMIT_DELAYS_MS.get(code, THROUGHPUT_DELAY_MS) if code is not None else THROUGHPUT_DELAY_MS
+        return ProviderRateLimited(message, delay_ms=delay_ms, **common)
+    return (cls or ProviderTransientError)(message, **common)
 
 
 def _by_status(http_status: int, body: bytes | dict[str, Any] | None) -> ProviderError:
     """Classify a response whose body has no Meta error code."""
     message = f"meta HTTP {http_status} without an error code"
     common: dict[str, Any] = {"provider": PROVIDER, "http_status": http_status, "details": excerpt(body)}
-    if http_status == 401:
-        return ConnectionNeedsAttentionError(message, **common)
-    if http_status == 429:
-        return ProviderRateLimited(message, delay_ms=THROUGHPUT_DELAY_MS, **common)
-    if http_status == 408 or http_status >= 500:
-        return ProviderTransientError(message, **common)
-    if 400 <= http_status < 500:
-        return ProviderPermanentError(message, **common)
-    return ProviderTransientError(message, **common)
+    return _build(_first_match(NO_CODE_BY_STATUS, http_status), message, common)
 
 
 def build_payload(message: OutboundText | OutboundTemplate) -> dict[str, Any]:

@@ -23,8 +23,9 @@ Every parked send has a deadline — its message's queue time plus the maximum h
 releases it even though the hold lasts, and the sender, finding it still held and too old, fails it with the
 hold as its reason (``HoldExpiredError``: dead-lettered, replayable).
 
-Keys (under ``<namespace>:zapq:``): ``holds`` (set of holds with parked sends), ``holds:<hold>`` (sorted set
-of ``<queue>|<company>|<redis message id>`` by deadline), ``holds.msgs`` (redis message id → payload).
+Keys (:class:`libs.keys.HoldKeys`, under ``<namespace>:zapq:``): ``holds`` (set of holds with parked sends),
+``holds:<hold>`` (sorted set of ``<queue>|<company>|<redis message id>`` by deadline), ``holds.msgs`` (redis
+message id → payload).
 """
 
 from __future__ import annotations
@@ -38,53 +39,16 @@ from dramatiq import Message
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.orm import Session
 
-from libs import contracts
+from libs import contracts, lua
 from libs.campaigns.lanes import Lanes
 from libs.enqueue import prepared
-from libs.middleware.lifecycle import LifecycleKeys
+from libs.keys import MSGS, BrokerKeys, HoldKeys, LaneKeys, LifecycleKeys
 
 CONNECTION = "connection"
 CAMPAIGN = "campaign"
 
-#: KEYS: the holds set, the payload hash. ARGV: holds key prefix, namespace, lane queue, lane key prefix, seq
-#: key prefix, mode (``all`` or ``expired``), then the holds to release (``expired``: none = every hold).
-#: Moves parked sends back to their queue (or lane); returns how many.
-RELEASE = """
-local max = '+inf'
-if ARGV[6] == 'expired' then
-  local clock = redis.call('TIME')
-  max = tostring(tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
-end
-local holds = {}
-for i = 7, #ARGV do holds[#holds + 1] = ARGV[i] end
-if #holds == 0 and ARGV[6] == 'expired' then holds = redis.call('SMEMBERS', KEYS[1]) end
-local moved = 0
-for _, hold in ipairs(holds) do
-  local key = ARGV[1] .. hold
-  for _, entry in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', max)) do
-    local queue, company, id = string.match(entry, '^([^|]*)|([^|]*)|(.*)$')
-    local payload = redis.call('HGET', KEYS[2], id)
-    if payload then
-      redis.call('HSET', ARGV[2] .. ':' .. queue .. '.msgs', id, payload)
-      if queue == ARGV[3] then
-        redis.call('RPUSH', ARGV[4] .. 'lane:' .. company, id)
-        redis.call('INCR', ARGV[4] .. 'backlog')
-        if redis.call('SADD', ARGV[4] .. 'members', company) == 1 then
-          redis.call('RPUSH', ARGV[4] .. 'ring', company)
-        end
-      else
-        redis.call('RPUSH', ARGV[2] .. ':' .. queue, id)
-        redis.call('INCR', ARGV[5] .. queue)
-      end
-      redis.call('HDEL', KEYS[2], id)
-      moved = moved + 1
-    end
-    redis.call('ZREM', key, entry)
-  end
-  if redis.call('ZCARD', key) == 0 then redis.call('SREM', KEYS[1], hold) end
-end
-return moved
-"""
+#: Moves parked sends back to their queue or lane (``libs/lua/holds_release.lua``); returns how many.
+RELEASE = lua.source("holds_release")
 
 #: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).
 STILL_HELD = """
@@ -106,18 +70,29 @@ class Holds:
     namespace: str
 
     @property
-    def prefix(self) -> str:
-        """``<namespace>:zapq:``."""
-        return LifecycleKeys(self.namespace).prefix
+    def names(self) -> HoldKeys:
+        """This namespace's hold keys."""
+        return HoldKeys(self.namespace)
 
     def key(self, hold: str) -> str:
         """The sorted set of one hold's parked sends."""
-        return f"{self.prefix}holds:{hold}"
+        return self.names.hold(hold)
 
     def _release_args(self, mode: str, holds: list[str]) -> tuple[Any, ...]:
-        lanes = Lanes(self.namespace)
-        keys = (f"{self.prefix}holds", f"{self.prefix}holds.msgs")
-        argv = (f"{self.prefix}holds:", self.namespace, lanes.queue, lanes.prefix, f"{self.prefix}seq:", mode)
+        names, lanes = self.names, LaneKeys(self.namespace, Lanes(self.namespace).queue)
+        keys = (names.holds, names.messages)
+        argv = (
+            names.hold_prefix,
+            BrokerKeys(self.namespace).queue_prefix,
+            MSGS,
+            lanes.queue,
+            lanes.lane_prefix,
+            lanes.backlog,
+            lanes.members,
+            lanes.ring,
+            LifecycleKeys(self.namespace).seq_prefix,
+            mode,
+        )
         return (RELEASE, len(keys), *keys, *argv, *holds)
 
     async def park_async(
@@ -126,14 +101,14 @@ class Holds:
         """Keep a fresh copy of send job ``message`` under ``hold`` until it ends or ``deadline`` (epoch s)."""
         [row] = prepared([message])
         pipe: Any = client.pipeline(transaction=True)
-        pipe.hset(f"{self.prefix}holds.msgs", row.redis_id, row.data)
+        pipe.hset(self.names.messages, row.redis_id, row.data)
         pipe.zadd(self.key(hold), {f"{row.queue}|{company_id}|{row.redis_id}": deadline})
-        pipe.sadd(f"{self.prefix}holds", hold)
+        pipe.sadd(self.names.holds, hold)
         await pipe.execute()
 
     async def holds_async(self, client: aioredis.Redis) -> list[str]:
         """Holds with parked sends."""
-        found: Any = await client.smembers(f"{self.prefix}holds")  # type: ignore[misc]
+        found: Any = await client.smembers(self.names.holds)  # type: ignore[misc]
         return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in found)
 
     async def release_async(self, client: aioredis.Redis, holds: list[str]) -> int:
@@ -150,7 +125,7 @@ class Holds:
 
     def holds(self, client: redis.Redis) -> list[str]:
         """:meth:`holds_async`, sync."""
-        found: Any = client.smembers(f"{self.prefix}holds")
+        found: Any = client.smembers(self.names.holds)
         return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in found)
 
     def release(self, client: redis.Redis, holds: list[str]) -> int:

@@ -9,10 +9,10 @@ So the sender writes the provider id here *before* recording it, keyed by messag
 record committed. An attempt that finds its row unconfirmed (``sending``, or claimed back after the reconcile
 window) reads the journal first and, when the id is there, records it instead of calling the provider.
 
-Keys: ``<namespace>:zapq:sent:<message id>`` → provider id, expiring after ``ttl_s`` (the journal only has
-to outlive the record's retries and a later replay of the job; an entry is deleted as soon as its record
-committed). Writes, reads and deletes of the sends in flight share their round trips
-(:class:`~libs.sending.coalesce.Coalescer`). Every entry is also kept in process memory until its record
+Keys (:class:`libs.keys.JournalKeys`): ``<namespace>:zapq:sent:<message id>`` → provider id, expiring after
+``ttl_s`` (the journal only has to outlive the record's retries and a later replay of the job; an entry is
+deleted as soon as its record committed). Writes, reads and deletes of the sends in flight share their round trips
+(:class:`~libs.batching.Coalescer`). Every entry is also kept in process memory until its record
 committed, so a Redis error while journaling loses nothing for the attempts this process makes.
 """
 
@@ -23,7 +23,9 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from libs.sending.coalesce import Coalescer
+from libs import lua
+from libs.batching import Coalescer
+from libs.keys import JournalKeys
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +33,8 @@ logger = logging.getLogger(__name__)
 #: of Postgres outage) and than the replay of a job dead-lettered meanwhile is likely to take.
 JOURNAL_TTL_S = 3 * 86_400
 
-#: KEYS: one per send. ARGV: the TTL, then one provider id per key.
-WRITE = """
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
-end
-return #KEYS
-"""
+#: Writes journal entries (``libs/lua/journal_write.lua``).
+WRITE = lua.source("journal_write")
 
 
 class Journal:
@@ -45,7 +42,7 @@ class Journal:
 
     def __init__(self, client: aioredis.Redis, namespace: str, *, ttl_s: int = JOURNAL_TTL_S) -> None:
         self.client = client
-        self.prefix = f"{namespace}:zapq:sent:"
+        self.names = JournalKeys(namespace)
         self.ttl_s = ttl_s
         #: This process's entries, until recorded: read first, and kept when Redis refused a write.
         self.memory: dict[int, str] = {}
@@ -56,7 +53,7 @@ class Journal:
 
     def key(self, message_id: int) -> str:
         """The Redis key of one message's entry."""
-        return f"{self.prefix}{message_id}"
+        return self.names.sent(message_id)
 
     async def write(self, message_id: int, provider_id: str) -> None:
         """Journal the provider's id for ``message_id`` (call right after the provider accepted the send).

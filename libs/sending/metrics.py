@@ -15,14 +15,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from libs.keys import ProviderMetricKeys
+
 #: Histogram bucket upper bounds (seconds).
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 
 
 def keys(namespace: str) -> tuple[str, str, str]:
     """The Redis hashes: latency bucket counts, latency sums and counts, error codes."""
-    base = f"{namespace}:zapq:provider"
-    return f"{base}:latency", f"{base}:latency_sum", f"{base}:errors"
+    names = ProviderMetricKeys(namespace)
+    return names.latency, names.latency_sum, names.errors
 
 
 def bucket_label(bound: float) -> str:

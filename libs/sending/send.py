@@ -29,6 +29,7 @@ import redis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs import contracts
+from libs.batching import Coalescer
 from libs.campaigns.lanes import Lanes
 from libs.errors import (
     ConnectionClosed,
@@ -40,12 +41,10 @@ from libs.errors import (
     PermanentError,
     ProviderError,
     ProviderRateLimited,
-    ProviderTimeoutError,
     RecordNotFoundError,
 )
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.sending import store
-from libs.sending.coalesce import Coalescer
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
 from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
@@ -81,7 +80,7 @@ class SenderContext:
     lanes: Lanes | None = None
     #: Longest a held send waits (from its queue time); past it the message fails with the hold as reason.
     hold_max_age_s: int = DEFAULT_HOLD_MAX_AGE_S
-    #: Claims and records of the sends in flight, each batch in one statement (see ``libs.sending.coalesce``).
+    #: Claims and records of the sends in flight, each batch in one statement (see ``libs.batching``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)
     #: Provider clients by connection settings: built once, not per send.
@@ -175,11 +174,7 @@ def build_outbound(row: store.Claimed) -> OutboundText | OutboundTemplate:
 
 def _ambiguous(exc: BaseException) -> bool:
     """True when the provider may have accepted the request although we saw an error."""
-    if isinstance(exc, ProviderTimeoutError):
-        return not isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout)
-    if isinstance(exc, ProviderError) and exc.http_status is None:
-        return not isinstance(exc.__cause__, httpx.ConnectError)
-    return False
+    return isinstance(exc, ProviderError) and exc.maybe_delivered
 
 
 async def _not_claimed(ctx: SenderContext, message_id: int) -> None:

@@ -125,7 +125,7 @@ def _sweep(
         return SweepResult()
     started = time.monotonic()
     scan = JobScan(client, namespace)
-    workers = scan.workers()
+    workers = scan.live_workers()
     with_lanes = any(row[1] is not None for row in rows.values())
     places = [
         place

@@ -37,73 +37,17 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
+from libs import lua
+from libs.batching import Coalescer
 from libs.errors import RateLimited
-from libs.sending.coalesce import Coalescer
+from libs.keys import ThrottleKeys
 
 logger = logging.getLogger(__name__)
 
-#: Reservations for many sends in one call, in order (a later one sees an earlier one's admission).
-#: KEYS: per send its connection schedule, pair schedule, admission log and pair back-off. ARGV: burst, horizon,
-#: pair interval, pair burst, then per send its interval, its limit per window and its window (ms).
-#: Returns per send a code, a number of ms and the pair's provider refusals in a row.
-RESERVE = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local burst = tonumber(ARGV[1])
-local horizon = tonumber(ARGV[2])
-local pair_interval = tonumber(ARGV[3])
-local pair_burst = tonumber(ARGV[4])
-
-local function reserve(conn_key, pair_key, log_key, hits_key, interval, limit, window)
-  local backoff = redis.call('HMGET', hits_key, 'n', 'until')
-  local held = (tonumber(backoff[2]) or 0) - now
-  if held > 0 then return 1, math.ceil(held) end
-  local tat = math.max(tonumber(redis.call('GET', conn_key) or now), now)
-  local wait = tat - now
-  if wait > horizon then return 2, math.ceil(wait - horizon) end
-  if wait > burst then return 3, math.ceil(wait) end
-  redis.call('ZREMRANGEBYSCORE', log_key, '-inf', now - window)
-  if redis.call('ZCARD', log_key) >= limit then
-    local oldest = redis.call('ZRANGE', log_key, 0, 0, 'WITHSCORES')
-    return 3, math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
-  end
-  if pair_interval > 0 then
-    local pair_tat = math.max(tonumber(redis.call('GET', pair_key) or now), now)
-    local allowed_at = pair_tat + pair_interval - pair_interval * pair_burst
-    if allowed_at > now then return 1, math.ceil(allowed_at - now) end
-    local pair_next = pair_tat + pair_interval
-    redis.call('SET', pair_key, tostring(pair_next), 'PX', math.ceil(pair_next - now) + 1000)
-  end
-  redis.call('SET', conn_key, tostring(tat + interval), 'PX', math.ceil(wait + interval) + 60000)
-  redis.call('ZADD', log_key, now, tostring(tat))
-  redis.call('PEXPIRE', log_key, window + 1000)
-  return 0, 0, tonumber(backoff[1]) or 0
-end
-
-local out = {}
-for i = 0, #KEYS / 4 - 1 do
-  local a = 5 + i * 3
-  local code, ms, hits = reserve(KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4],
-                                 tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
-  out[#out + 1] = code
-  out[#out + 1] = ms
-  out[#out + 1] = hits or 0
-end
-return out
-"""
-
-#: The provider refused a send to a pair (Meta 131056). KEYS: the pair's back-off. ARGV: the refusals the send
-#: was made with, its back-off and how long the count outlives it (ms). The count never goes back, the hold
-#: never shortens: two sends refused in the same round count once.
-REFUSED = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local n = math.max(tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, tonumber(ARGV[1]) + 1)
-local hold = math.max(tonumber(redis.call('HGET', KEYS[1], 'until')) or 0, now + tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'n', n, 'until', hold)
-redis.call('PEXPIRE', KEYS[1], 2 * (hold - now) + tonumber(ARGV[3]))
-return n
-"""
+#: Reservations for many sends in one call, in order (``libs/lua/throttle_reserve.lua``).
+RESERVE = lua.source("throttle_reserve")
+#: The provider refused a send to a pair (``libs/lua/throttle_refused.lua``).
+REFUSED = lua.source("throttle_refused")
 
 GRANTED, PAIR_LIMITED, FULL, WAIT = 0, 1, 2, 3
 #: Longest extra window of the admission log. A slow number (10/s) gets up to one interval of slack: one send
@@ -173,6 +117,7 @@ class Throttle:
     def __init__(self, client: aioredis.Redis, namespace: str, config: ThrottleConfig | None = None) -> None:
         self.client = client
         self.namespace = namespace
+        self.names = ThrottleKeys(namespace)
         self.config = config or ThrottleConfig()
         self.gate = PriorityGate()
         self._script = client.register_script(RESERVE)
@@ -182,12 +127,11 @@ class Throttle:
 
     def keys(self, connection_id: int, recipient: str) -> list[str]:
         """Redis keys of the connection schedule, of the pair limit, of the admission log and of the pair back-off."""
-        prefix = f"{self.namespace}:zapq:throttle"
         return [
-            f"{prefix}:conn:{connection_id}",
-            f"{prefix}:pair:{connection_id}:{recipient}",
-            f"{prefix}:log:{connection_id}",
-            f"{prefix}:pairhits:{connection_id}:{recipient}",
+            self.names.connection(connection_id),
+            self.names.pair(connection_id, recipient),
+            self.names.admissions(connection_id),
+            self.names.pair_refusals(connection_id, recipient),
         ]
 
     async def reserve(self, connection_id: int, recipient: str, rate_per_second: float) -> tuple[int, int, int]:

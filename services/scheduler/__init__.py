@@ -14,8 +14,8 @@ import sys
 from periodiq import PeriodiqMiddleware
 
 from libs.broker import setup_broker
+from libs.heartbeat import start_heartbeat
 from libs.observability import init_sentry, setup_logging
-from libs.ops.probe import start_heartbeat
 from libs.runtime import install_resources
 from libs.settings import load_settings
 

@@ -22,7 +22,7 @@ from libs.db.models import Direction, MessageStatus, WebhookStatus
 from libs.enqueue import enqueue_many
 from libs.ingest import apply as apply_module
 from libs.ingest.process import process_webhook
-from libs.ops.cli import main
+from libs.cli.main import main
 from libs.ops.stats import queue_stats
 from libs.settings import Settings
 from tests.helpers import drain

@@ -9,7 +9,7 @@ from typing import Any
 import dramatiq
 
 from libs import contracts
-from libs.redis_broker import FULL_WINDOW_WAIT_S, MIN_PREFETCH
+from libs.dramatiq_ext import FULL_WINDOW_WAIT_S, MIN_PREFETCH
 
 
 def test_short_job_queues_get_a_large_window_and_long_job_queues_keep_dramatiqs(broker: Any) -> None:

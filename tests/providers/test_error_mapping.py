@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from libs.errors import (
@@ -23,6 +24,7 @@ from libs.errors import (
     TransientError,
 )
 from libs.providers import map_bridge_error, map_meta_error
+from libs.providers._http import map_transport_error
 from tests.fakes.meta_wire import default_http_status, error_envelope
 
 
@@ -208,3 +210,36 @@ def test_bridge_errors_map_by_status_and_structure(
 def test_bridge_invalid_recipient_names_the_number() -> None:
     error = map_bridge_error(400, bridge_body(400, NOT_ON_WHATSAPP))
     assert "5511999999999" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("failure", "maybe_delivered"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow connect"), False),
+        (httpx.PoolTimeout("no free connection"), False),
+        (httpx.ReadTimeout("no answer"), True),
+        (httpx.WriteTimeout("stalled while sending"), True),
+        (httpx.RemoteProtocolError("closed mid-answer"), True),
+        (httpx.ReadError("reset"), True),
+    ],
+)
+def test_network_failures_say_whether_the_request_may_have_been_delivered(
+    failure: httpx.TransportError, maybe_delivered: bool
+) -> None:
+    # Given a network failure of a provider call
+    # When it is translated (the one place that looks at httpx's exception types)
+    error = map_transport_error(failure, provider="meta")
+    # Then the provider error says, typed, whether the provider may have accepted the request
+    assert error.maybe_delivered is maybe_delivered
+    assert isinstance(error, ProviderTimeoutError) is isinstance(failure, httpx.TimeoutException)
+
+
+def test_an_http_answer_is_never_an_ambiguous_delivery() -> None:
+    # Given errors the provider answered with, and one without an answer
+    answered = [map_meta_error(500, meta_body(131000)), map_meta_error(502, b"<html>"), map_bridge_error(500, b"{}")]
+    unanswered = ProviderTransientError("no answer", provider="meta")
+    # Then only the unanswered one may have been delivered
+    assert [error.maybe_delivered for error in answered] == [False, False, False]
+    assert unanswered.maybe_delivered is True
+    assert ProviderTimeoutError("timed out", provider="meta", http_status=504).maybe_delivered is True

@@ -1,0 +1,54 @@
+"""Heartbeat files: how a worker or scheduler process proves to its container probe that it is alive.
+
+Every such process rewrites ``<dir>/zapq-<kind>-<pid>.alive`` every few seconds: empty while it is healthy, else
+what is wrong (:class:`libs.middleware.liveness.Liveness` for workers). ``python -m libs.ops.probe`` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def heartbeat_file(directory: str, kind: str, pid: int | None = None) -> Path:
+    """Where process ``pid`` (default: this one) of ``kind`` keeps its heartbeat."""
+    return Path(directory) / f"zapq-{kind}-{pid or os.getpid()}.alive"
+
+
+def heartbeat_files(directory: str, kind: str) -> list[Path]:
+    """Every heartbeat file of ``kind`` in ``directory``, sorted."""
+    return sorted(Path(directory).glob(f"zapq-{kind}-*.alive"))
+
+
+def touch(directory: str, kind: str, problem: str | None = None) -> None:
+    """Record that this process is alive now: healthy, or with ``problem`` (written atomically)."""
+    path = heartbeat_file(directory, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{threading.get_ident()}")
+    scratch.write_text(problem or "")
+    os.replace(scratch, path)
+
+
+def start_heartbeat(
+    directory: str, kind: str, *, interval: float = 5.0, problem: Callable[[], str | None] = lambda: None
+) -> threading.Thread:
+    """A daemon thread writing this process's heartbeat every ``interval`` s with what ``problem()`` reports
+    (``None``: healthy)."""
+
+    def beat() -> None:
+        while True:
+            try:
+                touch(directory, kind, problem())
+            except Exception:  # a full disk or a bug in problem(): the file goes stale and the probe says so
+                logger.warning("could not write the %s heartbeat", kind, exc_info=True)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=beat, name=f"zapq-{kind}-heartbeat", daemon=True)
+    thread.start()
+    return thread
