@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from libs import contracts
 from libs.ingest import store as webhooks
-from libs.sending.reopen import reopen_for_replay
+from libs.messages.actions import reopen_for_replay
 
 
 def _message(session: Session, kwargs: dict[str, Any]) -> str | None:
