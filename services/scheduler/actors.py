@@ -11,7 +11,8 @@ from libs import contracts
 from libs.campaigns import schedule
 from libs.campaigns.lanes import Lanes
 from libs.campaigns.sweep import sweep_expansions
-from libs.deadletters import alerts, ledger
+from libs.deadletters import actions as dead_letters
+from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
@@ -46,7 +47,7 @@ def record_dead_letter(
         first_failed_at=first_failed_at,
         last_failed_at=last_failed_at,
     )
-    if ledger.record(resources.db, entry):
+    if dead_letters.record(resources.db, entry):
         alerts.report_dead_letter(entry)
         alerts.check_threshold(
             broker.client,
@@ -103,7 +104,7 @@ def sweep_campaigns() -> None:
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("17 3 * * *"), time_limit=600_000)
 def prune_dead_letters() -> None:
     """Daily: drop ledger rows older than the retention period (90 days by default)."""
-    ledger.prune(resources.db, settings.dead_letter_retention_days)
+    dead_letters.prune(resources.db, settings.dead_letter_retention_days)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
 from libs.ops.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
 from tests.helpers import drain, queue_length
 from tests.middleware.support import REPO, Probe, ledger_rows, record_entry, subprocess_env
@@ -33,7 +33,7 @@ def zapq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def seed(db: Database, queue: str = contracts.WEBHOOKS, **kwargs: Any) -> int:
     """Record one dead letter; its id."""
-    ledger.record(db, record_entry(queue=queue, **kwargs))
+    actions.record(db, record_entry(queue=queue, **kwargs))
     return ledger_rows(db)[-1].id
 
 
