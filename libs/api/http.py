@@ -144,6 +144,11 @@ class ApiContext:
                 self._broker = broker
             return self._broker
 
+    @property
+    def sync_redis(self) -> Any:
+        """A sync Redis client (the replay broker's), for actions run in worker threads."""
+        return self.broker().client
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open every resource for the app's lifetime; close them after."""

@@ -8,7 +8,7 @@ import dramatiq
 from periodiq import cron
 
 from libs import contracts
-from libs.campaigns import schedule
+from libs.campaigns import actions as campaigns
 from libs.campaigns.lanes import Lanes
 from libs.campaigns.sweep import sweep_expansions
 from libs.deadletters import actions as dead_letters
@@ -110,20 +110,20 @@ def prune_dead_letters() -> None:
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def start_due_campaigns() -> None:
     """Every minute: start scheduled campaigns that are due (exactly once, even with two schedulers)."""
-    schedule.start_due_campaigns(resources.db, broker.client, settings.redis_namespace)
+    campaigns.start_due_campaigns(resources.db, broker.client, settings.redis_namespace)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def finish_campaigns() -> None:
     """Every minute: close running campaigns whose messages are all final."""
-    schedule.finish_campaigns(resources.db)
+    campaigns.complete_campaigns(resources.db)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def unpark_campaigns() -> None:
     """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
-    schedule.unpark_campaigns(resources.db, broker.client, lanes)
+    campaigns.unpark_campaigns(resources.db, broker.client, lanes)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
