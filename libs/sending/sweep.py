@@ -54,6 +54,7 @@ DEFAULT_CONFIRM_AFTER_S = 30.0
 #: Queues whose jobs carry ``message_id`` (the send tiers) — and the dead letters on their way to the ledger.
 SEND_QUEUES = (contracts.MESSAGES_URGENT, contracts.MESSAGES, contracts.MESSAGES_LOW)
 
+
 @dataclass(frozen=True)
 class SweepResult:
     """What one sweep saw and did (logged; read by the tests)."""
