@@ -132,9 +132,11 @@ async def start_campaign(request: Request) -> Response:
     campaign_id = path_id(request)
     body = await read_model(request, CampaignStartIn) if await request.body() else CampaignStartIn()
     ctx = context(request)
-    started = await run_in_threadpool(
-        actions.start_campaign, ctx.db, ctx.sync_redis, ctx.namespace, campaign_id, start_at=body.start_at
-    )
+
+    def start() -> actions.Started | None:  # in a worker thread: the start is written for sync callers too
+        return actions.start_campaign(ctx.db, ctx.sync_redis, ctx.namespace, campaign_id, start_at=body.start_at)
+
+    started = await run_in_threadpool(start)
     assert started is not None
     if started.scheduled:
         return json_response(_out(started.campaign))
