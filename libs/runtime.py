@@ -28,9 +28,7 @@ class Resources(Middleware):
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    self._db = Database.from_url(
-                        self.settings.sqlalchemy_url, pool_size=self.settings.database_pool_size
-                    )
+                    self._db = Database.from_settings(self.settings)
         return self._db
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:

@@ -35,6 +35,7 @@ from libs.api.schemas import (
 from libs.errors import DependencyUnavailableError
 from libs.events.endpoints import EndpointError
 from libs.events.types import RESPONSE_MODELS, EventOut, EventPage
+from libs.refusals import RefusedError
 from libs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,11 @@ async def _endpoint_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.reason)
 
 
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RefusedError)
+    return error_response(exc.status, str(exc))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
@@ -170,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             EndpointError: _endpoint_error,
+            RefusedError: _refused,
             HTTPException: _http_error,
             psycopg.OperationalError: _unavailable,
             psycopg_pool.PoolTimeout: _unavailable,

@@ -7,34 +7,27 @@ from starlette.responses import Response
 
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import CompanyIn
-
-COLUMNS = "id, name, campaign_weight, created_at"
+from libs.companies import store
 
 
 async def create_company(request: Request) -> Response:
     """``POST /api/companies`` → 201."""
     body = await read_model(request, CompanyIn)
     async with context(request).pool.connection() as conn:
-        cursor = await conn.execute(
-            f"INSERT INTO companies (name, campaign_weight) VALUES (%s, %s) RETURNING {COLUMNS}",
-            (body.name, body.campaign_weight),
-        )
-        return json_response(await cursor.fetchone(), 201)
+        return json_response(await store.insert(conn, body.name, body.campaign_weight), 201)
 
 
 async def list_companies(request: Request) -> Response:
     """``GET /api/companies`` (newest first, up to 500)."""
     async with context(request).pool.connection() as conn:
-        cursor = await conn.execute(f"SELECT {COLUMNS} FROM companies ORDER BY id DESC LIMIT 500")
-        return json_response(await cursor.fetchall())
+        return json_response(await store.newest(conn, 500))
 
 
 async def get_company(request: Request) -> Response:
     """``GET /api/companies/{id}``."""
     company_id = path_id(request)
     async with context(request).pool.connection() as conn:
-        cursor = await conn.execute(f"SELECT {COLUMNS} FROM companies WHERE id = %s", (company_id,))
-        row = await cursor.fetchone()
+        row = await store.get(conn, company_id)
     if row is None:
         raise ApiError(404, f"no company {company_id}")
     return json_response(row)

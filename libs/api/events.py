@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import EndpointIn, EndpointPatch, ReplayIn
+from libs.events import store
 from libs.events.feed import (
     MAX_LIMIT,
     MAX_WAIT_S,
@@ -175,12 +176,7 @@ async def get_event(request: Request) -> Response:
     if internal is None:
         raise ApiError(404, f"no event {event_id}")
     async with ctx.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT id, type, company_id, company_seq, seq, conversation, occurred_at, data FROM events "
-            "WHERE id = %s AND seq IS NOT NULL",
-            (internal,),
-        )
-        row = await cursor.fetchone()
+        row = await store.published_event(conn, internal)
         if row is None:
             raise ApiError(404, f"no event {event_id}")
         attempts = await ctx.endpoints.attempts(conn, event_id)

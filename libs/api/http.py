@@ -122,7 +122,8 @@ class ApiContext:
 
     @property
     def db(self) -> Database:
-        """A small sync SQLAlchemy engine for the dead-letter ledger functions (run in a thread)."""
+        """A small sync engine for the actions written for sync callers too (dead-letter replay, campaign start),
+        run in worker threads."""
         assert self._db is not None, "the API lifespan has not started"
         return self._db
 
@@ -144,13 +145,18 @@ class ApiContext:
                 self._broker = broker
             return self._broker
 
+    @property
+    def sync_redis(self) -> Any:
+        """A sync Redis client (the replay broker's), for actions run in worker threads."""
+        return self.broker().client
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open every resource for the app's lifetime; close them after."""
         self._pool = async_pool(self.settings, timeout=5.0, connect_timeout=3, dict_rows=True)
         await self._pool.open(wait=False)
         self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        self._db = Database.from_url(self.settings.sqlalchemy_url, pool_size=2)
+        self._db = Database.from_settings(self.settings, pool_size=2)
         self._hub = EventHub(self.settings.libpq_url, self._pool)
         await self._hub.start()
         try:

@@ -16,14 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.api.http import context
+from libs.deadletters import store as dead_letters
 from libs.keys import BrokerKeys
 from libs.ops.stats import queue_stats_async
 from libs.sending import metrics as provider_metrics
-
-DEAD_BY_KIND_SQL = """
-SELECT queue_name, actor_name, error_type, count(*) AS n FROM dead_letters
-GROUP BY queue_name, actor_name, error_type
-"""
 
 
 class _Snapshot:
@@ -41,7 +37,7 @@ async def metrics(request: Request) -> Response:
     ctx = context(request)
     stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
     async with ctx.pool.connection() as conn:
-        dead_rows: list[dict[str, Any]] = await (await conn.execute(DEAD_BY_KIND_SQL)).fetchall()
+        dead_rows = await dead_letters.count_by_kind(conn)
     seconds, micros = await ctx.redis.time()  # heartbeats are on Redis's clock, not this host's
     now_ms = seconds * 1000 + micros // 1000
     workers = await ctx.redis.zcount(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dramatiq import Message
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.api.http import ApiError, context, error_response, json_response, path_id
-from libs.deadletters import ledger
-from libs.errors import RecordNotFoundError
+from libs.db import store as db_store
+from libs.deadletters import actions
+from libs.deadletters.store import DeadLetterRow, Filter
 from libs.ops.stats import job_lookup_async, queue_stats_async
 from libs.timeparse import TimeParseError, parse_since
 
@@ -38,9 +40,9 @@ async def job(request: Request) -> Response:
     return json_response(info.to_dict())
 
 
-def dead_letter_dict(row: Any) -> dict[str, Any]:
+def dead_letter_dict(row: DeadLetterRow) -> dict[str, Any]:
     """A ledger row as the API shows it (no traceback, no payload)."""
-    return ledger.as_dict(row, max_error=1000)
+    return row.as_dict(max_error=1000)
 
 
 async def dead_letters(request: Request) -> Response:
@@ -56,8 +58,8 @@ async def dead_letters(request: Request) -> Response:
         since = parse_since(params["since"]) if params.get("since") else None
     except TimeParseError as exc:
         raise ApiError(400, str(exc)) from None
-    flt = ledger.Filter(queue=params.get("queue") or None, since=since, only_dead=state == "dead")
-    rows = await run_in_threadpool(ledger.list_rows, context(request).db, flt, limit=int(limit))
+    flt = Filter(queue=params.get("queue") or None, since=since, only_dead=state == "dead")
+    rows = await run_in_threadpool(actions.list_rows, context(request).db, flt, limit=int(limit))
     return json_response([dead_letter_dict(row) for row in rows])
 
 
@@ -70,22 +72,11 @@ async def replay_dead_letter(request: Request) -> Response:
     dead_letter_id = path_id(request)
     ctx = context(request)
 
-    def replay() -> dict[str, Any]:
-        row = ledger.get(ctx.db, dead_letter_id)
-        if row.replayed_at is not None:
-            raise ApiError(409, f"dead letter {dead_letter_id} was already replayed at {row.replayed_at.isoformat()}")
-        refused: dict[int, str] = {}
-        done = ledger.replay(ctx.db, ctx.broker().enqueue, [dead_letter_id], refused=refused)
-        if dead_letter_id in refused:
-            raise ApiError(409, f"dead letter {dead_letter_id} not replayed: {refused[dead_letter_id]}")
-        if not done:
-            raise ApiError(409, f"dead letter {dead_letter_id} is being replayed by someone else")
-        return {"replayed": dead_letter_id, "job_id": row.message_id, "job": f"/api/jobs/{row.message_id}"}
+    def enqueue(message: Message[Any]) -> Any:
+        return ctx.broker().enqueue(message)  # the broker is built on first use, in the worker thread
 
-    try:
-        return json_response(await run_in_threadpool(replay))
-    except RecordNotFoundError:
-        raise ApiError(404, f"no dead letter {dead_letter_id}") from None
+    row = await run_in_threadpool(actions.replay_one, ctx.db, enqueue, dead_letter_id)
+    return json_response({"replayed": dead_letter_id, "job_id": row.message_id, "job": f"/api/jobs/{row.message_id}"})
 
 
 async def healthz(request: Request) -> Response:
@@ -102,7 +93,7 @@ async def readyz(request: Request) -> Response:
 
     async def check_postgres() -> None:
         async with ctx.pool.connection(timeout=READY_TIMEOUT_SECONDS) as conn:
-            await conn.execute("SELECT 1")
+            await db_store.ping(conn)
 
     results: dict[str, str] = {}
     for name, check in (("redis", check_redis), ("postgres", check_postgres)):

@@ -9,19 +9,15 @@ from typing import Any
 
 import orjson
 import redis
-from sqlalchemy import select, update
 
 from libs import contracts
+from libs.campaigns import store
 from libs.campaigns.lanes import Lanes
+from libs.companies import store as companies
 from libs.db.engine import Database
-from libs.db.models import (
-    Campaign,
-    CampaignRecipient,
-    CampaignStatus,
-    Company,
-)
+from libs.db.models import CampaignStatus
 from libs.errors import PermanentError, RecordNotFoundError
-from libs.events import sql as events
+from libs.messages import store as messages
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +67,6 @@ def _template_payload(template: dict[str, Any], variables: dict[str, Any]) -> di
     }
 
 
-#: One statement for a whole slice (with each new message's ``message.created`` event): arrays in, rows out,
-#: nothing compiled per row.
-INSERT_MESSAGES = f"""
-WITH created AS (
-  INSERT INTO messages (company_id, connection_id, campaign_id, direction, priority, status, recipient, type,
-                        body, payload, queued_at)
-  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low', 'queued', r.recipient, %(type)s,
-         r.body, r.payload, now()
-  FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
-  ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
-  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at
-), events_written AS (
-{events.message_created("created")}
-)
-SELECT id FROM created
-"""
-
-QUEUED_IN_SLICE = """
-SELECT id FROM messages
-WHERE campaign_id = %(campaign_id)s AND status = 'queued' AND recipient = ANY(%(recipients)s::text[])
-"""
-
-
 def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contracts.ExpandCampaignBatch) -> int:
     """Create the slice's message rows (once per recipient) and enqueue every still-queued one.
 
@@ -101,61 +74,45 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
     Returns how many rows this call created.
     """
     with db.session() as session:
-        campaign = session.get(Campaign, batch.campaign_id)
+        campaign = store.for_expansion(session, batch.campaign_id)
         if campaign is None:
             raise RecordNotFoundError(f"campaign {batch.campaign_id} does not exist")
-        if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
+        if campaign["status"] not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
             return 0  # cancelled, or a start whose transaction did not commit: nothing to create
-        if campaign.content_type == "template" and not campaign.template:
-            raise PermanentError(f"campaign {campaign.id} has no template")
-        recipients = session.execute(
-            select(CampaignRecipient.recipient, CampaignRecipient.variables).where(
-                CampaignRecipient.campaign_id == batch.campaign_id,
-                CampaignRecipient.id >= batch.first_recipient_id,
-                CampaignRecipient.id <= batch.last_recipient_id,
-            )
-        ).all()
+        if campaign["content_type"] == "template" and not campaign["template"]:
+            raise PermanentError(f"campaign {campaign['id']} has no template")
+        recipients = store.recipients_in_slice(
+            session, batch.campaign_id, batch.first_recipient_id, batch.last_recipient_id
+        )
         numbers = [recipient for recipient, _ in recipients]
-        if campaign.content_type == "template":
-            assert campaign.template is not None
+        if campaign["content_type"] == "template":
             bodies: list[str | None] = [None] * len(recipients)
-            payloads = [orjson.dumps(_template_payload(campaign.template, v)).decode() for _, v in recipients]
+            payloads = [orjson.dumps(_template_payload(campaign["template"], v)).decode() for _, v in recipients]
         else:
-            bodies = [render(campaign.body or "", variables) for _, variables in recipients]
+            bodies = [render(campaign["body"] or "", variables) for _, variables in recipients]
             payloads = ["{}"] * len(recipients)
-        conn = session.connection()
         ids: list[int] = []
         if numbers:
-            ids = [
-                row[0]
-                for row in conn.exec_driver_sql(
-                    INSERT_MESSAGES,
-                    {
-                        "company_id": campaign.company_id,
-                        "connection_id": campaign.connection_id,
-                        "campaign_id": campaign.id,
-                        "type": campaign.content_type,
-                        "recipients": numbers,
-                        "bodies": bodies,
-                        "payloads": payloads,
-                    },
-                )
-            ]
+            ids = messages.insert_campaign_slice(
+                session,
+                {
+                    "company_id": campaign["company_id"],
+                    "connection_id": campaign["connection_id"],
+                    "campaign_id": campaign["id"],
+                    "type": campaign["content_type"],
+                    "recipients": numbers,
+                    "bodies": bodies,
+                    "payloads": payloads,
+                },
+            )
         created = len(ids)
         if created:
-            session.execute(
-                update(Campaign).where(Campaign.id == campaign.id).values(queued_count=Campaign.queued_count + created)
-            )
-        company_id = campaign.company_id
-        weight = session.execute(select(Company.campaign_weight).where(Company.id == company_id)).scalar_one()
+            store.add_queued(session, campaign["id"], created)
+        company_id = campaign["company_id"]
+        weight = companies.campaign_weight(session, company_id)
     if created < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
         with db.session() as session:
-            ids = [
-                row[0]
-                for row in session.connection().exec_driver_sql(
-                    QUEUED_IN_SLICE, {"campaign_id": batch.campaign_id, "recipients": numbers}
-                )
-            ]
+            ids = messages.queued_in_slice(session, batch.campaign_id, numbers)
     sends = (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids)
     lanes.push(client, company_id, sends, weight=weight)
     lanes.feed(client)

@@ -23,8 +23,10 @@ import logging
 import redis
 
 from libs import contracts
-from libs.campaigns.schedule import SLICE, SLICES
+from libs.campaigns import store
+from libs.campaigns.actions import SLICE, expansion_jobs
 from libs.db.engine import Database
+from libs.deadletters import store as dead_letters
 from libs.enqueue import enqueue_many
 from libs.jobscan import JobScan, Suspects, SweepLock
 
@@ -32,30 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between the two scans that must both find a campaign without expansion job.
 DEFAULT_CONFIRM_AFTER_S = 30.0
-
-#: Started campaigns with recipients left to expand (``ix_campaigns_due``: by status).
-UNEXPANDED = """
-SELECT id, queued_count FROM campaigns
-WHERE status IN ('running', 'paused') AND queued_count < recipients_count AND started_at < %(before)s
-ORDER BY id
-"""
-
-#: Campaigns among ``%(ids)s`` whose expansion is a dead letter not replayed (an operator's decision).
-DEAD = """
-SELECT DISTINCT (kwargs ->> 'campaign_id')::bigint FROM dead_letters
-WHERE queue_name = 'campaigns' AND replayed_at IS NULL AND kwargs ->> 'campaign_id' = ANY(%(ids)s::text[])
-"""
-
-#: The slices (as the start made them) with a recipient that has no message yet.
-SLICES_LEFT = f"""
-SELECT s.first, s.last FROM ({SLICES}) s
-WHERE EXISTS (
-  SELECT 1 FROM campaign_recipients r
-  WHERE r.campaign_id = %(campaign)s AND r.id BETWEEN s.first AND s.last
-    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = r.campaign_id AND m.recipient = r.recipient)
-)
-ORDER BY s.first
-"""
 
 
 def sweep_expansions(
@@ -73,8 +51,7 @@ def sweep_expansions(
             return {}
         before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_seconds)
         with db.session() as session:
-            rows = session.connection().exec_driver_sql(UNEXPANDED, {"before": before})
-            stalled = {int(c): int(n) for c, n in rows}
+            stalled = store.unexpanded(session, before)
         suspects = Suspects(client, namespace, "campaigns")
         if not stalled:
             suspects.confirm({}, confirm_after=confirm_after)
@@ -91,16 +68,11 @@ def sweep_expansions(
 def _enqueue(db: Database, client: redis.Redis, namespace: str, campaigns: list[int]) -> dict[int, int]:
     enqueued: dict[int, int] = {}
     with db.session() as session:
-        conn = session.connection()
-        dead = {int(r[0]) for r in conn.exec_driver_sql(DEAD, {"ids": [str(c) for c in campaigns]})}
+        dead = dead_letters.dead_expansions(session, campaigns)
         for campaign_id in campaigns:
             if campaign_id in dead:
                 continue
-            slices = conn.exec_driver_sql(SLICES_LEFT, {"size": SLICE, "campaign": campaign_id}).all()
-            jobs = [
-                contracts.EXPAND_CAMPAIGN_BATCH.message(contracts.ExpandCampaignBatch(campaign_id, first, last))
-                for first, last in slices
-            ]
+            jobs = expansion_jobs(campaign_id, store.slices_left(session, campaign_id, SLICE))
             enqueued[campaign_id] = enqueue_many(client, namespace, jobs, lifecycle=True)
     if enqueued:
         logger.warning("campaign sweep: expansion enqueued again for %s (slices per campaign)", enqueued)

@@ -1,6 +1,6 @@
 """``zapq dlq list|show|replay|purge``: the dead-letter ledger from the command line.
 
-Reads and writes the ledger directly (:mod:`libs.deadletters.ledger`, this session's Postgres), and replays
+Reads and writes the ledger directly (:mod:`libs.deadletters.actions`, this session's Postgres), and replays
 through the broker. Registered on the ``zapq`` parser by :func:`register`.
 """
 
@@ -17,28 +17,27 @@ from libs.timeparse import parse_duration, parse_since
 
 
 def _dead_letter_dict(row: Any, *, full: bool = False) -> dict[str, Any]:
-    from libs.deadletters.ledger import as_dict
-
-    return as_dict(row, full=full)
+    data: dict[str, Any] = row.as_dict(full=full)
+    return data
 
 
 def _db(settings: Settings) -> Any:
     from libs.db.engine import Database
 
-    return Database.from_url(settings.sqlalchemy_url, pool_size=2)
+    return Database.from_settings(settings, pool_size=2)
 
 
 def _filter(args: argparse.Namespace, **extra: Any) -> Any:
-    from libs.deadletters.ledger import Filter
+    from libs.deadletters.store import Filter
 
     return Filter(queue=args.queue, since=parse_since(args.since) if args.since else None, **extra)
 
 
 def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     """List dead letters, newest first."""
-    from libs.deadletters import ledger
+    from libs.deadletters import actions
 
-    rows = [_dead_letter_dict(r) for r in ledger.list_rows(_db(settings), _filter(args), limit=args.limit)]
+    rows = [_dead_letter_dict(r) for r in actions.list_rows(_db(settings), _filter(args), limit=args.limit)]
     print_result(
         rows,
         args.json,
@@ -49,9 +48,9 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one dead letter in full."""
-    from libs.deadletters import ledger
+    from libs.deadletters import actions
 
-    data = _dead_letter_dict(ledger.get(_db(settings), args.id), full=True)
+    data = _dead_letter_dict(actions.get(_db(settings), args.id), full=True)
     print_result(data, args.json, key_values)
     return EXIT_OK
 
@@ -59,23 +58,23 @@ def cmd_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-enqueue dead letters with fresh attempts, their rows reopened (exit 1 if any was refused, with why)."""
     from libs.broker import build_broker
-    from libs.deadletters import ledger
+    from libs.deadletters import actions
     from libs.errors import RecordNotFoundError
 
     db = _db(settings)
     if args.id is not None:
-        row = ledger.get(db, args.id)
+        row = actions.get(db, args.id)
         if row.replayed_at is not None:
             print(f"dead letter {args.id} was already replayed at {row.replayed_at}; nothing enqueued")
             return EXIT_OK
         ids = [args.id]
     elif args.queue or args.all:
-        ids = ledger.matching_ids(db, _filter(args, only_dead=True))
+        ids = actions.matching_ids(db, _filter(args, only_dead=True))
     else:
         raise UsageError("replay needs an ID, --queue Q or --all")
     broker = build_broker(settings)
     refused: dict[int, str] = {}
-    done = ledger.replay(db, broker.enqueue, ids, dry_run=args.dry_run, refused=refused)
+    done = actions.replay(db, broker.enqueue, ids, dry_run=args.dry_run, refused=refused)
     for dead_letter_id, reason in refused.items():
         print(f"zapq: dead letter {dead_letter_id} not replayed: {reason}", file=sys.stderr)
     if args.id is not None and not done and not refused:
@@ -90,14 +89,14 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
     """Delete dead letters by id or age."""
-    from libs.deadletters import ledger
+    from libs.deadletters import actions
 
     db = _db(settings)
     if args.id is not None:
-        ledger.get(db, args.id)
-        count = ledger.purge(db, ids=[args.id])
+        actions.get(db, args.id)
+        count = actions.purge(db, ids=[args.id])
     elif args.older_than:
-        count = ledger.purge(db, older_than=dt.datetime.now(dt.UTC) - parse_duration(args.older_than))
+        count = actions.purge(db, older_than=dt.datetime.now(dt.UTC) - parse_duration(args.older_than))
     else:
         raise UsageError("purge needs an ID or --older-than AGE")
     print_result({"purged": count}, args.json, lambda d: f"purged {count}")

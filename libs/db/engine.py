@@ -1,4 +1,10 @@
-"""Engine and session factory, built from settings in a process's start hook (never at import time)."""
+"""The one place Postgres pools are built, from settings, in a process's start hook (never at import time).
+
+:func:`async_pool` for asyncio code (the API, the edge, the sender, the dispatcher) and :class:`Database` (a
+SQLAlchemy engine and its sessions, for the sync workers, the scheduler, the CLI and the API's threads); both
+read the same settings (``libpq_url`` / ``sqlalchemy_url``, ``database_pool_size``). The stores run the same
+psycopg ``%(name)s`` SQL through either.
+"""
 
 from __future__ import annotations
 
@@ -69,6 +75,11 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Database:
+        """The process's database handle (``pool_size``: default ``settings.database_pool_size``)."""
+        return cls.from_url(settings.sqlalchemy_url, pool_size=pool_size or settings.database_pool_size)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from libs import contracts
-from libs.ingest.process import reopen_failed_webhooks
-from libs.sending.reopen import reopen_for_replay
+from libs.ingest import store as webhooks
+from libs.messages.actions import reopen_for_replay
 
 
 def _message(session: Session, kwargs: dict[str, Any]) -> str | None:
@@ -29,12 +29,12 @@ def _message(session: Session, kwargs: dict[str, Any]) -> str | None:
 
 
 def _webhook(session: Session, kwargs: dict[str, Any]) -> str | None:
-    reopen_failed_webhooks(session, [int(kwargs["webhook_id"])])
+    webhooks.reopen_failed(session, [int(kwargs["webhook_id"])])
     return None
 
 
 def _webhooks(session: Session, kwargs: dict[str, Any]) -> str | None:
-    reopen_failed_webhooks(session, [int(i) for i in kwargs["webhook_ids"]])
+    webhooks.reopen_failed(session, [int(i) for i in kwargs["webhook_ids"]])
     return None
 
 

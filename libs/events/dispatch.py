@@ -325,7 +325,7 @@ class DispatcherContext:
 # -- recording ------------------------------------------------------------------------------------------
 
 #: A delivery given up is recorded in the dead-letter ledger; replaying it runs ``redeliver_event``. Like
-#: ``libs.deadletters.ledger.record``: one row per delivery, refreshed when it fails again after a replay.
+#: ``libs.deadletters.actions.record``: one row per delivery, refreshed when it fails again after a replay.
 RECORD_DEAD_LETTERS = """
 INSERT INTO dead_letters (message_id, queue_name, actor_name, args, kwargs, message, reason, error_type,
                           error_message, attempts, first_failed_at, last_failed_at)

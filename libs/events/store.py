@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from psycopg.rows import dict_row
+
 #: Open states: the delivery still has to reach the endpoint.
 OPEN_STATES = ("waiting", "pending", "delivering")
 
@@ -226,6 +228,22 @@ WHERE d.endpoint_id = %(endpoint)s AND d.state IN ('delivered', 'failed') AND ev
   AND ev.occurred_at >= %(since)s AND (%(only_failed)s IS FALSE OR d.state = 'failed')
 RETURNING d.endpoint_id, d.conversation
 """
+
+# -- reading --------------------------------------------------------------------------------------------
+
+#: One published event by its internal id (``GET /api/events/{id}``).
+PUBLISHED_EVENT = """
+SELECT id, type, company_id, company_seq, seq, conversation, occurred_at, data FROM events
+WHERE id = %(id)s AND seq IS NOT NULL
+"""
+
+
+async def published_event(conn: Any, event_id: int) -> dict[str, Any] | None:
+    """One published event (an async psycopg connection), or ``None``."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(PUBLISHED_EVENT, {"id": event_id})
+    row: dict[str, Any] | None = await cursor.fetchone()
+    return row
 
 
 def rows(cursor: Any) -> list[dict[str, Any]]:

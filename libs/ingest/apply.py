@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from libs.db.models import Connection, ConnectionStatus, Direction, MessageStatus, Provider, WebhookSource
-from libs.events import sql as event_sql
-from libs.events.types import MESSAGE_RECEIVED
+from libs.connections import store as connections_store
+from libs.contacts import store as contacts_store
+from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
+from libs.messages import store as messages_store
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -89,41 +89,6 @@ def _at(timestamp: int | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else dt.datetime.now(dt.UTC)
 
 
-#: The hot statements are plain SQL run through the driver: no per-call SQLAlchemy compilation.
-META_CONNECTIONS = """
-SELECT phone_number_id, company_id, id FROM connections
-WHERE provider = 'meta' AND phone_number_id = ANY(%(ids)s::text[])
-"""
-
-#: Always returns the contact's id; the name only changes when a new non-empty one arrives.
-UPSERT_CONTACT = """
-INSERT INTO contacts (company_id, wa_id, name) VALUES (%(company_id)s, %(wa_id)s, %(name)s)
-ON CONFLICT ON CONSTRAINT uq_contacts_company_wa_id DO UPDATE
-SET name = COALESCE(EXCLUDED.name, contacts.name),
-    updated_at = CASE WHEN EXCLUDED.name IS DISTINCT FROM contacts.name AND EXCLUDED.name IS NOT NULL
-                      THEN now() ELSE contacts.updated_at END
-RETURNING id
-"""
-
-#: The message and, for a new inbound one, its ``message.received`` event (``event`` holds the data but the id).
-INSERT_MESSAGE = f"""
-WITH stored AS (
-  INSERT INTO messages (company_id, connection_id, contact_id, direction, status, recipient, type, body, payload,
-                        external_id, created_at, sent_at)
-  VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
-          %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
-  ON CONFLICT (connection_id, external_id) DO NOTHING
-  RETURNING id, company_id, recipient, created_at
-), events_written AS (
-  {event_sql.INSERT_EVENTS}
-  SELECT s.company_id, '{MESSAGE_RECEIVED}', {event_sql.conversation_of_contact("s.recipient")}, s.created_at,
-         %(event)s::jsonb || jsonb_build_object('message_id', s.id)
-  FROM stored s WHERE %(event)s::jsonb IS NOT NULL
-)
-SELECT id FROM stored
-"""
-
-
 #: phone_number_id → its connection (``None``: none), shared by the webhooks of one transaction.
 ConnectionCache = dict[str, ConnectionKey | None]
 
@@ -135,7 +100,7 @@ def _meta_connections(
     cache = {} if cache is None else cache
     missing = sorted(pid for pid in phone_number_ids if pid and (pid not in cache or (fresh and cache[pid] is None)))
     if missing:
-        rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"ids": missing}).all()
+        rows = connections_store.meta_by_phone_number_ids(session, missing)
         found = {pid: (company, conn) for pid, company, conn in rows if pid}
         cache.update({pid: found.get(pid) for pid in missing})
     return {pid: key for pid in phone_number_ids if (key := cache.get(pid)) is not None}
@@ -153,11 +118,6 @@ def _meta_inbound_connections(
     return {**connections, **_meta_connections(session, unknown, cache, fresh=True)}
 
 
-def _upsert_contact(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
-    params = {"company_id": company_id, "wa_id": wa_id, "name": name}
-    return int(session.connection().exec_driver_sql(UPSERT_CONTACT, params).scalar_one())
-
-
 def _store_message(
     session: Session, outcome: Outcome, values: dict[str, Any], received: dict[str, Any] | None = None
 ) -> None:
@@ -172,7 +132,7 @@ def _store_message(
         "sent_at": values.get("sent_at"),
         "event": Jsonb(received) if received is not None else None,
     }
-    message_id = session.connection().exec_driver_sql(INSERT_MESSAGE, params).scalar_one_or_none()
+    message_id = messages_store.insert_received(session, params)
     if message_id is None:
         outcome.duplicates += 1
         return
@@ -254,7 +214,7 @@ def apply_meta(
             continue
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
-        contact_id = _upsert_contact(session, company_id, item.from_wa_id, name)
+        contact_id = contacts_store.upsert(session, company_id, item.from_wa_id, name)
         values = {
             "company_id": company_id,
             "connection_id": connection_id,
@@ -315,12 +275,7 @@ def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
 
 
 def _bridge_connection(session: Session, instance: str) -> tuple[int, int, ConnectionStatus] | None:
-    row = session.execute(
-        select(Connection.company_id, Connection.id, Connection.status).where(
-            Connection.provider == Provider.BAILEYS, Connection.bridge_instance == instance
-        )
-    ).one_or_none()
-    return (row[0], row[1], row[2]) if row else None
+    return connections_store.baileys_by_instance(session, instance)
 
 
 #: Bridge statuses of our own messages that move them (others, e.g. ``pending``, are skipped).
@@ -371,7 +326,7 @@ def _apply_upsert(
         outcome.skipped += 1
         return
     name = None if event.from_me else event.push_name
-    contact_id = _upsert_contact(session, company_id, event.phone, name)
+    contact_id = contacts_store.upsert(session, company_id, event.phone, name)
     payload: dict[str, Any] = {"raw": event.raw}
     if event.quoted_id:
         payload["context_wamid"] = event.quoted_id
@@ -411,6 +366,4 @@ def _apply_connection(
         target, reason = ConnectionStatus.INACTIVE, f"bridge reported {event.state} ({event.status_reason})"
     else:
         return
-    session.connection().exec_driver_sql(
-        event_sql.SET_CONNECTION_STATUS, {"id": connection_id, "status": str(target), "reason": reason}
-    )
+    connections_store.set_status_sync(session, connection_id, str(target), reason)

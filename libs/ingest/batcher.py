@@ -20,17 +20,11 @@ from psycopg_pool import AsyncConnectionPool
 from libs import contracts
 from libs.batching import Coalescer
 from libs.enqueue import enqueue_many_async
-from libs.ingest.store import MARK_ENQUEUED, Accepted
+from libs.ingest import store
+from libs.ingest.store import Accepted
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
-
-INSERT_MANY = """
-INSERT INTO webhooks (source, dedup_key, body, status)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[])
-ON CONFLICT (source, dedup_key) DO NOTHING
-RETURNING id, source, dedup_key
-"""
 
 #: Most webhooks written by one INSERT.
 MAX_BATCH = 256
@@ -88,16 +82,9 @@ class WebhookWriter:
     async def _write(self, batch: list[_Webhook]) -> list[Accepted]:
         """Insert ``batch`` in one statement; per webhook its id, or ``None`` for a duplicate (raises on failure)."""
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                INSERT_MANY,
-                (
-                    [w.source for w in batch],
-                    [w.key for w in batch],
-                    [w.body for w in batch],
-                    ["received"] * len(batch),
-                ),
+            rows = await store.insert_many(
+                conn, [w.source for w in batch], [w.key for w in batch], [w.body for w in batch]
             )
-            rows = await cursor.fetchall()
         created = {(source, key): webhook_id for webhook_id, source, key in rows}
         accepted_ids = []
         results = []
@@ -116,7 +103,7 @@ class WebhookWriter:
         try:
             await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids))
             async with self.pool.connection() as conn:
-                await conn.execute(MARK_ENQUEUED, (webhook_ids,), prepare=True)
+                await store.mark_enqueued(conn, webhook_ids)
         except Exception:
             logger.warning(
                 "%d webhook(s) stored but not enqueued; the outbox sweep will enqueue them",

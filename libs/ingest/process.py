@@ -13,32 +13,16 @@ from typing import Any
 
 import orjson
 from psycopg.types.json import Jsonb
-from sqlalchemy import update
 
 from libs.db.engine import Database
-from libs.db.models import Webhook, WebhookSource, WebhookStatus
+from libs.db.models import WebhookSource, WebhookStatus
 from libs.errors import DependencyUnavailableError, RecordNotFoundError
+from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.ingest.unmatched import merge_notes
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
-
-LOCK_WEBHOOK = "SELECT source, status, body, unmatched, item_count, error FROM webhooks WHERE id = %(id)s FOR UPDATE"
-#: In id order, so two groups sharing rows (a sweep's re-enqueue) lock them in the same order.
-LOCK_WEBHOOKS = """
-SELECT id, source, status, body, unmatched, item_count, error FROM webhooks WHERE id = ANY(%(ids)s) ORDER BY id
-FOR UPDATE
-"""
-#: ``processed``, or ``unmatched`` with the numbers still kept (a JSON array per row, else NULL).
-MARK_PROCESSED = """
-UPDATE webhooks w SET status = CASE WHEN v.unmatched IS NULL THEN 'processed' ELSE 'unmatched' END,
-  unmatched = CASE WHEN v.unmatched IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(v.unmatched)) END,
-  item_count = v.items, error = v.error, processed_at = now()
-FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[], %(unmatched)s::jsonb[])
-  AS v(id, items, error, unmatched)
-WHERE w.id = v.id
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +67,13 @@ def _apply_row(session: Any, row: Sequence[Any], connections: ConnectionCache | 
 
 
 def _mark(session: Any, rows: list[tuple[int, Applied]]) -> None:
-    params = {
-        "ids": [webhook_id for webhook_id, _ in rows],
-        "items": [applied.items for _, applied in rows],
-        "errors": [applied.error for _, applied in rows],
-        "unmatched": [Jsonb(applied.unmatched) if applied.unmatched else None for _, applied in rows],
-    }
-    session.connection().exec_driver_sql(MARK_PROCESSED, params)
+    store.mark_processed(
+        session,
+        [webhook_id for webhook_id, _ in rows],
+        [applied.items for _, applied in rows],
+        [applied.error for _, applied in rows],
+        [Jsonb(applied.unmatched) if applied.unmatched else None for _, applied in rows],
+    )
 
 
 def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
@@ -101,7 +85,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     A ``ParseError`` propagates (it is permanent: the job is dead-lettered and the row marked failed).
     """
     with db.session() as session:
-        row = session.connection().exec_driver_sql(LOCK_WEBHOOK, {"id": webhook_id}).one_or_none()
+        row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
         applied = _apply_row(session, row)
@@ -120,7 +104,7 @@ def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
     hands each webhook to its own :func:`process_webhook` job, so one bad webhook fails alone.
     """
     with db.session() as session:
-        rows = session.connection().exec_driver_sql(LOCK_WEBHOOKS, {"ids": sorted(set(webhook_ids))}).all()
+        rows = store.lock_many(session, webhook_ids)
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
         for webhook_id, *row in rows:
@@ -180,22 +164,4 @@ def without_nul(body: bytes) -> bytes | dict[str, Any]:
 def mark_failed(db: Database, webhook_id: int, error: str) -> None:
     """Record that a webhook will not be processed (its job is being dead-lettered)."""
     with db.session() as session:
-        session.execute(
-            update(Webhook)
-            .where(Webhook.id == webhook_id, Webhook.status != WebhookStatus.PROCESSED)
-            .values(status=WebhookStatus.FAILED, error=error[:4000])
-        )
-
-
-#: A replayed webhook goes back to the outbox: enqueued again, so the sweep re-enqueues it should its job be lost.
-REOPEN_FAILED = """
-UPDATE webhooks SET status = 'enqueued', enqueued_at = now() WHERE id = ANY(%(ids)s) AND status = 'failed'
-"""
-
-
-def reopen_failed_webhooks(session: Any, webhook_ids: list[int]) -> None:
-    """Put failed webhooks back to ``enqueued`` in the session's transaction (before their job is replayed).
-
-    The error text stays on the row until it is processed; the dead-letter ledger keeps it in any case.
-    """
-    session.connection().exec_driver_sql(REOPEN_FAILED, {"ids": webhook_ids})
+        store.mark_failed(session, webhook_id, error)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import redis
-from sqlalchemy import or_, select, update
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.db.models import Webhook, WebhookStatus
 from libs.enqueue import enqueue_many
+from libs.ingest import store
 
 #: An 'enqueued' row this old was lost with Redis (a restart without persistence): enqueue it again.
 LOST_AFTER = dt.timedelta(hours=1)
@@ -32,20 +31,12 @@ def sweep_webhooks(
     last_id = 0
     while True:
         with db.session() as session:
-            ids = list(
-                session.execute(
-                    select(Webhook.id)
-                    .where(
-                        Webhook.id > last_id,
-                        or_(
-                            (Webhook.status == WebhookStatus.RECEIVED) & (Webhook.received_at < received_before),
-                            (Webhook.status == WebhookStatus.ENQUEUED) & (Webhook.enqueued_at < now - LOST_AFTER),
-                        ),
-                    )
-                    .order_by(Webhook.id)
-                    .limit(BATCH)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
+            ids = store.sweep_due(
+                session,
+                after_id=last_id,
+                received_before=received_before,
+                enqueued_before=now - LOST_AFTER,
+                limit=BATCH,
             )
             if not ids:
                 return total
@@ -54,8 +45,6 @@ def sweep_webhooks(
                 namespace,
                 (contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i)) for i in ids),
             )
-            session.execute(
-                update(Webhook).where(Webhook.id.in_(ids)).values(status=WebhookStatus.ENQUEUED, enqueued_at=now)
-            )
+            store.sweep_mark(session, ids, now)
         total += len(ids)
         last_id = ids[-1]

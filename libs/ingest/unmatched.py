@@ -33,42 +33,13 @@ from sqlalchemy.orm import Session
 from libs import contracts
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many, enqueue_many_async
+from libs.ingest import store
 
 logger = logging.getLogger(__name__)
 
 #: Webhooks per ``process_webhooks`` job when many were kept for one number.
 GROUP = 100
 
-#: Taken by the worker for each key it keeps a webhook for (``%(keys)s``: lock keys, sorted).
-LOCK_SHARED = "SELECT count(pg_advisory_xact_lock_shared(hashtext(k))) FROM unnest(%(keys)s::text[]) AS u(k)"
-#: Taken by the API before it looks for the webhooks kept for a new connection's key.
-LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
-
-#: The webhooks kept for one key (``%(source)s``, ``%(key)s``): the partial GIN index on ``unmatched``.
-KEPT_FOR = """
-SELECT id FROM webhooks WHERE status = 'unmatched' AND source = %(source)s AND unmatched @> ARRAY[%(key)s]::text[]
-ORDER BY id
-"""
-
-#: Kept webhooks whose key has a connection now and that were not enqueued since they were last applied (or
-#: were, more than ``%(after)s`` seconds ago: that job was lost).
-SWEEP = """
-WITH keys AS (
-  SELECT 'meta' AS source, array_agg(phone_number_id)::text[] AS keys FROM connections WHERE phone_number_id IS NOT NULL
-  UNION ALL
-  SELECT 'baileys', array_agg(bridge_instance)::text[] FROM connections WHERE bridge_instance IS NOT NULL
-), due AS (
-  SELECT w.id FROM webhooks w JOIN keys k ON k.source = w.source
-  WHERE w.status = 'unmatched' AND w.unmatched && k.keys
-    AND (w.enqueued_at IS NULL OR w.enqueued_at <= w.processed_at
-         OR w.enqueued_at < now() - make_interval(secs => %(after)s))
-  ORDER BY w.id LIMIT %(limit)s
-  FOR UPDATE OF w SKIP LOCKED
-)
-UPDATE webhooks w SET enqueued_at = now() FROM due WHERE w.id = due.id RETURNING w.id
-"""
-
-MARK_ENQUEUED = "UPDATE webhooks SET enqueued_at = now() WHERE id = ANY(%(ids)s)"
 #: The note of a row's error for a key kept (one per key; dropped once the key is applied).
 KEPT_NOTE = "no connection for {kind} {key}: its messages are kept until one is created"
 KEPT_MARK = ": its messages are kept until one is created"
@@ -83,7 +54,7 @@ def lock_shared(session: Session, source: str, keys: Iterable[str]) -> None:
     """Hold the keys' locks shared until the session's transaction ends (the worker's side)."""
     names = sorted(lock_key(source, key) for key in keys)
     if names:
-        session.connection().exec_driver_sql(LOCK_SHARED, {"keys": names})
+        store.lock_keys_shared(session, names)
 
 
 def merge_notes(previous: str | None, notes: list[str]) -> str | None:
@@ -109,12 +80,11 @@ async def enqueue_kept_async(pool: Any, client: aioredis.Redis, namespace: str, 
     """
     async with pool.connection() as conn:
         async with conn.transaction():  # the lock only guards the look-up (never held while waiting on a row)
-            await conn.execute(LOCK, {"key": lock_key(source, key)})
-            cursor = await conn.execute(KEPT_FOR, {"source": source, "key": key})
-            ids = [int(row["id"] if isinstance(row, dict) else row[0]) for row in await cursor.fetchall()]
+            await store.lock_key(conn, lock_key(source, key))
+            ids = await store.kept_for(conn, source, key)
         if ids:
             await enqueue_many_async(client, namespace, _jobs(ids))
-            await conn.execute(MARK_ENQUEUED, {"ids": ids})
+            await store.mark_kept_enqueued(conn, ids)
     if ids:
         logger.info("connection %s %s created: %d kept webhook(s) enqueued", source, _masked(key), len(ids))
     return len(ids)
@@ -128,8 +98,7 @@ def sweep_kept(
     total = 0
     while True:
         with db.session() as session:
-            params = {"after": older_than_seconds, "limit": batch}
-            ids = [int(row[0]) for row in session.connection().exec_driver_sql(SWEEP, params)]
+            ids = store.sweep_kept(session, older_than_seconds=older_than_seconds, limit=batch)
             if ids:
                 enqueue_many(client, namespace, _jobs(ids))
         total += len(ids)

@@ -39,9 +39,12 @@ import redis
 
 from libs import contracts
 from libs.campaigns.lanes import Lanes
+from libs.companies import store as companies
 from libs.db.engine import Database
+from libs.deadletters import store as dead_letters
 from libs.enqueue import enqueue_many
 from libs.jobscan import JobScan, Suspects, SweepLock
+from libs.messages import store as messages
 from libs.sending.jobs import send_job
 
 logger = logging.getLogger(__name__)
@@ -50,36 +53,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIRM_AFTER_S = 30.0
 #: Queues whose jobs carry ``message_id`` (the send tiers) — and the dead letters on their way to the ledger.
 SEND_QUEUES = (contracts.MESSAGES_URGENT, contracts.MESSAGES, contracts.MESSAGES_LOW)
-
-#: Outbound rows that should have a send job (see the module docstring), each index-backed scan on its own.
-CANDIDATES = """
-SELECT m.id, m.campaign_id, m.updated_at
-FROM messages m JOIN connections c ON c.id = m.connection_id
-WHERE m.campaign_id IS NULL AND m.status IN ('queued', 'sending') AND m.direction = 'out'
-  AND m.external_id IS NULL AND m.updated_at < %(before)s AND c.status = 'active'
-UNION ALL
-SELECT m.id, m.campaign_id, m.updated_at
-FROM campaigns k JOIN messages m ON m.campaign_id = k.id JOIN connections c ON c.id = m.connection_id
-WHERE k.status = 'running' AND m.status IN ('queued', 'sending') AND m.direction = 'out'
-  AND m.external_id IS NULL AND m.updated_at < %(before)s AND c.status = 'active'
-"""
-
-#: Dead letters not replayed among ``%(ids)s`` (the expression index on ``kwargs ->> 'message_id'``).
-DEAD = """
-SELECT DISTINCT (kwargs ->> 'message_id')::bigint FROM dead_letters
-WHERE queue_name IN ('messages.urgent', 'messages', 'messages.low') AND replayed_at IS NULL
-  AND kwargs ->> 'message_id' = ANY(%(ids)s::text[])
-"""
-
-#: Touch the rows still as seen (``%(ids)s`` with their ``%(stamps)s``): a row claimed meanwhile is skipped.
-TOUCH = """
-UPDATE messages m SET updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(stamps)s::timestamptz[]) AS v(id, stamp)
-WHERE m.id = v.id AND m.updated_at = v.stamp AND m.status IN ('queued', 'sending') AND m.external_id IS NULL
-RETURNING m.id, m.company_id, m.campaign_id, m.priority, m.created_at
-"""
-
-COMPANY_WEIGHTS = "SELECT id, campaign_weight FROM companies WHERE id = ANY(%(ids)s)"
 
 
 @dataclass(frozen=True)
@@ -118,7 +91,7 @@ def _sweep(
 ) -> SweepResult:
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_seconds)
     with db.session() as session:
-        rows = {row[0]: row for row in session.connection().exec_driver_sql(CANDIDATES, {"before": before})}
+        rows = {row[0]: row for row in messages.sweep_candidates(session, before)}
     suspects = Suspects(client, namespace, "sends")
     if not rows:
         suspects.confirm({}, confirm_after=confirm_after)
@@ -155,11 +128,9 @@ def _enqueue(
 ) -> SweepResult:
     """Touch the confirmed rows still unchanged and enqueue their jobs, in one transaction."""
     with db.session() as session:
-        conn = session.connection()
-        dead = {int(r[0]) for r in conn.exec_driver_sql(DEAD, {"ids": [str(row[0]) for row in rows]})}
+        dead = dead_letters.dead_sends(session, [row[0] for row in rows])
         live = [row for row in rows if row[0] not in dead]
-        params = {"ids": [row[0] for row in live], "stamps": [row[2] for row in live]}
-        due = conn.exec_driver_sql(TOUCH, params).all()
+        due = messages.sweep_touch(session, [row[0] for row in live], [row[2] for row in live])
         direct = [
             send_job(message_id, priority, created)
             for message_id, _, campaign, priority, created in due
@@ -171,7 +142,7 @@ def _enqueue(
             if campaign_id is not None:
                 by_company.setdefault(int(company_id), []).append(int(message_id))
         if by_company:
-            weights = {int(c): int(w) for c, w in conn.exec_driver_sql(COMPANY_WEIGHTS, {"ids": list(by_company)})}
+            weights = companies.campaign_weights(session, list(by_company))
             for company_id, ids in by_company.items():
                 sends = (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids)
                 lanes.push(client, company_id, sends, weight=weights.get(company_id, 1))

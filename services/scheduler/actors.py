@@ -8,10 +8,11 @@ import dramatiq
 from periodiq import cron
 
 from libs import contracts
-from libs.campaigns import schedule
+from libs.campaigns import actions as campaigns
 from libs.campaigns.lanes import Lanes
 from libs.campaigns.sweep import sweep_expansions
-from libs.deadletters import alerts, ledger
+from libs.deadletters import actions as dead_letters
+from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
@@ -46,7 +47,7 @@ def record_dead_letter(
         first_failed_at=first_failed_at,
         last_failed_at=last_failed_at,
     )
-    if ledger.record(resources.db, entry):
+    if dead_letters.record(resources.db, entry):
         alerts.report_dead_letter(entry)
         alerts.check_threshold(
             broker.client,
@@ -103,26 +104,26 @@ def sweep_campaigns() -> None:
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("17 3 * * *"), time_limit=600_000)
 def prune_dead_letters() -> None:
     """Daily: drop ledger rows older than the retention period (90 days by default)."""
-    ledger.prune(resources.db, settings.dead_letter_retention_days)
+    dead_letters.prune(resources.db, settings.dead_letter_retention_days)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def start_due_campaigns() -> None:
     """Every minute: start scheduled campaigns that are due (exactly once, even with two schedulers)."""
-    schedule.start_due_campaigns(resources.db, broker.client, settings.redis_namespace)
+    campaigns.start_due_campaigns(resources.db, broker.client, settings.redis_namespace)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def finish_campaigns() -> None:
     """Every minute: close running campaigns whose messages are all final."""
-    schedule.finish_campaigns(resources.db)
+    campaigns.complete_campaigns(resources.db)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def unpark_campaigns() -> None:
     """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
-    schedule.unpark_campaigns(resources.db, broker.client, lanes)
+    campaigns.unpark_campaigns(resources.db, broker.client, lanes)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)

@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
+from libs.deadletters.store import Filter
 from libs.enqueue import enqueue_many
 from libs.settings import Settings
 from tests.helpers import queue_length
@@ -32,12 +33,12 @@ def test_queue_stats_match_a_known_state(api: TestClient, broker: Any, settings:
     enqueue_many(broker.client, settings.redis_namespace, sends(100), lifecycle=True)
     for message in sends(3, contracts.SEND_LOW):
         broker.enqueue(message, delay=60_000)
-    ledger.record(db, record_entry(queue=contracts.WEBHOOKS))
-    ledger.record(db, record_entry(queue=contracts.WEBHOOKS))
-    replayed = ledger.record(db, record_entry(queue=contracts.CAMPAIGNS))
+    actions.record(db, record_entry(queue=contracts.WEBHOOKS))
+    actions.record(db, record_entry(queue=contracts.WEBHOOKS))
+    replayed = actions.record(db, record_entry(queue=contracts.CAMPAIGNS))
     assert replayed
-    row = ledger.list_rows(db, ledger.Filter(queue=contracts.CAMPAIGNS))[0]
-    ledger.replay(db, lambda m: m, [row.id])
+    row = actions.list_rows(db, Filter(queue=contracts.CAMPAIGNS))[0]
+    actions.replay(db, lambda m: m, [row.id])
     # When the stats are read
     stats = queues_by_name(api)
     # Then every number matches
@@ -64,8 +65,8 @@ def test_dead_letters_are_listed_filtered_and_replayed_once(
 ) -> None:
     declare_test_actors(broker)
     old = record_entry(queue=contracts.WEBHOOKS, failed_at=time.time() - 3 * 3600)
-    ledger.record(db, old)
-    ledger.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky", kwargs={"key": "k"}))
+    actions.record(db, old)
+    actions.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky", kwargs={"key": "k"}))
     rows = api.get("/api/dead-letters").json()
     assert [r["queue"] for r in rows] == [contracts.MESSAGES, contracts.WEBHOOKS]
     assert all(r["state"] == "dead" for r in rows) and "traceback" not in rows[0]
@@ -91,7 +92,7 @@ def test_dead_letters_are_listed_filtered_and_replayed_once(
 
 def test_a_dead_job_is_found_through_the_ledger(api: TestClient, db: Database) -> None:
     entry = record_entry(queue=contracts.WEBHOOKS, error_message="kaput")
-    ledger.record(db, entry)
+    actions.record(db, entry)
     job = api.get(f"/api/jobs/{entry.message['message_id']}").json()
     assert job["state"] == "dead"
     assert job["failures"] == 3 and job["last_error"] == "kaput"
@@ -103,7 +104,7 @@ def test_metrics_expose_queue_depth_dead_letters_and_workers(
 ) -> None:
     # Given 7 urgent sends waiting, a dead letter, and two workers: one beating now, one silent for an hour
     enqueue_many(broker.client, settings.redis_namespace, sends(7, contracts.SEND_URGENT), lifecycle=True)
-    ledger.record(db, record_entry(queue=contracts.WEBHOOKS))
+    actions.record(db, record_entry(queue=contracts.WEBHOOKS))
     now_ms = int(time.time() * 1000)
     broker.client.zadd(f"{settings.redis_namespace}:__heartbeats__", {"alive": now_ms, "gone": now_ms - 3_600_000})
     # When Prometheus scrapes

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from libs import contracts
-from libs.campaigns.schedule import finish_campaigns, start_due_campaigns
+from libs.campaigns.actions import complete_campaigns, start_due_campaigns
 from libs.db.engine import Database
 from libs.settings import Settings
 from tests.campaigns.test_expand import make_campaign
@@ -69,8 +69,8 @@ def test_campaign_completes_when_every_message_is_final(db: Database, broker: An
     expand_batch(
         db, broker.client, Lanes(settings.redis_namespace), contracts.ExpandCampaignBatch(campaign_id, first, last)
     )
-    assert finish_campaigns(db) == []  # three sends still queued
+    assert complete_campaigns(db) == []  # three sends still queued
     with db.session() as session:
         session.execute(text("UPDATE messages SET status = 'sent' WHERE campaign_id = :c"), {"c": campaign_id})
-    assert finish_campaigns(db) == [campaign_id]
+    assert complete_campaigns(db) == [campaign_id]
     assert status(db, campaign_id) == "completed"

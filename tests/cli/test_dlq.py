@@ -19,7 +19,7 @@ from libs import contracts
 from libs.cli.main import main
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
 from tests.helpers import drain, queue_length
 from tests.middleware.support import REPO, Probe, ledger_rows, record_entry, subprocess_env
 
@@ -34,7 +34,7 @@ def zapq(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def seed(db: Database, queue: str = contracts.WEBHOOKS, **kwargs: Any) -> int:
     """Record one dead letter; its id."""
-    ledger.record(db, record_entry(queue=queue, **kwargs))
+    actions.record(db, record_entry(queue=queue, **kwargs))
     return ledger_rows(db)[-1].id
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
+from libs.deadletters.store import Filter
 from libs.errors import RecordNotFoundError
 from tests.helpers import drain
 from tests.middleware.support import ledger_rows, record_entry
@@ -31,16 +32,16 @@ def age(db: Database, dead_letter_id: int, days: float) -> None:
 def seed(db: Database, count: int, **kwargs: Any) -> list[int]:
     """Record ``count`` dead letters; their ids, oldest first."""
     for _ in range(count):
-        assert ledger.record(db, record_entry(**kwargs))
+        assert actions.record(db, record_entry(**kwargs))
     return [row.id for row in ledger_rows(db)][-count:]
 
 
 def test_record_is_an_idempotent_upsert(db: Database) -> None:
     # Given a dead letter recorded once
     entry = record_entry(error_message="first")
-    assert ledger.record(db, entry) is True
+    assert actions.record(db, entry) is True
     # When the recorder job is delivered again for the same failure
-    again = ledger.record(db, entry)
+    again = actions.record(db, entry)
     # Then nothing changes and it is not reported as new
     assert again is False
     [row] = ledger_rows(db)
@@ -54,14 +55,14 @@ def test_record_is_an_idempotent_upsert(db: Database) -> None:
 def test_failure_after_replay_refreshes_the_same_row(db: Database) -> None:
     # Given a recorded dead letter that was replayed
     entry = record_entry(error_message="first")
-    ledger.record(db, entry)
+    actions.record(db, entry)
     [row] = ledger_rows(db)
-    assert ledger.replay(db, lambda m: m, [row.id]) == [row.id]
+    assert actions.replay(db, lambda m: m, [row.id]) == [row.id]
     # When the replayed job fails again (same message id, new error)
     later = dataclasses.replace(
         entry, error_message="second", reason="permanent", attempts=1, last_failed_at=time.time() + 1
     )
-    assert ledger.record(db, later) is True
+    assert actions.record(db, later) is True
     # Then it is still one row, dead again, with the new error and the replay remembered
     [again] = ledger_rows(db)
     assert again.id == row.id
@@ -76,17 +77,17 @@ def test_list_filters_and_order(db: Database) -> None:
     [message] = seed(db, 1, queue=contracts.MESSAGES, actor="test_flaky")
     age(db, old, days=3)
     # Then listing is newest first and filters by queue, age and limit
-    assert [r.id for r in ledger.list_rows(db, ledger.Filter())] == [message, webhook, old]
-    assert [r.id for r in ledger.list_rows(db, ledger.Filter(queue=contracts.WEBHOOKS))] == [webhook, old]
+    assert [r.id for r in actions.list_rows(db, Filter())] == [message, webhook, old]
+    assert [r.id for r in actions.list_rows(db, Filter(queue=contracts.WEBHOOKS))] == [webhook, old]
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    assert [r.id for r in ledger.list_rows(db, ledger.Filter(since=since))] == [message, webhook]
-    assert [r.id for r in ledger.list_rows(db, ledger.Filter(), limit=1)] == [message]
-    assert ledger.matching_ids(db, ledger.Filter(queue=contracts.WEBHOOKS)) == [old, webhook]
+    assert [r.id for r in actions.list_rows(db, Filter(since=since))] == [message, webhook]
+    assert [r.id for r in actions.list_rows(db, Filter(), limit=1)] == [message]
+    assert actions.matching_ids(db, Filter(queue=contracts.WEBHOOKS)) == [old, webhook]
 
 
 def test_get_unknown_id_raises_not_found(db: Database) -> None:
     with pytest.raises(RecordNotFoundError, match="no dead letter with id 12345"):
-        ledger.get(db, 12345)
+        actions.get(db, 12345)
 
 
 def test_purge_by_id_and_by_age(db: Database) -> None:
@@ -94,12 +95,12 @@ def test_purge_by_id_and_by_age(db: Database) -> None:
     first, second, third = seed(db, 3)
     age(db, first, days=10)
     # When one is purged by id and then everything older than a week
-    assert ledger.purge(db, ids=[second]) == 1
-    assert ledger.purge(db, older_than=dt.datetime.now(dt.UTC) - dt.timedelta(days=7)) == 1
+    assert actions.purge(db, ids=[second]) == 1
+    assert actions.purge(db, older_than=dt.datetime.now(dt.UTC) - dt.timedelta(days=7)) == 1
     # Then only the young one is left
     assert [r.id for r in ledger_rows(db)] == [third]
     with pytest.raises(ValueError):
-        ledger.purge(db)
+        actions.purge(db)
 
 
 def test_prune_keeps_90_days(db: Database) -> None:
@@ -108,7 +109,7 @@ def test_prune_keeps_90_days(db: Database) -> None:
     age(db, ancient, days=91)
     age(db, recent, days=89)
     # When the retention job prunes with the 90-day default
-    deleted = ledger.prune(db, 90)
+    deleted = actions.prune(db, 90)
     # Then only the row older than 90 days is gone
     assert deleted == 1
     assert [r.id for r in ledger_rows(db)] == [recent, fresh]

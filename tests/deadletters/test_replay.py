@@ -11,7 +11,7 @@ from dramatiq import Message
 from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import DeadLetter
-from libs.deadletters import ledger
+from libs.deadletters import actions
 from tests.helpers import drain, queue_length
 from tests.middleware.support import Probe, ledger_rows, record_entry
 
@@ -34,7 +34,7 @@ def test_replay_runs_the_job_again_with_fresh_attempts(
     dead = dead_flaky_job("fixed-later", db, broker, worker, test_actors)
     probe.fixed.add("fixed-later")
     # When its row is replayed
-    replayed = ledger.replay(db, broker.enqueue, [dead.id])
+    replayed = actions.replay(db, broker.enqueue, [dead.id])
     drain(broker, worker, QUEUES)
     # Then the same message ran once more with a fresh attempt count and succeeded
     runs = probe.attempts["fixed-later"]
@@ -55,7 +55,7 @@ def test_replayed_job_that_fails_again_is_dead_again_in_the_same_row(
     # Given a dead-lettered job whose cause is not fixed
     dead = dead_flaky_job("still-broken", db, broker, worker, test_actors)
     # When it is replayed and fails its 2 fresh tries again
-    ledger.replay(db, broker.enqueue, [dead.id])
+    actions.replay(db, broker.enqueue, [dead.id])
     drain(broker, worker, QUEUES)
     # Then the same row is dead again with the new error, and remembers the replay
     assert len(probe.attempts["still-broken"]) == 4
@@ -67,16 +67,16 @@ def test_replayed_job_that_fails_again_is_dead_again_in_the_same_row(
     assert row.error_message == "still-broken attempt 4 failed"
     assert row.last_failed_at > dead.last_failed_at
     # And it can be replayed once more
-    assert ledger.replay(db, broker.enqueue, [dead.id]) == [dead.id]
+    assert actions.replay(db, broker.enqueue, [dead.id]) == [dead.id]
 
 
 def test_replaying_a_row_twice_enqueues_it_once(broker: Any, db: Database) -> None:
     # Given one dead letter of the messages queue (no worker running)
-    ledger.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky", kwargs={"key": "once"}))
+    actions.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky", kwargs={"key": "once"}))
     [row] = ledger_rows(db)
     # When it is replayed twice
-    first = ledger.replay(db, broker.enqueue, [row.id])
-    second = ledger.replay(db, broker.enqueue, [row.id])
+    first = actions.replay(db, broker.enqueue, [row.id])
+    second = actions.replay(db, broker.enqueue, [row.id])
     # Then only the first enqueued it
     assert (first, second) == ([row.id], [])
     assert queue_length(broker.client, broker.namespace, contracts.MESSAGES) == 1
@@ -86,10 +86,10 @@ def test_replaying_a_row_twice_enqueues_it_once(broker: Any, db: Database) -> No
 
 
 def test_dry_run_enqueues_nothing(broker: Any, db: Database) -> None:
-    ledger.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky"))
+    actions.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky"))
     [row] = ledger_rows(db)
     # When replayed as a dry run
-    assert ledger.replay(db, broker.enqueue, [row.id], dry_run=True) == [row.id]
+    assert actions.replay(db, broker.enqueue, [row.id], dry_run=True) == [row.id]
     # Then nothing was enqueued and the row is still dead
     assert queue_length(broker.client, broker.namespace, contracts.MESSAGES) == 0
     [after] = ledger_rows(db)
@@ -98,7 +98,7 @@ def test_dry_run_enqueues_nothing(broker: Any, db: Database) -> None:
 
 def test_concurrent_replays_of_one_row_enqueue_once(broker: Any, db: Database) -> None:
     # Given one dead letter, and a first replay paused inside its enqueue (row claimed, not yet committed)
-    ledger.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky"))
+    actions.record(db, record_entry(queue=contracts.MESSAGES, actor="test_flaky"))
     [row] = ledger_rows(db)
     inside, release = threading.Event(), threading.Event()
 
@@ -108,11 +108,11 @@ def test_concurrent_replays_of_one_row_enqueue_once(broker: Any, db: Database) -
         return broker.enqueue(message)
 
     results: dict[str, list[int]] = {}
-    first = threading.Thread(target=lambda: results.update(first=ledger.replay(db, slow_enqueue, [row.id])))
+    first = threading.Thread(target=lambda: results.update(first=actions.replay(db, slow_enqueue, [row.id])))
     first.start()
     assert inside.wait(10)
     # When a second replay of the same row runs meanwhile
-    results["second"] = ledger.replay(db, broker.enqueue, [row.id])
+    results["second"] = actions.replay(db, broker.enqueue, [row.id])
     release.set()
     first.join(10)
     # Then it skipped the claimed row: the job was enqueued once

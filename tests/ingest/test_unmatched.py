@@ -17,12 +17,12 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.api.app import create_app
+from libs.cli.main import main
 from libs.db.engine import Database
 from libs.db.models import Direction, MessageStatus, WebhookStatus
 from libs.enqueue import enqueue_many
 from libs.ingest import apply as apply_module
 from libs.ingest.process import process_webhook
-from libs.cli.main import main
 from libs.ops.stats import queue_stats
 from libs.settings import Settings
 from tests.helpers import drain

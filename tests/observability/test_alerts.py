@@ -12,7 +12,8 @@ import pytest
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import alerts, ledger
+from libs.deadletters import actions, alerts
+from libs.deadletters.store import Filter
 from libs.errors import PermanentError
 from libs.middleware.policy import RetryPolicy
 from libs.settings import Settings
@@ -136,8 +137,8 @@ def test_failing_actor_to_threshold_alert_end_to_end(
     assert alert_events() == []
 
     # When one of them is replayed and fails again (the same ledger row, dead again)
-    [first, _] = ledger.list_rows(db, ledger.Filter(queue=QUEUE))
-    assert ledger.replay(db, sentry_broker.enqueue, [first.id]) == [first.id]
+    [first, _] = actions.list_rows(db, Filter(queue=QUEUE))
+    assert actions.replay(db, sentry_broker.enqueue, [first.id]) == [first.id]
     drain(sentry_broker, sentry_worker, [QUEUE, contracts.DEAD_LETTER])
     flush()
     # Then the re-failure is a third dead letter in the window, and the alert fires once, counting it

@@ -11,7 +11,8 @@ import pytest
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
+from libs.deadletters.store import Filter
 from libs.errors import Defer, PermanentError, TransientError
 from libs.middleware.policy import RetryPolicy
 from tests.fakes.sentry import SentryRecorder
@@ -51,7 +52,7 @@ def test_dead_letter_is_one_scrubbed_event(
     assert sentry.problems() == [] and sentry.rejected == []
     # ... while the Dramatiq integration's per-attempt event was dropped by before_send, not lost elsewhere
     assert sentry.discarded("before_send") == 1
-    [row] = ledger.list_rows(db, ledger.Filter(queue=QUEUE))
+    [row] = actions.list_rows(db, Filter(queue=QUEUE))
     assert row.message_id == message.message_id
 
 
@@ -77,7 +78,7 @@ def test_retries_and_deferrals_are_never_reported(
 
     # Then it ran three times, nothing was dead-lettered, and no event reached Sentry
     assert attempts.count == 3
-    assert ledger.list_rows(db, ledger.Filter()) == []
+    assert actions.list_rows(db, Filter()) == []
     assert sentry.events() == []
     # (the integration did try to report both failed attempts; before_send dropped them)
     assert sentry.discarded("before_send") == 2
@@ -114,7 +115,7 @@ def test_redelivered_recorder_job_reports_once(sentry: SentryRecorder, broker: A
     flush()
 
     # Then one ledger row and one event, which names the job's message id unchanged
-    assert len(ledger.list_rows(db, ledger.Filter())) == 1
+    assert len(actions.list_rows(db, Filter())) == 1
     [event] = sentry.events()
     assert event["extra"]["message_id"] == entry.message["message_id"]
     assert event["fingerprint"] == ["zapq-dead-letter", "obs_send", PERMANENT]

@@ -15,7 +15,8 @@ from dramatiq.middleware import CurrentMessage
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
+from libs.deadletters.store import Filter
 from libs.errors import PermanentError, TransientError
 from libs.middleware.policy import RetryPolicy
 from libs.observability import JsonFormatter, PhoneMaskingFilter
@@ -50,7 +51,7 @@ def test_dead_letter_and_retry_logs_are_masked(
     # Then Dramatiq's error logs (with tracebacks), the retry and the dead-letter lines are all masked
     output = "\n".join(log_output)
     assert attempts.count == 2
-    assert len(ledger.list_rows(db, ledger.Filter(queue=QUEUE))) == 1
+    assert len(actions.list_rows(db, Filter(queue=QUEUE))) == 1
     assert "retrying message" in output and "dead-lettered message" in output
     assert "Traceback (most recent call last)" in output and "TransientError" in output
     assert_masked(output)

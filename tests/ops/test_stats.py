@@ -13,7 +13,7 @@ import pytest
 from libs import contracts
 from libs.cli.main import main
 from libs.db.engine import Database
-from libs.deadletters import ledger
+from libs.deadletters import actions
 from libs.enqueue import enqueue_many
 from libs.middleware.lifecycle import Lifecycle
 from libs.ops.stats import job_lookup, queue_stats
@@ -143,7 +143,7 @@ def test_delayed_and_dead_counts(broker: Any, settings: Settings, db: Database, 
     for i in range(2):
         broker.enqueue(contracts.SEND_LOW.message(contracts.SendMessage(i)), delay=60_000)
     entry = record_entry(queue=contracts.WEBHOOKS)
-    ledger.record(db, entry)
+    actions.record(db, entry)
     broker.client.zadd(f"{settings.redis_namespace}:{contracts.CAMPAIGNS}.XQ", {"x": 1})
     lifecycle.flush()
     stats = by_queue(broker, settings, db)

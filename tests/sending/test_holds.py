@@ -20,8 +20,8 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.api.app import create_app as create_api
+from libs.campaigns.actions import unpark_campaigns
 from libs.campaigns.lanes import Lanes
-from libs.campaigns.schedule import unpark_campaigns
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus, ConnectionStatus, MessageStatus
 from libs.ingest.edge import create_app

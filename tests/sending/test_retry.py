@@ -21,7 +21,7 @@ from libs.cli.main import main
 from libs.cli.output import EXIT_OK
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus, ConnectionStatus, MessageStatus, Webhook, WebhookStatus
-from libs.deadletters import ledger
+from libs.deadletters import actions
 from libs.settings import Settings
 from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN
@@ -209,7 +209,7 @@ def test_replaying_a_failed_webhook_reopens_its_row_and_processes_it(
     with db.session() as session:
         session.execute(update(Webhook).where(Webhook.id == webhook_id).values(body=good))
     worker.pause()
-    assert ledger.replay(db, broker.enqueue, [letter.id]) == [letter.id]
+    assert actions.replay(db, broker.enqueue, [letter.id]) == [letter.id]
     # Then the row is back in the outbox (the sweep would enqueue it again were the job lost)
     assert f.webhook(db, webhook_id).status == WebhookStatus.ENQUEUED
     worker.resume()

@@ -1,0 +1,1 @@
+"""Companies (tenants): the owners of connections, contacts, messages and campaigns."""

@@ -1,0 +1,102 @@
+"""What a user does with connections — one function each (the API's handlers call them).
+
+Secrets go in, never out: every row returned has ``has_access_token`` / ``has_bridge_api_key`` instead.
+Refusals are :mod:`libs.refusals` errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from libs.companies import store as companies
+from libs.connections import store
+from libs.ingest import unmatched
+from libs.refusals import ConflictError, InvalidError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+#: The credentials each provider's connection uses.
+CREDENTIALS = {"meta": ("access_token",), "baileys": ("bridge_url", "bridge_api_key")}
+
+
+def _conflict(exc: pg_errors.UniqueViolation) -> ConflictError:
+    constraint = exc.diag.constraint_name or ""
+    if "phone_number_id" in constraint:
+        return ConflictError("another connection already uses this phone_number_id")
+    if "bridge_instance" in constraint:
+        return ConflictError("another connection already uses this bridge_instance")
+    return ConflictError("conflicts with an existing connection")
+
+
+async def create_connection(
+    pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, values: dict[str, Any]
+) -> dict[str, Any]:
+    """A new connection (``values``: the columns of :data:`libs.connections.store.INSERTED`); then the webhooks
+    kept for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them)."""
+    async with pool.connection() as conn:
+        if not await companies.exists(conn, values["company_id"]):
+            raise InvalidError(f"company {values['company_id']} does not exist")
+        try:
+            row = await store.insert(conn, values)
+        except pg_errors.UniqueViolation as exc:
+            raise _conflict(exc) from None
+    provider = values["provider"]
+    key = values.get("phone_number_id") if provider == "meta" else values.get("bridge_instance")
+    if key is not None:
+        try:  # after the connection's commit: see libs.ingest.unmatched for why this order is safe
+            await unmatched.enqueue_kept_async(pool, redis, namespace, provider, key)
+        except Exception:
+            logger.warning("connection %s created; its kept webhooks are left to the sweep", row["id"], exc_info=True)
+    return row
+
+
+async def get_connection(pool: AsyncConnectionPool[Any], connection_id: int) -> dict[str, Any]:
+    """One connection (no secrets); :class:`NotFoundError` when missing."""
+    async with pool.connection() as conn:
+        row = await store.get(conn, connection_id)
+    if row is None:
+        raise NotFoundError(f"no connection {connection_id}")
+    return dict(row)
+
+
+async def patch_connection(
+    pool: AsyncConnectionPool[Any], connection_id: int, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Change the given fields (``status: active`` reactivates).
+
+    New credentials (token, bridge address or key) for a connection that needs attention reactivate it too:
+    that is what it needed. Sends held for an inactive connection go out once it is active again.
+    """
+    changes = dict(changes)
+    current = await get_connection(pool, connection_id)
+    own = CREDENTIALS[current["provider"]]
+    foreign = {"access_token", "bridge_url", "bridge_api_key"} - set(own)
+    stray = sorted(foreign & changes.keys())
+    if stray:
+        raise InvalidError(f"{', '.join(stray)} do not apply to a {current['provider']} connection")
+    if "status" not in changes and current["status"] == "needs_attention" and set(own) & changes.keys():
+        changes["status"] = "active"  # it needed new credentials, and got them
+    status = changes.pop("status", None)
+    async with pool.connection() as conn, conn.transaction():
+        if changes:
+            await store.update(conn, connection_id, changes)
+        if status is not None:
+            await store.set_status(conn, connection_id, status, None)
+        row = await store.get(conn, connection_id)
+    assert row is not None
+    return row
+
+
+async def deactivate_connection(pool: AsyncConnectionPool[Any], connection_id: int) -> dict[str, Any]:
+    """Make a connection inactive: the sender holds its messages until it is active again."""
+    async with pool.connection() as conn, conn.transaction():
+        await store.set_status(conn, connection_id, "inactive", "deactivated through the API")
+        row = await store.get(conn, connection_id)
+    if row is None:
+        raise NotFoundError(f"no connection {connection_id}")
+    return row

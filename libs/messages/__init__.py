@@ -1,0 +1,1 @@
+"""Messages: outbound ones created by producers and campaigns, inbound ones read from webhooks."""
