@@ -245,7 +245,7 @@ class PumpLocks:
             conn = await self._connection()
             if endpoint_id in self._held:
                 return None
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PUMP_LOCK_BASE + endpoint_id,))
+            cursor = await conn.execute(store.TRY_PUMP_LOCK, (store.PUMP_LOCK_BASE + endpoint_id,))
             row = await cursor.fetchone()
             if not (row and row[0]):
                 return None
@@ -265,7 +265,7 @@ class PumpLocks:
             assert self._conn is not None
             self._held.discard(endpoint_id)
             try:
-                await self._conn.execute("SELECT pg_advisory_unlock(%s)", (store.PUMP_LOCK_BASE + endpoint_id,))
+                await self._conn.execute(store.PUMP_UNLOCK, (store.PUMP_LOCK_BASE + endpoint_id,))
             except psycopg.Error:
                 logger.warning("could not release the pump lock of endpoint %s", endpoint_id, exc_info=True)
 
@@ -324,21 +324,6 @@ class DispatcherContext:
 
 # -- recording ------------------------------------------------------------------------------------------
 
-#: A delivery given up is recorded in the dead-letter ledger; replaying it runs ``redeliver_event``. Like
-#: ``libs.deadletters.actions.record``: one row per delivery, refreshed when it fails again after a replay.
-RECORD_DEAD_LETTERS = """
-INSERT INTO dead_letters (message_id, queue_name, actor_name, args, kwargs, message, reason, error_type,
-                          error_message, attempts, first_failed_at, last_failed_at)
-SELECT v.message_id, %(queue)s, %(actor)s, '[]'::jsonb, v.kwargs, v.message, 'delivery_failed',
-       'EventDeliveryError', v.error, v.attempts, v.first_at, v.last_at
-FROM unnest(%(message_ids)s::text[], %(kwargs)s::jsonb[], %(messages)s::jsonb[], %(errors)s::text[],
-            %(attempts)s::int[], %(first_at)s::timestamptz[], %(last_at)s::timestamptz[])
-     AS v(message_id, kwargs, message, error, attempts, first_at, last_at)
-ON CONFLICT (message_id) DO UPDATE SET
-  error_message = EXCLUDED.error_message, attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
-  replayed_at = NULL, created_at = now()
-WHERE dead_letters.replayed_at IS NOT NULL OR dead_letters.last_failed_at < EXCLUDED.last_failed_at
-"""
 
 #: Namespace of the Dramatiq message ids of replay jobs (one per delivery, so its ledger row is reused).
 REDELIVERY_NAMESPACE = uuid.UUID("0d7f5c2e-8a61-4e3b-9c1d-2f4a6b8e0c13")
@@ -430,7 +415,7 @@ async def promote(conn: psycopg.AsyncConnection[Any], keys: set[tuple[int, str]]
 async def _dead_letters(conn: psycopg.AsyncConnection[Any], given_up: list[Outcome]) -> None:
     messages = [redelivery_message(o.delivery_id) for o in given_up]
     await conn.execute(
-        RECORD_DEAD_LETTERS,
+        store.RECORD_DEAD_LETTERS,
         {
             "queue": contracts.REDELIVER_EVENT.queue_name,
             "actor": contracts.REDELIVER_EVENT.actor_name,

@@ -24,42 +24,6 @@ from libs.outbound import AddressGuard
 #: How long a rotated-out secret keeps signing (second signature), so receivers can switch without a gap.
 ROTATION_GRACE = dt.timedelta(hours=24)
 
-COLUMNS = """id, company_id, url, description, event_types, enabled, disabled_reason, disabled_at, rate_per_second,
-max_in_flight, failing_since, last_success_at, last_failure_at, last_failure_reason, created_at, updated_at"""
-
-#: Delivery figures of endpoints: open backlog, attempts and successes of the last 24 hours.
-STATS = """
-SELECT w.id,
-  (SELECT count(*) FROM event_deliveries d WHERE d.endpoint_id = w.id
-     AND d.state IN ('waiting', 'pending', 'delivering')) AS backlog,
-  (SELECT count(*) FROM event_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'failed') AS failed,
-  (SELECT count(*) FROM delivery_attempts a WHERE a.endpoint_id = w.id
-     AND a.attempted_at > now() - interval '24 hours') AS attempts_24h,
-  (SELECT count(*) FROM delivery_attempts a WHERE a.endpoint_id = w.id
-     AND a.attempted_at > now() - interval '24 hours' AND a.status_code BETWEEN 200 AND 299) AS succeeded_24h
-FROM webhook_endpoints w WHERE w.id = ANY(%(ids)s)
-"""
-
-#: Create (or reopen) the deliveries of one endpoint for the published events that ``%(where)s`` selects.
-REPLAY = """
-INSERT INTO event_deliveries (endpoint_id, event_id, seq, conversation, state, next_attempt_at)
-SELECT w.id, ev.id, ev.seq, ev.conversation, 'waiting', now()
-FROM events ev JOIN webhook_endpoints w ON w.id = %(endpoint)s AND w.company_id = ev.company_id
- AND (jsonb_array_length(w.event_types) = 0 OR w.event_types ? ev.type)
-WHERE ev.seq IS NOT NULL AND {where}
-ON CONFLICT (event_id, endpoint_id) DO UPDATE
-  SET state = 'waiting', attempts = 0, next_attempt_at = now(), lease_until = NULL
-  WHERE event_deliveries.state IN ('delivered', 'failed') AND NOT %(only_failed)s
-     OR event_deliveries.state = 'failed'
-RETURNING endpoint_id, conversation, id
-"""
-
-#: Replaying a given-up delivery settles its dead letter (as a replay from the ledger would).
-SETTLE_DEAD_LETTERS = """
-UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
-WHERE message_id = ANY(%(message_ids)s) AND replayed_at IS NULL
-"""
-
 
 class EndpointError(Exception):
     """A request about endpoints that must be refused: ``status`` (404, 409, 422) and a reason."""
@@ -94,20 +58,14 @@ class Endpoints:
 
     async def create(self, conn: AsyncConnection[Any], values: dict[str, Any]) -> dict[str, Any]:
         """A new endpoint (enabled); the answer carries its secret — the only time it is shown."""
-        company = await (
-            await conn.execute("SELECT 1 FROM companies WHERE id = %s", (values["company_id"],))
-        ).fetchone()
+        company = await (await conn.execute(store.COMPANY_EXISTS, (values["company_id"],))).fetchone()
         if company is None:
             raise EndpointError(422, f"company {values['company_id']} does not exist")
         url = await self._checked_url(values["url"])
         secret = signing.new_secret()
         cursor = conn.cursor(row_factory=dict_row)
         await cursor.execute(
-            f"""INSERT INTO webhook_endpoints (company_id, url, description, event_types, enabled, secret,
-                                               rate_per_second, max_in_flight)
-                VALUES (%(company_id)s, %(url)s, %(description)s, %(types)s, %(enabled)s, %(secret)s, %(rate)s,
-                        %(in_flight)s)
-                RETURNING {COLUMNS}""",
+            store.INSERT_ENDPOINT,
             {
                 "company_id": values["company_id"],
                 "url": url,
@@ -126,7 +84,7 @@ class Endpoints:
     async def get(self, conn: AsyncConnection[Any], endpoint_id: int, company_id: int | None = None) -> dict[str, Any]:
         """One endpoint with its delivery figures (404 when missing or of another company)."""
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(f"SELECT {COLUMNS} FROM webhook_endpoints WHERE id = %s", (endpoint_id,))
+        await cursor.execute(store.GET_ENDPOINT, (endpoint_id,))
         row = await cursor.fetchone()
         if row is None or (company_id is not None and row["company_id"] != company_id):
             raise EndpointError(404, f"no webhook endpoint {endpoint_id}")
@@ -136,11 +94,9 @@ class Endpoints:
         """Endpoints (of one company, or all) with their delivery figures."""
         cursor = conn.cursor(row_factory=dict_row)
         if company_id is None:
-            await cursor.execute(f"SELECT {COLUMNS} FROM webhook_endpoints ORDER BY id LIMIT 1000")
+            await cursor.execute(store.LIST_ENDPOINTS)
         else:
-            await cursor.execute(
-                f"SELECT {COLUMNS} FROM webhook_endpoints WHERE company_id = %s ORDER BY id LIMIT 1000", (company_id,)
-            )
+            await cursor.execute(store.LIST_COMPANY_ENDPOINTS, (company_id,))
         return await self._with_stats(conn, await cursor.fetchall())
 
     @staticmethod
@@ -148,7 +104,7 @@ class Endpoints:
         if not rows:
             return rows
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(STATS, {"ids": [r["id"] for r in rows]})
+        await cursor.execute(store.ENDPOINT_STATS, {"ids": [r["id"] for r in rows]})
         stats = {s["id"]: s for s in await cursor.fetchall()}
         out = []
         for row in rows:
@@ -178,11 +134,7 @@ class Endpoints:
         elif values.get("enabled") is False and current["enabled"]:
             values.update(disabled_reason="disabled through the API", disabled_at=dt.datetime.now(dt.UTC))
         if values:
-            assignments = ", ".join(f"{name} = %({name})s" for name in values)
-            await conn.execute(
-                f"UPDATE webhook_endpoints SET {assignments}, updated_at = now() WHERE id = %(id)s",
-                {**values, "id": endpoint_id},
-            )
+            await conn.execute(store.update_endpoint(list(values)), {**values, "id": endpoint_id})
         if values.get("enabled") is True:
             await self.kicks.kick_async(self.redis, [endpoint_id])
         return await self.get(conn, endpoint_id)
@@ -190,18 +142,14 @@ class Endpoints:
     async def delete(self, conn: AsyncConnection[Any], endpoint_id: int) -> None:
         """Remove the endpoint and its delivery log."""
         await self.get(conn, endpoint_id)
-        await conn.execute("DELETE FROM webhook_endpoints WHERE id = %s", (endpoint_id,))
+        await conn.execute(store.DELETE_ENDPOINT, (endpoint_id,))
 
     async def rotate_secret(self, conn: AsyncConnection[Any], endpoint_id: int) -> dict[str, Any]:
         """A new secret (shown once); the old one keeps signing beside it for ``ROTATION_GRACE``."""
         await self.get(conn, endpoint_id)
         secret = signing.new_secret()
         expires = dt.datetime.now(dt.UTC) + ROTATION_GRACE
-        await conn.execute(
-            """UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = %s, secret = %s,
-                   updated_at = now() WHERE id = %s""",
-            (expires, secret, endpoint_id),
-        )
+        await conn.execute(store.ROTATE_SECRET, (expires, secret, endpoint_id))
         return {**await self.get(conn, endpoint_id), "secret": secret, "previous_secret_expires_at": expires}
 
     async def test(self, conn: AsyncConnection[Any], http: httpx.AsyncClient, endpoint_id: int) -> dict[str, Any]:
@@ -251,13 +199,10 @@ class Endpoints:
             raise EndpointError(422, "give event_id or since")
         async with conn.transaction():
             cursor = conn.cursor(row_factory=tuple_row)
-            await cursor.execute(REPLAY.format(where=where), params)
+            await cursor.execute(store.REPLAY_DELIVERIES.format(where=where), params)
             reopened = await cursor.fetchall()
             if event is not None and not reopened:
-                await cursor.execute(
-                    "SELECT state FROM event_deliveries WHERE endpoint_id = %s AND event_id = %s",
-                    (endpoint_id, params["event"]),
-                )
+                await cursor.execute(store.DELIVERY_STATE, (endpoint_id, params["event"]))
                 found = await cursor.fetchone()
                 if found is None:
                     raise EndpointError(404, f"no published event {event} for this endpoint's company and types")
@@ -266,7 +211,7 @@ class Endpoints:
             if reopened:
                 kick = await dispatch.promote(conn, {(e, c) for e, c, _ in reopened})
                 message_ids = [dispatch.redelivery_message(d).message_id for _, _, d in reopened]
-                await cursor.execute(SETTLE_DEAD_LETTERS, {"message_ids": message_ids})
+                await cursor.execute(store.SETTLE_DEAD_LETTERS, {"message_ids": message_ids})
         await self.kicks.kick_async(self.redis, kick)
         return len(reopened)
 
@@ -276,11 +221,5 @@ class Endpoints:
         if internal is None:
             raise EndpointError(404, f"no event {event}")
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(
-            """SELECT d.id AS delivery_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.delivered_at,
-                      a.attempt, a.attempted_at, a.status_code, a.error, a.latency_ms, a.response_excerpt
-               FROM event_deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
-               WHERE d.event_id = %s ORDER BY d.endpoint_id, a.attempted_at DESC NULLS LAST, a.id DESC""",
-            (internal,),
-        )
+        await cursor.execute(store.EVENT_ATTEMPTS, (internal,))
         return await cursor.fetchall()

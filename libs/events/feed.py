@@ -22,6 +22,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from libs.events import store
 from libs.events.types import event_id
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ RECENT = 10_000
 MAX_LIMIT = 1_000
 #: Longest long-poll (seconds).
 MAX_WAIT_S = 30.0
-
-EVENT_COLUMNS = "id, type, company_id, company_seq, seq, conversation, occurred_at, data"
-
-LAST_SEQ = "SELECT COALESCE((SELECT last_seq FROM event_counters WHERE company_id = 0), 0)"
 
 
 class BadCursorError(ValueError):
@@ -96,7 +93,7 @@ async def read_page(pool: AsyncConnectionPool[Any], after: int, flt: Filter, lim
     the filter skipped need not be scanned again).
     """
     params: dict[str, Any] = {"after": after, "limit": limit}
-    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_where(flt, params)} ORDER BY seq LIMIT %(limit)s"
+    query = store.feed_query(_where(flt, params), newest_first=False)
     published, rows = await _published_and_rows(pool, query, params)
     full = len(rows) == limit
     last = rows[-1]["seq"] if rows else after
@@ -108,7 +105,7 @@ async def read_last(pool: AsyncConnectionPool[Any], flt: Filter, limit: int) -> 
     before the query: where a reader that wants only what is recent starts, in one backward index scan however
     long the log is (a dashboard opening on 30 days of events)."""
     params: dict[str, Any] = {"after": 0, "limit": limit}
-    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE {_where(flt, params)} ORDER BY seq DESC LIMIT %(limit)s"
+    query = store.feed_query(_where(flt, params), newest_first=True)
     published, rows = await _published_and_rows(pool, query, params)
     rows.reverse()
     return Page(rows, max(rows[-1]["seq"] if rows else 0, published), False)
@@ -132,7 +129,7 @@ async def _published_and_rows(
     """The last published ``seq``, then the rows of ``query`` (read after it, so they cover at least it)."""
     async with pool.connection() as conn:
         counter = conn.cursor(row_factory=tuple_row)
-        await counter.execute(LAST_SEQ)
+        await counter.execute(store.LAST_SEQ)
         published = int((await counter.fetchone() or (0,))[0])
         cursor = conn.cursor(row_factory=dict_row)
         await cursor.execute(query, params)
@@ -175,7 +172,7 @@ class EventHub:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True, connect_timeout=5
                 ) as conn:
-                    await conn.execute("LISTEN zapq_events")
+                    await conn.execute(store.LISTEN_PUBLISHED)
                     await self._advance(await self._published(conn))
                     async for notify in conn.notifies(timeout=5.0):
                         await self._advance(int(notify.payload or 0))
@@ -192,7 +189,7 @@ class EventHub:
 
     @staticmethod
     async def _published(conn: psycopg.AsyncConnection[Any]) -> int:
-        row = await (await conn.execute(LAST_SEQ)).fetchone()
+        row = await (await conn.execute(store.LAST_SEQ)).fetchone()
         return int(row[0]) if row else 0
 
     async def _advance(self, seq: int) -> None:

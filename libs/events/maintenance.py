@@ -22,16 +22,6 @@ from libs.events.kicks import Kicks
 #: Events (and, with them, their deliveries and attempts) deleted per statement when pruning.
 PRUNE_BATCH = 5_000
 
-#: Old published events none of whose deliveries is still open.
-PRUNE = """
-DELETE FROM events WHERE id IN (
-  SELECT ev.id FROM events ev
-  WHERE ev.created_at < %(cutoff)s AND ev.seq IS NOT NULL
-    AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = ev.id
-                    AND d.state IN ('waiting', 'pending', 'delivering'))
-  ORDER BY ev.id LIMIT %(limit)s)
-"""
-
 
 def sweep_deliveries(
     db: Database, client: redis.Redis, namespace: str, enqueue_delayed: Callable[[Message[Any], int], Any]
@@ -65,7 +55,11 @@ def prune_events(db: Database, retention_days: int, *, now: dt.datetime | None =
     total = 0
     while True:
         with db.session() as session:
-            deleted = session.connection().exec_driver_sql(PRUNE, {"cutoff": cutoff, "limit": PRUNE_BATCH}).rowcount
+            deleted = (
+                session.connection()
+                .exec_driver_sql(store.PRUNE_EVENTS, {"cutoff": cutoff, "limit": PRUNE_BATCH})
+                .rowcount
+            )
         total += deleted or 0
         if not deleted or deleted < PRUNE_BATCH:
             return total

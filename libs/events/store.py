@@ -246,6 +246,135 @@ async def published_event(conn: Any, event_id: int) -> dict[str, Any] | None:
     return row
 
 
+# -- endpoints ------------------------------------------------------------------------------------------
+
+ENDPOINT_COLUMNS = """id, company_id, url, description, event_types, enabled, disabled_reason, disabled_at,
+rate_per_second, max_in_flight, failing_since, last_success_at, last_failure_at, last_failure_reason,
+created_at, updated_at"""
+
+COMPANY_EXISTS = "SELECT 1 FROM companies WHERE id = %s"
+
+INSERT_ENDPOINT = f"""
+INSERT INTO webhook_endpoints (company_id, url, description, event_types, enabled, secret, rate_per_second,
+                               max_in_flight)
+VALUES (%(company_id)s, %(url)s, %(description)s, %(types)s, %(enabled)s, %(secret)s, %(rate)s, %(in_flight)s)
+RETURNING {ENDPOINT_COLUMNS}
+"""
+
+GET_ENDPOINT = f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = %s"
+LIST_ENDPOINTS = f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id LIMIT 1000"
+LIST_COMPANY_ENDPOINTS = (
+    f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE company_id = %s ORDER BY id LIMIT 1000"
+)
+DELETE_ENDPOINT = "DELETE FROM webhook_endpoints WHERE id = %s"
+
+#: The current secret becomes the previous one (signing beside the new one until it expires).
+ROTATE_SECRET = """
+UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = %s, secret = %s,
+  updated_at = now()
+WHERE id = %s
+"""
+
+
+def update_endpoint(columns: list[str]) -> str:
+    """Set the named columns (``%(column)s`` parameters) of endpoint ``%(id)s``."""
+    assignments = ", ".join(f"{name} = %({name})s" for name in columns)
+    return f"UPDATE webhook_endpoints SET {assignments}, updated_at = now() WHERE id = %(id)s"
+
+
+#: Delivery figures of endpoints: open backlog, attempts and successes of the last 24 hours.
+ENDPOINT_STATS = """
+SELECT w.id,
+  (SELECT count(*) FROM event_deliveries d WHERE d.endpoint_id = w.id
+     AND d.state IN ('waiting', 'pending', 'delivering')) AS backlog,
+  (SELECT count(*) FROM event_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'failed') AS failed,
+  (SELECT count(*) FROM delivery_attempts a WHERE a.endpoint_id = w.id
+     AND a.attempted_at > now() - interval '24 hours') AS attempts_24h,
+  (SELECT count(*) FROM delivery_attempts a WHERE a.endpoint_id = w.id
+     AND a.attempted_at > now() - interval '24 hours' AND a.status_code BETWEEN 200 AND 299) AS succeeded_24h
+FROM webhook_endpoints w WHERE w.id = ANY(%(ids)s)
+"""
+
+#: Create (or reopen) the deliveries of one endpoint for the published events that ``%(where)s`` selects.
+REPLAY_DELIVERIES = """
+INSERT INTO event_deliveries (endpoint_id, event_id, seq, conversation, state, next_attempt_at)
+SELECT w.id, ev.id, ev.seq, ev.conversation, 'waiting', now()
+FROM events ev JOIN webhook_endpoints w ON w.id = %(endpoint)s AND w.company_id = ev.company_id
+ AND (jsonb_array_length(w.event_types) = 0 OR w.event_types ? ev.type)
+WHERE ev.seq IS NOT NULL AND {where}
+ON CONFLICT (event_id, endpoint_id) DO UPDATE
+  SET state = 'waiting', attempts = 0, next_attempt_at = now(), lease_until = NULL
+  WHERE event_deliveries.state IN ('delivered', 'failed') AND NOT %(only_failed)s
+     OR event_deliveries.state = 'failed'
+RETURNING endpoint_id, conversation, id
+"""
+
+DELIVERY_STATE = "SELECT state FROM event_deliveries WHERE endpoint_id = %s AND event_id = %s"
+
+#: Replaying a given-up delivery settles its dead letter (as a replay from the ledger would).
+SETTLE_DEAD_LETTERS = """
+UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
+WHERE message_id = ANY(%(message_ids)s) AND replayed_at IS NULL
+"""
+
+#: Every delivery of an event with its attempts, newest first.
+EVENT_ATTEMPTS = """
+SELECT d.id AS delivery_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.delivered_at,
+       a.attempt, a.attempted_at, a.status_code, a.error, a.latency_ms, a.response_excerpt
+FROM event_deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
+WHERE d.event_id = %s ORDER BY d.endpoint_id, a.attempted_at DESC NULLS LAST, a.id DESC
+"""
+
+
+# -- the feed -------------------------------------------------------------------------------------------
+
+EVENT_COLUMNS = "id, type, company_id, company_seq, seq, conversation, occurred_at, data"
+
+#: The last ``seq`` handed out (the global counter).
+LAST_SEQ = "SELECT COALESCE((SELECT last_seq FROM event_counters WHERE company_id = 0), 0)"
+
+#: What the publisher's ``NOTIFY`` wakes.
+LISTEN_PUBLISHED = "LISTEN zapq_events"
+
+
+def feed_query(where: str, *, newest_first: bool) -> str:
+    """Published events matching ``where`` (a condition over ``events``), by ``seq``, ``LIMIT %(limit)s``."""
+    order = "DESC" if newest_first else ""
+    return f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq {order} LIMIT %(limit)s"
+
+
+# -- pumps and give-ups ---------------------------------------------------------------------------------
+
+TRY_PUMP_LOCK = "SELECT pg_try_advisory_lock(%s)"
+PUMP_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+
+#: A delivery given up is recorded in the dead-letter ledger; replaying it runs ``redeliver_event``. Like
+#: ``libs.deadletters.actions.record``: one row per delivery, refreshed when it fails again after a replay.
+RECORD_DEAD_LETTERS = """
+INSERT INTO dead_letters (message_id, queue_name, actor_name, args, kwargs, message, reason, error_type,
+                          error_message, attempts, first_failed_at, last_failed_at)
+SELECT v.message_id, %(queue)s, %(actor)s, '[]'::jsonb, v.kwargs, v.message, 'delivery_failed',
+       'EventDeliveryError', v.error, v.attempts, v.first_at, v.last_at
+FROM unnest(%(message_ids)s::text[], %(kwargs)s::jsonb[], %(messages)s::jsonb[], %(errors)s::text[],
+            %(attempts)s::int[], %(first_at)s::timestamptz[], %(last_at)s::timestamptz[])
+     AS v(message_id, kwargs, message, error, attempts, first_at, last_at)
+ON CONFLICT (message_id) DO UPDATE SET
+  error_message = EXCLUDED.error_message, attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
+  replayed_at = NULL, created_at = now()
+WHERE dead_letters.replayed_at IS NOT NULL OR dead_letters.last_failed_at < EXCLUDED.last_failed_at
+"""
+
+#: Old published events none of whose deliveries is still open.
+PRUNE_EVENTS = """
+DELETE FROM events WHERE id IN (
+  SELECT ev.id FROM events ev
+  WHERE ev.created_at < %(cutoff)s AND ev.seq IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = ev.id
+                    AND d.state IN ('waiting', 'pending', 'delivering'))
+  ORDER BY ev.id LIMIT %(limit)s)
+"""
+
+
 def rows(cursor: Any) -> list[dict[str, Any]]:
     """A psycopg cursor's rows as dicts."""
     columns = [c.name for c in cursor.description or []]
