@@ -43,19 +43,13 @@ from libs import contracts, lua
 from libs.campaigns.lanes import Lanes
 from libs.enqueue import prepared
 from libs.keys import MSGS, BrokerKeys, HoldKeys, LaneKeys, LifecycleKeys
+from libs.sending import store
 
 CONNECTION = "connection"
 CAMPAIGN = "campaign"
 
 #: Moves parked sends back to their queue or lane (``libs/lua/holds_release.lua``); returns how many.
 RELEASE = lua.source("holds_release")
-
-#: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).
-STILL_HELD = """
-SELECT 'connection:' || id FROM connections WHERE id = ANY(%(connections)s::bigint[]) AND status = 'inactive'
-UNION ALL
-SELECT 'campaign:' || id FROM campaigns WHERE id = ANY(%(campaigns)s::bigint[]) AND status = 'paused'
-"""
 
 
 def hold_name(kind: str, row_id: int) -> str:
@@ -164,7 +158,7 @@ async def release_ended_async(pool: AsyncConnectionPool, client: aioredis.Redis,
     moved = 0
     if parked:
         async with pool.connection() as conn:
-            cursor = await conn.execute(STILL_HELD, _params(parked), prepare=True)
+            cursor = await conn.execute(store.STILL_HELD, _params(parked), prepare=True)
             still = {row[0] for row in await cursor.fetchall()}
         moved += await holds.release_async(client, [hold for hold in parked if hold not in still])
         moved += await holds.release_expired_async(client)
@@ -176,7 +170,7 @@ def release_ended(session: Session, client: redis.Redis, holds: Holds) -> int:
     parked = holds.holds(client)
     moved = 0
     if parked:
-        rows = session.connection().exec_driver_sql(STILL_HELD, _params(parked)).all()
+        rows = session.connection().exec_driver_sql(store.STILL_HELD, _params(parked)).all()
         still = {row[0] for row in rows}
         moved += holds.release(client, [hold for hold in parked if hold not in still])
         moved += holds.release_expired(client)

@@ -10,6 +10,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.events import sql as events
 
+#: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).
+STILL_HELD = """
+SELECT 'connection:' || id FROM connections WHERE id = ANY(%(connections)s::bigint[]) AND status = 'inactive'
+UNION ALL
+SELECT 'campaign:' || id FROM campaigns WHERE id = ANY(%(campaigns)s::bigint[]) AND status = 'paused'
+"""
+
+
 #: Take queued messages (or ones whose previous attempt ended ambiguously long enough ago) for sending.
 CLAIM = """
 UPDATE messages AS m
