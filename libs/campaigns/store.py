@@ -2,7 +2,7 @@
 start (API and scheduler), the campaign runner and the sweeps.
 
 Every status change is one conditional ``UPDATE … WHERE status IN (…)`` that also writes its ``campaign.status``
-event (:mod:`libs.events.sql`), so of two concurrent changes only one happens and is announced. Which change
+event (:mod:`libs.events.outbox_store`), so of two concurrent changes only one happens and is announced. Which change
 may leave which state is :mod:`libs.campaigns.actions`' state machine.
 """
 
@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 
 COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
 queued_count, sent_count, delivered_count, read_count, failed_count, created_at, started_at, finished_at"""
