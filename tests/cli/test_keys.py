@@ -55,8 +55,8 @@ def test_keys_create_list_revoke_and_audit(
 def test_bad_input_exits_with_the_reason(
     capsys: pytest.CaptureFixture[str], api_url: str, argv: list[str], code: int, message: str
 ) -> None:
-    got, out, err = zapq(capsys, *argv)
+    got, _, err = zapq(capsys, *argv)
     assert got == code
     assert message in err
-    code_list, listed, _ = zapq(capsys, "keys", "list", "--json")
+    _, listed, _ = zapq(capsys, "keys", "list", "--json")
     assert json.loads(listed) == []
