@@ -241,6 +241,7 @@ async function start() {
       }
       doc.append(el("div", {class: "op"}, el("span", {class: "method"}, method.toUpperCase()), el("code", {}, path),
         " — ", op.summary, el("div", {class: "muted"}, op.description || ""),
+        el("div", {class: "muted"}, "scope: " + ((op["x-scopes"] || []).join(", ") || "any key")),
         el("div", {class: "muted"}, "responses: " + Object.keys(op.responses).join(", ")),
         body ? el("details", {}, el("summary", {}, "body: " + body[0]), el("pre", {}, schema || "text")) : ""));
     }
