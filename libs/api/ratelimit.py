@@ -16,6 +16,7 @@ class RateLimiter:
         self.keys = RateLimitKeys(namespace)
         self.rate = rate_per_second
         self.burst = burst
+        self._script: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -24,8 +25,9 @@ class RateLimiter:
 
     async def retry_after(self, redis: Any, key_id: str) -> int | None:
         """``None`` when the request may go ahead, else whole seconds to wait (for ``Retry-After``)."""
-        admitted, wait_ms = await redis.eval(lua.source("ratelimit_take"), 1, self.keys.bucket(key_id),
-                                             self.rate, self.burst)  # fmt: skip
+        if self._script is None:  # EVALSHA on the API's own client (loaded into Redis on first use)
+            self._script = redis.register_script(lua.source("ratelimit_take"))
+        admitted, wait_ms = await self._script(keys=[self.keys.bucket(key_id)], args=[self.rate, self.burst])
         if int(admitted):
             return None
         return max(1, math.ceil(int(wait_ms) / 1000))

@@ -161,3 +161,21 @@ def test_changes_are_audited_with_the_key_and_target(api: TestClient, app_client
     assert created["key"] not in api.get("/api/audit").text
     assert api.get("/api/audit?since=bogus").status_code == 400
     assert api.get("/api/audit?since=1h&limit=1").json()[0]["action"] == "revoke_key"
+
+
+def test_a_key_is_never_let_through_when_its_rate_cannot_be_checked(
+    settings: Settings, db: Database, broker: Any, api: TestClient
+) -> None:
+    # Given a key, and an API whose Redis is unreachable (nothing listens on helper j's port 26791)
+    key = _key(api, scopes=["ops:read"])["key"]
+    down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:26791/0"})
+    with TestClient(create_app(down)) as client:
+        # When the key is used, then the answer is 503 with the reason, not the route's answer
+        response = client.get("/api/me", headers={"authorization": f"Bearer {key}"})
+        assert response.status_code == 503
+        assert "dependency is unavailable" in response.json()["error"]
+        # And a wrong key is still 401
+        assert (
+            client.get("/api/me", headers={"authorization": "Bearer zq_0000000000000000_" + "x" * 43}).status_code
+            == 401
+        )
