@@ -104,6 +104,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "connections", ConnectionPatch),
     Endpoint("POST", "/api/connections/{id:int}/deactivate", connections.deactivate_connection,
              "Deactivate a connection", "connections"),
+    Endpoint("POST", "/api/connections/{id:int}/webhook-secret", connections.issue_webhook_secret,
+             "A new webhook URL and secret for a Baileys connection (shown once)", "connections"),
     Endpoint("POST", "/api/campaigns", campaigns.create_campaign, "Create a campaign (draft)", "campaigns",
              CampaignIn, status=201),
     Endpoint("GET", "/api/campaigns", campaigns.list_campaigns, "Recent campaigns with progress", "campaigns"),
