@@ -85,6 +85,11 @@ BAILEYS_BY_INSTANCE = (
 BAILEYS_BY_WEBHOOK_KEY = (
     "SELECT id, bridge_instance, webhook_secret FROM connections WHERE provider = 'baileys' AND webhook_key = %(key)s"
 )
+#: Whether a bridge instance's connection has its own webhook secret (then only its own URL is accepted).
+BAILEYS_HAS_OWN_SECRET = (
+    "SELECT EXISTS (SELECT 1 FROM connections WHERE provider = 'baileys' AND bridge_instance = %(instance)s "
+    "AND webhook_secret IS NOT NULL)"
+)
 #: The encrypted credentials of the connections after an id, locked until the transaction ends (rotation).
 CREDENTIALS_AFTER = """
 SELECT id, access_token, bridge_api_key, webhook_secret FROM connections
@@ -166,6 +171,14 @@ async def baileys_by_webhook_key(conn: AsyncConnection[Any], key: str) -> tuple[
         return None
     values = list(row.values()) if isinstance(row, dict) else list(row)
     return int(values[0]), str(values[1]), values[2]
+
+
+async def baileys_has_own_secret(conn: AsyncConnection[Any], instance: str) -> bool:
+    """True when the bridge instance's connection has its own webhook secret."""
+    cursor = await conn.execute(BAILEYS_HAS_OWN_SECRET, {"instance": instance})
+    row = await cursor.fetchone()
+    assert row is not None
+    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
 
 
 async def set_status(conn: AsyncConnection[Any], connection_id: int, status: str, reason: str | None) -> None:

@@ -7,8 +7,9 @@
 * ``POST /webhooks/baileys/{key}``: Evolution API events of one connection, authenticated by that
   connection's own secret (header ``x-zapq-secret``, stored encrypted); the body must name that connection's
   instance (401 otherwise), so a bridge's secret can never speak for another company's instance.
-* ``POST /webhooks/baileys``: the migration path — any instance, authenticated by the global shared secret,
-  only while ``ZAPQ_BAILEYS_WEBHOOK_SECRET`` is set (401 once it is unset).
+* ``POST /webhooks/baileys``: the migration path — authenticated by the global shared secret, only while
+  ``ZAPQ_BAILEYS_WEBHOOK_SECRET`` is set (401 once it is unset), and only for instances whose connection has
+  no secret of its own (401 for one that has: it is reached through its own URL only).
 
 Nothing is stored or enqueued for a request that is rejected.
 """
@@ -132,7 +133,21 @@ class WebhookEdge:
         parsed = await self._baileys_body(request)
         if isinstance(parsed, Response):
             return parsed
-        return await self._accept("baileys", parsed[0])
+        body, payload = parsed
+        instance = payload.get("instance")
+        if isinstance(instance, str):
+            assert self.pool is not None
+            try:
+                async with self.pool.connection() as conn:
+                    own = await connections.baileys_has_own_secret(conn, instance)
+            except Exception:
+                logger.warning("could not look a Baileys instance up; answering 503", exc_info=True)
+                return _error(503, "storage unavailable, retry later")
+            if own:
+                return _error(
+                    401, "this instance has its own webhook URL and secret: the global secret is not accepted"
+                )
+        return await self._accept("baileys", body)
 
     async def baileys_connection(self, request: Request) -> Response:
         """Accept an Evolution API webhook POST on one connection's own URL, with that connection's secret, for

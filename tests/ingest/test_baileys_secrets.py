@@ -113,10 +113,13 @@ def test_a_body_for_instance_a_with_b_s_secret_is_401_and_nothing_is_stored(
         post(edge, "/webhooks/baileys", b["webhook_secret"], upsert(INSTANCE_A), settings),
         post(edge, a["webhook_path"], None, upsert(INSTANCE_A), settings),
         post(edge, "/webhooks/baileys/no-such-key", b["webhook_secret"], upsert(INSTANCE_B), settings),
+        # nor does the global secret (while set) speak for an instance that has its own secret
+        post(edge, "/webhooks/baileys", settings.baileys_webhook_secret, upsert(INSTANCE_A), settings),
     ]
     # Then each is refused with the reason, and nothing is stored or enqueued
-    assert [r.status_code for r in attempts] == [401] * 5
+    assert [r.status_code for r in attempts] == [401] * 6
     assert "another instance" in attempts[0].json()["error"]
+    assert "its own webhook URL" in attempts[5].json()["error"]
     assert_nothing_stored(db, broker, settings)
     # While each secret on its own URL, for its own instance, is accepted
     assert post(edge, a["webhook_path"], a["webhook_secret"], upsert(INSTANCE_A), settings).status_code == 200
