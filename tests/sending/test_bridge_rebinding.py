@@ -25,31 +25,27 @@ def prod_sender(sender: Any) -> Any:
     return sender
 
 
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "169.254.169.254"])
 def test_the_sender_never_connects_to_a_bridge_at_loopback_or_metadata(
-    db: Database,
-    broker: Any,
-    prod_sender: Any,
-    fake_evolution: str,
-    outcomes: Outcomes,
-    worker: dramatiq.Worker,
-    host: str,
+    db: Database, broker: Any, prod_sender: Any, fake_evolution: str, outcomes: Outcomes, worker: dramatiq.Worker
 ) -> None:
-    # Given a bridge stored with such an address: a name that now resolves to 127.0.0.1 (rebound after the
-    # save-time check), or a literal written before the guard existed
+    # Given bridges stored with such addresses: a name that now resolves to 127.0.0.1 (rebound after the
+    # save-time check), or literals written before the guard existed
     port = httpx.URL(fake_evolution).port
-    company_id, connection = make_baileys_connection(db, f"http://{host}:{port}")
-    [message] = make_messages(db, company_id, connection, ["5511999999999"], body="oi")
-    # When its send runs in prod
-    enqueue(broker, [message])
-    outcomes.wait(lambda o: len(o.of(message)) >= 1)
-    # Then the attempt failed before any connection: the bridge never saw the request (nor its key)
-    [attempt] = outcomes.of(message)[:1]
-    assert isinstance(attempt.exception, ProviderTransientError)
-    assert "private or reserved" in str(attempt.exception.details)
+    sent: dict[str, int] = {}
+    for n, host in enumerate(("localhost", "127.0.0.1", "169.254.169.254")):
+        company_id, connection = make_baileys_connection(db, f"http://{host}:{port}", instance=f"main-{n}")
+        [sent[host]] = make_messages(db, company_id, connection, ["5511999999999"], body="oi")
+    # When their sends run in prod
+    enqueue(broker, list(sent.values()))
+    outcomes.wait(lambda o: all(o.of(message) for message in sent.values()))
+    # Then each attempt failed before any connection: the bridge never saw a request (nor its key)
+    for host, message in sent.items():
+        exception = outcomes.of(message)[0].exception
+        assert isinstance(exception, ProviderTransientError), host
+        assert "private or reserved" in str(exception.details), host
     assert sends(fake_evolution) == []
-    [row] = messages(db, [message])
-    assert row.status == MessageStatus.QUEUED and row.external_id is None
+    for row in messages(db, list(sent.values())):
+        assert row.status == MessageStatus.QUEUED and row.external_id is None
 
 
 def test_an_allowlisted_bridge_is_reached_in_prod(
