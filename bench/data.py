@@ -10,12 +10,15 @@ import redis
 from dramatiq import Message
 
 from libs.enqueue import enqueue_many
+from libs.secrets import DEV_SECRETS_KEY, Secrets
 from tests.fakes.meta import DEFAULT_TOKEN
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: Meta access token of every bench connection (the fake accepts it).
 TOKEN = DEFAULT_TOKEN
+#: ``TOKEN`` as stored (encrypted at rest under the dev/test key the bench processes run with).
+STORED_TOKEN = Secrets([DEV_SECRETS_KEY]).encrypt(TOKEN)
 #: Messages per ``enqueue_many`` call when a scenario loads a queue.
 ENQUEUE_CHUNK = 5_000
 
@@ -37,7 +40,7 @@ def make_connections(conn: Conn, company_id: int, count: int, *, prefix: str, ra
         ORDER BY g
         RETURNING id, phone_number_id
         """,
-        {"company": company_id, "prefix": prefix, "token": TOKEN, "rate": rate, "count": count},
+        {"company": company_id, "prefix": prefix, "token": STORED_TOKEN, "rate": rate, "count": count},
     ).fetchall()
     return sorted((int(r[0]), str(r[1])) for r in rows)
 

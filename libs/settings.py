@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.secrets import DEV_SECRETS_KEY, InvalidSecretsKeyError, parse_keys
+
 Environment = Literal["dev", "test", "prod"]
 #: What the provider client's HTTP runs on (``libs/providers/transport.py``): zapq's own HTTP/1.1 transport, or a
 #: maintained one — httpx over aiohttp (``httpx-aiohttp``), httpx's default (httpcore). See the README's figures.
@@ -26,7 +28,11 @@ DEV_DEFAULTS: dict[str, str] = {
     "meta_verify_token": "dev-verify-token",
     "baileys_webhook_secret": "dev-baileys-secret",
     "api_token": "dev-api-token",
+    "secrets_keys": DEV_SECRETS_KEY,
 }
+#: Secrets ``prod`` accepts empty: the global Baileys secret is a migration path (``/webhooks/baileys`` answers
+#: 401 while it is unset; each connection has its own secret and URL). When set, it must still be real.
+OPTIONAL_IN_PROD = frozenset({"baileys_webhook_secret"})
 
 #: Values that are never acceptable as a production secret.
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo", "replace-me"})
@@ -80,6 +86,9 @@ class Settings(BaseSettings):
     api_token: str = ""
     #: Where the operations API answers, for clients such as ``zapq campaign`` (``uvicorn services.api.app``).
     api_url: str = "http://127.0.0.1:8080"
+    #: Keys credentials are encrypted with at rest (:mod:`libs.secrets`): comma-separated Fernet keys, newest
+    #: first; the first encrypts, every one decrypts. Required in ``prod``.
+    secrets_keys: str = ""
     sentry_dsn: str = ""
     sentry_environment: str = ""
 
@@ -163,13 +172,26 @@ class Settings(BaseSettings):
         """``outbound_allowlist`` as a list."""
         return [entry.strip() for entry in self.outbound_allowlist.split(",") if entry.strip()]
 
+    @property
+    def secrets_key_list(self) -> list[str]:
+        """``secrets_keys`` as a list, newest first."""
+        return parse_keys(self.secrets_keys)
+
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
+        try:
+            keys = parse_keys(self.secrets_keys)
+        except InvalidSecretsKeyError as exc:
+            raise ValueError(f"ZAPQ_SECRETS_KEYS: {exc}") from None
         if self.env == "prod":
             for name in DEV_DEFAULTS:
                 value = getattr(self, name)
+                if name in OPTIONAL_IN_PROD and value == "":
+                    continue
                 if value.strip().lower() in PLACEHOLDERS or value in DEV_DEFAULTS.values():
                     raise ValueError(f"ZAPQ_{name.upper()} must be set to a real secret when ZAPQ_ENV=prod")
+            if DEV_SECRETS_KEY in keys:
+                raise ValueError("ZAPQ_SECRETS_KEYS must not hold the dev key when ZAPQ_ENV=prod")
         return self
 
     def with_dev_defaults(self) -> Settings:

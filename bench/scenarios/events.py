@@ -69,7 +69,7 @@ def _connection(conn: Any, company: int, number_id: str) -> None:
     conn.execute(
         "INSERT INTO connections (company_id, name, provider, status, phone_number_id, access_token) "
         "VALUES (%s, 'bench-events', 'meta', 'active', %s, %s)",
-        (company, number_id, data.TOKEN),
+        (company, number_id, data.STORED_TOKEN),
     )
 
 

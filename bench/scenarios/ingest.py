@@ -84,7 +84,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
             conn.execute(
                 "INSERT INTO connections (company_id, name, provider, status, phone_number_id, access_token) "
                 "VALUES (%s, 'bench-ingest', 'meta', 'active', %s, %s)",
-                (company, PHONE_NUMBER_ID, data.TOKEN),
+                (company, PHONE_NUMBER_ID, data.STORED_TOKEN),
             )
         if not bench.wait_workers(bench.namespace, int(processes), since):
             raise RuntimeError(f"ingest workers did not boot:\n{bench.log_tail('ingest-workers')}")

@@ -18,13 +18,18 @@ from libs.connections import actions, store
 
 
 async def create_connection(request: Request) -> Response:
-    """``POST /api/connections`` → 201 (secrets stored, answered as ``has_…: true``); then the webhooks kept
-    for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them)."""
+    """``POST /api/connections`` → 201 (secrets stored encrypted, answered as ``has_…: true``; a Baileys
+    connection's own ``webhook_path`` and ``webhook_secret`` are in this answer only); then the webhooks kept
+    for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them). A bridge URL
+    the outbound guard refuses → 422."""
     body = await read_model(request, ConnectionIn)
     check_body_company(request, body.company_id)
     ctx = context(request)
-    values = {name: getattr(body, name) for name in store.INSERTED}
-    return json_response(await actions.create_connection(ctx.pool, ctx.redis, ctx.namespace, values), 201)
+    values = {name: getattr(body, name) for name in store.INSERTED if name in type(body).model_fields}
+    row = await actions.create_connection(
+        ctx.pool, ctx.redis, ctx.namespace, values, secrets=ctx.secrets, guard=ctx.guard
+    )
+    return json_response(row, 201)
 
 
 async def list_connections(request: Request) -> Response:
@@ -52,7 +57,19 @@ async def patch_connection(request: Request) -> Response:
     await _check_owner(request, connection_id)
     body = await read_model(request, ConnectionPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    return json_response(await actions.patch_connection(context(request).pool, connection_id, changes))
+    ctx = context(request)
+    return json_response(
+        await actions.patch_connection(ctx.pool, connection_id, changes, secrets=ctx.secrets, guard=ctx.guard)
+    )
+
+
+async def issue_webhook_secret(request: Request) -> Response:
+    """``POST /api/connections/{id}/webhook-secret``: a new webhook URL and secret for a Baileys connection,
+    answered this once (the previous ones stop working)."""
+    connection_id = path_id(request)
+    await _check_owner(request, connection_id)
+    ctx = context(request)
+    return json_response(await actions.issue_webhook_secret(ctx.pool, connection_id, secrets=ctx.secrets))
 
 
 async def deactivate_connection(request: Request) -> Response:

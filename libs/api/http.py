@@ -24,6 +24,7 @@ from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
 from libs.outbound import AddressGuard
+from libs.secrets import Secrets
 from libs.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -111,6 +112,19 @@ class ApiContext:
         self._lock = threading.Lock()
         self._hub: EventHub | None = None
         self._http: httpx.AsyncClient | None = None
+        self._secrets: Secrets | None = None
+
+    @property
+    def secrets(self) -> Secrets:
+        """The cipher of stored credentials (``ZAPQ_SECRETS_KEYS``), built once."""
+        if self._secrets is None:
+            self._secrets = Secrets(self.settings.secrets_key_list)
+        return self._secrets
+
+    @property
+    def guard(self) -> AddressGuard:
+        """The outbound address guard (URLs customers choose: webhook endpoints, bridges)."""
+        return AddressGuard.for_environment(self.settings.env, self.settings.outbound_allowed)
 
     @property
     def hub(self) -> EventHub:
@@ -121,8 +135,7 @@ class ApiContext:
     @property
     def endpoints(self) -> Endpoints:
         """The webhook endpoint actions."""
-        guard = AddressGuard.for_environment(self.settings.env, self.settings.outbound_allowed)
-        return Endpoints(guard=guard, redis=self.redis, kicks=Kicks(self.namespace))
+        return Endpoints(guard=self.guard, redis=self.redis, kicks=Kicks(self.namespace))
 
     @property
     def webhook_http(self) -> httpx.AsyncClient:

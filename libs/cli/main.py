@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, demo, dlq, endpoints, events, keys, migrate, send, stats
+from libs.cli import campaign, connections, demo, dlq, endpoints, events, keys, migrate, secrets, send, stats
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -31,6 +31,8 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     demo.register,  # demo
     dlq.register,  # dlq list|show|replay|purge
     keys.register,  # keys create|list|revoke, audit
+    connections.register,  # connections list|add|webhook-secret
+    secrets.register,  # secrets rotate|new-key
 )
 
 

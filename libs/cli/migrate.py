@@ -13,7 +13,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Create the database if missing and upgrade it."""
     from libs.db.migrate import upgrade
 
-    upgrade(settings.sqlalchemy_url, args.revision)
+    upgrade(settings.sqlalchemy_url, args.revision, secrets_keys=settings.secrets_key_list)
     print(f"database at revision {args.revision}")
     return EXIT_OK
 

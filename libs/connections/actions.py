@@ -1,7 +1,10 @@
 """What a user does with connections — one function each (the API's handlers call them).
 
-Secrets go in, never out: every row returned has ``has_access_token`` / ``has_bridge_api_key`` instead.
-Refusals are :mod:`libs.refusals` errors.
+Secrets go in, never out: every row returned has ``has_access_token`` / ``has_bridge_api_key`` instead, and
+they are stored encrypted (:mod:`libs.secrets`). The one exception is a Baileys connection's own webhook secret:
+answered once, when it is made (at creation, or issued again by :func:`issue_webhook_secret`).
+A bridge URL must pass the outbound address guard when it is saved (:mod:`libs.outbound`; the sender checks
+the address again at every connection). Refusals are :mod:`libs.refusals` errors.
 """
 
 from __future__ import annotations
@@ -16,12 +19,39 @@ from psycopg_pool import AsyncConnectionPool
 from libs.companies import store as companies
 from libs.connections import store
 from libs.ingest import unmatched
+from libs.outbound import AddressGuard
 from libs.refusals import ConflictError, InvalidError, NotFoundError
+from libs.secrets import Secrets, new_webhook_key, new_webhook_secret
 
 logger = logging.getLogger(__name__)
 
 #: The credentials each provider's connection uses.
 CREDENTIALS = {"meta": ("access_token",), "baileys": ("bridge_url", "bridge_api_key")}
+#: Where a Baileys connection's bridge posts its webhooks (on the webhook-ingest edge).
+WEBHOOK_PATH = "/webhooks/baileys/{key}"
+
+
+async def _check_bridge_url(guard: AddressGuard, url: str | None) -> None:
+    """:class:`InvalidError` (422) for a bridge URL the outbound guard refuses (resolved now)."""
+    if url is None:
+        return
+    try:
+        await guard.check_url_resolved(url)
+    except ValueError as exc:
+        raise InvalidError(f"bridge_url refused: {exc}") from None
+
+
+def _encrypted(secrets: Secrets, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every secret column encrypted."""
+    return {
+        name: secrets.encrypt_optional(value) if name in store.SECRET_COLUMNS else value
+        for name, value in values.items()
+    }
+
+
+def _webhook(key: str, secret: str) -> dict[str, str]:
+    """What a bridge needs to post to its connection's own webhook URL (shown once)."""
+    return {"webhook_path": WEBHOOK_PATH.format(key=key), "webhook_secret": secret}
 
 
 def _conflict(exc: pg_errors.UniqueViolation) -> ConflictError:
@@ -34,15 +64,29 @@ def _conflict(exc: pg_errors.UniqueViolation) -> ConflictError:
 
 
 async def create_connection(
-    pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, values: dict[str, Any]
+    pool: AsyncConnectionPool[Any],
+    redis: aioredis.Redis,
+    namespace: str,
+    values: dict[str, Any],
+    *,
+    secrets: Secrets,
+    guard: AddressGuard,
 ) -> dict[str, Any]:
-    """A new connection (``values``: the columns of :data:`libs.connections.store.INSERTED`); then the webhooks
-    kept for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them)."""
+    """A new connection (``values``: the columns of :data:`libs.connections.store.INSERTED`, secrets in clear);
+    then the webhooks kept for its number or instance are enqueued (if that fails, the scheduler's sweep
+    enqueues them). A Baileys connection gets its own webhook URL and secret, in the answer this once."""
+    await _check_bridge_url(guard, values.get("bridge_url"))
+    values = dict(values)
+    webhook: dict[str, str] = {}
+    if values["provider"] == "baileys":
+        values["webhook_key"], secret = new_webhook_key(), new_webhook_secret()
+        values["webhook_secret"] = secret
+        webhook = _webhook(values["webhook_key"], secret)
     async with pool.connection() as conn:
         if not await companies.exists(conn, values["company_id"]):
             raise InvalidError(f"company {values['company_id']} does not exist")
         try:
-            row = await store.insert(conn, values)
+            row = await store.insert(conn, _encrypted(secrets, values))
         except pg_errors.UniqueViolation as exc:
             raise _conflict(exc) from None
     provider = values["provider"]
@@ -52,7 +96,7 @@ async def create_connection(
             await unmatched.enqueue_kept_async(pool, redis, namespace, provider, key)
         except Exception:
             logger.warning("connection %s created; its kept webhooks are left to the sweep", row["id"], exc_info=True)
-    return row
+    return {**row, **webhook}
 
 
 async def get_connection(pool: AsyncConnectionPool[Any], connection_id: int) -> dict[str, Any]:
@@ -65,9 +109,14 @@ async def get_connection(pool: AsyncConnectionPool[Any], connection_id: int) -> 
 
 
 async def patch_connection(
-    pool: AsyncConnectionPool[Any], connection_id: int, changes: dict[str, Any]
+    pool: AsyncConnectionPool[Any],
+    connection_id: int,
+    changes: dict[str, Any],
+    *,
+    secrets: Secrets,
+    guard: AddressGuard,
 ) -> dict[str, Any]:
-    """Change the given fields (``status: active`` reactivates).
+    """Change the given fields (``status: active`` reactivates; secrets in clear, stored encrypted).
 
     New credentials (token, bridge address or key) for a connection that needs attention reactivate it too:
     that is what it needed. Sends held for an inactive connection go out once it is active again.
@@ -81,10 +130,11 @@ async def patch_connection(
         raise InvalidError(f"{', '.join(stray)} do not apply to a {current['provider']} connection")
     if "status" not in changes and current["status"] == "needs_attention" and set(own) & changes.keys():
         changes["status"] = "active"  # it needed new credentials, and got them
+    await _check_bridge_url(guard, changes.get("bridge_url"))
     status = changes.pop("status", None)
     async with pool.connection() as conn, conn.transaction():
         if changes:
-            await store.update(conn, connection_id, changes)
+            await store.update(conn, connection_id, _encrypted(secrets, changes))
         if status is not None:
             await store.set_status(conn, connection_id, status, None)
         row = await store.get(conn, connection_id)
@@ -100,3 +150,19 @@ async def deactivate_connection(pool: AsyncConnectionPool[Any], connection_id: i
     if row is None:
         raise NotFoundError(f"no connection {connection_id}")
     return row
+
+
+async def issue_webhook_secret(
+    pool: AsyncConnectionPool[Any], connection_id: int, *, secrets: Secrets
+) -> dict[str, Any]:
+    """A new webhook URL and secret for a Baileys connection (answered this once); the previous ones stop
+    working at once. The migration path of connections made before per-connection secrets existed."""
+    current = await get_connection(pool, connection_id)
+    if current["provider"] != "baileys":
+        raise InvalidError("only a baileys connection has a webhook secret")
+    key, secret = new_webhook_key(), new_webhook_secret()
+    async with pool.connection() as conn:
+        await store.update(conn, connection_id, {"webhook_key": key, "webhook_secret": secrets.encrypt(secret)})
+        row = await store.get(conn, connection_id)
+    assert row is not None
+    return {**row, **_webhook(key, secret)}

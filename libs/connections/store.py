@@ -1,4 +1,8 @@
-"""All SQL of connections (psycopg ``%(name)s`` parameters): async for the API, sync for the ingest worker.
+"""All SQL of connections (psycopg ``%(name)s`` parameters): async for the API and the edge, sync for the
+ingest worker and ``zapq secrets rotate``.
+
+The secret columns (``access_token``, ``bridge_api_key``, ``webhook_secret``) hold Fernet tokens: callers
+encrypt before writing and decrypt after reading (:mod:`libs.secrets`); this module never sees a clear value.
 
 A status change is one statement with its ``connection.status`` event (:mod:`libs.events.outbox_store`); the sender's
 own status changes (needs attention, closed) are in :mod:`libs.sending.store`, built from the same fragment.
@@ -17,8 +21,11 @@ from libs.events.outbox_store import SET_CONNECTION_STATUS
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
-bridge_url, bridge_instance, rate_per_second, created_at, updated_at,
-access_token IS NOT NULL AS has_access_token, bridge_api_key IS NOT NULL AS has_bridge_api_key"""
+bridge_url, bridge_instance, rate_per_second, webhook_key, created_at, updated_at,
+access_token IS NOT NULL AS has_access_token, bridge_api_key IS NOT NULL AS has_bridge_api_key,
+webhook_secret IS NOT NULL AS has_webhook_secret"""
+#: The encrypted columns.
+SECRET_COLUMNS = ("access_token", "bridge_api_key", "webhook_secret")
 
 #: The columns a new connection is given.
 INSERTED = (
@@ -33,10 +40,22 @@ INSERTED = (
     "bridge_instance",
     "bridge_api_key",
     "rate_per_second",
+    "webhook_key",
+    "webhook_secret",
 )
 #: The columns a patch may change (its status goes through :data:`SET_STATUS`).
 PATCHABLE = frozenset(
-    {"name", "access_token", "waba_id", "display_phone_number", "bridge_url", "bridge_api_key", "rate_per_second"}
+    {
+        "name",
+        "access_token",
+        "waba_id",
+        "display_phone_number",
+        "bridge_url",
+        "bridge_api_key",
+        "rate_per_second",
+        "webhook_key",
+        "webhook_secret",
+    }
 )
 
 INSERT = (
@@ -62,6 +81,27 @@ WHERE provider = 'meta' AND phone_number_id = ANY(%(ids)s::text[])
 BAILEYS_BY_INSTANCE = (
     "SELECT company_id, id, status FROM connections WHERE provider = 'baileys' AND bridge_instance = %(instance)s"
 )
+#: The Baileys connection a webhook URL names, with its (encrypted) secret: the edge's check.
+BAILEYS_BY_WEBHOOK_KEY = (
+    "SELECT id, bridge_instance, webhook_secret FROM connections WHERE provider = 'baileys' AND webhook_key = %(key)s"
+)
+#: Whether a bridge instance's connection has its own webhook secret (then only its own URL is accepted).
+BAILEYS_HAS_OWN_SECRET = (
+    "SELECT EXISTS (SELECT 1 FROM connections WHERE provider = 'baileys' AND bridge_instance = %(instance)s "
+    "AND webhook_secret IS NOT NULL)"
+)
+#: The encrypted credentials of the connections after an id, locked until the transaction ends (rotation).
+CREDENTIALS_AFTER = """
+SELECT id, access_token, bridge_api_key, webhook_secret FROM connections
+WHERE id > %(after)s AND (access_token IS NOT NULL OR bridge_api_key IS NOT NULL OR webhook_secret IS NOT NULL)
+ORDER BY id LIMIT %(limit)s FOR UPDATE
+"""
+#: Replace one connection's encrypted credentials (rotation: the same values under the newest key).
+SET_CREDENTIALS = """
+UPDATE connections SET access_token = %(access_token)s, bridge_api_key = %(bridge_api_key)s,
+  webhook_secret = %(webhook_secret)s
+WHERE id = %(id)s
+"""
 
 
 def _update_sql(names: list[str]) -> str:
@@ -122,6 +162,25 @@ async def update(conn: AsyncConnection[Any], connection_id: int, changes: dict[s
     await conn.execute(_update_sql(list(changes)), {**changes, "id": connection_id})
 
 
+async def baileys_by_webhook_key(conn: AsyncConnection[Any], key: str) -> tuple[int, str, str | None] | None:
+    """``(connection_id, bridge_instance, encrypted webhook_secret)`` of the Baileys connection whose webhook
+    URL is ``key``, or ``None``."""
+    cursor = await conn.execute(BAILEYS_BY_WEBHOOK_KEY, {"key": key})
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row.values()) if isinstance(row, dict) else list(row)
+    return int(values[0]), str(values[1]), values[2]
+
+
+async def baileys_has_own_secret(conn: AsyncConnection[Any], instance: str) -> bool:
+    """True when the bridge instance's connection has its own webhook secret."""
+    cursor = await conn.execute(BAILEYS_HAS_OWN_SECRET, {"instance": instance})
+    row = await cursor.fetchone()
+    assert row is not None
+    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
+
+
 async def set_status(conn: AsyncConnection[Any], connection_id: int, status: str, reason: str | None) -> None:
     """:data:`SET_STATUS` (with its event when the status changed)."""
     await conn.execute(SET_STATUS, {"id": connection_id, "status": status, "reason": reason})
@@ -145,3 +204,15 @@ def baileys_by_instance(session: Session, instance: str) -> tuple[int, int, Conn
 def set_status_sync(session: Session, connection_id: int, status: str, reason: str | None) -> None:
     """:func:`set_status` in the session's transaction."""
     session.connection().exec_driver_sql(SET_STATUS, {"id": connection_id, "status": status, "reason": reason})
+
+
+def credentials_after(session: Session, after: int, limit: int) -> list[tuple[int, str | None, str | None, str | None]]:
+    """``(id, access_token, bridge_api_key, webhook_secret)`` (encrypted) of up to ``limit`` connections with
+    an id above ``after``, locked in the session's transaction."""
+    rows = session.connection().exec_driver_sql(CREDENTIALS_AFTER, {"after": after, "limit": limit}).all()
+    return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+def set_credentials(session: Session, connection_id: int, values: dict[str, str | None]) -> None:
+    """Write one connection's encrypted ``access_token``, ``bridge_api_key`` and ``webhook_secret``."""
+    session.connection().exec_driver_sql(SET_CREDENTIALS, {**values, "id": connection_id})

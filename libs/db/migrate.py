@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -45,7 +46,14 @@ def drop_database(sqlalchemy_url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(url.database or "")))
 
 
-def upgrade(sqlalchemy_url: str, revision: str = "head") -> None:
-    """Create the database if needed, then run migrations up to ``revision``."""
+def upgrade(sqlalchemy_url: str, revision: str = "head", *, secrets_keys: Sequence[str] | None = None) -> None:
+    """Create the database if needed, then run migrations up to ``revision``.
+
+    ``secrets_keys`` (``settings.secrets_key_list``) are the keys revisions that encrypt credentials use;
+    without them such a revision reads the settings from the environment.
+    """
     ensure_database(sqlalchemy_url)
-    command.upgrade(alembic_config(sqlalchemy_url), revision)
+    config = alembic_config(sqlalchemy_url)
+    if secrets_keys is not None:
+        config.attributes["secrets_keys"] = list(secrets_keys)
+    command.upgrade(config, revision)

@@ -151,6 +151,12 @@ class Connection(Base):
             postgresql_where=text("bridge_instance IS NOT NULL"),
         ),
         Index("ix_connections_company_status", "company_id", "status"),
+        Index(
+            "uq_connections_webhook_key",
+            "webhook_key",
+            unique=True,
+            postgresql_where=text("webhook_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -161,7 +167,8 @@ class Connection(Base):
         _enum(ConnectionStatus), default=ConnectionStatus.ACTIVE, server_default="active"
     )
     status_reason: Mapped[str | None] = mapped_column(Text)
-    #: Meta: the phone number id, its WABA and display number; the access token is a secret.
+    #: Meta: the phone number id, its WABA and display number; the access token is a secret (every secret of
+    #: this table is stored encrypted: a Fernet token, :mod:`libs.secrets`).
     phone_number_id: Mapped[str | None] = mapped_column(String(64))
     waba_id: Mapped[str | None] = mapped_column(String(64))
     display_phone_number: Mapped[str | None] = mapped_column(String(32))
@@ -170,6 +177,10 @@ class Connection(Base):
     bridge_url: Mapped[str | None] = mapped_column(Text)
     bridge_instance: Mapped[str | None] = mapped_column(String(200))
     bridge_api_key: Mapped[str | None] = mapped_column(Text)
+    #: Baileys: the public key of the connection's webhook URL (``/webhooks/baileys/{webhook_key}``) and the
+    #: secret the bridge sends there (encrypted; shown once, at creation).
+    webhook_key: Mapped[str | None] = mapped_column(String(64))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
     #: Messages per second this number may send (Meta default 80, up to 1,000).
     rate_per_second: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())

@@ -4,7 +4,12 @@
 * ``POST /webhooks/meta``: ``X-Hub-Signature-256`` over the raw bytes (401), size (413), JSON and
   ``object`` (400); 200 only once the raw body is committed in Postgres (503 if it cannot be); the job is
   enqueued after the answer — if Redis is down then, the outbox sweep enqueues it later.
-* ``POST /webhooks/baileys``: Evolution API events authenticated by a shared-secret header.
+* ``POST /webhooks/baileys/{key}``: Evolution API events of one connection, authenticated by that
+  connection's own secret (header ``x-zapq-secret``, stored encrypted); the body must name that connection's
+  instance (401 otherwise), so a bridge's secret can never speak for another company's instance.
+* ``POST /webhooks/baileys``: the migration path — authenticated by the global shared secret, only while
+  ``ZAPQ_BAILEYS_WEBHOOK_SECRET`` is set (401 once it is unset), and only for instances whose connection has
+  no secret of its own (401 for one that has: it is reached through its own URL only).
 
 Nothing is stored or enqueued for a request that is rejected.
 """
@@ -25,8 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from libs.connections import store as connections
 from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
+from libs.secrets import CannotDecryptError, Secrets
 from libs.settings import Settings
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 
@@ -69,6 +76,7 @@ class WebhookEdge:
         self.pool: AsyncConnectionPool | None = None
         self.redis: aioredis.Redis | None = None
         self.writer: WebhookWriter | None = None
+        self.secrets = Secrets(settings.secrets_key_list)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -115,10 +123,69 @@ class WebhookEdge:
         return await self._accept("meta", body)
 
     async def baileys(self, request: Request) -> Response:
-        """Accept an Evolution API (Baileys bridge) webhook POST."""
-        given = request.headers.get(self.settings.baileys_secret_header)
-        if not verify_shared_secret(given, self.settings.baileys_webhook_secret):
-            return _error(401, f"missing or invalid {self.settings.baileys_secret_header} header")
+        """Accept an Evolution API (Baileys bridge) webhook POST with the global secret (the migration path:
+        refused once ``ZAPQ_BAILEYS_WEBHOOK_SECRET`` is unset)."""
+        header = self.settings.baileys_secret_header
+        if not self.settings.baileys_webhook_secret:
+            return _error(401, "the global Baileys secret is retired: post to the connection's /webhooks/baileys/{key}")
+        if not verify_shared_secret(request.headers.get(header), self.settings.baileys_webhook_secret):
+            return _error(401, f"missing or invalid {header} header")
+        parsed = await self._baileys_body(request)
+        if isinstance(parsed, Response):
+            return parsed
+        body, payload = parsed
+        instance = payload.get("instance")
+        if isinstance(instance, str):
+            assert self.pool is not None
+            try:
+                async with self.pool.connection() as conn:
+                    own = await connections.baileys_has_own_secret(conn, instance)
+            except Exception:
+                logger.warning("could not look a Baileys instance up; answering 503", exc_info=True)
+                return _error(503, "storage unavailable, retry later")
+            if own:
+                return _error(
+                    401, "this instance has its own webhook URL and secret: the global secret is not accepted"
+                )
+        return await self._accept("baileys", body)
+
+    async def baileys_connection(self, request: Request) -> Response:
+        """Accept an Evolution API webhook POST on one connection's own URL, with that connection's secret, for
+        that connection's instance only."""
+        header = self.settings.baileys_secret_header
+        given = request.headers.get(header)
+        refused = _error(401, f"missing or invalid {header} header for this webhook URL")
+        if not given:
+            return refused
+        assert self.pool is not None
+        try:
+            async with self.pool.connection() as conn:
+                found = await connections.baileys_by_webhook_key(conn, request.path_params["key"])
+        except Exception:
+            logger.warning("could not look a Baileys webhook URL up; answering 503", exc_info=True)
+            return _error(503, "storage unavailable, retry later")
+        if found is None:
+            return refused
+        connection_id, instance, stored = found
+        if stored is None:
+            return refused
+        try:
+            expected = self.secrets.decrypt(stored)
+        except CannotDecryptError:
+            logger.error("the webhook secret of connection %s cannot be decrypted (ZAPQ_SECRETS_KEYS)", connection_id)
+            return _error(503, "cannot verify this webhook now, retry later")
+        if not verify_shared_secret(given, expected):
+            return refused
+        parsed = await self._baileys_body(request)
+        if isinstance(parsed, Response):
+            return parsed
+        body, payload = parsed
+        if payload.get("instance") != instance:
+            return _error(401, "the body names another instance than this webhook URL's connection")
+        return await self._accept("baileys", body)
+
+    async def _baileys_body(self, request: Request) -> tuple[bytes, dict[str, Any]] | Response:
+        """The body and its JSON of an Evolution API event, or the 4xx answer refusing it."""
         try:
             body = await _read_body(request, self.settings.webhook_max_bytes)
         except BodyTooLarge:
@@ -129,7 +196,7 @@ class WebhookEdge:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
             return _error(400, "an Evolution API event needs a string 'event'")
-        return await self._accept("baileys", body)
+        return body, payload
 
     async def _accept(self, source: str, body: bytes) -> Response:
         assert self.writer is not None
@@ -161,6 +228,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/webhooks/meta", edge.verify, methods=["GET"]),
         Route("/webhooks/meta", edge.meta, methods=["POST"]),
         Route("/webhooks/baileys", edge.baileys, methods=["POST"]),
+        Route("/webhooks/baileys/{key}", edge.baileys_connection, methods=["POST"]),
         Route("/healthz", edge.health, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=edge.lifespan)

@@ -15,6 +15,7 @@ from libs.db.engine import Database
 from libs.db.migrate import upgrade
 from libs.db.models import Company, Connection, Message, Provider, Webhook, WebhookStatus
 from libs.ops.processes import ProcessGroup, free_port, wait_http
+from libs.secrets import Secrets
 from libs.settings import Settings
 from libs.whatsapp.signature import sign_meta
 
@@ -83,7 +84,7 @@ def ensure_demo_connection(settings: Settings) -> None:
                         provider=Provider.META,
                         phone_number_id=DEMO_PHONE_NUMBER_ID,
                         display_phone_number="15550783881",
-                        access_token="demo-access-token",
+                        access_token=Secrets(settings.secrets_key_list).encrypt("demo-access-token"),
                     )
                 )
     finally:
@@ -93,7 +94,7 @@ def ensure_demo_connection(settings: Settings) -> None:
 def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float = 60.0) -> int:
     """Drive one webhook through the whole system and print what happened; 0 on success."""
     print(f"1/5 migrating {settings.sqlalchemy_url.rsplit('@', 1)[-1]}")
-    upgrade(settings.sqlalchemy_url)
+    upgrade(settings.sqlalchemy_url, secrets_keys=settings.secrets_key_list)
     ensure_demo_connection(settings)
 
     port = free_port()

@@ -14,7 +14,9 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import async_pool
+from libs.outbound import AddressGuard
 from libs.providers.transport import provider_http_client
+from libs.secrets import Secrets
 from libs.sending.holds import release_ended_async
 from libs.sending.send import SenderContext
 from libs.sending.throttle import Throttle
@@ -27,6 +29,18 @@ PROVIDER_CONNECTIONS = 512
 
 
 logger = logging.getLogger(__name__)
+
+
+def bridge_http_client(settings: Settings) -> httpx.AsyncClient | None:
+    """The HTTP client for Baileys bridges in ``prod``: every connection it opens is to an address the outbound
+    address guard resolved and checked (loopback, private, link-local, metadata refused unless allowlisted),
+    so a bridge name that re-resolves to an internal address (DNS rebinding) is refused at connect time.
+    ``None`` in ``dev`` and ``test`` (the guard is open there): bridges share the provider client."""
+    guard = AddressGuard.for_environment(settings.env, settings.outbound_allowed)
+    if not guard.block_private:
+        return None
+    return provider_http_client(timeout=PROVIDER_TIMEOUT, max_connections=PROVIDER_CONNECTIONS, resolve=guard.resolve)
+
 
 #: How often provider call counts are added to Redis.
 METRICS_FLUSH_S = 1.0
@@ -65,6 +79,8 @@ class SenderResources(Middleware):
                         throttle=Throttle(client, self.settings.redis_namespace),
                         graph_url=self.settings.meta_graph_url,
                         api_version=self.settings.meta_api_version,
+                        secrets=Secrets(self.settings.secrets_key_list),
+                        bridge_http=bridge_http_client(self.settings),
                         lanes=Lanes(self.settings.redis_namespace, buffer=self.settings.campaign_feed_buffer),
                         reconcile_seconds=self.settings.send_reconcile_seconds,
                         hold_max_age_s=self.settings.hold_max_age_seconds,
@@ -106,6 +122,8 @@ class SenderResources(Middleware):
             with contextlib.suppress(Exception):
                 await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
             await context.http.aclose()
+            if context.bridge_http is not None:
+                await context.bridge_http.aclose()
             await context.throttle.client.aclose()
             await context.pool.close()
 

@@ -3,7 +3,8 @@
 Steps, each an idempotent state transition so a redelivered job never sends twice:
 
 1. claim the row (``queued`` → ``sending``); a row already sent, failed or cancelled is left alone;
-2. build the provider client for the message's connection and call it once;
+2. build the provider client for the message's connection (its credentials decrypted once per connection
+   settings: clients are cached) and call it once;
 3. journal the provider's id in Redis (:mod:`libs.sending.journal`), then record it (``sending`` → ``sent``)
    and apply statuses that arrived early.
 
@@ -45,6 +46,7 @@ from libs.errors import (
 )
 from libs.messages.status_store import record_failed_async, record_sent_async, record_sent_many_async
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
+from libs.secrets import Secrets
 from libs.sending import store
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
 from libs.sending.holds import send_job as holds_send_job
@@ -74,6 +76,11 @@ class SenderContext:
     throttle: Throttle
     graph_url: str
     api_version: str
+    #: Decrypts the connections' stored credentials (``ZAPQ_SECRETS_KEYS``).
+    secrets: Secrets
+    #: The HTTP client for Baileys bridges, whose addresses customers choose: in ``prod`` every connection it
+    #: opens goes through the outbound address guard (DNS rebinding included). ``None``: ``http``.
+    bridge_http: httpx.AsyncClient | None = None
     reconcile_seconds: int = DEFAULT_RECONCILE_SECONDS
     metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
     #: Where low-tier sends of a paused campaign are parked (None: they are held like other sends).
@@ -127,8 +134,11 @@ MAX_CACHED_PROVIDERS = 10_000
 
 
 def build_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
-    """The client for the claimed message's connection (cached by its settings: a changed token or bridge
-    address gets a new client)."""
+    """The client for the claimed message's connection (cached by its settings — the encrypted credentials
+    among them — so they are decrypted once, and a changed token or bridge address gets a new client).
+
+    Raises :class:`libs.secrets.CannotDecryptError` when the key of a stored credential is not configured (the
+    send is retried, then dead-lettered under that name; replay it once the key is back)."""
     key = tuple(row[name] for name in PROVIDER_SETTINGS)
     provider = ctx.providers.get(key)
     if provider is None:
@@ -145,13 +155,13 @@ def _new_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
             graph_url=ctx.graph_url,
             api_version=ctx.api_version,
             phone_number_id=row["phone_number_id"] or "",
-            access_token=row["access_token"] or "",
+            access_token=ctx.secrets.decrypt_optional(row["access_token"]) or "",
         )
     return BaileysBridgeClient(
-        ctx.http,
+        ctx.bridge_http or ctx.http,
         base_url=row["bridge_url"] or "",
         instance=row["bridge_instance"] or "",
-        api_key=row["bridge_api_key"] or "",
+        api_key=ctx.secrets.decrypt_optional(row["bridge_api_key"]) or "",
     )
 
 

@@ -72,6 +72,8 @@ CASES: dict[str, Callable[[World], list[Probe]]] = {
         (f"/api/connections/{w.b.connection}", {"json": {"name": "taken"}}, NOT_FOUND)],
     "POST /api/connections/{id:int}/deactivate": lambda w: [
         (f"/api/connections/{w.b.connection}/deactivate", {}, NOT_FOUND)],
+    "POST /api/connections/{id:int}/webhook-secret": lambda w: [
+        (f"/api/connections/{w.b.connection}/webhook-secret", {}, NOT_FOUND)],
     "POST /api/campaigns": lambda w: [("/api/campaigns", {"json": {
         "company_id": w.b.id, "connection_id": w.b.connection, "name": "x", "text": "x"}}, FORBIDDEN),
         ("/api/campaigns", {"json": {

@@ -38,10 +38,11 @@ from libs.db.models import (
 from libs.errors import Defer
 from libs.middleware.policy import RetryPolicy
 from libs.middleware.retry import RetryMiddleware
+from libs.secrets import Secrets
 from libs.sending import runtime as sender_runtime
 from libs.sending import send as send_module
 from libs.sending.send import SenderContext
-from libs.settings import Settings
+from libs.settings import Settings, load_settings
 from tests.fakes.evolution import DEFAULT_API_KEY, DEFAULT_INSTANCE, EvolutionFakeConfig
 from tests.fakes.evolution import create_app as create_evolution_app
 from tests.fakes.meta import DEFAULT_TOKEN, MetaFakeConfig, create_app
@@ -233,8 +234,17 @@ def sends(url: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{url}/_fake/sends").json())
 
 
+#: The secret columns of a connection, stored encrypted (as the API stores them).
+SECRET_FIELDS = ("access_token", "bridge_api_key", "webhook_secret")
+
+
 def make_company_connection(db: Database, **connection: Any) -> tuple[int, int]:
-    """A company and an active connection with the given fields; returns their ids."""
+    """A company and an active connection with the given fields (secrets in clear: stored encrypted under this
+    session's key); returns their ids."""
+    secrets = Secrets(load_settings().secrets_key_list)
+    for name in SECRET_FIELDS:
+        if connection.get(name) is not None:
+            connection[name] = secrets.encrypt(connection[name])
     with db.session() as session:
         company = Company(name="Acme")
         session.add(company)

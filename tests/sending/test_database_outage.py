@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.errors import DependencyUnavailableError
 from libs.ops.processes import free_port
+from libs.secrets import DEV_SECRETS_KEY, Secrets
 from libs.sending.send import SenderContext, send_message
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
@@ -34,6 +35,7 @@ def test_unreachable_database_raises_dependency_unavailable(settings: Settings) 
             throttle=Throttle(client, settings.redis_namespace),
             graph_url="http://127.0.0.1:9",
             api_version="v21.0",
+            secrets=Secrets([DEV_SECRETS_KEY]),
         )
         try:
             with pytest.raises(DependencyUnavailableError, match="database unavailable"):
