@@ -54,6 +54,20 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     return tuple(delays)
 
 
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """``"10.0.0.1:26379,sentinel-2:26379"`` → ``[("10.0.0.1", 26379), ("sentinel-2", 26379)]``; ``ValueError``
+    naming a bad entry."""
+    addresses: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad sentinel address {entry!r}: use host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
 class SettingsError(RuntimeError):
     """The environment does not describe a valid configuration; the message names the variable."""
 
@@ -67,6 +81,15 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every Redis key zapq and Dramatiq write (tests use one namespace per session).
     redis_namespace: str = "dramatiq"
+    #: Redis Sentinel set (``host:port,host:port,...``); when set, zapq connects to the primary of
+    #: ``redis_sentinel_master`` the sentinels name and follows it across failovers (``libs/redis_clients.py``);
+    #: ``redis_url`` then gives only the database number and the data nodes' credentials.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "zapq"
+    #: Password of the sentinels themselves (``requirepass`` in sentinel.conf), if any.
+    redis_sentinel_password: str = ""
+    #: Password of the Redis data nodes; overrides one in ``redis_url``.
+    redis_password: str = ""
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/zapq"
     database_pool_size: int = Field(default=10, ge=1, le=200)
 
@@ -146,6 +169,16 @@ class Settings(BaseSettings):
     def _check_schedule(self) -> Settings:
         parse_schedule(self.event_retry_schedule)
         return self
+
+    @model_validator(mode="after")
+    def _check_sentinels(self) -> Settings:
+        parse_sentinels(self.redis_sentinels)
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as ``(host, port)`` pairs (empty: no Sentinel)."""
+        return parse_sentinels(self.redis_sentinels)
 
     @property
     def event_retry_delays(self) -> tuple[float, ...]:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
+from libs.redis_clients import async_redis_client
 from libs.settings import Settings
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 
@@ -78,7 +79,7 @@ class WebhookEdge:
         # off for minutes, which kept answering 503 long after Postgres was back.
         self.pool = async_pool(self.settings, min_size=2, timeout=3.0, connect_timeout=3, check_on_checkout=True)
         await self.pool.open(wait=False)
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self.redis = async_redis_client(self.settings, connect_timeout=2, timeout=5)
         self.writer = WebhookWriter(self.pool, self.redis, self.settings.redis_namespace)
         try:
             yield
