@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["dev", "test", "prod"]
@@ -170,10 +170,11 @@ class Settings(BaseSettings):
         parse_schedule(self.event_retry_schedule)
         return self
 
-    @model_validator(mode="after")
-    def _check_sentinels(self) -> Settings:
-        parse_sentinels(self.redis_sentinels)
-        return self
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
