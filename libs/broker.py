@@ -15,6 +15,7 @@ from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
 from libs.middleware.concurrency import AsyncBatching, UvloopAsyncIO
 from libs.middleware.lifecycle import Lifecycle
 from libs.middleware.liveness import Liveness
+from libs.middleware.tracing import TraceContext
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
 from libs.redis_clients import identity, redis_client
 from libs.settings import Settings
@@ -40,6 +41,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),
         Liveness(directory=settings.heartbeat_dir, stall_seconds=settings.worker_stall_seconds or None),
+        TraceContext(),
     ]
 
 

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     #: Where the operations API answers, for clients such as ``zapq campaign`` (``uvicorn services.api.app``).
     api_url: str = "http://127.0.0.1:8080"
     sentry_dsn: str = ""
+    #: OTLP/HTTP traces endpoint (e.g. ``http://otel-collector:4318/v1/traces``); empty: tracing off, at no cost.
+    otel_endpoint: str = ""
     sentry_environment: str = ""
 
     #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).

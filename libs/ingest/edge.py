@@ -29,6 +29,7 @@ from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
 from libs.redis_clients import async_redis_client
 from libs.settings import Settings
+from libs.tracing import enabled, span
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class WebhookEdge:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or payload.get("object") != META_OBJECT:
             return _error(400, f"object must be {META_OBJECT!r}")
-        return await self._accept("meta", body)
+        return await self._accept("meta", body, request)
 
     async def baileys(self, request: Request) -> Response:
         """Accept an Evolution API (Baileys bridge) webhook POST."""
@@ -130,9 +131,13 @@ class WebhookEdge:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
             return _error(400, "an Evolution API event needs a string 'event'")
-        return await self._accept("baileys", body)
+        return await self._accept("baileys", body, request)
 
-    async def _accept(self, source: str, body: bytes) -> Response:
+    async def _accept(self, source: str, body: bytes, request: Request) -> Response:
+        with span(f"POST /webhooks/{source}", headers=request.headers if enabled() else None, server=True):
+            return await self._store(source, body)
+
+    async def _store(self, source: str, body: bytes) -> Response:
         assert self.writer is not None
         try:
             accepted = await self.writer.accept(source, body)

@@ -51,6 +51,7 @@ from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
+from libs.tracing import annotate, fail, remember_wamid, span
 
 logger = logging.getLogger(__name__)
 
@@ -248,12 +249,17 @@ async def _park(ctx: SenderContext, lanes: Lanes, message_id: int, state: dict[s
         await lanes.unpark_async(ctx.throttle.client, campaign_id)
 
 
-async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
-    """Send message ``message_id`` at most once; a Postgres outage is a deferral, not a spent attempt."""
-    try:
-        return await _send_message(ctx, message_id, final_attempt=final_attempt)
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+async def send_message(
+    ctx: SenderContext, message_id: int, *, final_attempt: bool, trace: str | None = None
+) -> str | None:
+    """Send message ``message_id`` at most once; a Postgres outage is a deferral, not a spent attempt.
+
+    ``trace``: the job's ``traceparent``; the send is a ``message.send`` span of that trace (tracing on)."""
+    with span("message.send", parent=trace, ids={"zapq.message": message_id}):
+        try:
+            return await _send_message(ctx, message_id, final_attempt=final_attempt)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
 
 
 async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
@@ -269,17 +275,22 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         return journaled
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
-        pair_hits = await ctx.throttle.acquire(
-            row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
-        )
+        with span("throttle.wait", ids={"zapq.connection": row["connection_id"]}):
+            pair_hits = await ctx.throttle.acquire(
+                row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
+            )
         started = time.monotonic()
-        try:
-            result = await provider.send(build_outbound(row), pair_hits=pair_hits)
-        except ProviderError as exc:
-            code = exc.code if exc.code is not None else exc.http_status
-            ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
-            raise
-        ctx.metrics.observe(provider.name, time.monotonic() - started)
+        with span("provider.send", attributes={"zapq.provider": provider.name}):
+            try:
+                result = await provider.send(build_outbound(row), pair_hits=pair_hits)
+            except ProviderError as exc:
+                code = exc.code if exc.code is not None else exc.http_status
+                ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
+                annotate(**{"http.response.status_code": exc.http_status, "zapq.provider.error_code": exc.code})
+                fail(type(exc).__name__)
+                raise
+            ctx.metrics.observe(provider.name, time.monotonic() - started)
+            annotate(**{"http.response.status_code": 200})
     except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         reason = f"{exc.provider} reported the session closed: {exc}"[:500]
@@ -303,6 +314,7 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
     await _record(ctx, message_id, result.external_id)
+    await remember_wamid(ctx.throttle.client, ctx.throttle.namespace, result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
