@@ -147,7 +147,9 @@ def init_sentry(settings: Settings, *, service: str) -> bool:
 
 def init_tracing(settings: Settings, *, service: str) -> bool:
     """Turn OpenTelemetry tracing on when ``ZAPQ_OTEL_ENDPOINT`` is set (:mod:`libs.tracing`); False when off."""
-    return tracing.configure(endpoint=settings.otel_endpoint, service=f"zapq-{service}")
+    return tracing.configure(
+        endpoint=settings.otel_endpoint, service=f"zapq-{service}", sample_ratio=settings.otel_sample_ratio
+    )
 
 
 class PhoneMaskingFilter(logging.Filter):

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     sentry_dsn: str = ""
     #: OTLP/HTTP traces endpoint (e.g. ``http://otel-collector:4318/v1/traces``); empty: tracing off, at no cost.
     otel_endpoint: str = ""
+    #: Share of messages traced while tracing is on (each trace whole or absent).
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     sentry_environment: str = ""
 
     #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).

@@ -27,10 +27,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from libs import keys
+from libs.batching import Coalescer
 
 #: How long a sent message's trace can be found by its wamid (status webhooks come within days).
 WAMID_TTL_S = 7 * 86_400
@@ -51,9 +53,17 @@ def enabled() -> bool:
 
 
 def configure(
-    *, endpoint: str = "", service: str = "zapq", exporter: SpanExporter | None = None, batch: bool = True
+    *,
+    endpoint: str = "",
+    service: str = "zapq",
+    exporter: SpanExporter | None = None,
+    batch: bool = True,
+    sample_ratio: float = 1.0,
 ) -> bool:
-    """Turn tracing on (an OTLP/HTTP ``endpoint`` or an ``exporter``); with neither, leave it off. True if on."""
+    """Turn tracing on (an OTLP/HTTP ``endpoint`` or an ``exporter``); with neither, leave it off. True if on.
+
+    ``sample_ratio``: the share of new traces recorded (by trace id; a job or status follows its message's
+    decision, so a trace is whole or absent)."""
     global _tracer, _provider
     if exporter is None and not endpoint:
         return False
@@ -62,7 +72,8 @@ def configure(
 
         exporter = OTLPSpanExporter(endpoint=endpoint)
     processor: SpanProcessor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    sampler = ParentBased(TraceIdRatioBased(sample_ratio))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     provider.add_span_processor(processor)
     _provider, _tracer = provider, provider.get_tracer("zapq")
     return True
@@ -185,13 +196,33 @@ def wamid_key(namespace: str, wamid: str) -> str:
     return keys.trace_of_wamid(namespace, hashed(wamid))
 
 
-async def remember_wamid(client: Any, namespace: str, wamid: str) -> None:
-    """Keep the current span's context under ``wamid`` so its status webhooks join the trace (async client)."""
-    if _tracer is None:
-        return
-    traceparent = current_traceparent()
-    if traceparent:
-        await client.set(wamid_key(namespace, wamid), traceparent, ex=WAMID_TTL_S)
+class WamidLinks:
+    """Keep each sent message's trace context under its wamid, so its status webhooks join the trace.
+
+    Writes of concurrent sends share one pipelined round trip (a :class:`~libs.batching.Coalescer`); a Redis
+    error loses the link (the status spans then start their own trace), never the send.
+    """
+
+    def __init__(self, client: Any, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._writes: Coalescer[tuple[str, str], None] = Coalescer(self._write_many)
+
+    async def remember(self, wamid: str) -> None:
+        """Link ``wamid`` to the current span (nothing while tracing is off)."""
+        if _tracer is None:
+            return
+        traceparent = current_traceparent()
+        if traceparent:
+            with contextlib.suppress(Exception):
+                await self._writes((wamid, traceparent))
+
+    async def _write_many(self, items: list[tuple[str, str]]) -> list[None]:
+        pipe = self.client.pipeline(transaction=False)
+        for wamid, traceparent in items:
+            pipe.set(wamid_key(self.namespace, wamid), traceparent, ex=WAMID_TTL_S)
+        await pipe.execute()
+        return [None] * len(items)
 
 
 def follow_wamids(client: Any, namespace: str) -> None:

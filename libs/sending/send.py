@@ -51,7 +51,7 @@ from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
-from libs.tracing import annotate, fail, remember_wamid, span
+from libs.tracing import WamidLinks, annotate, fail, span
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class SenderContext:
     journal: Journal = field(default=None)  # type: ignore[assignment]
     #: Sends parked while their connection is inactive or their campaign paused (in the throttle's Redis).
     holds: Holds = field(init=False)
+    #: Trace contexts of sent messages by wamid (written only while tracing is on).
+    trace_links: WamidLinks = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
@@ -97,6 +99,7 @@ class SenderContext:
         if self.journal is None:
             self.journal = Journal(self.throttle.client, self.throttle.namespace)
         self.holds = Holds(self.throttle.namespace)
+        self.trace_links = WamidLinks(self.throttle.client, self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -314,7 +317,7 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
     await _record(ctx, message_id, result.external_id)
-    await remember_wamid(ctx.throttle.client, ctx.throttle.namespace, result.external_id)
+    await ctx.trace_links.remember(result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
