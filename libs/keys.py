@@ -373,6 +373,11 @@ class ProviderMetricKeys:
         """Error codes."""
         return f"{self._base}errors"
 
+    @property
+    def sends(self) -> str:
+        """Send outcomes per company, connection, outcome and code."""
+        return f"{self._base}sends"
+
 
 @dataclass(frozen=True, slots=True)
 class AlertKeys:

@@ -303,24 +303,39 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await _hold(ctx, message_id, state, hold_name(CONNECTION, row["connection_id"]), reason)
         return None
     except (Defer, ProviderRateLimited) as exc:
+        wait = exc.code if isinstance(exc, ProviderRateLimited) and exc.code is not None else "local"
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "throttled", wait)
         if isinstance(exc, PairRateLimited):
             await ctx.throttle.pair_refused(row["connection_id"], row["recipient"], pair_hits, exc.delay_ms)
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
     except PermanentError as exc:
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         await _fail(ctx, row, exc)
         raise
     except Exception as exc:
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         if final_attempt:
             await _fail(ctx, row, exc)
         elif not _ambiguous(exc):
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
+    ctx.metrics.outcome(row["company_id"], row["connection_id"], "sent")
     await _record(ctx, message_id, result.external_id)
     await ctx.trace_links.remember(result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
+
+
+def _code(exc: BaseException) -> str:
+    """A failed attempt's code for the metrics: the provider's, ``http_<status>``, or ``network``."""
+    if isinstance(exc, ProviderError):
+        if exc.code is not None:
+            return str(exc.code)
+        if exc.http_status is not None:
+            return f"http_{exc.http_status}"
+    return "network"
 
 
 async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:
