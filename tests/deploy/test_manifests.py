@@ -128,6 +128,8 @@ ZAPQ_METRICS = {
     "zapq_campaign_sent",
     "zapq_campaign_recipients",
     "zapq_campaign_last_progress_timestamp",
+    "zapq_sends_total",
+    "zapq_throttle_waits_total",
 }
 #: A histogram's _sum/_count series exist whenever its _bucket series do.
 HISTOGRAM_COMPANIONS = {
