@@ -1,10 +1,11 @@
-"""``tracing``: the cost of OpenTelemetry tracing on sends, off and on alternately (off, on, off, on).
+"""``tracing``: the cost of OpenTelemetry tracing on sends, rounds off and on alternately.
 
 Each round is the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s, the fake Graph API
 answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``) — with ``ZAPQ_OTEL_ENDPOINT``
 pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200) in the "on" rounds, every message traced.
-Figures: sends/s and worker CPU per send, the mean of the two "on" rounds against the mean of the two "off"
-rounds, and the overhead in %. (The ``send`` and ``ingest`` scenarios each carry one tracing-on variant too.)
+"sampled" rounds trace one message in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``). Figures: sends/s and worker CPU per
+send, the mean of the two rounds of each mode against the mean of the two "off" rounds, and the overhead in %.
+(The ``send`` and ``ingest`` scenarios each carry one tracing-on variant too.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from bench.harness import BenchRun
 from bench.report import Figure, ScenarioResult, Target
 from bench.scenarios.send import FAKE_ARGV, OTLP_SINK_ARGV, Sizes, _throughput_over, configure, span_rate
 
-ROUNDS = ("off", "on", "off", "on")
+#: Rounds, alternating: tracing off, on with every message traced, on with 1 message in 10 traced.
+ROUNDS = ("off", "on", "sampled", "off", "on", "sampled")
+#: ``ZAPQ_OTEL_SAMPLE_RATIO`` of the "sampled" rounds.
+SAMPLED = "0.1"
 
 
 def run(bench: BenchRun, result: ScenarioResult) -> None:
@@ -32,7 +36,9 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         with bench.connect() as conn:
             company = data.make_company(conn)
         for k, mode in enumerate(ROUNDS):
-            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode == "on" else {}
+            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode != "off" else {}
+            if mode == "sampled":
+                env["ZAPQ_OTEL_SAMPLE_RATIO"] = SAMPLED
             prefix, offset = f"14{k}0", 8_000_000 + 1_000_000 * k
             label = f"r{k}-{mode}"
             one = _throughput_over(bench, fake, company, "lean", prefix, offset, sizes, label=label, extra_env=env)
@@ -52,10 +58,12 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         values = [float(one[key] or 0) for one in rounds if one["mode"] == mode]
         return sum(values) / len(values)
 
-    rate_off, rate_on = mean("off", "rate"), mean("on", "rate")
-    cpu_off, cpu_on = mean("off", "cpu_ms_per_send"), mean("on", "cpu_ms_per_send")
-    result.add(Figure("sends/s, tracing on (mean of 2 rounds)", rate_on, "sends/s", rate_off))
-    result.add(Figure("worker CPU per send, tracing on", cpu_on, "ms", cpu_off))
-    overhead = 100 * (rate_off - rate_on) / rate_off if rate_off else None
-    result.add(Figure("throughput lost to tracing", overhead, "%", target=Target("<=", 5)))
-    result.add(Figure("worker CPU added by tracing", 100 * (cpu_on - cpu_off) / cpu_off if cpu_off else None, "%"))
+    rate_off, cpu_off = mean("off", "rate"), mean("off", "cpu_ms_per_send")
+    for mode, label in (("on", "every message traced"), ("sampled", f"sample ratio {SAMPLED}")):
+        rate_on, cpu_on = mean(mode, "rate"), mean(mode, "cpu_ms_per_send")
+        result.add(Figure(f"sends/s, tracing on, {label} (mean of 2 rounds)", rate_on, "sends/s", rate_off))
+        result.add(Figure(f"worker CPU per send, {label}", cpu_on, "ms", cpu_off))
+        overhead = 100 * (rate_off - rate_on) / rate_off if rate_off else None
+        result.add(Figure(f"throughput lost to tracing, {label}", overhead, "%", target=Target("<=", 5)))
+        added = 100 * (cpu_on - cpu_off) / cpu_off if cpu_off else None
+        result.add(Figure(f"worker CPU added by tracing, {label}", added, "%", target=Target("<=", 5)))
