@@ -127,10 +127,7 @@ def span(
     """
     if _tracer is None:
         return _NOOP
-    values = dict(attributes or {})
-    if ids:
-        values.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    return _start(name, parent, headers, link, server, values)
+    return _start(name, parent, headers, link, server, attributes, ids)
 
 
 @contextlib.contextmanager
@@ -140,7 +137,8 @@ def _start(
     headers: Mapping[str, str] | None,
     link: str | None,
     server: bool,
-    attributes: dict[str, Any],
+    attributes: Mapping[str, Any] | None,
+    ids: Mapping[str, object] | None,
 ) -> Iterator[trace.Span]:
     assert _tracer is not None
     context = None
@@ -154,9 +152,12 @@ def _start(
     elif link and (linked := trace.get_current_span(_propagator.extract({TRACEPARENT: link})).get_span_context()):
         links.append(Link(linked))
     kind = SpanKind.SERVER if server else SpanKind.INTERNAL
-    with _tracer.start_as_current_span(
-        name, context=context, kind=kind, links=links, attributes=attributes or None
-    ) as current:
+    with _tracer.start_as_current_span(name, context=context, kind=kind, links=links) as current:
+        if current.is_recording():  # a trace not sampled costs no attribute, no hash
+            if attributes:
+                current.set_attributes(attributes)
+            if ids:
+                current.set_attributes({key: hashed(value) for key, value in ids.items() if value is not None})
         yield current
 
 
@@ -210,7 +211,7 @@ class WamidLinks:
 
     async def remember(self, wamid: str) -> None:
         """Link ``wamid`` to the current span (nothing while tracing is off)."""
-        if _tracer is None:
+        if _tracer is None or not trace.get_current_span().is_recording():
             return
         traceparent = current_traceparent()
         if traceparent:
