@@ -18,3 +18,5 @@ SCENARIOS: dict[str, Scenario] = {
     "events": events.run,
     "tracing": tracing.run,
 }
+#: Scenarios run only when named (``python -m bench tracing``), not by a plain or ``--quick`` run.
+ON_REQUEST = frozenset({"tracing"})
