@@ -16,7 +16,7 @@ from types import FrameType
 
 from bench.harness import BenchRun
 from bench.report import RESULTS, ScenarioResult, render_table
-from bench.scenarios import SCENARIOS
+from bench.scenarios import ON_REQUEST, SCENARIOS
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    selected = args.scenarios or list(SCENARIOS)
+    selected = args.scenarios or [name for name in SCENARIOS if name not in ON_REQUEST]
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is ignored
 

@@ -8,41 +8,20 @@ prompt dead-worker recovery and asyncio support for async actors.
 from __future__ import annotations
 
 import dramatiq
-import redis
-import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
 
 from libs.middleware import DeadWorkerRecovery, PoisonGuard, RetryMiddleware
 from libs.middleware.concurrency import AsyncBatching, UvloopAsyncIO
 from libs.middleware.lifecycle import Lifecycle
 from libs.middleware.liveness import Liveness
+from libs.middleware.tracing import TraceContext
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
+from libs.redis_clients import identity, redis_client
 from libs.settings import Settings
 
 #: Time limit of an actor unless it declares its own (ms).
 DEFAULT_TIME_LIMIT_MS = 60_000
-
-
-def async_redis_client(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client for ``settings.redis_url`` that reconnects by itself: a command on a connection
-    that died (a Redis restart, a failover) is retried on a new one, up to three times with a short back-off,
-    before it raises."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-    )
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings.redis_url`` (hiredis parser when installed)."""
-    return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
-    )
 
 
 def build_middleware(settings: Settings) -> list[Middleware]:
@@ -62,6 +41,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),
         Liveness(directory=settings.heartbeat_dir, stall_seconds=settings.worker_stall_seconds or None),
+        TraceContext(),
     ]
 
 
@@ -74,7 +54,7 @@ def build_broker(settings: Settings, *, extra: list[Middleware] | None = None) -
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         middleware=[*build_middleware(settings), *(extra or [])],
     )
-    broker.zapq_identity = (settings.redis_url, settings.redis_namespace)  # type: ignore[attr-defined]
+    broker.zapq_identity = identity(settings)  # type: ignore[attr-defined]
     return broker
 
 
@@ -88,8 +68,7 @@ def setup_broker(settings: Settings) -> RedisBroker:
         current = dramatiq.get_broker()
     except Exception:  # pragma: no cover - get_broker builds a default broker when none is set
         current = None
-    identity = (settings.redis_url, settings.redis_namespace)
-    if isinstance(current, RedisBroker) and getattr(current, "zapq_identity", None) == identity:
+    if isinstance(current, RedisBroker) and getattr(current, "zapq_identity", None) == identity(settings):
         return current
     broker = build_broker(settings)
     dramatiq.set_broker(broker)

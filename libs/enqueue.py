@@ -24,6 +24,7 @@ from dramatiq import Message
 
 from libs.keys import BrokerKeys, LifecycleKeys
 from libs.middleware.lifecycle import APPLY_LUA, CHUNK, WIDTH, apply_args, waiting_records
+from libs.middleware.tracing import TraceContext
 
 
 class _Row(NamedTuple):
@@ -37,7 +38,7 @@ def prepared(messages: Iterable[Message[Any]]) -> list[_Row]:
     rows = []
     for message in messages:
         redis_id = str(uuid4())
-        stamped = message.copy(options={"redis_message_id": redis_id})
+        stamped = message.copy(options={"redis_message_id": redis_id, **TraceContext.options_for(message)})
         rows.append(_Row(stamped.queue_name, redis_id, stamped.encode(), message))
     return rows
 

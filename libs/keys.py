@@ -51,6 +51,11 @@ def zapq_prefix(namespace: str) -> str:
     return f"{namespace}{SEP}{ZAPQ}{SEP}"
 
 
+def trace_of_wamid(namespace: str, digest: str) -> str:
+    """The trace context of the send that got the wamid hashed to ``digest`` (:mod:`libs.tracing`)."""
+    return f"{zapq_prefix(namespace)}trace{SEP}wamid{SEP}{digest}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerKeys:
     """Dramatiq's own keys in one namespace (the layout of its ``dispatch.lua``)."""
@@ -368,6 +373,11 @@ class ProviderMetricKeys:
     def errors(self) -> str:
         """Error codes."""
         return f"{self._base}errors"
+
+    @property
+    def sends(self) -> str:
+        """Send outcomes per company, connection, outcome and code."""
+        return f"{self._base}sends"
 
 
 @dataclass(frozen=True, slots=True)

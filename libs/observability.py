@@ -17,6 +17,7 @@ import sentry_sdk
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 
+from libs import tracing
 from libs.settings import Settings
 
 #: A phone number or wa_id (E.164: 8 to 15 digits, optionally a leading + and single spaces or dashes between
@@ -142,6 +143,13 @@ def init_sentry(settings: Settings, *, service: str) -> bool:
     )
     sentry_sdk.set_tag("service", service)
     return True
+
+
+def init_tracing(settings: Settings, *, service: str) -> bool:
+    """Turn OpenTelemetry tracing on when ``ZAPQ_OTEL_ENDPOINT`` is set (:mod:`libs.tracing`); False when off."""
+    return tracing.configure(
+        endpoint=settings.otel_endpoint, service=f"zapq-{service}", sample_ratio=settings.otel_sample_ratio
+    )
 
 
 class PhoneMaskingFilter(logging.Filter):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.secrets import DEV_SECRETS_KEY, InvalidSecretsKeyError, parse_keys
@@ -60,6 +60,20 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     return tuple(delays)
 
 
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """``"10.0.0.1:26379,sentinel-2:26379"`` → ``[("10.0.0.1", 26379), ("sentinel-2", 26379)]``; ``ValueError``
+    naming a bad entry."""
+    addresses: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad sentinel address {entry!r}: use host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
 class SettingsError(RuntimeError):
     """The environment does not describe a valid configuration; the message names the variable."""
 
@@ -73,6 +87,15 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every Redis key zapq and Dramatiq write (tests use one namespace per session).
     redis_namespace: str = "dramatiq"
+    #: Redis Sentinel set (``host:port,host:port,...``); when set, zapq connects to the primary of
+    #: ``redis_sentinel_master`` the sentinels name and follows it across failovers (``libs/redis_clients.py``);
+    #: ``redis_url`` then gives only the database number and the data nodes' credentials.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "zapq"
+    #: Password of the sentinels themselves (``requirepass`` in sentinel.conf), if any.
+    redis_sentinel_password: str = ""
+    #: Password of the Redis data nodes; overrides one in ``redis_url``.
+    redis_password: str = ""
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/zapq"
     database_pool_size: int = Field(default=10, ge=1, le=200)
 
@@ -90,6 +113,10 @@ class Settings(BaseSettings):
     #: first; the first encrypts, every one decrypts. Required in ``prod``.
     secrets_keys: str = ""
     sentry_dsn: str = ""
+    #: OTLP/HTTP traces endpoint (e.g. ``http://otel-collector:4318/v1/traces``); empty: tracing off, at no cost.
+    otel_endpoint: str = ""
+    #: Share of messages traced while tracing is on (each trace whole or absent).
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     sentry_environment: str = ""
 
     #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).
@@ -161,6 +188,17 @@ class Settings(BaseSettings):
     def _check_schedule(self) -> Settings:
         parse_schedule(self.event_retry_schedule)
         return self
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as ``(host, port)`` pairs (empty: no Sentinel)."""
+        return parse_sentinels(self.redis_sentinels)
 
     @property
     def event_retry_delays(self) -> tuple[float, ...]:

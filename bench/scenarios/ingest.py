@@ -14,6 +14,9 @@ run.
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import httpx
 
 from bench import data, loadgen
 from bench.harness import BenchRun, now_ms, wait_until
@@ -23,6 +26,8 @@ from libs.ops.demo import sample_webhook
 from libs.whatsapp import sign_meta
 
 PHONE_NUMBER_ID = "106540352242922"
+#: The OTLP/HTTP sink of the tracing-on phase: answers every POST 200 (its export count proves spans left).
+OTLP_SINK_ARGV = ["-m", "bench.receiver", "--port", "{port}", "--latency-ms", "0"]
 CONCURRENCY = 32
 WARMUP = 100
 UVICORN = ["--host", "127.0.0.1", "--port", "{port}"]
@@ -113,6 +118,8 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
             processed_at = time.time()
             processed, stored = _processed(bench)
             worker_cpu_ms = 1000 * (cpu_seconds(worker_pids_) - worker_cpu) / max(1, processed - WARMUP)
+    # The same load again with tracing on (edge and worker exporting every span to an OTLP/HTTP sink)
+    traced = _traced(bench, secret, first=WARMUP + n, n=n, load_deadline=load_deadline, before=processed)
 
     result.details.update(
         edge={"statuses": dict(load.statuses), "errors": load.errors, "timed_out": load.timed_out},
@@ -154,3 +161,48 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         result.add(Figure(label, e2e, "webhooks/s"))
     result.add(Figure("ingest worker CPU per processed webhook", worker_cpu_ms, "ms"))
     result.add(Figure("ingest worker peak RSS", worker_rss.max_mb(), "MB"))
+    result.details["tracing_on"] = traced
+    result.add(Figure("webhooks accepted/s, tracing on", traced["rate"], "req/s", load.rate))
+    result.add(Figure("edge CPU per accepted webhook, tracing on", traced["edge_cpu_ms"], "ms", edge_cpu_ms))
+    result.add(Figure("ingest worker CPU per webhook, tracing on", traced["worker_cpu_ms"], "ms", worker_cpu_ms))
+
+
+def _traced(bench: BenchRun, secret: str, *, first: int, n: int, load_deadline: float, before: int) -> dict[str, Any]:
+    """The measured load against a fresh edge and worker (own namespace) with ``ZAPQ_OTEL_ENDPOINT`` set."""
+    ns = bench.sub_namespace("traced")
+    with bench.processes() as servers:
+        sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
+        env = {"ZAPQ_REDIS_NAMESPACE": ns, "ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"}
+        with bench.processes(**env) as group:
+            since = now_ms()
+            workers = group.start("traced-workers", ["-m", "dramatiq", "services.webhook_ingest", "-p", "1", "-t", "8"])
+            edge, edge_process = bench.start_server(
+                group,
+                "traced-edge",
+                ["-m", "uvicorn", "services.webhook_ingest.app:app", *UVICORN, "--workers", "1"],
+                "/healthz",
+            )
+            if not bench.wait_workers(ns, 1, since):
+                raise RuntimeError(f"traced ingest workers did not boot:\n{bench.log_tail('traced-workers')}")
+            url = f"{edge}/webhooks/meta"
+            _load(url, build_requests(url, secret, first, WARMUP, bench.token), 10)
+            wait_until(lambda: _processed(bench)[0] >= before + WARMUP, 10, interval=0.1)
+            requests = build_requests(url, secret, first + WARMUP, n, bench.token)
+            edge_pids, pids = server_pids(edge_process.pid), worker_pids(workers.pid)
+            edge_cpu, worker_cpu = cpu_seconds(edge_pids), cpu_seconds(pids)
+            load = _load(url, requests, load_deadline)
+            edge_cpu_ms = 1000 * (cpu_seconds(edge_pids) - edge_cpu) / max(1, load.ok)
+            total = before + WARMUP + load.ok
+            done = wait_until(lambda: _processed(bench)[0] >= total, 10, interval=0.05)
+            processed = _processed(bench)[0] - before - WARMUP
+            worker_cpu_ms = 1000 * (cpu_seconds(pids) - worker_cpu) / max(1, processed)
+        exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+    return {
+        "rate": TIMEOUT if load.timed_out else load.rate,
+        "edge_cpu_ms": round(edge_cpu_ms, 3),
+        "worker_cpu_ms": round(worker_cpu_ms, 3),
+        "processed": processed,
+        "all_processed": done,
+        "p99_ms": load.percentile_ms(0.99),
+        "otlp_exports": exports,
+    }

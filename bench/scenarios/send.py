@@ -48,6 +48,9 @@ SENDER = ["-m", "dramatiq", "services.message_sender", "-p", "1", "-t", "8"]
 BARE = ["-m", "dramatiq", "bench.bare_send", "-p", "1", "-t", "8"]
 #: Phase C: the maintained transports measured against phase A's ``lean`` (their phone number id prefixes).
 ALTERNATE_TRANSPORTS = {"aiohttp": "1100", "httpx": "1200"}
+#: Phase D: phase A with tracing on, its numbers' prefix, and the OTLP/HTTP sink it exports to.
+TRACED_PREFIX = "1300"
+OTLP_SINK_ARGV = ["-m", "bench.receiver", "--port", "{port}", "--latency-ms", "0"]
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,21 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
             for k, (transport, prefix) in enumerate(ALTERNATE_TRANSPORTS.items())
         }
         result.mark("phase C (maintained transports)")
+        # D. phase A again with tracing on (every span exported over OTLP/HTTP to a sink answering 200)
+        sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
+        traced = _throughput_over(
+            bench,
+            fake,
+            company,
+            "lean",
+            TRACED_PREFIX,
+            7_000_000,
+            sizes,
+            label="traced",
+            extra_env={"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"},
+        )
+        traced["exports"] = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+        result.mark("phase D (tracing on)")
         sends = httpx.get(f"{fake}/_fake/sends", timeout=60).json()
         result.mark("stop workers + fetch sends")
 
@@ -304,6 +322,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         _add_transport_figures(
             result, transport, run_c, sends, sizes, lean_rate, result.details["sender_cpu_ms_per_send"]
         )
+    _add_traced_figures(result, traced, sends, lean_rate, result.details["sender_cpu_ms_per_send"])
     result.add(Figure("sender peak RSS", sender_rss.max_mb(), "MB", bare_rss.max_mb(), Target("<=", 150)))
     label = f"max sends in any 1-s window (1 number @{RATE}/s, {len(throttle.times)}/{sizes.throttle} sent)"
     result.add(Figure(label, max_in_window(throttle.times), "sends", target=Target("<=", RATE * 1.05)))
@@ -391,22 +410,34 @@ def _urgent_latencies(bench: BenchRun, company: int, conn_ids: list[int], sizes:
 
 
 def _throughput_over(
-    bench: BenchRun, fake: str, company: int, transport: str, prefix: str, offset: int, sizes: Sizes
+    bench: BenchRun,
+    fake: str,
+    company: int,
+    transport: str,
+    prefix: str,
+    offset: int,
+    sizes: Sizes,
+    *,
+    label: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Phase A with ``ZAPQ_HTTP_TRANSPORT=transport``: a fresh sender in its own namespace and numbers."""
+    """Phase A with ``ZAPQ_HTTP_TRANSPORT=transport`` (and ``extra_env``): a fresh sender in its own namespace
+    (``label``, default the transport) and numbers."""
     bench.join_stoppers()  # the senders before it have stopped: nothing else sends or takes CPU meanwhile
-    ns = bench.sub_namespace(transport)
+    label = label or transport
+    ns = bench.sub_namespace(label)
     env = {"ZAPQ_META_GRAPH_URL": fake, "ZAPQ_REDIS_NAMESPACE": ns, "ZAPQ_HTTP_TRANSPORT": transport}
+    env.update(extra_env or {})
     with bench.processes(**env) as workers:
         since = now_ms()
-        sender = workers.start(f"sender-{transport}", SENDER)
+        sender = workers.start(f"sender-{label}", SENDER)
         with bench.connect() as conn:
             conn_ids = [cid for cid, _ in data.make_connections(conn, company, NUMBERS, prefix=prefix, rate=RATE)]
             ids = data.make_messages(conn, company, conn_ids, sizes.main, priority="normal", recipient_offset=offset)
         data.enqueue_chunked(bench.redis, ns, (contracts.SEND_NORMAL.message(contracts.SendMessage(i)) for i in ids))
         with PeakRss([sender.pid]) as rss:
             if not bench.wait_workers(ns, 1, since):
-                raise RuntimeError(f"the {transport} sender did not boot:\n{bench.log_tail(f'sender-{transport}')}")
+                raise RuntimeError(f"the {label} sender did not boot:\n{bench.log_tail(f'sender-{label}')}")
             pids = worker_pids(sender.pid)
             cpu = cpu_seconds(pids)
             done = wait_until(_all_finished(bench, ids), sizes.main_timeout, interval=0.2)
@@ -446,3 +477,26 @@ def _add_transport_figures(
         label = f"sends/s within the {sizes.main_timeout:.0f}-s deadline, {transport} ({len(before)}/{sizes.main} sent)"
         result.add(Figure(label, span_rate(before), "sends/s", lean_rate))
     result.add(Figure(f"worker CPU per send, {transport} transport", run_c["cpu_ms_per_send"], "ms", lean_cpu_ms))
+
+
+def _add_traced_figures(
+    result: ScenarioResult,
+    run_d: dict[str, Any],
+    sends: list[dict[str, Any]],
+    lean_rate: float | None,
+    lean_cpu_ms: float,
+) -> None:
+    """Phase D's figures (tracing on), phase A's (tracing off) as their baseline: the overhead in %."""
+    refs = {str(i) for i in run_d.pop("ids")}
+    times = [s["received_at"] for s in sends if s["client_ref"] in refs]
+    before = [t for t in times if t <= run_d["ended"]]
+    cpu_ms = round(1000 * run_d["cpu_s"] / max(1, len(before)), 2)
+    rate = span_rate(times) if run_d["done"] else TIMEOUT
+    run_d.update(sends=len(times), cpu_ms_per_send=cpu_ms)
+    if isinstance(rate, float) and lean_rate:
+        run_d["throughput_overhead_pct"] = round(100 * (lean_rate - rate) / lean_rate, 1)
+    if lean_cpu_ms:
+        run_d["cpu_overhead_pct"] = round(100 * (cpu_ms - lean_cpu_ms) / lean_cpu_ms, 1)
+    result.details["tracing_on"] = run_d
+    result.add(Figure("sends/s, 1 process, tracing on (OTLP/HTTP)", rate, "sends/s", lean_rate))
+    result.add(Figure("worker CPU per send, tracing on", cpu_ms, "ms", lean_cpu_ms))

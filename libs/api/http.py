@@ -24,6 +24,7 @@ from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
 from libs.outbound import AddressGuard
+from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
 from libs.settings import Settings
 
@@ -191,7 +192,7 @@ class ApiContext:
         """Open every resource for the app's lifetime; close them after."""
         self._pool = async_pool(self.settings, timeout=5.0, connect_timeout=3, dict_rows=True)
         await self._pool.open(wait=False)
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self._redis = async_redis_client(self.settings, connect_timeout=2, timeout=5)
         self._db = Database.from_settings(self.settings, pool_size=2)
         self._hub = EventHub(self.settings.libpq_url, self._pool)
         await self._hub.start()

@@ -15,6 +15,7 @@ from libs.api.access import check_body_company, check_owner, check_row, company_
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import MessageIn
 from libs.messages import actions, store
+from libs.tracing import annotate, enabled, hashed, span
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -40,7 +41,9 @@ async def create_message(request: Request) -> Response:
         idempotency_key=key.strip() if key else None,
     )
     ctx = context(request)
-    row, created = await actions.create_message(ctx.pool, ctx.redis, ctx.namespace, new)
+    with span("POST /api/messages", headers=request.headers if enabled() else None, server=True):
+        row, created = await actions.create_message(ctx.pool, ctx.redis, ctx.namespace, new)
+        annotate(**{"zapq.message": hashed(row["id"]) if enabled() else None, "zapq.created": created})
     if not created:
         return json_response(_out(row), 200)
     return json_response(_out(row), 201, headers={"location": f"/api/messages/{row['id']}"})

@@ -101,4 +101,19 @@ async def _provider_families(ctx: Any) -> list[Metric]:
         latency.add_metric([provider], data["buckets"], data["sum"])
         for code, count in sorted(data["errors"].items()):
             errors.add_metric([provider, code], float(count))
-    return [latency, errors]
+    sends = CounterMetricFamily(
+        "zapq_sends",
+        "Send attempts by company, connection, outcome (sent, failed, throttled) and provider code",
+        labels=["company", "connection", "outcome", "code"],
+    )
+    waits = CounterMetricFamily(
+        "zapq_throttle_waits", "Sends deferred by a throttle (ours or the provider)", labels=["company", "connection"]
+    )
+    throttled: dict[tuple[str, str], int] = {}
+    for company, connection, outcome, code, count in await provider_metrics.read_sends(ctx.redis, ctx.namespace):
+        sends.add_metric([company, connection, outcome, code], float(count))
+        if outcome == "throttled":
+            throttled[(company, connection)] = throttled.get((company, connection), 0) + count
+    for (company, connection), count in sorted(throttled.items()):
+        waits.add_metric([company, connection], float(count))
+    return [latency, errors, sends, waits]

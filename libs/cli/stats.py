@@ -22,8 +22,8 @@ COLUMNS = ("queue", "waiting", "delayed", "in_flight", "dead", "done/min", "fail
 
 
 def _resources(settings: Settings) -> tuple[Any, Any]:
-    from libs.broker import redis_client
     from libs.db.engine import Database
+    from libs.redis_clients import redis_client
 
     return redis_client(settings), Database.from_url(settings.sqlalchemy_url, pool_size=1)
 

@@ -9,13 +9,13 @@ import httpx
 from dramatiq import Broker, Message, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 
-from libs.broker import async_redis_client
 from libs.db.engine import async_pool
 from libs.events.dispatch import READ_BYTES as DISPATCH_READ_BYTES
 from libs.events.dispatch import DispatcherContext, DispatchSettings, PumpLocks
 from libs.events.kicks import Kicks
 from libs.outbound import AddressGuard
 from libs.providers.transport import provider_http_client
+from libs.redis_clients import async_redis_client
 from libs.settings import Settings
 
 #: Connections per endpoint host: enough for an endpoint's in-flight limit.

@@ -30,6 +30,7 @@ from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSo
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
+from libs.tracing import span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -229,7 +230,12 @@ def apply_meta(
             "external_id": item.wamid,
             "created_at": _at(item.timestamp),
         }
-        _store_message(session, outcome, values, _meta_received(values, item, name))
+        with span(
+            "message.received",
+            ids={"zapq.wamid": item.wamid, "zapq.connection": connection_id},
+            attributes={"zapq.type": str(item.type)},
+        ):
+            _store_message(session, outcome, values, _meta_received(values, item, name))
     if only is not None:
         return outcome
     for status in statuses:
@@ -238,7 +244,8 @@ def apply_meta(
             outcome.skipped += 1
             outcome.notes.append(f"no connection for phone_number_id {status.phone_number_id} (status)")
             continue
-        outcome.count_status(apply_status(session, _meta_status(status, key[1])))
+        with status_span(status.wamid, str(status.status)):
+            outcome.count_status(apply_status(session, _meta_status(status, key[1])))
     for error in batch.system_errors:
         outcome.skipped += 1
         outcome.notes.append(f"system error {error.code}: {error.title}")

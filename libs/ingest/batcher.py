@@ -22,6 +22,8 @@ from libs.batching import Coalescer
 from libs.enqueue import enqueue_many_async
 from libs.ingest import store
 from libs.ingest.store import Accepted
+from libs.middleware.tracing import TraceContext
+from libs.tracing import TRACEPARENT, current_traceparent, span
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
@@ -32,21 +34,27 @@ MAX_BATCH = 256
 WORKER_GROUP = 32
 
 
-def processing_jobs(webhook_ids: list[int]) -> list[Any]:
+def processing_jobs(webhook_ids: list[int], traces: dict[int, str | None] | None = None) -> list[Any]:
     """The jobs that apply ``webhook_ids``: one ``process_webhook`` for a single webhook, else groups of up to
-    ``WORKER_GROUP`` (``process_webhooks``: one transaction each)."""
+    ``WORKER_GROUP`` (``process_webhooks``: one transaction each). ``traces``: each webhook's trace context
+    (its request's ``webhook.store`` span), carried in the job (:class:`~libs.middleware.tracing.TraceContext`)."""
     if len(webhook_ids) == 1:
-        return [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_ids[0]))]
-    return [
-        contracts.PROCESS_WEBHOOKS.message(contracts.ProcessWebhooks(webhook_ids[start : start + WORKER_GROUP]))
-        for start in range(0, len(webhook_ids), WORKER_GROUP)
-    ]
+        parent = (traces or {}).get(webhook_ids[0])
+        options = {TRACEPARENT: parent} if parent else {}
+        return [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_ids[0]), **options)]
+    jobs = []
+    for start in range(0, len(webhook_ids), WORKER_GROUP):
+        group = webhook_ids[start : start + WORKER_GROUP]
+        options = TraceContext.group_options({i: traces.get(i) for i in group}) if traces else {}
+        jobs.append(contracts.PROCESS_WEBHOOKS.message(contracts.ProcessWebhooks(group), **options))
+    return jobs
 
 
 class _Webhook(NamedTuple):
     source: str
     key: str
     body: bytes
+    trace: str | None = None
 
 
 class WebhookWriter:
@@ -64,7 +72,8 @@ class WebhookWriter:
 
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
-        return await self._writes(_Webhook(source, meta_dedup_key(body), body))
+        with span("webhook.store", attributes={"zapq.source": source}):
+            return await self._writes(_Webhook(source, meta_dedup_key(body), body, current_traceparent()))
 
     async def drain(self) -> None:
         """Wait until every accepted webhook so far has been handed to Redis (or given up on)."""
@@ -87,21 +96,24 @@ class WebhookWriter:
             )
         created = {(source, key): webhook_id for webhook_id, source, key in rows}
         accepted_ids = []
+        traces: dict[int, str | None] = {}
         results = []
         for webhook in batch:
             webhook_id = created.pop((webhook.source, webhook.key), None)  # one request per new row wins
             if webhook_id is not None:
                 accepted_ids.append(webhook_id)
+                if webhook.trace:
+                    traces[webhook_id] = webhook.trace
             results.append(Accepted(webhook_id))
         if accepted_ids:
-            task = asyncio.create_task(self._enqueue(accepted_ids))
+            task = asyncio.create_task(self._enqueue(accepted_ids, traces))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return results
 
-    async def _enqueue(self, webhook_ids: list[int]) -> None:
+    async def _enqueue(self, webhook_ids: list[int], traces: dict[int, str | None]) -> None:
         try:
-            await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids))
+            await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids, traces))
             async with self.pool.connection() as conn:
                 await store.mark_enqueued(conn, webhook_ids)
         except Exception:

@@ -33,8 +33,10 @@ from starlette.routing import Route
 from libs.connections import store as connections
 from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
+from libs.redis_clients import async_redis_client
 from libs.secrets import CannotDecryptError, Secrets
 from libs.settings import Settings
+from libs.tracing import enabled, span
 from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ class WebhookEdge:
         # off for minutes, which kept answering 503 long after Postgres was back.
         self.pool = async_pool(self.settings, min_size=2, timeout=3.0, connect_timeout=3, check_on_checkout=True)
         await self.pool.open(wait=False)
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self.redis = async_redis_client(self.settings, connect_timeout=2, timeout=5)
         self.writer = WebhookWriter(self.pool, self.redis, self.settings.redis_namespace)
         try:
             yield
@@ -120,7 +122,7 @@ class WebhookEdge:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or payload.get("object") != META_OBJECT:
             return _error(400, f"object must be {META_OBJECT!r}")
-        return await self._accept("meta", body)
+        return await self._accept("meta", body, request)
 
     async def baileys(self, request: Request) -> Response:
         """Accept an Evolution API (Baileys bridge) webhook POST with the global secret (the migration path:
@@ -147,7 +149,7 @@ class WebhookEdge:
                 return _error(
                     401, "this instance has its own webhook URL and secret: the global secret is not accepted"
                 )
-        return await self._accept("baileys", body)
+        return await self._accept("baileys", body, request)
 
     async def baileys_connection(self, request: Request) -> Response:
         """Accept an Evolution API webhook POST on one connection's own URL, with that connection's secret, for
@@ -182,7 +184,7 @@ class WebhookEdge:
         body, payload = parsed
         if payload.get("instance") != instance:
             return _error(401, "the body names another instance than this webhook URL's connection")
-        return await self._accept("baileys", body)
+        return await self._accept("baileys", body, request)
 
     async def _baileys_body(self, request: Request) -> tuple[bytes, dict[str, Any]] | Response:
         """The body and its JSON of an Evolution API event, or the 4xx answer refusing it."""
@@ -198,7 +200,11 @@ class WebhookEdge:
             return _error(400, "an Evolution API event needs a string 'event'")
         return body, payload
 
-    async def _accept(self, source: str, body: bytes) -> Response:
+    async def _accept(self, source: str, body: bytes, request: Request) -> Response:
+        with span(f"POST /webhooks/{source}", headers=request.headers if enabled() else None, server=True):
+            return await self._store(source, body)
+
+    async def _store(self, source: str, body: bytes) -> Response:
         assert self.writer is not None
         try:
             accepted = await self.writer.accept(source, body)

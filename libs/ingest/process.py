@@ -20,6 +20,7 @@ from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.ingest.unmatched import merge_notes
+from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,15 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        applied = _apply_row(session, row)
+        with span("webhook.apply", ids={"zapq.webhook": webhook_id}):
+            applied = _apply_row(session, row)
         if applied is None:
             return None
         _mark(session, [(webhook_id, applied)])
     return applied.outcome
 
 
-def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
+def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None) -> int:
     """Apply a group of webhooks in **one** transaction; returns how many were applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
@@ -108,7 +110,9 @@ def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
         for webhook_id, *row in rows:
-            applied = _apply_row(session, row, connections)
+            parent = traces(webhook_id) if traces is not None else None
+            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
+                applied = _apply_row(session, row, connections)
             if applied is not None:
                 done.append((webhook_id, applied))
         if done:
@@ -116,7 +120,12 @@ def process_webhooks(db: Database, webhook_ids: list[int]) -> int:
     return len(done)
 
 
-def process_group(db: Database, webhook_ids: list[int], process_each: Callable[[list[int]], None]) -> None:
+def process_group(
+    db: Database,
+    webhook_ids: list[int],
+    process_each: Callable[[list[int]], None],
+    traces: Callable[[int], str | None] | None = None,
+) -> None:
     """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails.
 
     A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
@@ -124,7 +133,7 @@ def process_group(db: Database, webhook_ids: list[int], process_each: Callable[[
     Nothing of the group was applied then (one transaction).
     """
     try:
-        process_webhooks(db, webhook_ids)
+        process_webhooks(db, webhook_ids, traces)
     except DependencyUnavailableError:
         raise
     except Exception as exc:

@@ -39,6 +39,7 @@ from libs.enqueue import enqueue_many_async
 from libs.messages import store
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
 from libs.sending.jobs import send_job, send_job_id
+from libs.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ async def create_message(
             )
             if row is not None:
                 try:
-                    await enqueue_many_async(redis, namespace, [send_job_of(row)], lifecycle=True)
+                    with span("message.enqueue", ids={"zapq.message": row["id"], "zapq.company": new.company_id}):
+                        await enqueue_many_async(redis, namespace, [send_job_of(row)], lifecycle=True)
                 except Exception:
                     logger.warning("message for company %s not enqueued; not created", new.company_id, exc_info=True)
                     raise QueueUnavailableError("the queue is unavailable; nothing was created, retry later") from None

@@ -27,6 +27,22 @@ def keys(namespace: str) -> tuple[str, str, str]:
     return names.latency, names.latency_sum, names.errors
 
 
+#: Outcomes of a send attempt, per connection: accepted, refused by the provider (``code``: Meta's error code,
+#: ``network`` or ``http_<status>``), or waiting for the throttle (``code``: ``local`` — zapq's own bucket —
+#: or the provider's rate-limit code). A bounded set, as the codes: Meta's are integers of a documented table.
+OUTCOMES = ("sent", "failed", "throttled")
+
+
+def code_label(code: object) -> str:
+    """A bounded label for a provider code: an integer below 10^7, ``network``, ``local`` or ``other``."""
+    text = str(code)
+    if (text.isdigit() and len(text) <= 7) or text in ("network", "local", ""):
+        return text
+    if text.startswith("http_") and text[5:].isdigit() and len(text) == 8:
+        return text
+    return "other"
+
+
 def bucket_label(bound: float) -> str:
     """Prometheus ``le`` label of a bucket bound."""
     return "+Inf" if math.isinf(bound) else repr(bound)
@@ -40,6 +56,12 @@ class ProviderMetrics:
         self._buckets: Counter[str] = Counter()
         self._sums: dict[str, float] = {}
         self._errors: Counter[str] = Counter()
+        self._sends: Counter[str] = Counter()
+
+    def outcome(self, company_id: int, connection_id: int, outcome: str, code: object = "") -> None:
+        """Count one send attempt's outcome for its company and connection (see :data:`OUTCOMES`)."""
+        with self._lock:
+            self._sends[f"{company_id}|{connection_id}|{outcome}|{code_label(code)}"] += 1
 
     def observe(self, provider: str, seconds: float, error_code: str | None = None) -> None:
         """Record one call: its duration and, when it failed, the provider's code (or ``network``)."""
@@ -54,9 +76,9 @@ class ProviderMetrics:
     async def flush(self, client: aioredis.Redis, namespace: str) -> None:
         """Add the counts gathered since the last flush to Redis."""
         with self._lock:
-            buckets, sums, errors = self._buckets, self._sums, self._errors
-            self._buckets, self._sums, self._errors = Counter(), {}, Counter()
-        if not (buckets or errors):
+            buckets, sums, errors, sends = self._buckets, self._sums, self._errors, self._sends
+            self._buckets, self._sums, self._errors, self._sends = Counter(), {}, Counter(), Counter()
+        if not (buckets or errors or sends):
             return
         latency, latency_sum, error_key = keys(namespace)
         pipe = client.pipeline(transaction=False)
@@ -66,7 +88,19 @@ class ProviderMetrics:
             pipe.hincrbyfloat(latency_sum, field, value)
         for field, count in errors.items():
             pipe.hincrby(error_key, field, count)
+        for field, count in sends.items():
+            pipe.hincrby(ProviderMetricKeys(namespace).sends, field, count)
         await pipe.execute()
+
+
+async def read_sends(client: aioredis.Redis, namespace: str) -> list[tuple[str, str, str, str, int]]:
+    """Send outcomes so far: ``(company, connection, outcome, code, count)``."""
+    raw: dict[bytes, bytes] = await client.hgetall(ProviderMetricKeys(namespace).sends)  # type: ignore[misc]
+    rows = []
+    for field, value in raw.items():
+        company, connection, outcome, code = field.decode().split("|", 3)
+        rows.append((company, connection, outcome, code, int(value)))
+    return sorted(rows)
 
 
 async def read(client: aioredis.Redis, namespace: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from dramatiq import Broker, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 
@@ -16,6 +15,7 @@ from libs.campaigns.lanes import Lanes
 from libs.db.engine import async_pool
 from libs.outbound import AddressGuard
 from libs.providers.transport import provider_http_client
+from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
 from libs.sending.holds import release_ended_async
 from libs.sending.send import SenderContext
@@ -72,7 +72,7 @@ class SenderResources(Middleware):
                         max_connections=PROVIDER_CONNECTIONS,
                         transport=self.settings.http_transport,
                     )
-                    client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
+                    client = async_redis_client(self.settings)
                     self._context = SenderContext(
                         pool=pool,
                         http=http,

@@ -53,6 +53,7 @@ from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
+from libs.tracing import WamidLinks, annotate, fail, span
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class SenderContext:
     journal: Journal = field(default=None)  # type: ignore[assignment]
     #: Sends parked while their connection is inactive or their campaign paused (in the throttle's Redis).
     holds: Holds = field(init=False)
+    #: Trace contexts of sent messages by wamid (written only while tracing is on).
+    trace_links: WamidLinks = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
@@ -103,6 +106,7 @@ class SenderContext:
         if self.journal is None:
             self.journal = Journal(self.throttle.client, self.throttle.namespace)
         self.holds = Holds(self.throttle.namespace)
+        self.trace_links = WamidLinks(self.throttle.client, self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -258,12 +262,17 @@ async def _park(ctx: SenderContext, lanes: Lanes, message_id: int, state: dict[s
         await lanes.unpark_async(ctx.throttle.client, campaign_id)
 
 
-async def send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
-    """Send message ``message_id`` at most once; a Postgres outage is a deferral, not a spent attempt."""
-    try:
-        return await _send_message(ctx, message_id, final_attempt=final_attempt)
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+async def send_message(
+    ctx: SenderContext, message_id: int, *, final_attempt: bool, trace: str | None = None
+) -> str | None:
+    """Send message ``message_id`` at most once; a Postgres outage is a deferral, not a spent attempt.
+
+    ``trace``: the job's ``traceparent``; the send is a ``message.send`` span of that trace (tracing on)."""
+    with span("message.send", parent=trace, ids={"zapq.message": message_id}):
+        try:
+            return await _send_message(ctx, message_id, final_attempt=final_attempt)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
 
 
 async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
@@ -279,17 +288,22 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         return journaled
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
-        pair_hits = await ctx.throttle.acquire(
-            row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
-        )
+        with span("throttle.wait", ids={"zapq.connection": row["connection_id"]}):
+            pair_hits = await ctx.throttle.acquire(
+                row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
+            )
         started = time.monotonic()
-        try:
-            result = await provider.send(build_outbound(row), pair_hits=pair_hits)
-        except ProviderError as exc:
-            code = exc.code if exc.code is not None else exc.http_status
-            ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
-            raise
-        ctx.metrics.observe(provider.name, time.monotonic() - started)
+        with span("provider.send", attributes={"zapq.provider": provider.name}):
+            try:
+                result = await provider.send(build_outbound(row), pair_hits=pair_hits)
+            except ProviderError as exc:
+                code = exc.code if exc.code is not None else exc.http_status
+                ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
+                annotate(**{"http.response.status_code": exc.http_status, "zapq.provider.error_code": exc.code})
+                fail(type(exc).__name__)
+                raise
+            ctx.metrics.observe(provider.name, time.monotonic() - started)
+            annotate(**{"http.response.status_code": 200})
     except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         reason = f"{exc.provider} reported the session closed: {exc}"[:500]
@@ -299,23 +313,39 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await _hold(ctx, message_id, state, hold_name(CONNECTION, row["connection_id"]), reason)
         return None
     except (Defer, ProviderRateLimited) as exc:
+        wait = exc.code if isinstance(exc, ProviderRateLimited) and exc.code is not None else "local"
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "throttled", wait)
         if isinstance(exc, PairRateLimited):
             await ctx.throttle.pair_refused(row["connection_id"], row["recipient"], pair_hits, exc.delay_ms)
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
     except PermanentError as exc:
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         await _fail(ctx, row, exc)
         raise
     except Exception as exc:
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         if final_attempt:
             await _fail(ctx, row, exc)
         elif not _ambiguous(exc):
             await store.execute(ctx.pool, store.RELEASE, {"id": message_id})
         raise
+    ctx.metrics.outcome(row["company_id"], row["connection_id"], "sent")
     await _record(ctx, message_id, result.external_id)
+    await ctx.trace_links.remember(result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
+
+
+def _code(exc: BaseException) -> str:
+    """A failed attempt's code for the metrics: the provider's, ``http_<status>``, or ``network``."""
+    if isinstance(exc, ProviderError):
+        if exc.code is not None:
+            return str(exc.code)
+        if exc.http_status is not None:
+            return f"http_{exc.http_status}"
+    return "network"
 
 
 async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:

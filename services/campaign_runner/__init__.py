@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from libs.broker import setup_broker
 from libs.campaigns.lanes import Lanes
-from libs.observability import init_sentry, setup_logging
+from libs.observability import init_sentry, init_tracing, setup_logging
 from libs.runtime import install_resources
 from libs.settings import load_settings
 
 settings = load_settings()
 setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="campaign-runner")
+init_tracing(settings, service="campaign-runner")
 broker = setup_broker(settings)
 resources = install_resources(broker, settings)
 lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)

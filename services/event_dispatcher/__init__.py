@@ -10,12 +10,13 @@ from libs.broker import setup_broker
 from libs.events.kicks import Kicks
 from libs.events.publish import Publisher, PublisherMiddleware
 from libs.events.runtime import DispatcherResources
-from libs.observability import init_sentry, setup_logging
+from libs.observability import init_sentry, init_tracing, setup_logging
 from libs.settings import load_settings
 
 settings = load_settings()
 setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="event-dispatcher")
+init_tracing(settings, service="event-dispatcher")
 broker = setup_broker(settings)
 dispatcher = DispatcherResources(settings, broker)
 broker.add_middleware(dispatcher)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from libs.broker import setup_broker
 from libs.campaigns.lanes import LaneFeeder, Lanes
-from libs.observability import init_sentry, setup_logging
+from libs.observability import init_sentry, init_tracing, setup_logging
 from libs.sending.runtime import SenderResources
 from libs.settings import load_settings
 
 settings = load_settings()
 setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="message-sender")
+init_tracing(settings, service="message-sender")
 broker = setup_broker(settings)
 sender = SenderResources(settings)
 broker.add_middleware(sender)

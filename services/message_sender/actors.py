@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage
 from libs import contracts
 from libs.errors import Defer
 from libs.middleware.retry import is_final_attempt
+from libs.middleware.tracing import TraceContext
 from libs.sending.send import send_message as send
 from services.message_sender import broker, sender
 
@@ -22,8 +23,9 @@ OPTIONS: dict[str, Any] = {"time_limit": TIME_LIMIT_MS, "throws": (Defer,), "con
 
 
 async def _send(message_id: int) -> None:
-    final = is_final_attempt(broker, CurrentMessage.get_current_message())
-    await send(await sender.context(), message_id, final_attempt=final)
+    message = CurrentMessage.get_current_message()
+    final = is_final_attempt(broker, message)
+    await send(await sender.context(), message_id, final_attempt=final, trace=TraceContext.parent(message))
 
 
 @dramatiq.actor(

@@ -15,13 +15,14 @@ from periodiq import PeriodiqMiddleware
 
 from libs.broker import setup_broker
 from libs.heartbeat import start_heartbeat
-from libs.observability import init_sentry, setup_logging
+from libs.observability import init_sentry, init_tracing, setup_logging
 from libs.runtime import install_resources
 from libs.settings import load_settings
 
 settings = load_settings()
 setup_logging(fmt=settings.log_format)
 init_sentry(settings, service="scheduler")
+init_tracing(settings, service="scheduler")
 broker = setup_broker(settings)
 if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
     broker.add_middleware(PeriodiqMiddleware(skip_delay=30))

@@ -10,6 +10,7 @@ from libs.enqueue import enqueue_many
 from libs.errors import PermanentError
 from libs.ingest import process
 from libs.middleware.retry import is_final_attempt
+from libs.middleware.tracing import TraceContext
 from services.webhook_ingest import broker, resources, settings
 
 
@@ -35,9 +36,14 @@ def process_webhook(webhook_id: int) -> None:
 )
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
-    process.process_group(resources.db, webhook_ids, _process_each)
+    message = CurrentMessage.get_current_message()
+    process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
 
 
 def _process_each(webhook_ids: list[int]) -> None:
-    singles = (contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i)) for i in webhook_ids)
+    traces = TraceContext.item_parents(CurrentMessage.get_current_message())
+    singles = (
+        contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i), **TraceContext.single(traces, i))
+        for i in webhook_ids
+    )
     enqueue_many(broker.client, settings.redis_namespace, singles)

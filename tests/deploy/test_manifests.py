@@ -130,6 +130,8 @@ ZAPQ_METRICS = {
     "zapq_campaign_sent",
     "zapq_campaign_recipients",
     "zapq_campaign_last_progress_timestamp",
+    "zapq_sends_total",
+    "zapq_throttle_waits_total",
 }
 #: A histogram's _sum/_count series exist whenever its _bucket series do.
 HISTOGRAM_COMPANIONS = {
@@ -385,7 +387,9 @@ def compose_config(compose_cli: list[str]) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("profile_args", [[], ["--profile", "fakes"]], ids=["default", "fakes"])
+@pytest.mark.parametrize(
+    "profile_args", [[], ["--profile", "fakes"], ["--profile", "ha"]], ids=["default", "fakes", "ha"]
+)
 def test_compose_config_is_valid(compose_cli: list[str], profile_args: list[str]) -> None:
     result = _compose(compose_cli, *profile_args, "config", "-q")
     assert result.returncode == 0, result.stderr
@@ -433,6 +437,24 @@ def test_compose_redis_is_durable(compose_config: dict[str, Any]) -> None:
     assert re.search(r"--maxmemory-policy\s+noeviction\b", command), "a broker must never evict keys"
     assert any(v.get("type") == "volume" and v["target"] == "/data" for v in redis.get("volumes", [])), redis
     assert redis.get("healthcheck", {}).get("test"), "redis needs a healthcheck"
+
+
+def test_compose_ha_profile_is_a_sentinel_set(compose_cli: list[str]) -> None:
+    result = _compose(compose_cli, "--profile", "ha", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    replica = " ".join(services["redis-ha-replica"]["command"])
+    assert re.search(r"--replicaof\s+redis-ha-primary\s+6379\b", replica), replica
+    for node in ("redis-ha-primary", "redis-ha-replica"):
+        command = " ".join(services[node]["command"])
+        assert re.search(r"--maxmemory-policy\s+noeviction\b", command) and "--appendonly yes" in command, node
+    sentinels = [name for name in services if name.startswith("redis-sentinel-")]
+    assert len(sentinels) == 3, sentinels
+    for name in sentinels:
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor zapq redis-ha-primary 6379 2" in script and "--sentinel" in script, name
+        assert services[name].get("healthcheck", {}).get("test"), name
+    assert "ZAPQ_REDIS_SENTINELS" in services["message-sender"]["environment"]
 
 
 def test_compose_postgres_is_durable(compose_config: dict[str, Any]) -> None:

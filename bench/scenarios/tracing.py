@@ -1,0 +1,69 @@
+"""``tracing``: the cost of OpenTelemetry tracing on sends, rounds off and on alternately.
+
+Each round is the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s, the fake Graph API
+answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``) — with ``ZAPQ_OTEL_ENDPOINT``
+pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200) in the "on" rounds, every message traced.
+"sampled" rounds trace one message in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``). Figures: sends/s and worker CPU per
+send, the mean of the two rounds of each mode against the mean of the two "off" rounds, and the overhead in %.
+(The ``send`` and ``ingest`` scenarios each carry one tracing-on variant too.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bench import data
+from bench.harness import BenchRun
+from bench.report import Figure, ScenarioResult, Target
+from bench.scenarios.send import FAKE_ARGV, OTLP_SINK_ARGV, Sizes, _throughput_over, configure, span_rate
+
+#: Rounds, alternating: tracing off, on with every message traced, on with 1 message in 10 traced.
+ROUNDS = ("off", "on", "sampled", "off", "on", "sampled")
+#: ``ZAPQ_OTEL_SAMPLE_RATIO`` of the "sampled" rounds.
+SAMPLED = "0.1"
+
+
+def run(bench: BenchRun, result: ScenarioResult) -> None:
+    """Measure and fill ``result``."""
+    sizes = Sizes.for_run(bench.quick)
+    rounds: list[dict[str, Any]] = []
+    with bench.processes() as servers:
+        fake, _ = bench.start_server(servers, "fake-meta", FAKE_ARGV, "/_fake/health")
+        configure(fake, record_payloads=False)
+        sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
+        with bench.connect() as conn:
+            company = data.make_company(conn)
+        for k, mode in enumerate(ROUNDS):
+            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode != "off" else {}
+            if mode == "sampled":
+                env["ZAPQ_OTEL_SAMPLE_RATIO"] = SAMPLED
+            prefix, offset = f"14{k}0", 8_000_000 + 1_000_000 * k
+            label = f"r{k}-{mode}"
+            one = _throughput_over(bench, fake, company, "lean", prefix, offset, sizes, label=label, extra_env=env)
+            one["mode"] = mode
+            rounds.append(one)
+            result.mark(f"round {k} ({mode})")
+        sends = httpx.get(f"{fake}/_fake/sends", timeout=60).json()
+        exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+    for one in rounds:
+        refs = {str(i) for i in one.pop("ids")}
+        times = [s["received_at"] for s in sends if s["client_ref"] in refs]
+        one["rate"] = span_rate(times)
+        one["cpu_ms_per_send"] = round(1000 * one["cpu_s"] / max(1, len(times)), 3)
+    result.details.update(rounds=rounds, otlp_exports=exports, sends_per_round=sizes.main)
+
+    def mean(mode: str, key: str) -> float:
+        values = [float(one[key] or 0) for one in rounds if one["mode"] == mode]
+        return sum(values) / len(values)
+
+    rate_off, cpu_off = mean("off", "rate"), mean("off", "cpu_ms_per_send")
+    for mode, label in (("on", "every message traced"), ("sampled", f"sample ratio {SAMPLED}")):
+        rate_on, cpu_on = mean(mode, "rate"), mean(mode, "cpu_ms_per_send")
+        result.add(Figure(f"sends/s, tracing on, {label} (mean of 2 rounds)", rate_on, "sends/s", rate_off))
+        result.add(Figure(f"worker CPU per send, {label}", cpu_on, "ms", cpu_off))
+        overhead = 100 * (rate_off - rate_on) / rate_off if rate_off else None
+        result.add(Figure(f"throughput lost to tracing, {label}", overhead, "%", target=Target("<=", 5)))
+        added = 100 * (cpu_on - cpu_off) / cpu_off if cpu_off else None
+        result.add(Figure(f"worker CPU added by tracing, {label}", added, "%", target=Target("<=", 5)))

@@ -1,0 +1,123 @@
+"""Trace context in Dramatiq messages: the W3C ``traceparent`` of the enqueuing span travels in the message options.
+
+The one place a job's trace context is written and read (:mod:`libs.tracing` does the spans):
+
+* :meth:`TraceContext.options` — the options to add to a message being enqueued: ``traceparent`` of the current
+  span. Called by :func:`libs.enqueue.prepared` (zapq's bulk and asyncio enqueues, which bypass broker hooks) and
+  by :meth:`TraceContext.before_enqueue` (``actor.send``, delayed messages, retries keep theirs);
+* :meth:`TraceContext.parent` — a job's ``traceparent``, for an async actor that opens its span on the event loop;
+* :meth:`TraceContext.before_process_message` — a sync actor's job runs inside a ``job <actor>`` span continuing
+  the trace (ended in ``after_process_message`` / ``after_skip_message``).
+
+A group job (``process_webhooks``) carries one context per webhook in ``traceparents`` (id → traceparent).
+While tracing is off every hook returns at its first line and no option is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dramatiq import Broker, Message, Middleware
+
+from libs import tracing
+
+#: Option holding one ``traceparent`` per item of a group job (item id as a string → traceparent).
+GROUP_OPTION = "traceparents"
+
+
+class TraceContext(Middleware):
+    """Carry the enqueuing span's context into the job (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @staticmethod
+    def options() -> dict[str, str]:
+        """``{"traceparent": ...}`` of the current span, or ``{}`` (tracing off, or no span)."""
+        if not tracing.enabled():
+            return {}
+        traceparent = tracing.current_traceparent()
+        return {tracing.TRACEPARENT: traceparent} if traceparent else {}
+
+    @staticmethod
+    def options_for(message: Message[Any]) -> dict[str, str]:
+        """:meth:`options`, unless ``message`` already carries a context (its own, or its items')."""
+        if not tracing.enabled() or tracing.TRACEPARENT in message.options or GROUP_OPTION in message.options:
+            return {}
+        return TraceContext.options()
+
+    @staticmethod
+    def group_options(traceparents: dict[int, str | None]) -> dict[str, Any]:
+        """The option of a group job from its items' contexts (``{}`` when none has one)."""
+        kept = {str(item): value for item, value in traceparents.items() if value}
+        return {GROUP_OPTION: kept} if kept else {}
+
+    @staticmethod
+    def parent(message: Any) -> str | None:
+        """The ``traceparent`` a job was enqueued with (None: none, or tracing off)."""
+        if not tracing.enabled() or message is None:
+            return None
+        value = message.options.get(tracing.TRACEPARENT)
+        return value if isinstance(value, str) else None
+
+    @staticmethod
+    def item_parent(message: Any, item: object) -> str | None:
+        """The ``traceparent`` of one item of a group job."""
+        if not tracing.enabled() or message is None:
+            return None
+        value = message.options.get(GROUP_OPTION, {}).get(str(item))
+        return value if isinstance(value, str) else None
+
+    @staticmethod
+    def item_parents(message: Any) -> Callable[[int], str | None] | None:
+        """Item id → its ``traceparent`` in a group job (None while tracing is off)."""
+        if not tracing.enabled() or message is None:
+            return None
+        return lambda item: TraceContext.item_parent(message, item)
+
+    @staticmethod
+    def single(traces: Callable[[int], str | None] | None, item: int) -> dict[str, str]:
+        """The options of a single job for one item of a group (its ``traceparent``), ``{}`` without one."""
+        parent = traces(item) if traces is not None else None
+        return {tracing.TRACEPARENT: parent} if parent else {}
+
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
+        """Stamp the current span's context on a message enqueued through the broker (kept if already there)."""
+        if tracing.enabled():
+            message.options.update(self.options_for(message))
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        """Open the job's span for a sync actor (an async one opens its own on the event loop)."""
+        parent = self.parent(message)
+        if parent is None:
+            return
+        actor = broker.get_actor(message.actor_name)
+        if asyncio.iscoroutinefunction(actor.fn):
+            return
+        span = tracing.span(
+            f"job {message.actor_name}", parent=parent, attributes={"messaging.destination": message.queue_name}
+        )
+        span.__enter__()
+        self._local.span = span
+
+    def _close(self, exception: BaseException | None) -> None:
+        span = getattr(self._local, "span", None)
+        if span is None:
+            return
+        self._local.span = None
+        if exception is not None:
+            tracing.fail(type(exception).__name__)
+        span.__exit__(None, None, None)
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        """End the sync job's span."""
+        self._close(exception)
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        """End the sync job's span of a skipped message."""
+        self._close(None)

@@ -1,0 +1,244 @@
+"""OpenTelemetry tracing: one trace per message, from the API call or the webhook POST to the provider and back.
+
+Off by default. :func:`configure` turns it on for a process — from ``ZAPQ_OTEL_ENDPOINT`` (an OTLP/HTTP
+collector, e.g. ``http://otel-collector:4318/v1/traces``), or with a given exporter (tests). While it is off,
+:func:`span` returns one shared no-op context manager and the helpers return at their first line: no span, no
+context object, no string is made — the cost is one global read per call site.
+
+The trace of an outbound message: ``POST /api/messages`` → ``message.enqueue`` → (the job's ``traceparent``,
+:mod:`libs.middleware.tracing`) ``message.send`` → ``throttle.wait`` and ``provider.send`` (HTTP status, Meta error
+code) → later, ``message.status`` spans of the status webhooks, found by the message's wamid (the send stores
+its span's context under the hashed wamid in Redis, :func:`remember_wamid`, for ``WAMID_TTL_S``).
+An inbound message: ``POST /webhooks/<source>`` → ``webhook.store`` → (job) ``webhook.apply`` → ``message.received``
+/ ``message.status``.
+
+Attributes carry hashed ids only (:func:`hashed`): never a phone number, a message's text or a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from libs import keys
+from libs.batching import Coalescer
+
+#: How long a sent message's trace can be found by its wamid (status webhooks come within days).
+WAMID_TTL_S = 7 * 86_400
+#: The W3C header and Dramatiq message option that carry a span's context.
+TRACEPARENT = "traceparent"
+
+_tracer: trace.Tracer | None = None
+_provider: TracerProvider | None = None
+#: Sync Redis client and namespace where status webhooks look up a wamid's trace (:func:`follow_wamids`).
+_wamids: tuple[Any, str] | None = None
+_propagator = TraceContextTextMapPropagator()
+_NOOP = contextlib.nullcontext()
+
+
+def enabled() -> bool:
+    """True while tracing is on in this process."""
+    return _tracer is not None
+
+
+def configure(
+    *,
+    endpoint: str = "",
+    service: str = "zapq",
+    exporter: SpanExporter | None = None,
+    batch: bool = True,
+    sample_ratio: float = 1.0,
+) -> bool:
+    """Turn tracing on (an OTLP/HTTP ``endpoint`` or an ``exporter``); with neither, leave it off. True if on.
+
+    ``sample_ratio``: the share of new traces recorded (by trace id; a job or status follows its message's
+    decision, so a trace is whole or absent)."""
+    global _tracer, _provider
+    if exporter is None and not endpoint:
+        return False
+    if exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint)
+    processor: SpanProcessor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    sampler = ParentBased(TraceIdRatioBased(sample_ratio))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+    provider.add_span_processor(processor)
+    _provider, _tracer = provider, provider.get_tracer("zapq")
+    return True
+
+
+def shutdown() -> None:
+    """Export what is buffered and turn tracing off."""
+    global _tracer, _provider
+    provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def hashed(value: object) -> str:
+    """A stable, non-reversible id for an attribute (16 hex digits of SHA-256): search a trace by it."""
+    return hashlib.sha256(str(value).encode()).hexdigest()[:16]
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """The remote parent named by a W3C ``traceparent`` (None: none, or tracing off)."""
+    if _tracer is None or not traceparent:
+        return None
+    return _propagator.extract({TRACEPARENT: traceparent})
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span (None when tracing is off or no span is current)."""
+    if _tracer is None:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def span(
+    name: str,
+    *,
+    parent: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    link: str | None = None,
+    server: bool = False,
+    ids: Mapping[str, object] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> contextlib.AbstractContextManager[Any]:
+    """A span around a block, current inside it (the shared no-op context manager while tracing is off).
+
+    ``parent``: a ``traceparent`` to continue (a job's); ``headers``: an incoming request's (its
+    ``traceparent``, if any, is continued); ``link``: a ``traceparent`` linked, not parented (``"current"``:
+    the current span, when ``parent`` moves the new span to another trace). ``ids``: ids
+    to record hashed (hashed only while tracing is on); other attributes must be counts, codes or names.
+    """
+    if _tracer is None:
+        return _NOOP
+    return _start(name, parent, headers, link, server, attributes, ids)
+
+
+@contextlib.contextmanager
+def _start(
+    name: str,
+    parent: str | None,
+    headers: Mapping[str, str] | None,
+    link: str | None,
+    server: bool,
+    attributes: Mapping[str, Any] | None,
+    ids: Mapping[str, object] | None,
+) -> Iterator[trace.Span]:
+    assert _tracer is not None
+    context = None
+    if parent:
+        context = _propagator.extract({TRACEPARENT: parent})
+    elif headers is not None and TRACEPARENT in headers:
+        context = _propagator.extract({TRACEPARENT: headers[TRACEPARENT]})
+    links = []
+    if link == "current":
+        links.append(Link(trace.get_current_span().get_span_context()))
+    elif link and (linked := trace.get_current_span(_propagator.extract({TRACEPARENT: link})).get_span_context()):
+        links.append(Link(linked))
+    kind = SpanKind.SERVER if server else SpanKind.INTERNAL
+    with _tracer.start_as_current_span(name, context=context, kind=kind, links=links) as current:
+        if current.is_recording():  # a trace not sampled costs no attribute, no hash
+            if attributes:
+                current.set_attributes(attributes)
+            if ids:
+                current.set_attributes({key: hashed(value) for key, value in ids.items() if value is not None})
+        yield current
+
+
+def annotate(**attributes: Any) -> None:
+    """Add attributes to the current span (nothing while tracing is off)."""
+    if _tracer is None:
+        return
+    current = trace.get_current_span()
+    for key, value in attributes.items():
+        if value is not None:
+            current.set_attribute(key, value)
+
+
+def fail(reason: str) -> None:
+    """Mark the current span failed with a short reason (never message content)."""
+    if _tracer is None:
+        return
+    trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
+
+
+def status_span(wamid: str, status: str) -> contextlib.AbstractContextManager[Any]:
+    """A ``message.status`` span in the trace of the send that got ``wamid`` (found in Redis), linked to the
+    current span (the webhook being applied); in the current trace when the send's is not known."""
+    if _tracer is None:
+        return _NOOP
+    return span(
+        "message.status",
+        parent=traceparent_of_wamid(wamid),
+        link="current",
+        ids={"zapq.wamid": wamid},
+        attributes={"zapq.status": status},
+    )
+
+
+def wamid_key(namespace: str, wamid: str) -> str:
+    """Where the trace context of the send that got ``wamid`` is kept (the wamid hashed)."""
+    return keys.trace_of_wamid(namespace, hashed(wamid))
+
+
+class WamidLinks:
+    """Keep each sent message's trace context under its wamid, so its status webhooks join the trace.
+
+    Writes of concurrent sends share one pipelined round trip (a :class:`~libs.batching.Coalescer`); a Redis
+    error loses the link (the status spans then start their own trace), never the send.
+    """
+
+    def __init__(self, client: Any, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._writes: Coalescer[tuple[str, str], None] = Coalescer(self._write_many)
+
+    async def remember(self, wamid: str) -> None:
+        """Link ``wamid`` to the current span (nothing while tracing is off)."""
+        if _tracer is None or not trace.get_current_span().is_recording():
+            return
+        traceparent = current_traceparent()
+        if traceparent:
+            with contextlib.suppress(Exception):
+                await self._writes((wamid, traceparent))
+
+    async def _write_many(self, items: list[tuple[str, str]]) -> list[None]:
+        pipe = self.client.pipeline(transaction=False)
+        for wamid, traceparent in items:
+            pipe.set(wamid_key(self.namespace, wamid), traceparent, ex=WAMID_TTL_S)
+        await pipe.execute()
+        return [None] * len(items)
+
+
+def follow_wamids(client: Any, namespace: str) -> None:
+    """Let this process's status spans find their message's trace by wamid in ``client`` (a sync Redis client)."""
+    global _wamids
+    _wamids = (client, namespace)
+
+
+def traceparent_of_wamid(wamid: str) -> str | None:
+    """The context kept by :func:`remember_wamid`; None when tracing is off, not following wamids, or none kept."""
+    if _tracer is None or _wamids is None:
+        return None
+    client, namespace = _wamids
+    try:
+        value = client.get(wamid_key(namespace, wamid))
+    except Exception:  # tracing never fails the work it traces
+        return None
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,144 @@
+"""One trace per message, exported in-process: the parent/child chain of an outbound and an inbound message.
+
+The API, the webhook edge, the sender and the ingest worker run in this process with tracing on (an
+in-memory exporter); the provider is the fake Graph API. Attributes never carry the phone number, the text or
+the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.testclient import TestClient
+
+from libs import contracts, tracing
+from libs.api.app import create_app as create_api
+from libs.db.engine import Database
+from libs.db.models import Message
+from libs.enqueue import prepared
+from libs.ingest.edge import create_app as create_edge
+from libs.settings import Settings
+from tests.helpers import drain
+from tests.ingest import factories as f
+from tests.ingest.conftest import Edge, Ingest
+from tests.sending.conftest import DEFAULT_TOKEN, configure, make_connection, make_messages
+
+PHONE = "5511987654321"
+TEXT = "your order 4711 ships today"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, exported synchronously to memory; off again afterwards."""
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter=exporter, batch=False)
+    yield exporter
+    tracing.shutdown()
+
+
+def by_name(finished: list[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [span for span in finished if span.name == name]
+
+
+def one(finished: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = by_name(finished, name)
+    assert len(found) == 1, f"{name}: {[s.name for s in finished]}"
+    return found[0]
+
+
+def child_of(child: ReadableSpan, parent: ReadableSpan) -> bool:
+    assert child.parent is not None, f"{child.name} has no parent"
+    return child.parent.span_id == parent.context.span_id and child.context.trace_id == parent.context.trace_id
+
+
+def no_secrets(finished: list[ReadableSpan], *secrets: str) -> None:
+    for span in finished:
+        for key, value in (span.attributes or {}).items():
+            assert not any(secret in str(value) for secret in secrets), (span.name, key, value)
+
+
+def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook(
+    settings: Settings, db: Database, broker: Any, sender: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+) -> None:
+    company, _ = make_connection(db, phone_number_id=f.NUMBER_ID)
+    # Given a message created through the API
+    with TestClient(create_api(settings)) as api:
+        api.headers["authorization"] = f"Bearer {settings.api_token}"
+        response = api.post("/api/messages", json={"company_id": company, "to": PHONE, "text": TEXT})
+    assert response.status_code == 201, response.text
+    message_id = response.json()["id"]
+    # When it is sent and its status webhook comes back
+    drain(broker, worker)
+    with db.session() as session:
+        row = session.get(Message, message_id)
+        assert row is not None and row.external_id, row
+        wamid = row.external_id
+    with TestClient(create_edge(settings)) as client:
+        Ingest(Edge(client, settings), db, broker, worker).meta(f.meta_statuses(f.meta_status(wamid, "delivered")))
+    finished = list(spans.get_finished_spans())
+
+    # Then one trace runs POST → enqueue → send (throttle wait, provider call) → the status
+    post = one(finished, "POST /api/messages")
+    assert post.parent is None
+    enqueue = one(finished, "message.enqueue")
+    send = one(finished, "message.send")
+    assert child_of(enqueue, post) and child_of(send, enqueue)
+    throttle, provider = one(finished, "throttle.wait"), one(finished, "provider.send")
+    assert child_of(throttle, send) and child_of(provider, send)
+    assert provider.attributes is not None and provider.attributes["http.response.status_code"] == 200
+    status = one(finished, "message.status")
+    assert child_of(status, send), "the status webhook joins the message's trace through its wamid"
+    # And the status span links the webhook that carried it, in the webhook's own trace
+    apply = one(finished, "webhook.apply")
+    assert [link.context.span_id for link in status.links] == [apply.context.span_id]
+    assert apply.context.trace_id != post.context.trace_id
+    assert send.attributes is not None and send.attributes["zapq.message"] == tracing.hashed(message_id)
+    no_secrets(finished, PHONE, TEXT, DEFAULT_TOKEN, wamid)
+
+
+def test_a_failed_send_records_the_meta_error_code(
+    settings: Settings, db: Database, broker: Any, sender: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+) -> None:
+    company, connection = make_connection(db)
+    [message_id] = make_messages(db, company, connection, [PHONE])
+    configure(sender.settings.meta_graph_url, forced_errors=[131026])
+    contracts.SEND_NORMAL.send(contracts.SendMessage(message_id), broker=broker)
+    drain(broker, worker)
+    provider = one(list(spans.get_finished_spans()), "provider.send")
+    assert provider.attributes is not None and provider.attributes["zapq.provider.error_code"] == 131026
+    assert not provider.status.is_ok
+
+
+def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_storage(
+    settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+) -> None:
+    make_connection(db, phone_number_id=f.NUMBER_ID)
+    wamid = "wamid.TRACEINBOUND1"
+    payload = f.meta_payload(f.meta_change(messages=[f.meta_message(wamid, "text", {"body": TEXT}, sender=PHONE)]))
+    with TestClient(create_edge(settings)) as client:
+        hook = Ingest(Edge(client, settings), db, broker, worker).meta(payload)
+    assert hook.status.value == "processed"
+    finished = list(spans.get_finished_spans())
+
+    post = one(finished, "POST /webhooks/meta")
+    assert post.parent is None
+    store = one(finished, "webhook.store")
+    job = one(finished, "job process_webhook")
+    apply = one(finished, "webhook.apply")
+    received = one(finished, "message.received")
+    assert child_of(store, post) and child_of(job, store) and child_of(apply, job) and child_of(received, apply)
+    no_secrets(finished, PHONE, TEXT, wamid)
+
+
+def test_tracing_off_creates_no_span_and_stamps_no_option(
+    settings: Settings,
+) -> None:
+    assert not tracing.enabled()
+    assert tracing.span("anything") is tracing.span("other")  # the one shared no-op context manager
+    [row] = prepared([contracts.SEND_NORMAL.message(contracts.SendMessage(1))])
+    assert tracing.TRACEPARENT not in row.message.options and b"traceparent" not in row.data
