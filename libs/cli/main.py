@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, demo, dlq, endpoints, events, migrate, send, stats
+from libs.cli import campaign, company, connection, demo, dev, dlq, endpoints, events, message, migrate, send, stats
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -23,6 +23,10 @@ from libs.timeparse import TimeParseError
 #: Each module's ``register(subparsers)``, in the order of ``zapq --help``.
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     migrate.register,  # migrate
+    dev.register,  # dev up|seed|webhook
+    company.register,  # company create|list
+    connection.register,  # connection create|list|patch
+    message.register,  # message ID
     stats.register,  # stats, job, top
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list
     send.register,  # send, retry

@@ -83,26 +83,56 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _message_job(db: Any, message_id: int) -> tuple[dict[str, Any] | None, str | None]:
+    """Message ``message_id`` (or ``None``) and its send job's id (``None`` when it has no fixed one)."""
+    from libs.messages import actions, store
+
+    with db.session() as session:
+        row = store.get_sync(session, message_id)
+    return row, (actions.job_id(row) if row is not None else None)
+
+
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    """Print where one job is (exit 3 when unknown)."""
+    """Print where one job is (exit 3 when unknown). A number is a message id: its send job is shown, and the
+    output says so."""
     import json
 
     from libs.ops.stats import job_lookup
 
     client, db = _resources(settings)
+    found: dict[str, Any] = {"found": "job", "job_id": args.id}
     try:
-        info = job_lookup(client, settings.redis_namespace, args.id, db)
+        if args.id.isdigit():  # job ids are UUIDs: a number is a message id
+            row, job_id = _message_job(db, int(args.id))
+            if row is None:
+                print(f"zapq: {args.id} is neither a job id nor a message id", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            found = {"found": "message", "message_id": row["id"], "message_status": row["status"], "job_id": job_id}
+            if job_id is None:
+                why = "an inbound message" if row["direction"] == "in" else "a campaign send (no fixed job id)"
+                found["note"] = f"{why}; see zapq message {row['id']}"
+                print(json.dumps(found, indent=2) if args.json else _say_found(found))
+                return EXIT_OK
+        info = job_lookup(client, settings.redis_namespace, found["job_id"], db)
     finally:
         db.close()
     if info.state is None:
+        if found["found"] == "message":
+            found["note"] = "its job record expired (kept 24 h)"
+            print(json.dumps(found, indent=2) if args.json else _say_found(found))
+            return EXIT_OK
         print(f"zapq: no job {args.id} (unknown, or its record expired after 24 h)", file=sys.stderr)
         return EXIT_NOT_FOUND
-    data = info.to_dict()
+    data = {**found, **{k: v for k, v in info.to_dict().items() if k != "message_id"}}  # its message_id: job_id
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
         print("\n".join(f"{key}: {value}" for key, value in data.items() if value not in (None, 0, "")))
     return EXIT_OK
+
+
+def _say_found(found: dict[str, Any]) -> str:
+    return "\n".join(f"{key}: {value}" for key, value in found.items() if value is not None)
 
 
 def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,7 +162,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("job", help="where a job is: state, position, ETA, worker, duration, error")
-    p.add_argument("id", help="the Dramatiq message id")
+    p.add_argument("id", help="a job id (the Dramatiq message id) or a message id (its send job is shown)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_job)
 

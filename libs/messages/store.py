@@ -281,6 +281,12 @@ def queued_in_slice(session: Session, campaign_id: int, recipients: list[str]) -
     return [row[0] for row in session.connection().exec_driver_sql(QUEUED_IN_SLICE, params)]
 
 
+def get_sync(session: Session, message_id: int) -> dict[str, Any] | None:
+    """:func:`get` in a sync session (``zapq job MESSAGE_ID``)."""
+    row = session.connection().exec_driver_sql(GET, {"id": message_id}).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
 def lock_for_retry_sync(session: Session, message_id: int) -> dict[str, Any] | None:
     """:func:`lock_for_retry` in the session's transaction."""
     row = session.connection().exec_driver_sql(LOCK_FOR_RETRY, {"id": message_id}).mappings().one_or_none()
