@@ -40,9 +40,6 @@ from libs.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: Paths answered without a token: health checks and the static page shells (which hold no data).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs"})
-
 
 async def dashboard(request: Request) -> Response:
     """The dashboard page (asks for the token, then reads the API with it)."""
@@ -125,8 +122,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/metrics", metrics.metrics, "Prometheus metrics", "ops"),
     Endpoint("GET", "/healthz", ops.healthz, "Liveness", "health", auth=False),
     Endpoint("GET", "/readyz", ops.readyz, "Readiness: Redis and Postgres", "health", auth=False),
-    Endpoint("GET", "/openapi.json", openapi, "This document", "docs"),
+    Endpoint("GET", "/openapi.json", openapi, "This document (open: it holds no data)", "docs", auth=False),
 )  # fmt: skip
+
+#: Paths answered without a token: the open endpoints above (health checks, this API's description) and the
+#: static page shells (which hold no data).
+OPEN_PATHS = frozenset({"/", "/docs", *(e.path for e in ENDPOINTS if not e.auth)})
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -19,7 +19,10 @@ MAX_IDEMPOTENCY_KEY = 200
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "job_id": actions.job_id(row)}
+    """A message as the API answers it: ``contact`` is the other party's number whatever the direction (the
+    customer an outbound message goes to, the one an inbound message came from). ``recipient`` is the same
+    value under its old, direction-bound name: deprecated, kept for one release (removed in the next)."""
+    return {**row, "contact": row["recipient"], "job_id": actions.job_id(row)}
 
 
 async def create_message(request: Request) -> Response:
@@ -45,7 +48,10 @@ async def create_message(request: Request) -> Response:
 
 
 async def get_message(request: Request) -> Response:
-    """``GET /api/messages/{id}``."""
+    """``GET /api/messages/{id}``: the message with its times (``created_at`` … ``read_at``, ``failed_at``; Meta's
+    second-resolution stamps are clamped so that ``sent_at`` ≤ ``delivered_at`` ≤ ``read_at``), its provider id
+    (``external_id``), its error and earlier failures (``history``), its send job (``job_id``) and ``contact``
+    (the other party; ``recipient`` is its deprecated old name)."""
     message_id = path_id(request)
     async with context(request).pool.connection() as conn:
         row = await store.get(conn, message_id)

@@ -207,12 +207,19 @@ DOCS_HTML = (
 <script>"""
     + _COMMON_JS
     + """
+// A description's Markdown, as text nodes and <code> spans (never as HTML): paragraphs and `code`.
+function prose(text) {
+  return (text || "").split(/\n\n+/).map((para) => el("p", {class: "muted"},
+    ...para.split(/`([^`]+)`/).map((part, i) => i % 2 ? el("code", {}, part) : part)));
+}
 async function start() {
-  const spec = await api("/openapi.json");
+  const answer = await fetch("/openapi.json");  // open: the document holds no data
+  if (!answer.ok) { document.getElementById("doc").textContent = "could not read /openapi.json"; return; }
+  const spec = await answer.json();
   document.getElementById("raw").onclick = (e) => { e.preventDefault();
     document.getElementById("doc").replaceChildren(el("pre", {}, JSON.stringify(spec, null, 2))); };
   const doc = document.getElementById("doc");
-  doc.replaceChildren(el("p", {}, spec.info.description));
+  doc.replaceChildren(...prose(spec.info.description));
   for (const [path, operations] of Object.entries(spec.paths)) {
     for (const [method, op] of Object.entries(operations)) {
       const body = op.requestBody ? Object.entries(op.requestBody.content)[0] : null;
@@ -222,13 +229,13 @@ async function start() {
         schema = JSON.stringify(spec.components.schemas[name], null, 2);
       }
       doc.append(el("div", {class: "op"}, el("span", {class: "method"}, method.toUpperCase()), el("code", {}, path),
-        " — ", op.summary, el("div", {class: "muted"}, op.description || ""),
+        " — ", op.summary, el("div", {}, ...prose(op.description)),
         el("div", {class: "muted"}, "responses: " + Object.keys(op.responses).join(", ")),
         body ? el("details", {}, el("summary", {}, "body: " + body[0]), el("pre", {}, schema || "text")) : ""));
     }
   }
 }
-setupLogin(start);
+start();
 </script></body></html>
 """
 )

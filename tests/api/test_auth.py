@@ -48,6 +48,15 @@ def test_page_shells_are_open_and_hold_no_data(app_client: TestClient, settings:
         assert "sessionStorage" in response.text
 
 
+def test_openapi_is_readable_without_a_token_and_its_text_has_no_rst(app_client: TestClient) -> None:
+    response = app_client.get("/openapi.json")
+    assert response.status_code == 200
+    descriptions = [op.get("description", "") for ops in response.json()["paths"].values() for op in ops.values()]
+    assert any("`" in text for text in descriptions)  # code spans survive, as Markdown
+    for text in descriptions:
+        assert "``" not in text and ":func:" not in text and ":class:" not in text and ":mod:" not in text, text
+
+
 def test_openapi_documents_every_route(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
