@@ -17,7 +17,7 @@ from starlette.responses import Response
 from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, context, json_response, path_id, read_model
 from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
-from libs.campaigns import actions, store
+from libs.campaigns import actions
 
 #: Rejected CSV rows reported back in detail.
 MAX_REPORTED_ERRORS = 20
@@ -49,12 +49,15 @@ async def list_campaigns(request: Request) -> Response:
     limit = request.query_params.get("limit", "20")
     if not limit.isdigit() or not 1 <= int(limit) <= 500:
         raise ApiError(400, "limit must be 1 to 500")
-    async with context(request).pool.connection() as conn:
-        return json_response([_out(row) for row in await store.newest(conn, int(limit))])
+    return json_response([_out(row) for row in await actions.newest_campaigns(context(request).pool, int(limit))])
 
 
 async def get_campaign(request: Request) -> Response:
-    """``GET /api/campaigns/{id}``: the campaign with its counters and progress."""
+    """``GET /api/campaigns/{id}``: the campaign with its counters and progress.
+
+    ``now`` is a state: how many of its messages are in each status at this moment (``queued`` = queued now;
+    ``pending``: recipients the fan-out has not made messages yet). The ``*_count`` fields are running totals
+    (``sent_count``: messages that ever reached sent)."""
     return json_response(_out(await actions.get_campaign(context(request).pool, path_id(request))))
 
 

@@ -89,7 +89,8 @@ DASHBOARD_HTML = (
 <main id="main">
 <section><h2>Queues</h2><table id="queues"><thead><tr>
   <th>queue</th><th class="num">waiting</th><th class="num">delayed</th><th class="num">in flight</th>
-  <th class="num">dead</th><th class="num">done this min</th><th class="num">failed this min</th>
+  <th class="num">dead</th><th class="num" title="jobs done in the last full minute">done, last min</th>
+  <th class="num" title="jobs failed in the last full minute">failed, last min</th>
   <th class="num">p95 ms</th><th class="num">oldest s</th><th>throughput, last 60 min</th></tr></thead>
   <tbody></tbody></table></section>
 <section><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
@@ -128,14 +129,13 @@ function fill(tableId, rows) {
   document.querySelector(`#${tableId} tbody`).replaceChildren(...rows);
 }
 const num = (v) => (v === null || v === undefined) ? "–" : v;
-const current = (series) => series.length ? series[series.length - 1] : 0;
 async function loadQueues() {
   const queues = await api("/api/queues");
   fill("queues", queues.map((q) => el("tr", {"data-queue": q.queue},
     el("td", {class: "name"}, q.queue), el("td", {class: "num waiting"}, q.waiting),
     el("td", {class: "num delayed"}, q.delayed), el("td", {class: "num inflight"}, q.in_flight),
-    el("td", {class: "num dead"}, q.dead), el("td", {class: "num completed"}, current(q.completed_per_minute)),
-    el("td", {class: "num failed"}, current(q.failed_per_minute)), el("td", {class: "num p95"}, num(q.p95_ms)),
+    el("td", {class: "num dead"}, q.dead), el("td", {class: "num completed"}, q.done_last_minute),
+    el("td", {class: "num failed"}, q.failed_last_minute), el("td", {class: "num p95"}, num(q.p95_ms)),
     el("td", {class: "num oldest"}, q.oldest_waiting_seconds === null ? "–" : q.oldest_waiting_seconds.toFixed(0)),
     el("td", {class: "spark"}, sparkline(q.completed_per_minute)))));
 }

@@ -18,7 +18,10 @@ from libs.settings import Settings
 #: Seconds between two screens of ``zapq top``.
 DEFAULT_TOP_INTERVAL = 2.0
 
-COLUMNS = ("queue", "waiting", "delayed", "in_flight", "dead", "done/min", "failed/min", "rate/s", "p95_ms", "oldest_s")
+#: The table's columns; the figures are :class:`libs.ops.stats.QueueStats`'s, as the API and the dashboard show
+#: them (``done`` / ``failed``: the last full minute; ``rate/s``: over the last ``rate_window_s`` seconds).
+COLUMNS = ("queue", "waiting", "delayed", "in_flight", "dead", "done/last min", "failed/last min", "rate/s",
+           "p95_ms", "oldest_s")  # fmt: skip
 
 
 def _resources(settings: Settings) -> tuple[Any, Any]:
@@ -29,16 +32,16 @@ def _resources(settings: Settings) -> tuple[Any, Any]:
 
 
 def _row(stats: Any) -> dict[str, Any]:
-    last = -2 if len(stats.completed_per_minute) > 1 else -1  # the last full minute
     return {
         "queue": stats.queue,
         "waiting": stats.waiting,
         "delayed": stats.delayed,
         "in_flight": stats.in_flight,
         "dead": stats.dead,
-        "done/min": stats.completed_per_minute[last] if stats.completed_per_minute else 0,
-        "failed/min": stats.failed_per_minute[last] if stats.failed_per_minute else 0,
+        "done/last min": stats.done_last_minute,
+        "failed/last min": stats.failed_last_minute,
         "rate/s": stats.rate_per_second,
+        "_rate_window_s": stats.rate_window_s,
         "p95_ms": stats.p95_ms,
         "oldest_s": round(stats.oldest_waiting_seconds) if stats.oldest_waiting_seconds is not None else None,
     }
@@ -55,7 +58,9 @@ def render_stats(rows: list[dict[str, Any]]) -> str:
             v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
         )
 
-    return "\n".join([line(header), *(line(r) for r in cells)])
+    window = rows[0].get("_rate_window_s", 300) if rows else 300
+    legend = f"done/failed: in the last full minute; rate/s: over the last {window} s"
+    return "\n".join([line(header), *(line(r) for r in cells), legend])
 
 
 def _read(settings: Settings, client: Any, db: Any) -> list[Any]:
