@@ -20,6 +20,7 @@ from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
 from libs.api.pages import DASHBOARD_HTML, DOCS_HTML
+from libs.api.pages_console import CONSOLE_HTML
 from libs.api.schemas import (
     REQUEST_MODELS,
     CampaignIn,
@@ -44,6 +45,11 @@ logger = logging.getLogger(__name__)
 async def dashboard(request: Request) -> Response:
     """The dashboard page (asks for the token, then reads the API with it)."""
     return HTMLResponse(DASHBOARD_HTML)
+
+
+async def console(request: Request) -> Response:
+    """The console page: find a message, its timeline and its send job (asks for the token)."""
+    return HTMLResponse(CONSOLE_HTML)
 
 
 async def docs(request: Request) -> Response:
@@ -127,7 +133,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 #: Paths answered without a token: the open endpoints above (health checks, this API's description) and the
 #: static page shells (which hold no data).
-OPEN_PATHS = frozenset({"/", "/docs", *(e.path for e in ENDPOINTS if not e.auth)})
+OPEN_PATHS = frozenset({"/", "/docs", "/messages", *(e.path for e in ENDPOINTS if not e.auth)})
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -169,7 +175,9 @@ def create_app(settings: Settings) -> Starlette:
     """The API for ``settings`` (token, database, Redis namespace)."""
     ctx = ApiContext(settings)
     routes: list[Any] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
-    routes += [Route("/", dashboard, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    routes += [
+        Route(path, page, methods=["GET"]) for path, page in (("/", dashboard), ("/docs", docs), ("/messages", console))
+    ]
     app = Starlette(
         routes=routes,
         lifespan=ctx.lifespan,

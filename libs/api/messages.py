@@ -100,7 +100,11 @@ def _message_filter(request: Request) -> store.Filter:
         if value and value not in allowed:
             raise ApiError(400, f"{name} must be one of {', '.join(sorted(allowed))}")
         chosen[name] = value or None
+    external_id = params.get("external_id") or None
+    if external_id is not None and not 1 <= len(external_id) <= 200:
+        raise ApiError(400, "external_id must be 1 to 200 characters")
     return store.Filter(
+        external_id=external_id,
         company_id=company_id,
         campaign_id=campaign_id,
         contact=digits,
@@ -118,8 +122,9 @@ def page_bounds(request: Request) -> tuple[int | None, int | None, int]:
 
 
 async def list_messages(request: Request) -> Response:
-    """``GET /api/messages?company_id=&contact=&direction=in|out&status=&campaign_id=&after=|before=&limit=``:
-    newest first (``before=<id>`` pages back), or oldest first from ``after=<id>`` (pages forward)."""
+    """``GET /api/messages?company_id=&contact=&direction=in|out&status=&campaign_id=&external_id=&after=|before=``
+    ``&limit=``: newest first (``before=<id>`` pages back), or oldest first from ``after=<id>`` (pages forward);
+    ``external_id`` finds a message by its provider id (a wamid)."""
     flt = _message_filter(request)
     after, before, limit = page_bounds(request)
     async with context(request).pool.connection() as conn:

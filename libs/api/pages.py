@@ -81,7 +81,8 @@ DASHBOARD_HTML = (
     + EVENTS_STYLE
     + """</style></head>
 <body>
-<header><h1>zapq</h1><span id="updated">not loaded</span><span id="status" class="error"></span></header>
+<header><h1>zapq</h1><a style="color:#fff" href="/messages">messages</a><span id="updated">not loaded</span>
+<span id="status" class="error"></span></header>
 <div id="login" hidden>
   <form id="login-form"><label>API token <input id="token" type="password" autocomplete="off"></label>
   <button id="login-button" type="submit">Open dashboard</button> <span id="login-error" class="error"></span></form>

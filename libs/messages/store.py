@@ -173,6 +173,8 @@ class Filter:
     contact: str | None = None
     direction: str | None = None
     status: str | None = None
+    #: The provider's id (a wamid, a Baileys key id).
+    external_id: str | None = None
 
     def where(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions and their parameters."""
@@ -193,6 +195,9 @@ class Filter:
         if self.status is not None:
             conditions.append("status = %(status)s")
             values["status"] = self.status
+        if self.external_id is not None:
+            conditions.append("external_id = %(external_id)s")
+            values["external_id"] = self.external_id
         return conditions, values
 
 

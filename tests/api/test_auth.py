@@ -40,7 +40,7 @@ def test_health_checks_are_open(app_client: TestClient) -> None:
 
 
 def test_page_shells_are_open_and_hold_no_data(app_client: TestClient, settings: Settings) -> None:
-    for path in ("/", "/docs"):
+    for path in ("/", "/docs", "/messages"):
         response = app_client.get(path)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
