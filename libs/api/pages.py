@@ -70,6 +70,17 @@ td.msg { white-space: normal; max-width: 420px; overflow-wrap: anywhere; color: 
 .state-replayed, .status-active, .job-succeeded { color: #1f7a4f; font-weight: 600; }
 .status-inactive { color: #8a6d00; }
 button { cursor: pointer; } .error { color: #b3261e; } .muted { color: #8a939c; }
+section { overflow-x: auto; }
+@media (max-width: 1000px) {
+  main, #login { padding: 8px; } header { flex-wrap: wrap; padding: 8px; }
+  section td[data-label]::before { content: attr(data-label) ": "; color: #8a939c; }
+  section table thead { display: none; }
+  section table, section tbody, section tr { display: block; width: auto; }
+  section tr { border-bottom: 1px solid #dde1e6; padding: 4px 0; }
+  section td { display: inline-block; border: 0; padding: 1px 10px 1px 4px; white-space: normal;
+               overflow-wrap: anywhere; max-width: 100%; box-sizing: border-box; }
+  td.num { text-align: left; } td.msg { max-width: none; } .bar { width: 100%; }
+}
 """
 
 DASHBOARD_HTML = (
@@ -128,6 +139,14 @@ function sparkline(values) {
 }
 function fill(tableId, rows) {
   document.querySelector(`#${tableId} tbody`).replaceChildren(...rows);
+  labelCells(document.getElementById(tableId));
+}
+// Each cell carries its column's name (shown before it when narrow screens turn rows into cards).
+function labelCells(table) {
+  const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  for (const tr of table.querySelectorAll("tbody tr")) {
+    [...tr.children].forEach((td, i) => { if (names[i]) td.setAttribute("data-label", names[i]); });
+  }
 }
 const num = (v) => (v === null || v === undefined) ? "–" : v;
 async function loadQueues() {

@@ -136,3 +136,33 @@ def test_find_a_message_read_its_timeline_and_send_it_again(
             page.screenshot(path=str(Path(f"/tmp/zapq-console-{width}.png")), full_page=True)
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("width", [390, 800])
+def test_the_dashboard_fits_narrow_screens(
+    width: int, api_server: str, settings: Settings, db: Database, broker: Any
+) -> None:
+    headers = {"authorization": f"Bearer {settings.api_token}"}
+    with httpx.Client(base_url=api_server, headers=headers, timeout=10) as http:
+        ids = _seed(http, db)
+        connection = http.get("/api/connections").json()[0]
+        http.post(
+            "/api/campaigns",
+            json={"company_id": ids["company"], "connection_id": connection["id"], "name": "A rather long name",
+                  "text": "Hi {name}"},
+        ).raise_for_status()  # fmt: skip
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(api_server + "/")
+            page.fill("#token", settings.api_token)
+            page.click("#login-button")
+            expect(page.locator("#campaigns tbody tr")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#queues tbody tr").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+            # Then no table spills out of its card, nothing is wider than the screen
+            assert page.evaluate(OVERFLOWING_JS) == []
+            page.screenshot(path=str(Path(f"/tmp/zapq-dashboard-{width}.png")), full_page=True)
+        finally:
+            browser.close()
