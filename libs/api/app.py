@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from libs.api import campaigns, companies, connections, contacts, events, messages, metrics, ops
@@ -20,6 +20,7 @@ from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
 from libs.api.pages import DASHBOARD_HTML, DOCS_HTML
+from libs.api.pages_charts import STATIC_DIR, STATIC_FILES
 from libs.api.pages_console import CONSOLE_HTML
 from libs.api.schemas import (
     REQUEST_MODELS,
@@ -50,6 +51,14 @@ async def dashboard(request: Request) -> Response:
 async def console(request: Request) -> Response:
     """The console page: find a message, its timeline and its send job (asks for the token)."""
     return HTMLResponse(CONSOLE_HTML)
+
+
+async def static_file(request: Request) -> Response:
+    """A vendored static file (the chart library), cached for a day: its name carries its version."""
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:
+        raise HTTPException(404)
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"cache-control": "max-age=86400"})
 
 
 async def docs(request: Request) -> Response:
@@ -133,7 +142,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 #: Paths answered without a token: the open endpoints above (health checks, this API's description) and the
 #: static page shells (which hold no data).
-OPEN_PATHS = frozenset({"/", "/docs", "/messages", *(e.path for e in ENDPOINTS if not e.auth)})
+OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/docs",
+        "/messages",
+        *(f"/static/{name}" for name in STATIC_FILES),
+        *(e.path for e in ENDPOINTS if not e.auth),
+    }
+)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -178,6 +195,7 @@ def create_app(settings: Settings) -> Starlette:
     routes += [
         Route(path, page, methods=["GET"]) for path, page in (("/", dashboard), ("/docs", docs), ("/messages", console))
     ]
+    routes.append(Route("/static/{name}", static_file, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=ctx.lifespan,

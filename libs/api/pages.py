@@ -9,6 +9,7 @@ Both are plain HTML + vanilla JS with no data in them: they ask for the API toke
 
 from __future__ import annotations
 
+from libs.api.pages_charts import CHARTS_HEAD, CHARTS_JS, CHARTS_SECTION, CHARTS_STYLE
 from libs.api.pages_events import EVENTS_JS, EVENTS_SECTIONS, EVENTS_STYLE
 
 _COMMON_JS = """
@@ -87,8 +88,11 @@ DASHBOARD_HTML = (
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zapq dashboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>"""
+"""
+    + CHARTS_HEAD
+    + "<style>"
     + _STYLE
+    + CHARTS_STYLE
     + EVENTS_STYLE
     + """</style></head>
 <body>
@@ -105,7 +109,9 @@ DASHBOARD_HTML = (
   <th class="num" title="jobs failed in the last full minute">failed, last min</th>
   <th class="num">p95 ms</th><th class="num">oldest s</th><th>throughput, last 60 min</th></tr></thead>
   <tbody></tbody></table></section>
-<section><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
+"""
+    + CHARTS_SECTION
+    + """<section><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
   <th>id</th><th>queue</th><th>actor</th><th>error</th><th>message</th><th class="num">attempts</th>
   <th>state</th><th>job</th><th></th></tr></thead><tbody></tbody></table></section>
 <section><h2>Campaigns</h2><table id="campaigns"><thead><tr>
@@ -119,6 +125,7 @@ DASHBOARD_HTML = (
 <script>"""
     + _COMMON_JS
     + EVENTS_JS
+    + CHARTS_JS
     + """
 function sparkline(values) {
   const w = 180, h = 28, max = Math.max(1, ...values);
@@ -158,6 +165,7 @@ async function loadQueues() {
     el("td", {class: "num failed"}, q.failed_last_minute), el("td", {class: "num p95"}, num(q.p95_ms)),
     el("td", {class: "num oldest"}, q.oldest_waiting_seconds === null ? "–" : q.oldest_waiting_seconds.toFixed(0)),
     el("td", {class: "spark"}, sparkline(q.completed_per_minute)))));
+  drawCharts(queues);
 }
 const jobStates = {};
 async function replay(id, button) {

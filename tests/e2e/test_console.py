@@ -161,6 +161,14 @@ def test_the_dashboard_fits_narrow_screens(
             page.click("#login-button")
             expect(page.locator("#campaigns tbody tr")).to_have_count(1, timeout=UI_TIMEOUT_MS)
             expect(page.locator("#queues tbody tr").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+            # And the throughput chart (vendored uPlot, no CDN) has its axes, units and current value
+            chart = page.locator("#throughput-chart .uplot")
+            expect(chart).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            expect(chart.locator("canvas")).to_have_count(1)
+            expect(chart).to_contain_text("done / min")  # the legend
+            axes = page.evaluate("throughputChart.axes.map((a) => a.label)")  # drawn on the canvas
+            assert axes == ["time (minutes)", "jobs / min"]
+            expect(page.locator("#throughput-now")).to_contain_text("last full minute: 0 done, 0 failed (jobs/min)")
             # Then no table spills out of its card, nothing is wider than the screen
             assert page.evaluate(OVERFLOWING_JS) == []
             page.screenshot(path=str(Path(f"/tmp/zapq-dashboard-{width}.png")), full_page=True)
