@@ -179,7 +179,9 @@ async function loadDeadLetters() {
   const jobs = await Promise.all(rows.map((r) => r.state === "replayed"
     ? api(`/api/jobs/${encodeURIComponent(r.message_id)}`).then((j) => j.state).catch(() => "?") : null));
   fill("dead-letters", rows.map((r, i) => el("tr", {"data-id": r.id, "data-message-id": r.message_id},
-    el("td", {}, r.id), el("td", {}, r.queue), el("td", {}, r.actor), el("td", {}, r.error_type),
+    el("td", {}, r.id, (r.rows || {}).message_id ? el("a", {class: "message-link",
+      href: `/messages#message/${r.rows.message_id}`}, ` message ${r.rows.message_id}`) : ""),
+    el("td", {}, r.queue), el("td", {}, r.actor), el("td", {}, r.error_type),
     el("td", {class: "msg"}, r.error_message), el("td", {class: "num"}, r.attempts),
     el("td", {class: `state state-${r.state}`}, r.state),
     el("td", {class: `job-state job-${jobs[i] || "none"}`}, jobs[i] || ""),

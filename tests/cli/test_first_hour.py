@@ -26,6 +26,7 @@ from libs.ops.processes import ROOT, free_port
 from libs.ops.seed import FAKE_META_TOKEN
 from libs.settings import Settings
 from tests.cli.conftest import zapq
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, NO_BROWSER, UI_TIMEOUT_MS
 from tests.fakes.meta import DEFAULT_TOKEN
 from tests.middleware.support import wait_until
 
@@ -71,6 +72,30 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 
 def _status(capsys: pytest.CaptureFixture[str], message_id: int) -> str:
     return str(_json(capsys, "message", str(message_id))["status"])
+
+
+def _replay_in_the_browser(api: str, token: str, letter: int, message: int, capsys: Any) -> None:
+    """Replay dead letter ``letter`` on the dashboard, then open ``message`` from its row: it reads sent."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(api + "/")
+            page.fill("#token", token)
+            page.click("#login-button")
+            row = page.locator(f'#dead-letters tr[data-id="{letter}"]')
+            expect(row.locator("td.state")).to_have_text("dead", timeout=UI_TIMEOUT_MS)
+            row.locator("button.replay").click()
+            expect(row.locator("td.state")).to_have_text("replayed", timeout=UI_TIMEOUT_MS)
+            wait_until(lambda: _status(capsys, message) in ("sent", "delivered", "read"), timeout=30, what="sent")
+            row.locator("a.message-link").click()
+            expect(page.locator("#d-id")).to_have_text(f"#{message}", timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#facts dd").first).to_have_text(re.compile("^(sent|delivered|read)$"))
+            expect(page.locator("#timeline li.earlier")).to_contain_text("Invalid recipient (Meta 131026)")
+        finally:
+            browser.close()
 
 
 def test_fake_meta_token_is_the_seeded_one() -> None:
@@ -168,6 +193,14 @@ def test_first_hour_from_dev_up_to_a_replayed_dead_letter(
             wait_until(
                 lambda: _status(capsys, failing["id"]) in ("sent", "delivered", "read"), timeout=30, what="replay"
             )
+
+            # And the same from the dashboard: Replay on the dead letter, then its message page shows it sent
+            if NO_BROWSER is None:
+                http.post(f"{meta}/_fake/config", json={"forced_errors": [131026]}).raise_for_status()
+                again = _json(capsys, "send", "--company", demo, "--to", "+5511955554444", "--text", "Third try")
+                wait_until(lambda: len(_json(capsys, "dlq", "list")) == 2, timeout=30, what="the second dead letter")
+                second = next(r for r in _json(capsys, "dlq", "list") if r["state"] == "dead")
+                _replay_in_the_browser(api, settings.api_token, second["id"], again["id"], capsys)
     finally:
         # Finally Ctrl-C stops every process cleanly: exit 0, nothing killed, no heartbeat left
         stack.process.send_signal(signal.SIGINT)
