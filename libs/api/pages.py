@@ -115,8 +115,10 @@ DASHBOARD_HTML = (
   <th>id</th><th>queue</th><th>actor</th><th>error</th><th>message</th><th class="num">attempts</th>
   <th>state</th><th>job</th><th></th></tr></thead><tbody></tbody></table></section>
 <section><h2>Campaigns</h2><table id="campaigns"><thead><tr>
-  <th>id</th><th>name</th><th>status</th><th>progress</th><th class="num">recipients</th><th class="num">sent</th>
-  <th class="num">delivered</th><th class="num">failed</th></tr></thead><tbody></tbody></table></section>
+  <th>id</th><th>name</th><th>status</th><th>progress</th><th class="num">recipients</th>
+  <th class="num" title="recipients not yet made messages">pending</th><th class="num">queued now</th>
+  <th class="num">sent now</th><th class="num">delivered now</th><th class="num">read now</th>
+  <th class="num">failed now</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Connections</h2><table id="connections"><thead><tr>
   <th>id</th><th>name</th><th>provider</th><th>number / instance</th><th>status</th><th>reason</th>
   <th class="num">msg/s</th></tr></thead><tbody></tbody></table></section>"""
@@ -195,8 +197,10 @@ async function loadCampaigns() {
     el("td", {class: "progress"}, el("span", {class: "bar", title: `${(c.progress * 100).toFixed(1)} %`},
       el("div", {style: `width: ${Math.min(100, c.progress * 100).toFixed(1)}%`})),
       " ", `${(c.progress * 100).toFixed(0)} %`),
-    el("td", {class: "num"}, c.recipients_count), el("td", {class: "num"}, c.sent_count),
-    el("td", {class: "num"}, c.delivered_count), el("td", {class: "num"}, c.failed_count))));
+    el("td", {class: "num"}, c.recipients_count),
+    // states, not running totals: how many of its messages are in each status now (the API's "now")
+    ...["pending", "queued", "sent", "delivered", "read", "failed"].map((k) =>
+      el("td", {class: `num now-${k}`}, (c.now || {})[k] ?? 0)))));
 }
 async function loadConnections() {
   const rows = await api("/api/connections");

@@ -144,6 +144,7 @@ def test_find_a_message_read_its_timeline_and_send_it_again(
             # And the dashboard (its link in the header) fits too: no table spills out of its card
             page.click("header a[href='/']")
             expect(page.locator("#campaigns tbody tr")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#campaigns td.now-queued")).to_have_text("0")  # a state: queued now
             # And its throughput chart (vendored uPlot, no CDN) has axes, units and the current value
             chart = page.locator("#throughput-chart .uplot")
             expect(chart).to_have_count(1, timeout=UI_TIMEOUT_MS)
