@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, contacts, events, messages, metrics, ops
+from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops
+from libs.api.access import guarded
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
@@ -31,6 +32,7 @@ from libs.api.schemas import (
     ConnectionPatch,
     EndpointIn,
     EndpointPatch,
+    KeyIn,
     MessageIn,
     ReplayIn,
 )
@@ -73,71 +75,88 @@ async def openapi(request: Request) -> Response:
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/messages", messages.create_message, "Create and enqueue a message", "messages",
-             MessageIn, status=201),
+             MessageIn, status=201, scope="messages:write", audit=False),
     Endpoint("GET", "/api/messages", messages.list_messages,
-             "Messages by company, contact, direction, status or campaign (cursor pages)", "messages"),
-    Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages"),
+             "Messages by company, contact, direction, status or campaign (cursor pages)", "messages",
+             scope="messages:read"),
+    Endpoint("GET", "/api/messages/{id:int}", messages.get_message, "A message", "messages", scope="messages:read"),
     Endpoint("POST", "/api/messages/{id:int}/retry", messages.retry_message,
-             "Send a failed message again (fresh attempts, its failure kept in history)", "messages"),
+             "Send a failed message again (fresh attempts, its failure kept in history)", "messages",
+             scope="messages:write"),
     Endpoint("GET", "/api/contacts", contacts.list_contacts, "A company's contacts with their last message",
-             "messages"),
+             "messages", scope="messages:read"),
     Endpoint("GET", "/api/contacts/{id:int}/messages", contacts.contact_messages,
-             "The conversation with one contact", "messages"),
+             "The conversation with one contact", "messages", scope="messages:read"),
     Endpoint("GET", "/api/events", events.list_events, "Published events after a cursor (long-poll with wait)",
-             "events", response=EventPage),
+             "events", response=EventPage, scope="events:read"),
     Endpoint("GET", "/api/events/stream", events.stream_events, "Live events (Server-Sent Events, resumable)",
-             "events", response=EventOut, produces="text/event-stream"),
-    Endpoint("GET", "/api/events/{id}", events.get_event, "One event with its delivery attempts", "events"),
+             "events", response=EventOut, produces="text/event-stream", scope="events:read"),
+    Endpoint("GET", "/api/events/{id}", events.get_event, "One event with its delivery attempts", "events",
+             scope="events:read"),
     Endpoint("POST", "/api/webhook-endpoints", events.create_endpoint,
-             "Register a webhook endpoint (its secret is shown once)", "events", EndpointIn, status=201),
+             "Register a webhook endpoint (its secret is shown once)", "events", EndpointIn, status=201,
+             scope="events:write"),
     Endpoint("GET", "/api/webhook-endpoints", events.list_endpoints, "Webhook endpoints with delivery figures",
-             "events"),
-    Endpoint("GET", "/api/webhook-endpoints/{id:int}", events.get_endpoint, "A webhook endpoint", "events"),
+             "events", scope="events:read"),
+    Endpoint("GET", "/api/webhook-endpoints/{id:int}", events.get_endpoint, "A webhook endpoint", "events",
+             scope="events:read"),
     Endpoint("PATCH", "/api/webhook-endpoints/{id:int}", events.patch_endpoint, "Change a webhook endpoint",
-             "events", EndpointPatch),
+             "events", EndpointPatch, scope="events:write"),
     Endpoint("DELETE", "/api/webhook-endpoints/{id:int}", events.delete_endpoint, "Delete a webhook endpoint",
-             "events", status=204),
+             "events", status=204, scope="events:write"),
     Endpoint("POST", "/api/webhook-endpoints/{id:int}/rotate-secret", events.rotate_secret,
-             "New signing secret (the old one signs too for 24 h)", "events"),
+             "New signing secret (the old one signs too for 24 h)", "events", scope="events:write"),
     Endpoint("POST", "/api/webhook-endpoints/{id:int}/test", events.test_endpoint, "Send a signed ping now",
-             "events"),
+             "events", scope="events:write"),
     Endpoint("POST", "/api/webhook-endpoints/{id:int}/replay", events.replay_endpoint,
-             "Deliver one event again, or everything since a time", "events", ReplayIn),
+             "Deliver one event again, or everything since a time", "events", ReplayIn, scope="events:write"),
     Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
-             status=201),
-    Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies"),
-    Endpoint("GET", "/api/companies/{id:int}", companies.get_company, "A company", "companies"),
+             status=201, scope="admin"),
+    Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies", scope="companies:read"),
+    Endpoint("GET", "/api/companies/{id:int}", companies.get_company, "A company", "companies", scope="companies:read"),
     Endpoint("POST", "/api/connections", connections.create_connection, "Create a connection", "connections",
-             ConnectionIn, status=201),
+             ConnectionIn, status=201, scope="connections:write"),
     Endpoint("GET", "/api/connections", connections.list_connections, "Connections and their health",
-             "connections"),
-    Endpoint("GET", "/api/connections/{id:int}", connections.get_connection, "A connection", "connections"),
+             "connections", scope="connections:read"),
+    Endpoint("GET", "/api/connections/{id:int}", connections.get_connection, "A connection", "connections",
+             scope="connections:read"),
     Endpoint("PATCH", "/api/connections/{id:int}", connections.patch_connection, "Change a connection",
-             "connections", ConnectionPatch),
+             "connections", ConnectionPatch, scope="connections:write"),
     Endpoint("POST", "/api/connections/{id:int}/deactivate", connections.deactivate_connection,
-             "Deactivate a connection", "connections"),
+             "Deactivate a connection", "connections", scope="connections:write"),
     Endpoint("POST", "/api/campaigns", campaigns.create_campaign, "Create a campaign (draft)", "campaigns",
-             CampaignIn, status=201),
-    Endpoint("GET", "/api/campaigns", campaigns.list_campaigns, "Recent campaigns with progress", "campaigns"),
+             CampaignIn, status=201, scope="campaigns:write"),
+    Endpoint("GET", "/api/campaigns", campaigns.list_campaigns, "Recent campaigns with progress", "campaigns",
+             scope="campaigns:read"),
     Endpoint("GET", "/api/campaigns/{id:int}", campaigns.get_campaign, "A campaign with its counters",
-             "campaigns"),
+             "campaigns", scope="campaigns:read"),
     Endpoint("POST", "/api/campaigns/{id:int}/recipients", campaigns.upload_recipients,
-             "Import recipients from a CSV upload", "campaigns", content="text/csv"),
+             "Import recipients from a CSV upload", "campaigns", content="text/csv", scope="campaigns:write"),
     Endpoint("POST", "/api/campaigns/{id:int}/start", campaigns.start_campaign, "Start (or schedule) a campaign",
-             "campaigns", CampaignStartIn),
-    Endpoint("POST", "/api/campaigns/{id:int}/pause", campaigns.pause_campaign, "Pause a campaign", "campaigns"),
+             "campaigns", CampaignStartIn, scope="campaigns:write"),
+    Endpoint("POST", "/api/campaigns/{id:int}/pause", campaigns.pause_campaign, "Pause a campaign", "campaigns",
+             scope="campaigns:write"),
     Endpoint("POST", "/api/campaigns/{id:int}/resume", campaigns.resume_campaign, "Resume a campaign",
-             "campaigns"),
+             "campaigns", scope="campaigns:write"),
     Endpoint("POST", "/api/campaigns/{id:int}/cancel", campaigns.cancel_campaign, "Cancel a campaign",
-             "campaigns"),
-    Endpoint("GET", "/api/queues", ops.queues, "Stats of every queue", "ops"),
-    Endpoint("GET", "/api/jobs/{id}", ops.job, "Where a job is", "ops"),
-    Endpoint("GET", "/api/dead-letters", ops.dead_letters, "Dead letters, newest first", "ops"),
-    Endpoint("POST", "/api/dead-letters/{id:int}/replay", ops.replay_dead_letter, "Replay a dead letter", "ops"),
-    Endpoint("GET", "/metrics", metrics.metrics, "Prometheus metrics", "ops"),
-    Endpoint("GET", "/healthz", ops.healthz, "Liveness", "health", auth=False),
-    Endpoint("GET", "/readyz", ops.readyz, "Readiness: Redis and Postgres", "health", auth=False),
-    Endpoint("GET", "/openapi.json", openapi, "This document (open: it holds no data)", "docs", auth=False),
+             "campaigns", scope="campaigns:write"),
+    Endpoint("GET", "/api/queues", ops.queues, "Stats of every queue", "ops", scope="ops:read"),
+    Endpoint("GET", "/api/jobs/{id}", ops.job, "Where a job is", "ops", scope="ops:read"),
+    Endpoint("GET", "/api/dead-letters", ops.dead_letters, "Dead letters, newest first", "ops", scope="ops:read"),
+    Endpoint("POST", "/api/dead-letters/{id:int}/replay", ops.replay_dead_letter, "Replay a dead letter", "ops",
+             scope="ops:write"),
+    Endpoint("GET", "/metrics", metrics.metrics, "Prometheus metrics", "ops", scope="ops:read"),
+    Endpoint("GET", "/healthz", ops.healthz, "Liveness", "health", auth=False, scope="public"),
+    Endpoint("GET", "/readyz", ops.readyz, "Readiness: Redis and Postgres", "health", auth=False, scope="public"),
+    Endpoint("POST", "/api/keys", keys.create_key, "Create an API key (its text is shown once)", "keys", KeyIn,
+             status=201, scope="admin"),
+    Endpoint("GET", "/api/keys", keys.list_keys, "API keys (never their text)", "keys", scope="admin"),
+    Endpoint("DELETE", "/api/keys/{key_id}", keys.revoke_key, "Revoke an API key", "keys", scope="admin"),
+    Endpoint("GET", "/api/audit", keys.list_audit, "Changes made through the API and the CLI", "keys",
+             scope="admin"),
+    Endpoint("GET", "/api/me", keys.me, "The calling key's company and scopes", "keys", scope="authenticated"),
+    Endpoint("GET", "/openapi.json", openapi, "This document (open: it holds no data)", "docs", auth=False,
+             scope="public"),
 )  # fmt: skip
 
 #: Paths answered without a token: the open endpoints above (health checks, this API's description) and the
@@ -189,9 +208,9 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The API for ``settings`` (token, database, Redis namespace)."""
+    """The API for ``settings`` (token, database, Redis namespace, key cache and rate limits)."""
     ctx = ApiContext(settings)
-    routes: list[Any] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    routes: list[Any] = [Route(e.path, guarded(e), methods=[e.method]) for e in ENDPOINTS]
     routes += [
         Route(path, page, methods=["GET"]) for path, page in (("/", dashboard), ("/docs", docs), ("/messages", console))
     ]
@@ -199,7 +218,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=ctx.lifespan,
-        middleware=[Middleware(BearerAuth, token=settings.api_token, open_paths=OPEN_PATHS)],
+        middleware=[Middleware(BearerAuth, ctx=ctx, open_paths=OPEN_PATHS)],
         exception_handlers={
             ApiError: _api_error,
             EndpointError: _endpoint_error,

@@ -27,7 +27,7 @@ CHARTS_STYLE = """
 #throughput-chart { width: 100%; min-height: 220px; }
 """
 
-CHARTS_SECTION = """<section id="throughput"><h2>Throughput, last 60 min
+CHARTS_SECTION = """<section id="throughput" data-scope="ops:read"><h2>Throughput, last 60 min
   <span id="throughput-now" class="muted"></span></h2><div id="throughput-chart"></div></section>
 """
 

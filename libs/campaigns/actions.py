@@ -99,10 +99,12 @@ async def get_campaign(pool: AsyncConnectionPool[Any], campaign_id: int) -> dict
         return {**row, "now": with_unqueued(row, (await store.states(conn, [campaign_id]))[campaign_id])}
 
 
-async def newest_campaigns(pool: AsyncConnectionPool[Any], limit: int) -> list[dict[str, Any]]:
-    """The newest campaigns, each with ``now``: its messages per status now."""
+async def newest_campaigns(
+    pool: AsyncConnectionPool[Any], limit: int, company_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest campaigns (of one company, or all), each with ``now``: its messages per status now."""
     async with pool.connection() as conn:
-        rows = await store.newest(conn, limit)
+        rows = await store.newest(conn, limit, company_id)
         now = await store.states(conn, [row["id"] for row in rows])
     return [{**row, "now": with_unqueued(row, now[row["id"]])} for row in rows]
 

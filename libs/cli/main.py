@@ -14,7 +14,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, company, connection, demo, dev, dlq, endpoints, events, message, migrate, send, stats
+from libs.cli import (
+    campaign,
+    company,
+    connection,
+    demo,
+    dev,
+    dlq,
+    endpoints,
+    events,
+    keys,
+    message,
+    migrate,
+    send,
+    stats,
+)
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -34,6 +48,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     endpoints.register,  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
     demo.register,  # demo
     dlq.register,  # dlq list|show|replay|purge
+    keys.register,  # keys create|list|revoke, audit
 )
 
 

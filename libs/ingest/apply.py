@@ -4,8 +4,9 @@
   Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
   with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
   statement.
-* Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
-  writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
+* Statuses move outbound messages of the connection they arrived on forward only
+  (:mod:`libs.messages.status_store`, which writes ``message.status``); early ones are kept. A status for a
+  number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
 * Inbound messages for a number (phone_number_id, bridge instance) without a connection are kept: the
@@ -28,7 +29,7 @@ from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
-from libs.statuses import StatusChange, apply_status
+from libs.messages.status_store import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,

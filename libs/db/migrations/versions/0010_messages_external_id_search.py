@@ -1,7 +1,7 @@
 """messages searchable by their provider id alone (the console's wamid search)
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07
 
 ``GET /api/messages?external_id=wamid.…`` (the dashboard's message search) finds a message by its provider id
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
