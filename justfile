@@ -15,15 +15,15 @@ migrate:
 demo:
     zapq demo
 
-# Every process of the system locally, reloading on code changes (docker compose when an engine runs).
+# Every process of the system locally, reloading on code changes (docker compose when an engine runs); seeds a
+# demo company and prints where to start. Ctrl-C stops every process cleanly (SIGTERM, drained) and exits 0.
 up:
     #!/usr/bin/env bash
     set -euo pipefail
     if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
         exec docker compose --profile fakes up --build
     fi
-    zapq migrate
-    exec honcho -f deploy/Procfile.dev start
+    exec zapq dev up
 
 # The whole test suite (real Redis and Postgres) on two pytest-xdist workers (ZAPQ_TEST_WORKERS; 0 = one
 # process; the fault tests run one after another on one of them), then lint and type checks.

@@ -40,7 +40,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         PoisonGuard(max_deliveries=settings.max_deliveries),
         RetryMiddleware(defer_budget=settings.defer_budget),
         DeadWorkerRecovery(),
-        Liveness(directory=settings.heartbeat_dir, stall_seconds=settings.worker_stall_seconds or None),
+        Liveness(directory=settings.stack_heartbeat_dir, stall_seconds=settings.worker_stall_seconds or None),
         TraceContext(),
     ]
 

@@ -10,6 +10,7 @@ still a placeholder, naming the variable.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -153,7 +154,8 @@ class Settings(BaseSettings):
     http_transport: HttpTransport = "lean"
     #: In-flight jobs per worker thread for ``concurrent=True`` async actors (the sender's provider calls).
     concurrent_jobs_per_thread: int = Field(default=64, ge=1, le=1000)
-    #: Where workers and the scheduler keep the heartbeat files read by ``python -m libs.ops.probe``.
+    #: Where workers and the scheduler keep the heartbeat files read by ``python -m libs.ops.probe``: each stack
+    #: (Redis namespace) in its own subdirectory, :attr:`stack_heartbeat_dir`.
     heartbeat_dir: str = "/tmp/zapq-heartbeats"
     #: A worker silent for this long is dead: its unacked messages are requeued by the live workers.
     heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
@@ -238,6 +240,12 @@ class Settings(BaseSettings):
             return self
         missing = {name: value for name, value in DEV_DEFAULTS.items() if not getattr(self, name)}
         return self.model_copy(update=missing) if missing else self
+
+    @property
+    def stack_heartbeat_dir(self) -> str:
+        """This stack's heartbeat directory: :attr:`heartbeat_dir` / the Redis namespace (the probe of one stack
+        never counts another's processes)."""
+        return os.path.join(self.heartbeat_dir, self.redis_namespace)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops
@@ -21,6 +21,8 @@ from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
 from libs.api.pages import DASHBOARD_HTML, DOCS_HTML
+from libs.api.pages_charts import STATIC_DIR, STATIC_FILES
+from libs.api.pages_console import CONSOLE_HTML
 from libs.api.schemas import (
     REQUEST_MODELS,
     CampaignIn,
@@ -42,13 +44,23 @@ from libs.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: Paths answered without a token: health checks and the static page shells (which hold no data).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs"})
-
 
 async def dashboard(request: Request) -> Response:
     """The dashboard page (asks for the token, then reads the API with it)."""
     return HTMLResponse(DASHBOARD_HTML)
+
+
+async def console(request: Request) -> Response:
+    """The console page: find a message, its timeline and its send job (asks for the token)."""
+    return HTMLResponse(CONSOLE_HTML)
+
+
+async def static_file(request: Request) -> Response:
+    """A vendored static file (the chart library), cached for a day: its name carries its version."""
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:
+        raise HTTPException(404)
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"cache-control": "max-age=86400"})
 
 
 async def docs(request: Request) -> Response:
@@ -146,8 +158,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/audit", keys.list_audit, "Changes made through the API and the CLI", "keys",
              scope="admin"),
     Endpoint("GET", "/api/me", keys.me, "The calling key's company and scopes", "keys", scope="authenticated"),
-    Endpoint("GET", "/openapi.json", openapi, "This document", "docs", scope="authenticated"),
+    Endpoint("GET", "/openapi.json", openapi, "This document (open: it holds no data)", "docs", auth=False,
+             scope="public"),
 )  # fmt: skip
+
+#: Paths answered without a token: the open endpoints above (health checks, this API's description) and the
+#: static page shells (which hold no data).
+OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/docs",
+        "/messages",
+        *(f"/static/{name}" for name in STATIC_FILES),
+        *(e.path for e in ENDPOINTS if not e.auth),
+    }
+)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -189,7 +214,10 @@ def create_app(settings: Settings) -> Starlette:
     """The API for ``settings`` (token, database, Redis namespace, key cache and rate limits)."""
     ctx = ApiContext(settings)
     routes: list[Any] = [Route(e.path, guarded(e), methods=[e.method]) for e in ENDPOINTS]
-    routes += [Route("/", dashboard, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    routes += [
+        Route(path, page, methods=["GET"]) for path, page in (("/", dashboard), ("/docs", docs), ("/messages", console))
+    ]
+    routes.append(Route("/static/{name}", static_file, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=ctx.lifespan,

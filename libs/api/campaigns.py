@@ -51,13 +51,16 @@ async def list_campaigns(request: Request) -> Response:
     limit = request.query_params.get("limit", "20")
     if not limit.isdigit() or not 1 <= int(limit) <= 500:
         raise ApiError(400, "limit must be 1 to 500")
-    async with context(request).pool.connection() as conn:
-        rows = await store.newest(conn, int(limit), principal(request).company_id)
-        return json_response([_out(row) for row in rows])
+    rows = await actions.newest_campaigns(context(request).pool, int(limit), principal(request).company_id)
+    return json_response([_out(row) for row in rows])
 
 
 async def get_campaign(request: Request) -> Response:
-    """``GET /api/campaigns/{id}``: the campaign with its counters and progress."""
+    """``GET /api/campaigns/{id}``: the campaign with its counters and progress.
+
+    ``now`` is a state: how many of its messages are in each status at this moment (``queued`` = queued now;
+    ``pending``: recipients the fan-out has not made messages yet). The ``*_count`` fields are running totals
+    (``sent_count``: messages that ever reached sent)."""
     campaign_id = path_id(request)
     row = await actions.get_campaign(context(request).pool, campaign_id)
     check_row(request, row, "campaign", campaign_id)

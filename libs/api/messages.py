@@ -21,7 +21,10 @@ MAX_IDEMPOTENCY_KEY = 200
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "job_id": actions.job_id(row)}
+    """A message as the API answers it: ``contact`` is the other party's number whatever the direction (the
+    customer an outbound message goes to, the one an inbound message came from). ``recipient`` is the same
+    value under its old, direction-bound name: deprecated, kept for one release (removed in the next)."""
+    return {**row, "contact": row["recipient"], "job_id": actions.job_id(row)}
 
 
 async def create_message(request: Request) -> Response:
@@ -50,7 +53,10 @@ async def create_message(request: Request) -> Response:
 
 
 async def get_message(request: Request) -> Response:
-    """``GET /api/messages/{id}``."""
+    """``GET /api/messages/{id}``: the message with its times (``created_at`` … ``read_at``, ``failed_at``; Meta's
+    second-resolution stamps are clamped so that ``sent_at`` ≤ ``delivered_at`` ≤ ``read_at``), its provider id
+    (``external_id``), its error and earlier failures (``history``), its send job (``job_id``) and ``contact``
+    (the other party; ``recipient`` is its deprecated old name)."""
     message_id = path_id(request)
     async with context(request).pool.connection() as conn:
         row = await store.get(conn, message_id)
@@ -99,7 +105,11 @@ def _message_filter(request: Request) -> store.Filter:
         if value and value not in allowed:
             raise ApiError(400, f"{name} must be one of {', '.join(sorted(allowed))}")
         chosen[name] = value or None
+    external_id = params.get("external_id") or None
+    if external_id is not None and not 1 <= len(external_id) <= 200:
+        raise ApiError(400, "external_id must be 1 to 200 characters")
     return store.Filter(
+        external_id=external_id,
         company_id=company_id,
         campaign_id=campaign_id,
         contact=digits,
@@ -117,8 +127,9 @@ def page_bounds(request: Request) -> tuple[int | None, int | None, int]:
 
 
 async def list_messages(request: Request) -> Response:
-    """``GET /api/messages?company_id=&contact=&direction=in|out&status=&campaign_id=&after=|before=&limit=``:
-    newest first (``before=<id>`` pages back), or oldest first from ``after=<id>`` (pages forward)."""
+    """``GET /api/messages?company_id=&contact=&direction=in|out&status=&campaign_id=&external_id=&after=|before=``
+    ``&limit=``: newest first (``before=<id>`` pages back), or oldest first from ``after=<id>`` (pages forward);
+    ``external_id`` finds a message by its provider id (a wamid)."""
     flt = _message_filter(request)
     after, before, limit = page_bounds(request)
     async with context(request).pool.connection() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,21 @@ def _success(endpoint: Endpoint) -> dict[str, Any]:
     return {"description": "success"}
 
 
+#: ``:role:`target``` (Sphinx cross-references) and ``double-backtick literals`` of RST docstrings.
+_RST_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?([^`<>]+?)`")
+_RST_LITERAL = re.compile(r"``(.+?)``")
+
+
+def markdown_of(docstring: str) -> str:
+    """A handler's docstring as an OpenAPI description (CommonMark): RST literals and cross-references become
+    code spans (``x`` → `x`, :func:`libs.a.b` → `b`), the indentation is dropped, paragraphs kept."""
+    text = inspect.cleandoc(docstring)
+    text = _RST_ROLE.sub(lambda m: f"`{m.group(1)}`", text)
+    text = _RST_LITERAL.sub(lambda m: f"`{m.group(1)}`", text)
+    paragraphs = [" ".join(line.strip() for line in block.splitlines()) for block in re.split(r"\n\s*\n", text)]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
 def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel]]) -> dict[str, Any]:
     """The document served at ``/openapi.json``."""
     schemas: dict[str, Any] = {}
@@ -89,7 +105,7 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             "operationId": endpoint.handler.__name__,
             "responses": {str(endpoint.status): _success(endpoint)},
         }
-        doc = (endpoint.handler.__doc__ or "").strip()
+        doc = markdown_of(endpoint.handler.__doc__ or "")
         if doc:
             operation["description"] = doc
         if parameters := _parameters(endpoint.path):

@@ -22,7 +22,12 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 async def queues(request: Request) -> Response:
-    """``GET /api/queues``: every zapq queue's depth, in-flight, dead, last-hour rates and durations."""
+    """``GET /api/queues``: every zapq queue's depth, in-flight, dead, last-hour rates and durations.
+
+    The figures are :class:`libs.ops.stats.QueueStats`, the object ``zapq stats`` and the dashboard show too:
+    ``done_last_minute`` / ``failed_last_minute`` count the last *full* minute; ``rate_per_second`` is over the
+    last ``rate_window_s`` seconds; ``completed_per_minute`` is the last hour, oldest first, its last entry the
+    current (partial) minute."""
     ctx = context(request)
     stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
     return json_response([item.to_dict() for item in stats])

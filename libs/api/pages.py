@@ -12,6 +12,7 @@ buttons (the API refuses those requests anyway: hiding them is for the reader, n
 
 from __future__ import annotations
 
+from libs.api.pages_charts import CHARTS_HEAD, CHARTS_JS, CHARTS_SECTION, CHARTS_STYLE
 from libs.api.pages_events import EVENTS_JS, EVENTS_SECTIONS, EVENTS_STYLE
 
 _COMMON_JS = """
@@ -82,18 +83,33 @@ td.msg { white-space: normal; max-width: 420px; overflow-wrap: anywhere; color: 
 .state-replayed, .status-active, .job-succeeded { color: #1f7a4f; font-weight: 600; }
 .status-inactive { color: #8a6d00; }
 button { cursor: pointer; } .error { color: #b3261e; } .muted { color: #8a939c; }
+section { overflow-x: auto; }
+@media (max-width: 1000px) {
+  main, #login { padding: 8px; } header { flex-wrap: wrap; padding: 8px; }
+  section td[data-label]::before { content: attr(data-label) ": "; color: #8a939c; }
+  section table thead { display: none; }
+  section table, section tbody, section tr { display: block; width: auto; }
+  section tr { border-bottom: 1px solid #dde1e6; padding: 4px 0; }
+  section td { display: inline-block; border: 0; padding: 1px 10px 1px 4px; white-space: normal;
+               overflow-wrap: anywhere; max-width: 100%; box-sizing: border-box; }
+  td.num { text-align: left; } td.msg { max-width: none; } .bar { width: 100%; }
+}
 """
 
 DASHBOARD_HTML = (
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zapq dashboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>"""
+"""
+    + CHARTS_HEAD
+    + "<style>"
     + _STYLE
+    + CHARTS_STYLE
     + EVENTS_STYLE
     + """</style></head>
 <body>
-<header><h1>zapq</h1><span id="updated">not loaded</span><span id="status" class="error"></span></header>
+<header><h1>zapq</h1><a style="color:#fff" href="/messages">messages</a><span id="updated">not loaded</span>
+<span id="status" class="error"></span></header>
 <div id="login" hidden>
   <form id="login-form"><label>API key <input id="token" type="password" autocomplete="off"></label>
   <button id="login-button" type="submit">Open dashboard</button> <span id="login-error" class="error"></span></form>
@@ -101,15 +117,21 @@ DASHBOARD_HTML = (
 <main id="main">
 <section id="queues-section" data-scope="ops:read"><h2>Queues</h2><table id="queues"><thead><tr>
   <th>queue</th><th class="num">waiting</th><th class="num">delayed</th><th class="num">in flight</th>
-  <th class="num">dead</th><th class="num">done this min</th><th class="num">failed this min</th>
+  <th class="num">dead</th><th class="num" title="jobs done in the last full minute">done, last min</th>
+  <th class="num" title="jobs failed in the last full minute">failed, last min</th>
   <th class="num">p95 ms</th><th class="num">oldest s</th><th>throughput, last 60 min</th></tr></thead>
   <tbody></tbody></table></section>
-<section id="dead-letters-section" data-scope="ops:read"><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
+"""
+    + CHARTS_SECTION
+    + """<section id="dead-letters-section" data-scope="ops:read"><h2>Dead letters</h2>
+<table id="dead-letters"><thead><tr>
   <th>id</th><th>queue</th><th>actor</th><th>error</th><th>message</th><th class="num">attempts</th>
   <th>state</th><th>job</th><th></th></tr></thead><tbody></tbody></table></section>
 <section id="campaigns-section" data-scope="campaigns:read"><h2>Campaigns</h2><table id="campaigns"><thead><tr>
-  <th>id</th><th>name</th><th>status</th><th>progress</th><th class="num">recipients</th><th class="num">sent</th>
-  <th class="num">delivered</th><th class="num">failed</th></tr></thead><tbody></tbody></table></section>
+  <th>id</th><th>name</th><th>status</th><th>progress</th><th class="num">recipients</th>
+  <th class="num" title="recipients not yet made messages">pending</th><th class="num">queued now</th>
+  <th class="num">sent now</th><th class="num">delivered now</th><th class="num">read now</th>
+  <th class="num">failed now</th></tr></thead><tbody></tbody></table></section>
 <section id="connections-section" data-scope="connections:read"><h2>Connections</h2><table id="connections"><thead><tr>
   <th>id</th><th>name</th><th>provider</th><th>number / instance</th><th>status</th><th>reason</th>
   <th class="num">msg/s</th></tr></thead><tbody></tbody></table></section>"""
@@ -118,6 +140,7 @@ DASHBOARD_HTML = (
 <script>"""
     + _COMMON_JS
     + EVENTS_JS
+    + CHARTS_JS
     + """
 function sparkline(values) {
   const w = 180, h = 28, max = Math.max(1, ...values);
@@ -138,18 +161,26 @@ function sparkline(values) {
 }
 function fill(tableId, rows) {
   document.querySelector(`#${tableId} tbody`).replaceChildren(...rows);
+  labelCells(document.getElementById(tableId));
+}
+// Each cell carries its column's name (shown before it when narrow screens turn rows into cards).
+function labelCells(table) {
+  const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  for (const tr of table.querySelectorAll("tbody tr")) {
+    [...tr.children].forEach((td, i) => { if (names[i]) td.setAttribute("data-label", names[i]); });
+  }
 }
 const num = (v) => (v === null || v === undefined) ? "–" : v;
-const current = (series) => series.length ? series[series.length - 1] : 0;
 async function loadQueues() {
   const queues = await api("/api/queues");
   fill("queues", queues.map((q) => el("tr", {"data-queue": q.queue},
     el("td", {class: "name"}, q.queue), el("td", {class: "num waiting"}, q.waiting),
     el("td", {class: "num delayed"}, q.delayed), el("td", {class: "num inflight"}, q.in_flight),
-    el("td", {class: "num dead"}, q.dead), el("td", {class: "num completed"}, current(q.completed_per_minute)),
-    el("td", {class: "num failed"}, current(q.failed_per_minute)), el("td", {class: "num p95"}, num(q.p95_ms)),
+    el("td", {class: "num dead"}, q.dead), el("td", {class: "num completed"}, q.done_last_minute),
+    el("td", {class: "num failed"}, q.failed_last_minute), el("td", {class: "num p95"}, num(q.p95_ms)),
     el("td", {class: "num oldest"}, q.oldest_waiting_seconds === null ? "–" : q.oldest_waiting_seconds.toFixed(0)),
     el("td", {class: "spark"}, sparkline(q.completed_per_minute)))));
+  drawCharts(queues);
 }
 const jobStates = {};
 async function replay(id, button) {
@@ -163,7 +194,9 @@ async function loadDeadLetters() {
   const jobs = await Promise.all(rows.map((r) => r.state === "replayed"
     ? api(`/api/jobs/${encodeURIComponent(r.message_id)}`).then((j) => j.state).catch(() => "?") : null));
   fill("dead-letters", rows.map((r, i) => el("tr", {"data-id": r.id, "data-message-id": r.message_id},
-    el("td", {}, r.id), el("td", {}, r.queue), el("td", {}, r.actor), el("td", {}, r.error_type),
+    el("td", {}, r.id, (r.rows || {}).message_id ? el("a", {class: "message-link",
+      href: `/messages#message/${r.rows.message_id}`}, ` message ${r.rows.message_id}`) : ""),
+    el("td", {}, r.queue), el("td", {}, r.actor), el("td", {}, r.error_type),
     el("td", {class: "msg"}, r.error_message), el("td", {class: "num"}, r.attempts),
     el("td", {class: `state state-${r.state}`}, r.state),
     el("td", {class: `job-state job-${jobs[i] || "none"}`}, jobs[i] || ""),
@@ -177,8 +210,10 @@ async function loadCampaigns() {
     el("td", {class: "progress"}, el("span", {class: "bar", title: `${(c.progress * 100).toFixed(1)} %`},
       el("div", {style: `width: ${Math.min(100, c.progress * 100).toFixed(1)}%`})),
       " ", `${(c.progress * 100).toFixed(0)} %`),
-    el("td", {class: "num"}, c.recipients_count), el("td", {class: "num"}, c.sent_count),
-    el("td", {class: "num"}, c.delivered_count), el("td", {class: "num"}, c.failed_count))));
+    el("td", {class: "num"}, c.recipients_count),
+    // states, not running totals: how many of its messages are in each status now (the API's "now")
+    ...["pending", "queued", "sent", "delivered", "read", "failed"].map((k) =>
+      el("td", {class: `num now-${k}`}, (c.now || {})[k] ?? 0)))));
 }
 async function loadConnections() {
   const rows = await api("/api/connections");
@@ -225,12 +260,19 @@ DOCS_HTML = (
 <script>"""
     + _COMMON_JS
     + """
+// A description's Markdown, as text nodes and <code> spans (never as HTML): paragraphs and `code`.
+function prose(text) {
+  return (text || "").split(/\n\n+/).map((para) => el("p", {class: "muted"},
+    ...para.split(/`([^`]+)`/).map((part, i) => i % 2 ? el("code", {}, part) : part)));
+}
 async function start() {
-  const spec = await api("/openapi.json");
+  const answer = await fetch("/openapi.json");  // open: the document holds no data
+  if (!answer.ok) { document.getElementById("doc").textContent = "could not read /openapi.json"; return; }
+  const spec = await answer.json();
   document.getElementById("raw").onclick = (e) => { e.preventDefault();
     document.getElementById("doc").replaceChildren(el("pre", {}, JSON.stringify(spec, null, 2))); };
   const doc = document.getElementById("doc");
-  doc.replaceChildren(el("p", {}, spec.info.description));
+  doc.replaceChildren(...prose(spec.info.description));
   for (const [path, operations] of Object.entries(spec.paths)) {
     for (const [method, op] of Object.entries(operations)) {
       const body = op.requestBody ? Object.entries(op.requestBody.content)[0] : null;
@@ -240,14 +282,14 @@ async function start() {
         schema = JSON.stringify(spec.components.schemas[name], null, 2);
       }
       doc.append(el("div", {class: "op"}, el("span", {class: "method"}, method.toUpperCase()), el("code", {}, path),
-        " — ", op.summary, el("div", {class: "muted"}, op.description || ""),
+        " — ", op.summary, el("div", {}, ...prose(op.description)),
         el("div", {class: "muted"}, "scope: " + ((op["x-scopes"] || []).join(", ") || "any key")),
         el("div", {class: "muted"}, "responses: " + Object.keys(op.responses).join(", ")),
         body ? el("details", {}, el("summary", {}, "body: " + body[0]), el("pre", {}, schema || "text")) : ""));
     }
   }
 }
-setupLogin(start);
+start();
 </script></body></html>
 """
 )

@@ -101,6 +101,7 @@ function keyed(tbody, items, key, build, update) {
   if (rows.length !== tbody.children.length || rows.some((row, i) => tbody.children[i] !== row)) {
     tbody.replaceChildren(...rows);
   }
+  labelCells(tbody.closest("table"));
 }
 const ENDPOINT_COLUMNS = [["url", "endpoint"], ["company", "company"], ["state", "state"],
   ["rate", "success, 24 h"], ["backlog num", "backlog"], ["failed num", "failed"], ["failure", "last failure"],

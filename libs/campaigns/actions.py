@@ -94,9 +94,26 @@ async def get_campaign(pool: AsyncConnectionPool[Any], campaign_id: int) -> dict
     """One campaign; :class:`~libs.refusals.NotFoundError` when missing."""
     async with pool.connection() as conn:
         row = await store.get(conn, campaign_id)
-    if row is None:
-        raise NotFoundError(f"no campaign {campaign_id}")
-    return row
+        if row is None:
+            raise NotFoundError(f"no campaign {campaign_id}")
+        return {**row, "now": with_unqueued(row, (await store.states(conn, [campaign_id]))[campaign_id])}
+
+
+async def newest_campaigns(
+    pool: AsyncConnectionPool[Any], limit: int, company_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest campaigns (of one company, or all), each with ``now``: its messages per status now."""
+    async with pool.connection() as conn:
+        rows = await store.newest(conn, limit, company_id)
+        now = await store.states(conn, [row["id"] for row in rows])
+    return [{**row, "now": with_unqueued(row, now[row["id"]])} for row in rows]
+
+
+def with_unqueued(row: dict[str, Any], states: dict[str, int]) -> dict[str, int]:
+    """``states`` plus ``pending``: recipients not yet made messages (the fan-out has not reached them; none
+    once the campaign is over)."""
+    over = row["status"] in ("completed", "cancelled")
+    return {"pending": 0 if over else max(0, row["recipients_count"] - sum(states.values())), **states}
 
 
 def _open_for_recipients(campaign_id: int, status: str | None) -> None:

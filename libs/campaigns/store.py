@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
 from libs.events import outbox_store as events
@@ -151,6 +151,27 @@ async def newest(conn: AsyncConnection[Any], limit: int, company_id: int | None 
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(LIST, {"limit": limit, "company_id": company_id})
     return await cursor.fetchall()
+
+
+#: How many of each campaign's messages are in each status *now* (``ix_messages_campaign_status``).
+STATES = """
+SELECT campaign_id, status, count(*) AS n FROM messages
+WHERE campaign_id = ANY(%(ids)s) GROUP BY campaign_id, status
+"""
+#: The statuses :func:`states` reports (every one, 0 when none).
+STATE_NAMES = ("queued", "sending", "sent", "delivered", "read", "failed", "cancelled")
+
+
+async def states(conn: AsyncConnection[Any], campaign_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Campaign id → status → how many of its messages are in that status now (a state, not a running total)."""
+    found: dict[int, dict[str, int]] = {cid: dict.fromkeys(STATE_NAMES, 0) for cid in campaign_ids}
+    if not campaign_ids:
+        return found
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(STATES, {"ids": list(campaign_ids)})
+    for campaign_id, status_name, count in await cursor.fetchall():
+        found[campaign_id][str(status_name)] = int(count)
+    return found
 
 
 async def status(conn: AsyncConnection[Any], campaign_id: int, *, for_update: bool = False) -> str | None:

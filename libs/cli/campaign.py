@@ -83,8 +83,11 @@ def render_status(campaign: dict[str, Any]) -> str:
     if campaign["status"] == "scheduled" and campaign.get("start_at"):
         head += f" for {campaign['start_at']}"
     counters = "  ".join(f"{name} {campaign[f'{name}_count']:,}" for name in COUNTERS)
+    now = campaign.get("now") or {}
+    states = "  ".join(f"{name} {count:,}" for name, count in now.items() if count)
     progress = float(campaign.get("progress") or 0.0)
-    return f"{head}\n{counters}\n{bar(progress)} {progress:6.1%}"
+    lines = [head, f"now: {states or 'no messages yet'}", f"totals: {counters}", f"{bar(progress)} {progress:6.1%}"]
+    return "\n".join(lines)
 
 
 def render_import(result: dict[str, Any]) -> str:

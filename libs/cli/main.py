@@ -14,7 +14,22 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, connections, demo, dlq, endpoints, events, keys, migrate, secrets, send, stats
+from libs.cli import (
+    campaign,
+    company,
+    connection,
+    demo,
+    dev,
+    dlq,
+    endpoints,
+    events,
+    keys,
+    message,
+    migrate,
+    secrets,
+    send,
+    stats,
+)
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -23,6 +38,10 @@ from libs.timeparse import TimeParseError
 #: Each module's ``register(subparsers)``, in the order of ``zapq --help``.
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     migrate.register,  # migrate
+    dev.register,  # dev up|seed|webhook
+    company.register,  # company create|list
+    connection.register,  # connection create|list|patch|webhook-secret
+    message.register,  # message ID
     stats.register,  # stats, job, top
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list
     send.register,  # send, retry
@@ -31,7 +50,6 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     demo.register,  # demo
     dlq.register,  # dlq list|show|replay|purge
     keys.register,  # keys create|list|revoke, audit
-    connections.register,  # connections list|add|webhook-secret
     secrets.register,  # secrets rotate|new-key
 )
 

@@ -18,7 +18,10 @@ from libs.settings import Settings
 #: Seconds between two screens of ``zapq top``.
 DEFAULT_TOP_INTERVAL = 2.0
 
-COLUMNS = ("queue", "waiting", "delayed", "in_flight", "dead", "done/min", "failed/min", "rate/s", "p95_ms", "oldest_s")
+#: The table's columns; the figures are :class:`libs.ops.stats.QueueStats`'s, as the API and the dashboard show
+#: them (``done`` / ``failed``: the last full minute; ``rate/s``: over the last ``rate_window_s`` seconds).
+COLUMNS = ("queue", "waiting", "delayed", "in_flight", "dead", "done/last min", "failed/last min", "rate/s",
+           "p95_ms", "oldest_s")  # fmt: skip
 
 
 def _resources(settings: Settings) -> tuple[Any, Any]:
@@ -29,16 +32,16 @@ def _resources(settings: Settings) -> tuple[Any, Any]:
 
 
 def _row(stats: Any) -> dict[str, Any]:
-    last = -2 if len(stats.completed_per_minute) > 1 else -1  # the last full minute
     return {
         "queue": stats.queue,
         "waiting": stats.waiting,
         "delayed": stats.delayed,
         "in_flight": stats.in_flight,
         "dead": stats.dead,
-        "done/min": stats.completed_per_minute[last] if stats.completed_per_minute else 0,
-        "failed/min": stats.failed_per_minute[last] if stats.failed_per_minute else 0,
+        "done/last min": stats.done_last_minute,
+        "failed/last min": stats.failed_last_minute,
         "rate/s": stats.rate_per_second,
+        "_rate_window_s": stats.rate_window_s,
         "p95_ms": stats.p95_ms,
         "oldest_s": round(stats.oldest_waiting_seconds) if stats.oldest_waiting_seconds is not None else None,
     }
@@ -55,7 +58,9 @@ def render_stats(rows: list[dict[str, Any]]) -> str:
             v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
         )
 
-    return "\n".join([line(header), *(line(r) for r in cells)])
+    window = rows[0].get("_rate_window_s", 300) if rows else 300
+    legend = f"done/failed: in the last full minute; rate/s: over the last {window} s"
+    return "\n".join([line(header), *(line(r) for r in cells), legend])
 
 
 def _read(settings: Settings, client: Any, db: Any) -> list[Any]:
@@ -83,26 +88,56 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _message_job(db: Any, message_id: int) -> tuple[dict[str, Any] | None, str | None]:
+    """Message ``message_id`` (or ``None``) and its send job's id (``None`` when it has no fixed one)."""
+    from libs.messages import actions, store
+
+    with db.session() as session:
+        row = store.get_sync(session, message_id)
+    return row, (actions.job_id(row) if row is not None else None)
+
+
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    """Print where one job is (exit 3 when unknown)."""
+    """Print where one job is (exit 3 when unknown). A number is a message id: its send job is shown, and the
+    output says so."""
     import json
 
     from libs.ops.stats import job_lookup
 
     client, db = _resources(settings)
+    found: dict[str, Any] = {"found": "job", "job_id": args.id}
     try:
-        info = job_lookup(client, settings.redis_namespace, args.id, db)
+        if args.id.isdigit():  # job ids are UUIDs: a number is a message id
+            row, job_id = _message_job(db, int(args.id))
+            if row is None:
+                print(f"zapq: {args.id} is neither a job id nor a message id", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            found = {"found": "message", "message_id": row["id"], "message_status": row["status"], "job_id": job_id}
+            if job_id is None:
+                why = "an inbound message" if row["direction"] == "in" else "a campaign send (no fixed job id)"
+                found["note"] = f"{why}; see zapq message {row['id']}"
+                print(json.dumps(found, indent=2) if args.json else _say_found(found))
+                return EXIT_OK
+        info = job_lookup(client, settings.redis_namespace, found["job_id"], db)
     finally:
         db.close()
     if info.state is None:
+        if found["found"] == "message":
+            found["note"] = "its job record expired (kept 24 h)"
+            print(json.dumps(found, indent=2) if args.json else _say_found(found))
+            return EXIT_OK
         print(f"zapq: no job {args.id} (unknown, or its record expired after 24 h)", file=sys.stderr)
         return EXIT_NOT_FOUND
-    data = info.to_dict()
+    data = {**found, **{k: v for k, v in info.to_dict().items() if k != "message_id"}}  # its message_id: job_id
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
         print("\n".join(f"{key}: {value}" for key, value in data.items() if value not in (None, 0, "")))
     return EXIT_OK
+
+
+def _say_found(found: dict[str, Any]) -> str:
+    return "\n".join(f"{key}: {value}" for key, value in found.items() if value is not None)
 
 
 def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,7 +167,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("job", help="where a job is: state, position, ETA, worker, duration, error")
-    p.add_argument("id", help="the Dramatiq message id")
+    p.add_argument("id", help="a job id (the Dramatiq message id) or a message id (its send job is shown)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_job)
 

@@ -227,6 +227,8 @@ class Message(Base):
         #: Conversations: a company's messages with one contact, by id.
         Index("ix_messages_company_recipient", "company_id", "recipient", "id"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),
+        #: The console's search by provider id alone (wamid), whatever the connection.
+        Index("ix_messages_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

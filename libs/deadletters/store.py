@@ -112,6 +112,9 @@ class DeadLetterRow:
             "state": "replayed" if self.replayed_at else "dead",
             "replay_count": self.replay_count,
             "replayed_at": self.replayed_at,
+            #: The zapq rows the job works on (``message_id`` of a send, ``campaign_id``, ``webhook_id``): what the
+            #: dashboard links to.
+            "rows": {k: self.kwargs[k] for k in ("message_id", "campaign_id", "webhook_id") if k in self.kwargs},
         }
         if full:
             data.update(

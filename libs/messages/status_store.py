@@ -54,6 +54,13 @@ SENT_EVENTS = events.message_status("updated", status="'sent'", at="now()")
 
 
 def _apply_sql(key: str) -> str:
+    """The status-apply statement for the rows ``key`` selects.
+
+    Meta stamps its statuses to the second while ``sent_at`` is ours (microseconds, taken when Meta accepted
+    the send), so a ``delivered`` stamped 12:00:01 may name an earlier instant than a ``sent_at`` of
+    12:00:01.3. The stored times are clamped — ``sent_at`` ≤ ``delivered_at`` ≤ ``read_at`` always holds — and
+    Meta's own stamp stays in the ``message.status`` event (``at``).
+    """
     old = _rank("t.old_status")
     return f"""
 WITH target AS (
@@ -65,8 +72,10 @@ WITH target AS (
     status = %(status)s,
     external_id = COALESCE(m.external_id, %(external_id)s),
     sent_at = CASE WHEN %(rank)s >= 2 THEN COALESCE(m.sent_at, %(at)s) ELSE m.sent_at END,
-    delivered_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(m.delivered_at, %(at)s) ELSE m.delivered_at END,
-    read_at = CASE WHEN %(rank)s >= 4 THEN COALESCE(m.read_at, %(at)s) ELSE m.read_at END,
+    delivered_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(m.delivered_at, GREATEST(%(at)s::timestamptz, m.sent_at))
+                   ELSE m.delivered_at END,
+    read_at = CASE WHEN %(rank)s >= 4
+              THEN COALESCE(m.read_at, GREATEST(%(at)s::timestamptz, m.sent_at, m.delivered_at)) ELSE m.read_at END,
     failed_at = CASE WHEN %(status)s = 'failed' THEN %(at)s ELSE m.failed_at END,
     error_code = CASE WHEN %(status)s = 'failed' THEN %(code)s ELSE m.error_code END,
     error_title = CASE WHEN %(status)s = 'failed' THEN %(title)s ELSE m.error_title END,

@@ -174,6 +174,8 @@ class Filter:
     contact: str | None = None
     direction: str | None = None
     status: str | None = None
+    #: The provider's id (a wamid, a Baileys key id).
+    external_id: str | None = None
 
     def where(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions and their parameters."""
@@ -194,6 +196,9 @@ class Filter:
         if self.status is not None:
             conditions.append("status = %(status)s")
             values["status"] = self.status
+        if self.external_id is not None:
+            conditions.append("external_id = %(external_id)s")
+            values["external_id"] = self.external_id
         return conditions, values
 
 
@@ -280,6 +285,12 @@ def queued_in_slice(session: Session, campaign_id: int, recipients: list[str]) -
     """Ids of the campaign's messages to ``recipients`` still queued."""
     params = {"campaign_id": campaign_id, "recipients": recipients}
     return [row[0] for row in session.connection().exec_driver_sql(QUEUED_IN_SLICE, params)]
+
+
+def get_sync(session: Session, message_id: int) -> dict[str, Any] | None:
+    """:func:`get` in a sync session (``zapq job MESSAGE_ID``)."""
+    row = session.connection().exec_driver_sql(GET, {"id": message_id}).mappings().one_or_none()
+    return None if row is None else dict(row)
 
 
 def lock_for_retry_sync(session: Session, message_id: int) -> dict[str, Any] | None:

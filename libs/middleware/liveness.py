@@ -20,7 +20,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import TimeLimit
 
 from libs import dramatiq_ext
-from libs.heartbeat import start_heartbeat
+from libs.heartbeat import remove, start_heartbeat
 
 #: Seconds between two heartbeats (shortened to a third of the stall limit when that is shorter).
 DEFAULT_INTERVAL_S = 5.0
@@ -51,6 +51,10 @@ class Liveness(Middleware):
             interval=min(self.interval, stall / 3),
             problem=lambda: self.problem(worker, stall),
         )
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        """The worker stopped cleanly: its heartbeat goes with it (the probe then counts only live ones)."""
+        remove(self.directory, "worker")
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
         """A job was finished: progress."""

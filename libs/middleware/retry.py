@@ -34,6 +34,7 @@ from libs import contracts
 from libs.dramatiq_ext import q_name
 from libs.errors import Defer, DependencyUnavailableError, PermanentError
 from libs.middleware.deadletter import DEFERS, FAILURES, FIRST_FAILURE, AnyMessage, dead_letter
+from libs.middleware.deferlog import DeferralLog
 from libs.middleware.policy import DEFAULT_POLICIES, FALLBACK_POLICY, RetryPolicy
 from libs.redis_broker import REDIS_UNAVAILABLE
 
@@ -72,6 +73,12 @@ class RetryMiddleware(Middleware):
         self.broker_wait_s = broker_wait_s
         self.dependency_cap_ms = dependency_cap_ms
         self.rng = rng or random.Random()
+        #: Deferrals at DEBUG, with one INFO summary per minute (count per actor and cause).
+        self.deferrals = DeferralLog(logger)
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        """The deferrals counted since the last summary are logged before the worker stops."""
+        self.deferrals.flush()
 
     def policy_for(self, broker: Broker, message: AnyMessage) -> RetryPolicy:
         """The actor's own policy, else its queue's, else the fallback."""
@@ -89,6 +96,7 @@ class RetryMiddleware(Middleware):
     ) -> None:
         """Decide retry, deferral or dead letter for a failed attempt."""
         if exception is None:
+            self.deferrals.flush_due()  # the minute's deferral summary, also when deferrals have stopped
             return
         deadline = time.monotonic() + self.broker_wait_s
         pause, answered = INITIAL_BROKER_PAUSE_S, False
@@ -189,13 +197,7 @@ class RetryMiddleware(Middleware):
             return
         broker.enqueue(message.copy(options={DEFERS: defers}), delay=signal.delay_ms)
         message.options[OUTCOME] = "deferred"
-        logger.info(
-            "deferred message %s of %s by %d ms: %s",
-            message.message_id,
-            message.actor_name,
-            signal.delay_ms,
-            signal.reason,
-        )
+        self.deferrals.record(message.message_id, message.actor_name, signal.delay_ms, signal.reason)
 
 
 def _answers(broker: Broker) -> bool:

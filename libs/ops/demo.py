@@ -15,6 +15,14 @@ from libs.db.engine import Database
 from libs.db.migrate import upgrade
 from libs.db.models import Company, Connection, Message, Provider, Webhook, WebhookStatus
 from libs.ops.processes import ProcessGroup, free_port, wait_http
+from libs.ops.seed import (
+    DEMO_COMPANY_NAME,
+    DEMO_DISPLAY_NUMBER,
+    DEMO_PHONE_NUMBER_ID,
+    FAKE_META_TOKEN,
+    DemoStack,
+    next_steps,
+)
 from libs.secrets import Secrets
 from libs.settings import Settings
 from libs.whatsapp.signature import sign_meta
@@ -62,31 +70,35 @@ def sample_webhook(
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-DEMO_PHONE_NUMBER_ID = "106540352242922"
-
-
-def ensure_demo_connection(settings: Settings) -> None:
-    """A demo company with a Meta connection for the sample's phone number id (created once)."""
+def ensure_demo_connection(settings: Settings) -> DemoStack:
+    """The demo company with a Meta connection for the sample's phone number id, as ``zapq dev seed`` makes it
+    (created once; its token the fake Meta's, so ``./dev up`` sends through it)."""
     db = Database.from_url(settings.sqlalchemy_url, pool_size=1)
     try:
         with db.session() as session:
-            exists = session.execute(
-                select(Connection.id).where(Connection.phone_number_id == DEMO_PHONE_NUMBER_ID)
-            ).scalar_one_or_none()
-            if exists is None:
-                company = Company(name="Demo company")
-                session.add(company)
-                session.flush()
-                session.add(
-                    Connection(
-                        company_id=company.id,
-                        name="Demo number",
-                        provider=Provider.META,
-                        phone_number_id=DEMO_PHONE_NUMBER_ID,
-                        display_phone_number="15550783881",
-                        access_token=Secrets(settings.secrets_key_list).encrypt("demo-access-token"),
-                    )
+            found = session.execute(
+                select(Connection).where(
+                    Connection.provider == Provider.META, Connection.phone_number_id == DEMO_PHONE_NUMBER_ID
                 )
+            ).scalar_one_or_none()
+            token = Secrets(settings.secrets_key_list).encrypt(FAKE_META_TOKEN)
+            if found is not None:
+                found.access_token = token
+                return DemoStack(company_id=found.company_id, connection_id=found.id, created=False)
+            company = Company(name=DEMO_COMPANY_NAME)
+            session.add(company)
+            session.flush()
+            connection = Connection(
+                company_id=company.id,
+                name="Demo number (fake Meta)",
+                provider=Provider.META,
+                phone_number_id=DEMO_PHONE_NUMBER_ID,
+                display_phone_number=DEMO_DISPLAY_NUMBER,
+                access_token=token,
+            )
+            session.add(connection)
+            session.flush()
+            return DemoStack(company_id=company.id, connection_id=connection.id, created=True)
     finally:
         db.close()
 
@@ -95,7 +107,7 @@ def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float =
     """Drive one webhook through the whole system and print what happened; 0 on success."""
     print(f"1/5 migrating {settings.sqlalchemy_url.rsplit('@', 1)[-1]}")
     upgrade(settings.sqlalchemy_url, secrets_keys=settings.secrets_key_list)
-    ensure_demo_connection(settings)
+    stack = ensure_demo_connection(settings)
 
     port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="zapq-demo-"))
@@ -168,6 +180,8 @@ def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float =
                         if keep_running:
                             print("processes keep running; Ctrl-C to stop")
                             _wait_forever()
+                        print("\nNext: `./dev up` starts the whole system with this demo company; then:")
+                        print(next_steps(settings, stack))
                         return 0 if row.status == WebhookStatus.PROCESSED else 1
                 time.sleep(0.2)
         finally:

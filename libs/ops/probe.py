@@ -1,6 +1,7 @@
 """Container liveness/readiness probes for workers and the scheduler (no Redis, no Postgres).
 
-Every Dramatiq worker process rewrites ``<dir>/zapq-worker-<pid>.alive`` every few seconds with its state:
+Every Dramatiq worker process rewrites ``<dir>/zapq-worker-<pid>.alive`` (``<dir>``: its stack's,
+``ZAPQ_HEARTBEAT_DIR``/``ZAPQ_REDIS_NAMESPACE``) every few seconds with its state:
 empty while it is healthy, else what is wrong — a thread of it died, or it holds jobs yet has finished none
 for longer than its stall limit (:class:`libs.middleware.liveness.Liveness`); the periodiq process writes
 ``zapq-scheduler-<pid>.alive`` (written by :mod:`libs.heartbeat`). ``python -m libs.ops.probe
@@ -13,32 +14,16 @@ as soon as it makes progress.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from libs.heartbeat import heartbeat_file, heartbeat_files, touch
+from libs.heartbeat import heartbeat_file, heartbeat_files, pid_of, process_running, touch
 
 __all__ = ["DEFAULT_MAX_AGE", "KINDS", "check", "heartbeat_file", "main", "touch"]
 
 KINDS = ("worker", "scheduler")
 DEFAULT_MAX_AGE = {"worker": 30.0, "scheduler": 120.0}
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process nobody reaped yet (a zombie) still answers kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def check(directory: str, kind: str, max_age: float, *, now: float | None = None) -> tuple[bool, str]:
@@ -47,8 +32,8 @@ def check(directory: str, kind: str, max_age: float, *, now: float | None = None
     files = heartbeat_files(directory, kind)
     live = []
     for path in files:
-        pid = int(path.stem.rsplit("-", 1)[-1].split(".")[0])
-        if _running(pid):
+        pid = pid_of(path)
+        if process_running(pid):
             try:
                 live.append((pid, now - path.stat().st_mtime, path.read_text(errors="replace").strip()))
             except FileNotFoundError:  # the process ended (or is replacing it) just now
@@ -73,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-age", type=float, default=None, help="seconds a heartbeat stays fresh")
     args = parser.parse_args(argv)
     settings = load_settings()
-    healthy, reason = check(settings.heartbeat_dir, args.kind, args.max_age or DEFAULT_MAX_AGE[args.kind])
+    healthy, reason = check(settings.stack_heartbeat_dir, args.kind, args.max_age or DEFAULT_MAX_AGE[args.kind])
     print(reason, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
 

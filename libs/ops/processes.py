@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,17 +45,19 @@ class ProcessGroup:
         self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        #: The children the last :meth:`stop` had to SIGKILL (they outlived the grace period).
+        self.killed: list[str] = []
 
     def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` (``python -m`` style, with this interpreter) in its own session."""
         out = open(self.log_dir / f"{name}.log", "wb") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        return self.spawn(name, [sys.executable, *argv], stdout=out)
+
+    def spawn(self, name: str, argv: Sequence[str], *, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as given in its own session (no terminal signal reaches it: :meth:`stop` stops it),
+        its output and errors to ``stdout`` (a file, ``subprocess.PIPE`` or ``DEVNULL``)."""
         process = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            list(argv), cwd=ROOT, env=self.env, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.children.append((name, process))
         return process
@@ -72,11 +75,13 @@ class ProcessGroup:
                     os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         codes: dict[str, int | None] = {}
+        self.killed = []
         for name, process in self.children:
             try:
                 codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 codes[name] = None
+                self.killed.append(name)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             if codes[name] is None:

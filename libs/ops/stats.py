@@ -75,8 +75,14 @@ class QueueStats:
     mean_ms: float | None = None
     #: Over the last (up to 1,000) completed jobs.
     p95_ms: float | None = None
-    #: Completions per second over the last ``RATE_MINUTES`` minutes.
+    #: Completions per second over the last :attr:`rate_window_s` seconds (``RATE_MINUTES`` minutes).
     rate_per_second: float = 0.0
+    #: The window of ``rate_per_second``, in seconds (shown with it: "/s over the last 300 s").
+    rate_window_s: int = RATE_MINUTES * 60
+    #: Jobs completed / failed in the last *full* minute (the current one is still counting): the "per minute"
+    #: figure the API, the CLI and the dashboard all show.
+    done_last_minute: int = 0
+    failed_last_minute: int = 0
     oldest_waiting_seconds: float | None = None
     completed_total: int = 0
     failed_total: int = 0
@@ -87,6 +93,25 @@ class QueueStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
+
+
+#: What each figure of :class:`QueueStats` means, in the words every view labels it with (API docs, CLI, dashboard).
+FIGURE_LABELS: dict[str, str] = {
+    "waiting": "jobs waiting now (lanes included)",
+    "delayed": "jobs scheduled for later now (retries, deferrals)",
+    "in_flight": "jobs being worked on now",
+    "dead": "dead letters not yet replayed",
+    "done_last_minute": "jobs done in the last full minute",
+    "failed_last_minute": "jobs failed in the last full minute",
+    "rate_per_second": f"jobs done per second over the last {RATE_MINUTES * 60} s",
+    "p95_ms": "p95 duration of the last 1,000 jobs, ms",
+    "oldest_waiting_seconds": "age of the oldest waiting job, s",
+}
+
+
+def last_full(series: Sequence[int]) -> int:
+    """The last full minute of a per-minute series whose last entry is the current, partial minute."""
+    return int(series[-2]) if len(series) > 1 else 0
 
 
 @dataclass
@@ -210,6 +235,8 @@ def queue_stats_plan(
                 mean_ms=round(float(duration_sum) / done, 1) if done else None,
                 p95_ms=_float(p95_ms),
                 rate_per_second=round(_rate(completed, now), 3),
+                done_last_minute=last_full([int(v) for v in completed]),
+                failed_last_minute=last_full([int(v) for v in failed]),
                 oldest_waiting_seconds=round(max(0.0, now - since), 3) if since is not None else None,
                 completed_total=_int(totals[0]),
                 failed_total=_int(totals[1]),

@@ -29,7 +29,7 @@ if not any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
 resources = install_resources(broker, settings)
 if os.path.basename(sys.argv[0]).startswith("periodiq"):
     # The clock process (`periodiq services.scheduler`) has no worker threads: prove it runs for its probe.
-    start_heartbeat(settings.heartbeat_dir, "scheduler")
+    start_heartbeat(settings.stack_heartbeat_dir, "scheduler")
 
 from services.scheduler.actors import (  # noqa: E402
     finish_campaigns,

@@ -98,7 +98,6 @@ CASES: dict[str, Callable[[World], list[Probe]]] = {
     "DELETE /api/keys/{key_id}": lambda w: [(f"/api/keys/{w.b_key_id}", {}, FORBIDDEN)],
     "GET /api/audit": lambda w: [("/api/audit", {}, FORBIDDEN)],
     "GET /api/me": lambda w: [("/api/me", {}, OWN)],
-    "GET /openapi.json": lambda w: [("/openapi.json", {}, OWN)],
 }  # fmt: skip
 
 

@@ -40,12 +40,33 @@ def test_health_checks_are_open(app_client: TestClient) -> None:
 
 
 def test_page_shells_are_open_and_hold_no_data(app_client: TestClient, settings: Settings) -> None:
-    for path in ("/", "/docs"):
+    for path in ("/", "/docs", "/messages"):
         response = app_client.get(path)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
         assert settings.api_token not in response.text
         assert "sessionStorage" in response.text
+
+
+def test_the_vendored_chart_library_is_served_open_and_nothing_else(app_client: TestClient) -> None:
+    script = app_client.get("/static/uplot-1.6.32.iife.min.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "uPlot" in script.text
+    assert app_client.get("/static/uplot-1.6.32.min.css").headers["content-type"].startswith("text/css")
+    assert app_client.get("/static/other.js").status_code == 401  # not an open path: no listing, no guessing
+    assert app_client.get("/static/other.js", headers={"authorization": "Bearer dev-api-token"}).status_code in (
+        401,
+        404,
+    )
+
+
+def test_openapi_is_readable_without_a_token_and_its_text_has_no_rst(app_client: TestClient) -> None:
+    response = app_client.get("/openapi.json")
+    assert response.status_code == 200
+    descriptions = [op.get("description", "") for ops in response.json()["paths"].values() for op in ops.values()]
+    assert any("`" in text for text in descriptions)  # code spans survive, as Markdown
+    for text in descriptions:
+        assert "``" not in text and ":func:" not in text and ":class:" not in text and ":mod:" not in text, text
 
 
 def test_openapi_documents_every_route(api: TestClient) -> None:

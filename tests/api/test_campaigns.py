@@ -16,7 +16,7 @@ from libs import contracts
 from libs.campaigns.expand import expand_batch
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
-from libs.db.models import CampaignRecipient
+from libs.db.models import CampaignRecipient, Message, MessageStatus
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 from tests.helpers import queue_length
@@ -65,7 +65,10 @@ def test_a_campaign_is_created_as_draft(api: TestClient, company: dict[str, Any]
     campaign = make_campaign(api, company)
     assert campaign["status"] == "draft" and campaign["content_type"] == "text"
     assert campaign["progress"] == 0.0
-    assert api.get(f"/api/campaigns/{campaign['id']}").json() == campaign
+    got = api.get(f"/api/campaigns/{campaign['id']}").json()
+    assert got.pop("now") == {"pending": 0, "queued": 0, "sending": 0, "sent": 0, "delivered": 0, "read": 0,
+                              "failed": 0, "cancelled": 0}  # fmt: skip
+    assert got == campaign
     template = make_campaign(
         api, company, text=None, template={"name": "promo", "language": "pt_BR", "variables": ["name"]}
     )
@@ -260,3 +263,40 @@ def test_resume_and_cancel_release_parked_sends(
     assert lanes.parked_campaigns(broker.client) == []
     assert lanes.backlog(broker.client) == 1
     assert broker.client.lrange(lanes.lane(company["id"]), 0, -1) != []
+
+
+def test_now_counts_the_messages_in_each_status_at_this_moment(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings, db: Database
+) -> None:
+    # Given a started campaign of 10 whose first 4 recipients were made messages
+    campaign = make_campaign(api, company)
+    upload(api, campaign["id"], csv_rows(10))
+    api.post(f"/api/campaigns/{campaign['id']}/start").raise_for_status()
+    assert api.get(f"/api/campaigns/{campaign['id']}").json()["now"]["pending"] == 10
+    with db.session() as session:
+        ids = (
+            session.execute(
+                select(CampaignRecipient.id)
+                .where(CampaignRecipient.campaign_id == campaign["id"])
+                .order_by(CampaignRecipient.id)
+            )
+            .scalars()
+            .all()
+        )
+    expand_batch(
+        db,
+        broker.client,
+        Lanes(settings.redis_namespace),
+        contracts.ExpandCampaignBatch(campaign["id"], ids[0], ids[3]),
+    )
+    # When one of them is sent and one failed
+    with db.session() as session:
+        made = session.execute(select(Message).where(Message.campaign_id == campaign["id"])).scalars().all()
+        made[0].status, made[1].status = MessageStatus.SENT, MessageStatus.FAILED
+    # Then "now" is a state: 2 queued now (not the 4 ever queued), 1 sent, 1 failed, 6 not yet made messages
+    body = api.get(f"/api/campaigns/{campaign['id']}").json()
+    assert body["queued_count"] == 4  # the running total stays what it is
+    now = body["now"]
+    assert (now["pending"], now["queued"], now["sent"], now["failed"], now["delivered"]) == (6, 2, 1, 1, 0)
+    listed = next(c for c in api.get("/api/campaigns").json() if c["id"] == campaign["id"])
+    assert listed["now"] == now

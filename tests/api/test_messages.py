@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.db.engine import Database
-from libs.db.models import Message, MessageStatus
+from libs.db.models import Direction, Message, MessageStatus
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 from tests.helpers import queue_length
@@ -149,3 +149,27 @@ def test_unknown_message_ids_are_404(api: TestClient) -> None:
     assert api.get("/api/messages/12345").status_code == 404
     assert api.get("/api/messages/abc").status_code == 404
     assert api.get("/api/jobs/no-such-job").status_code == 404
+
+
+def test_contact_names_the_other_party_in_both_directions(
+    api: TestClient, company: dict[str, Any], db: Database
+) -> None:
+    # Given a customer's inbound message and an outbound one to another customer
+    with db.session() as session:
+        session.add(
+            Message(
+                company_id=company["id"],
+                connection_id=company["connection"]["id"],
+                direction=Direction.INBOUND,
+                status=MessageStatus.RECEIVED,
+                recipient="5511911112222",
+                body="hi",
+                external_id="wamid.IN-CONTACT",
+            )
+        )
+    sent = api.post("/api/messages", json={"company_id": company["id"], "to": "+5511933334444", "text": "yo"}).json()
+    # Then each answer's contact is the customer, whatever the direction; recipient stays (deprecated) alike
+    page = api.get("/api/messages", params={"company_id": company["id"]}).json()["messages"]
+    by_direction = {m["direction"]: m for m in page}
+    assert by_direction["in"]["contact"] == by_direction["in"]["recipient"] == "5511911112222"
+    assert by_direction["out"]["contact"] == sent["contact"] == "5511933334444"

@@ -66,7 +66,8 @@ def test_a_campaign_from_create_to_cancel(
     assert code == EXIT_OK
     assert out.splitlines() == [
         f"campaign {cid} 'Black Friday': cancelled",
-        "recipients 2  queued 0  sent 0  delivered 0  read 0  failed 0",
+        "now: no messages yet",
+        "totals: recipients 2  queued 0  sent 0  delivered 0  read 0  failed 0",
         "[------------------------------]   0.0%",
     ]
 
@@ -186,7 +187,10 @@ def test_watch_returns_at_once_for_a_cancelled_campaign(
     code, out, _ = zapq(capsys, "campaign", "status", str(cid), "--watch", "--interval", "30")
     # Then one screen is printed and the watch ends with 0
     assert code == EXIT_OK and time.monotonic() - started < 5
-    assert out.startswith(f"campaign {cid} 'Black Friday': cancelled  recipients 0") and out.count("\n") == 1
+    assert (
+        out.startswith(f"campaign {cid} 'Black Friday': cancelled  now: no messages yet  totals: recipients 0")
+        and out.count("\n") == 1
+    )
     # And with --json: one JSON line per poll
     code, out, _ = zapq(capsys, "campaign", "status", str(cid), "--watch", "--json", "--interval", "30")
     assert code == EXIT_OK and [json.loads(line)["status"] for line in out.splitlines()] == ["cancelled"]

@@ -1,4 +1,4 @@
-"""``zapq connections …`` through the real API: the credential comes from standard input, a Baileys
+"""``zapq connection …`` through the real API: a credential given as ``-`` comes from standard input, a Baileys
 connection's webhook URL and secret are printed once, and in ``prod`` a bridge URL into zapq's own network is
 refused by the API's outbound guard (exit 2, nothing stored)."""
 
@@ -25,17 +25,17 @@ def test_add_baileys_prints_its_webhook_once_and_stores_the_key_encrypted(
     company = make_company(http)  # type: ignore[arg-type]  # the helpers only need .post()
     monkeypatch.setattr("sys.stdin", io.StringIO("bridge-key-from-stdin\n"))
     code, out, err = zapq(
-        capsys, "connections", "add", "--company", str(company["id"]), "--provider", "baileys",
-        "--bridge-url", "http://bridge.example:8080", "--instance", "cli-main",
+        capsys, "connection", "create", "--company", str(company["id"]), "--provider", "baileys",
+        "--bridge-url", "http://bridge.example:8080", "--bridge-instance", "cli-main", "--bridge-api-key", "-",
     )  # fmt: skip
     assert code == EXIT_OK, err
     first, webhook, secret, note = out.splitlines()
-    assert first.startswith("connection ") and webhook.startswith("webhook /webhooks/baileys/")
+    assert first.isdigit() and webhook.startswith("webhook /webhooks/baileys/")
     assert secret.startswith("secret whbs_") and "shown this once" in note
     with db.session() as session:
         stored = session.execute(text("SELECT bridge_api_key FROM connections")).scalar_one()
     assert "bridge-key-from-stdin" not in stored
-    code, out, _ = zapq(capsys, "connections", "list", "--json")
+    code, out, _ = zapq(capsys, "connection", "list", "--json")
     assert code == EXIT_OK and [c["bridge_instance"] for c in json.loads(out)] == ["cli-main"]
     assert "bridge-key-from-stdin" not in out and secret.removeprefix("secret ") not in out
 
@@ -46,8 +46,9 @@ def test_a_missing_credential_is_bad_usage(
     company = make_company(http)  # type: ignore[arg-type]  # the helpers only need .post()
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = zapq(
-        capsys, "connections", "add", "--company", str(company["id"]), "--provider", "meta", "--phone-number-id", "1"
-    )
+        capsys, "connection", "create", "--company", str(company["id"]), "--provider", "meta",
+        "--phone-number-id", "1", "--access-token", "-",
+    )  # fmt: skip
     assert code == EXIT_USAGE and "standard input" in err
 
 
@@ -62,8 +63,8 @@ def test_prod_refuses_a_bridge_at_loopback_or_metadata(
         for bridge in ("https://127.0.0.1:8080", "https://169.254.169.254"):
             monkeypatch.setattr("sys.stdin", io.StringIO("bridge-key\n"))
             code, _, err = zapq(
-                capsys, "connections", "add", "--company", str(company["id"]), "--provider", "baileys",
-                "--bridge-url", bridge, "--instance", "cli-prod",
+                capsys, "connection", "create", "--company", str(company["id"]), "--provider", "baileys",
+                "--bridge-url", bridge, "--bridge-instance", "cli-prod", "--bridge-api-key", "-",
             )  # fmt: skip
             assert code == EXIT_USAGE, err
             assert "bridge_url refused" in err and "private or reserved" in err

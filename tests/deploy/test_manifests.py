@@ -1155,7 +1155,7 @@ def test_local_stack_fake_meta_signs_with_the_dev_app_secret() -> None:
 
 
 def _procfile() -> dict[str, list[str]]:
-    """``deploy/Procfile.dev`` as process name → argv (honcho's format: ``name: command``)."""
+    """``deploy/Procfile.dev`` as process name → argv (``name: command`` lines, read by :mod:`libs.ops.up`)."""
     entries = {}
     for line in (DEPLOY / "Procfile.dev").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -1165,7 +1165,7 @@ def _procfile() -> dict[str, list[str]]:
 
 
 def test_local_stack_runs_every_process() -> None:
-    # `./dev up` without a Docker engine runs honcho on Procfile.dev: the same processes as compose, by name
+    # `./dev up` without a Docker engine runs `zapq dev up` on Procfile.dev: the same processes as compose, by name
     procfile = _procfile()
     for name, command in APP_SERVICES.items():
         assert name in procfile, f"Procfile.dev has no {name} process"

@@ -77,6 +77,34 @@ class TestDocumentedExamples:
         assert (second.delivered_at, second.read_at) == (None, None)
 
 
+class TestTimesInOrder:
+    def test_a_delivery_stamped_before_our_sent_time_is_clamped(
+        self, ingest: Ingest, db: Database, ids: tuple[int, int]
+    ) -> None:
+        # Given a message we recorded sent at T0 + 0.4 s (our clock, microseconds)
+        message_id = f.outbound(db, *ids, external_id="wamid.CLAMP")
+        sent_at = at(T0) + dt.timedelta(milliseconds=400)
+        with db.session() as session:
+            row = session.get(Message, message_id)
+            assert row is not None
+            row.sent_at = sent_at
+        # When Meta reports it delivered and read at T0 (its second-resolution stamp: earlier)
+        ingest.meta(f.meta_statuses(f.meta_status("wamid.CLAMP", "delivered", timestamp=T0)))
+        ingest.meta(f.meta_statuses(f.meta_status("wamid.CLAMP", "read", timestamp=T0)))
+        # Then neither time is before the sent time: sent_at <= delivered_at <= read_at
+        row = f.message(db, message_id)
+        assert (row.sent_at, row.delivered_at, row.read_at) == (sent_at, sent_at, sent_at)
+
+    def test_a_later_delivery_keeps_metas_time(self, ingest: Ingest, db: Database, ids: tuple[int, int]) -> None:
+        message_id = f.outbound(db, *ids, external_id="wamid.LATER")
+        with db.session() as session:
+            row = session.get(Message, message_id)
+            assert row is not None
+            row.sent_at = at(T0)
+        ingest.meta(f.meta_statuses(f.meta_status("wamid.LATER", "delivered", timestamp=T0 + 3)))
+        assert f.message(db, message_id).delivered_at == at(T0 + 3)
+
+
 class TestForwardOnly:
     def test_read_then_late_delivered_stays_read(self, ingest: Ingest, db: Database, ids: tuple[int, int]) -> None:
         message_id = f.outbound(db, *ids, external_id="wamid.FO1")
@@ -224,8 +252,9 @@ class TestEarlyStatuses:
         # Then the kept statuses are applied in order and removed
         message = f.message(db, message_id)
         assert (message.status, message.external_id) == (MessageStatus.READ, "wamid.EARLY")
-        assert (message.delivered_at, message.read_at) == (at(T0 + 1), at(T0 + 2))
         assert message.sent_at is not None
+        # (Meta's stamps, in 2025, precede our sent time: clamped to it, never before it)
+        assert (message.delivered_at, message.read_at) == (message.sent_at, message.sent_at)
         assert f.pending(db) == []
         assert f.counters(db, campaign_id) == {"sent": 1, "delivered": 1, "read": 1, "failed": 0}
 

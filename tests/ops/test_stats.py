@@ -183,3 +183,25 @@ def test_the_stats_job_and_top_commands(
     assert main(["top", "--once"]) == 0
     screen = capsys.readouterr().out
     assert screen.startswith("zapq top") and contracts.MESSAGES_URGENT in screen
+
+
+def test_one_definition_of_the_per_minute_figures() -> None:
+    from libs.ops.stats import FIGURE_LABELS, QueueStats, last_full
+
+    # The current minute is still counting: "per minute" is the last full one, everywhere
+    assert last_full([4, 7, 2]) == 7 and last_full([3]) == 0 and last_full([]) == 0
+    fields = set(QueueStats.__dataclass_fields__)
+    assert set(FIGURE_LABELS) <= fields
+    assert "300 s" in FIGURE_LABELS["rate_per_second"] and QueueStats("q", 0, 0, 0, 0, 0, 0).rate_window_s == 300
+
+
+def test_cli_api_and_dashboard_show_the_same_per_minute_figure() -> None:
+    from libs.api.pages import DASHBOARD_HTML
+    from libs.cli.stats import _row, render_stats
+    from libs.ops.stats import QueueStats
+
+    stats = QueueStats("messages", 0, 0, 0, 0, 0, 0, completed_per_minute=[5, 9, 1], done_last_minute=9)
+    row = _row(stats)
+    assert row["done/last min"] == 9 == stats.to_dict()["done_last_minute"]
+    assert "rate/s: over the last 300 s" in render_stats([row])
+    assert "q.done_last_minute" in DASHBOARD_HTML and "q.failed_last_minute" in DASHBOARD_HTML
