@@ -141,7 +141,7 @@ async def _endpoint_error(request: Request, exc: Exception) -> Response:
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RefusedError)
-    return error_response(exc.status, str(exc))
+    return error_response(exc.status, str(exc), exc.details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -83,6 +83,11 @@ class ConnectionIn(_Strict):
     bridge_instance: str | None = Field(default=None, min_length=1, max_length=200)
     bridge_api_key: str | None = Field(default=None, min_length=1, description="secret: never returned")
     rate_per_second: int = Field(default=80, ge=1, le=1000)
+    service_window: Literal["enforce", "off"] = Field(
+        default="enforce",
+        description="enforce: free-form messages only within 24 h of the contact's last message (Meta's rule); "
+        "off: for test numbers and load tests. Baileys connections are exempt either way.",
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ConnectionIn:
@@ -108,6 +113,7 @@ class ConnectionPatch(_Strict):
     bridge_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
     bridge_api_key: str | None = Field(default=None, min_length=1)
     rate_per_second: int | None = Field(default=None, ge=1, le=1000)
+    service_window: Literal["enforce", "off"] | None = None
     status: Literal["active"] | None = None
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from libs.events.sql import SET_CONNECTION_STATUS
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
-bridge_url, bridge_instance, rate_per_second, created_at, updated_at,
+bridge_url, bridge_instance, rate_per_second, service_window, created_at, updated_at,
 access_token IS NOT NULL AS has_access_token, bridge_api_key IS NOT NULL AS has_bridge_api_key"""
 
 #: The columns a new connection is given.
@@ -33,10 +33,20 @@ INSERTED = (
     "bridge_instance",
     "bridge_api_key",
     "rate_per_second",
+    "service_window",
 )
 #: The columns a patch may change (its status goes through :data:`SET_STATUS`).
 PATCHABLE = frozenset(
-    {"name", "access_token", "waba_id", "display_phone_number", "bridge_url", "bridge_api_key", "rate_per_second"}
+    {
+        "name",
+        "access_token",
+        "waba_id",
+        "display_phone_number",
+        "bridge_url",
+        "bridge_api_key",
+        "rate_per_second",
+        "service_window",
+    }
 )
 
 INSERT = (

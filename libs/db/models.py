@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     ForeignKey,
@@ -151,6 +152,7 @@ class Connection(Base):
             postgresql_where=text("bridge_instance IS NOT NULL"),
         ),
         Index("ix_connections_company_status", "company_id", "status"),
+        CheckConstraint("service_window IN ('enforce', 'off')", name="ck_connections_service_window"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -172,8 +174,32 @@ class Connection(Base):
     bridge_api_key: Mapped[str | None] = mapped_column(Text)
     #: Messages per second this number may send (Meta default 80, up to 1,000).
     rate_per_second: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
+    #: ``enforce``: free-form messages only inside the 24 h customer-service window (Meta); ``off``: test numbers.
+    service_window: Mapped[str] = mapped_column(String(16), default="enforce", server_default="enforce")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class ServiceWindow(Base):
+    """When a contact last wrote to one connection: free-form messages are allowed for 24 h after it."""
+
+    __tablename__ = "service_windows"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    wa_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_inbound_at: Mapped[dt.datetime]
+
+
+class OptOut(Base):
+    """A number that asked a company not to message it (the company's suppression list)."""
+
+    __tablename__ = "opt_outs"
+
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: ``api``, ``cli``, ``csv`` or ``keyword`` (an inbound opt-out keyword).
+    source: Mapped[str] = mapped_column(String(32), default="api", server_default="api")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
 
 
 class Contact(Base):
@@ -216,6 +242,8 @@ class Message(Base):
         #: Conversations: a company's messages with one contact, by id.
         Index("ix_messages_company_recipient", "company_id", "recipient", "id"),
         Index("ix_messages_campaign_status", "campaign_id", "status"),
+        #: Messages failed by a WhatsApp rule, counted per reason over a recent window.
+        Index("ix_messages_rule_failures", "failed_at", postgresql_where=text("failure_reason IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -238,6 +266,8 @@ class Message(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_title: Mapped[str | None] = mapped_column(Text)
+    #: The WhatsApp rule a failed message broke (``outside_service_window``, ``marketing_limit``, …).
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: Earlier failures of a message that was retried (each: status, error, attempts, when, how it was retried).
     history: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'::jsonb"))

@@ -83,10 +83,12 @@ class Reaction(_Data):
 
 
 class ErrorInfo(_Data):
-    """The provider's error (Meta error code and title) of a failed message."""
+    """The provider's error (Meta error code and title) of a failed message, and the WhatsApp rule it broke."""
 
     code: int | None = None
     title: str | None = None
+    #: ``outside_service_window``, ``marketing_limit``, … (``libs.rules.reasons``); ``null`` for a fault.
+    reason: str | None = None
 
 
 class MessageReceivedData(_Data):

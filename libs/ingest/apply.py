@@ -4,6 +4,8 @@
   Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
   with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
   statement.
+* Each inbound Meta message from the customer opens (moves forward) the contact's 24 h customer-service window
+  on that connection (:mod:`libs.rules.window`).
 * Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
   writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
@@ -28,6 +30,7 @@ from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
+from libs.rules import store as rules_store
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -45,6 +48,8 @@ ConnectionKey = tuple[int, int]  # (company_id, connection_id)
 #: Width of ``messages.type``: unknown provider types are kept as sent, so longer ones are clipped to fit
 #: (the untouched item stays in ``payload.raw``) instead of failing the whole batch.
 TYPE_LENGTH = 32
+#: Inbound items that do not open the customer-service window (WhatsApp wrote them, not the customer).
+NOT_FROM_CUSTOMER = frozenset({"system"})
 
 
 @dataclass
@@ -215,6 +220,7 @@ def apply_meta(
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
         contact_id = contacts_store.upsert(session, company_id, item.from_wa_id, name)
+        received_at = _at(item.timestamp)
         values = {
             "company_id": company_id,
             "connection_id": connection_id,
@@ -226,9 +232,11 @@ def apply_meta(
             "body": item.text,
             "payload": _inbound_payload(item),
             "external_id": item.wamid,
-            "created_at": _at(item.timestamp),
+            "created_at": received_at,
         }
         _store_message(session, outcome, values, _meta_received(values, item, name))
+        if item.type not in NOT_FROM_CUSTOMER:
+            rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
     if only is not None:
         return outcome
     for status in statuses:

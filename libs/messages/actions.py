@@ -37,7 +37,9 @@ from libs.companies import store as companies
 from libs.connections import store as connections
 from libs.enqueue import enqueue_many_async
 from libs.messages import store
-from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
+from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
+from libs.rules import store as rules_store
+from libs.rules import window
 from libs.sending.jobs import send_job, send_job_id
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,17 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
     return connection_id
 
 
+async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
+    """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
+    outside the contact's customer-service window (:mod:`libs.rules.window`)."""
+    message_type = "template" if new.template is not None else "text"
+    state = await rules_store.window(conn, connection_id, new.to)
+    refused = window.refusal(state, message_type)
+    if refused is not None:
+        reason, closed_at = refused
+        raise RuleViolationError(reason, window.describe(closed_at), window_closed_at=closed_at)
+
+
 async def create_message(
     pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, new: NewMessage
 ) -> tuple[dict[str, Any], bool]:
@@ -99,6 +112,7 @@ async def create_message(
         if key is not None and (row := await store.by_idempotency_key(conn, new.company_id, key)) is not None:
             return row, False
         connection_id = await _connection_for(conn, new)
+        await _check_rules(conn, new, connection_id)
         payload = {"template": new.template} if new.template is not None else {}
         async with conn.transaction():
             row = await store.insert(

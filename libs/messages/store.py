@@ -20,8 +20,8 @@ from libs.events import sql as events
 from libs.events.types import MESSAGE_RECEIVED
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
-payload, idempotency_key, external_id, error_code, error_title, attempts, history, created_at, queued_at,
-sending_at, sent_at, delivered_at, read_at, failed_at"""
+payload, idempotency_key, external_id, error_code, error_title, failure_reason, attempts, history, created_at,
+queued_at, sending_at, sent_at, delivered_at, read_at, failed_at"""
 
 # -- created by the API ---------------------------------------------------------------------------------
 
@@ -111,10 +111,11 @@ FOR UPDATE OF m
 REOPEN = """
 WITH reopened AS (
   UPDATE messages m SET
-    status = 'queued', attempts = 0, error_code = NULL, error_title = NULL, failed_at = NULL, sending_at = NULL,
-    queued_at = now(), updated_at = now(),
+    status = 'queued', attempts = 0, error_code = NULL, error_title = NULL, failure_reason = NULL, failed_at = NULL,
+    sending_at = NULL, queued_at = now(), updated_at = now(),
     history = m.history || jsonb_build_array(jsonb_build_object(
-      'status', 'failed', 'error_code', m.error_code, 'error_title', m.error_title, 'failed_at', m.failed_at,
+      'status', 'failed', 'error_code', m.error_code, 'error_title', m.error_title,
+      'failure_reason', m.failure_reason, 'failed_at', m.failed_at,
       'attempts', m.attempts, 'retried_at', now(), 'via', %(via)s::text))
   WHERE m.id = %(id)s AND m.status = 'failed' AND m.external_id IS NULL
   RETURNING m.id, m.campaign_id
@@ -132,6 +133,7 @@ WITH undone AS (
   UPDATE messages m SET
     status = 'failed', attempts = (m.history -> -1 ->> 'attempts')::int,
     error_code = (m.history -> -1 ->> 'error_code')::int, error_title = m.history -> -1 ->> 'error_title',
+    failure_reason = m.history -> -1 ->> 'failure_reason',
     failed_at = (m.history -> -1 ->> 'failed_at')::timestamptz, history = m.history - (-1), updated_at = now()
   WHERE m.id = %(id)s AND m.status = 'queued' AND m.attempts = 0 AND jsonb_array_length(m.history) > 0
   RETURNING m.campaign_id

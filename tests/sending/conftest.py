@@ -234,11 +234,14 @@ def sends(url: str) -> list[dict[str, Any]]:
 
 
 def make_company_connection(db: Database, **connection: Any) -> tuple[int, int]:
-    """A company and an active connection with the given fields; returns their ids."""
+    """A company and an active connection with the given fields (``service_window`` off unless given); returns
+    their ids."""
     with db.session() as session:
         company = Company(name="Acme")
         session.add(company)
         session.flush()
+        # free-form sends to numbers that never wrote: the service window is off unless a test turns it on
+        connection.setdefault("service_window", "off")
         row = Connection(company_id=company.id, status=ConnectionStatus.ACTIVE, **connection)
         session.add(row)
         session.flush()
