@@ -133,7 +133,7 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     assert {d.type for d in deliveries} == set(EVENT_TYPES)
     # And the failed status carries Meta's code and title; the received message its contact and text
     failed = next(d.data for d in deliveries if d.data.get("status") == "failed")
-    assert failed["error"] == {"code": 131026, "title": "Message undeliverable"}
+    assert failed["error"] == {"code": 131026, "title": "Message undeliverable", "reason": "undeliverable"}
     received = next(d.data for d in deliveries if d.type == "message.received")
     assert (received["contact"], received["text"]) == ({"wa_id": "5511988887777", "name": "Ana"}, "hello")
     # And within each conversation the order is the order of the facts
