@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
 from libs.events import sql as events
@@ -199,6 +199,30 @@ class Filter:
 
 
 # -- async (the API) ------------------------------------------------------------------------------------
+
+
+#: Messages failed by a WhatsApp rule (:mod:`libs.rules.reasons`) in the last ``%(window_s)s`` seconds, per reason
+#: (on the partial index ``ix_messages_rule_failures``).
+RULE_FAILURES = """
+SELECT failure_reason, count(*) FROM messages
+WHERE failure_reason IS NOT NULL AND failed_at > now() - make_interval(secs => %(window_s)s)
+GROUP BY failure_reason ORDER BY failure_reason
+"""
+#: The window of :data:`RULE_FAILURES` in ``zapq stats`` and ``/metrics``.
+RULE_FAILURES_WINDOW_S = 86_400
+
+
+async def rule_failures(conn: AsyncConnection[Any], window_s: int = RULE_FAILURES_WINDOW_S) -> dict[str, int]:
+    """Messages failed by each WhatsApp rule in the last ``window_s`` seconds."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(RULE_FAILURES, {"window_s": window_s})
+    return {reason: int(n) for reason, n in await cursor.fetchall()}
+
+
+def rule_failures_sync(session: Session, window_s: int = RULE_FAILURES_WINDOW_S) -> dict[str, int]:
+    """:func:`rule_failures` in a sync session (the CLI)."""
+    rows = session.connection().exec_driver_sql(RULE_FAILURES, {"window_s": window_s}).all()
+    return {reason: int(n) for reason, n in rows}
 
 
 async def insert(conn: AsyncConnection[Any], values: dict[str, Any]) -> dict[str, Any] | None:

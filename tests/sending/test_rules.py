@@ -9,10 +9,14 @@ from typing import Any
 import dramatiq
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from libs.api.app import create_app
+from libs.cli.main import main
 from libs.db.engine import Database
 from libs.db.models import MessageStatus
 from libs.rules import reasons
+from libs.settings import Settings
 from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN
 from tests.helpers import drain
@@ -150,3 +154,33 @@ def test_a_rule_failure_reported_by_webhook_keeps_its_reason(code: int, db: Data
     # Then the message carries the rule's reason
     [row] = messages(db, [message_id])
     assert (row.status, row.failure_reason) == (MessageStatus.FAILED, reasons.RULE_CODES[code])
+
+
+def test_rule_failures_are_counted_per_reason_in_stats_and_metrics(
+    db: Database,
+    broker: Any,
+    sender: Any,
+    fake_meta: str,
+    worker: dramatiq.Worker,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given two sends refused by the per-user marketing limit and one by a template problem
+    company, connection = make_connection(db)
+    ids = make_messages(db, company, connection, ["16505550021", "16505550022", "16505550023"])
+    configure(fake_meta, forced_errors=[131049, 131049, 132001])
+    enqueue(broker, ids)
+    drain(broker, worker)
+    # When the operator looks at the stats
+    assert main(["stats"]) == 0
+    out = capsys.readouterr().out
+    # Then each reason is counted, and nothing was dead-lettered
+    assert "marketing_limit: 2" in out and "template_rejected: 1" in out
+    assert dead_letters(db) == []
+    # And /metrics exports the same counts (every reason listed, zero when none)
+    with TestClient(create_app(settings)) as client:
+        client.headers["authorization"] = f"Bearer {settings.api_token}"
+        text = client.get("/metrics").text
+    assert 'zapq_rule_failures{reason="marketing_limit"} 2.0' in text
+    assert 'zapq_rule_failures{reason="template_rejected"} 1.0' in text
+    assert 'zapq_rule_failures{reason="outside_service_window"} 0.0' in text
