@@ -45,6 +45,10 @@ class MessageIn(_Strict):
     connection_id: int | None = Field(
         default=None, gt=0, le=MAX_ID, description="default: the company's first active one"
     )
+    transactional: bool = Field(
+        default=False,
+        description="a reply inside the customer-service window: allowed to a number on the opt-out list",
+    )
 
     @field_validator("to")
     @classmethod

@@ -131,6 +131,9 @@ class Company(Base):
     name: Mapped[str] = mapped_column(String(200))
     #: Share of send capacity when campaigns of several companies run at once.
     campaign_weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Whole inbound messages that add / remove the sender to / from the suppression list (``None``: defaults).
+    opt_out_keywords: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    opt_in_keywords: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
 
 
@@ -366,6 +369,8 @@ class Campaign(Base):
     delivered_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     read_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Recipients skipped because they are on the company's suppression list (their rows are ``cancelled``).
+    suppressed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]

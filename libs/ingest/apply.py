@@ -6,6 +6,8 @@
   statement.
 * Each inbound Meta message from the customer opens (moves forward) the contact's 24 h customer-service window
   on that connection (:mod:`libs.rules.window`).
+* An inbound text that is one of the company's opt-out / opt-in keywords adds / removes its sender to / from
+  the suppression list (:mod:`libs.rules.optouts`).
 * Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
   writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
@@ -30,6 +32,7 @@ from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
+from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
@@ -237,6 +240,8 @@ def apply_meta(
         _store_message(session, outcome, values, _meta_received(values, item, name))
         if item.type not in NOT_FROM_CUSTOMER:
             rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
+        if item.type == "text":
+            apply_keywords(session, company_id, item.from_wa_id, item.text)
     if only is not None:
         return outcome
     for status in statuses:
@@ -253,6 +258,21 @@ def apply_meta(
     if batch.skipped_changes:
         outcome.notes.append(f"{batch.skipped_changes} change(s) of fields other than messages ignored")
     return outcome
+
+
+def apply_keywords(session: Session, company_id: int, phone: str, text: str | None) -> None:
+    """An inbound text that is one of the company's opt-out (opt-in) keywords adds (removes) its sender to
+    (from) the suppression list (:mod:`libs.rules.optouts`); only short texts cost the keyword lookup."""
+    if text is None or not optouts.candidate(text):
+        return
+    own_out, own_in = rules_store.keywords(session, company_id)
+    opt_out = optouts.folded(own_out) if own_out is not None else optouts.DEFAULT_OPT_OUT
+    opt_in = optouts.folded(own_in) if own_in is not None else optouts.DEFAULT_OPT_IN
+    found = optouts.match(text, opt_out, opt_in)
+    if found == optouts.OPT_OUT and rules_store.opt_out_sync(session, company_id, phone, "keyword"):
+        logger.info("company %s: a contact opted out by keyword", company_id)
+    elif found == optouts.OPT_IN and rules_store.opt_in_sync(session, company_id, phone):
+        logger.info("company %s: a contact opted back in by keyword", company_id)
 
 
 def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | None) -> dict[str, Any]:
@@ -362,6 +382,10 @@ def _apply_upsert(
         context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
         received = received_data(values, contact_name=name, context=context, reaction=reaction)
     _store_message(session, outcome, values, received)
+    if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional
+        rules_store.touch_window(session, connection_id, event.phone, _at(event.timestamp))
+        if event.reaction_to is None:
+            apply_keywords(session, company_id, event.phone, event.text)
 
 
 def _apply_connection(

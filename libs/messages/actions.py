@@ -40,6 +40,7 @@ from libs.messages import store
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
 from libs.rules import store as rules_store
 from libs.rules import window
+from libs.rules.reasons import OPTED_OUT
 from libs.sending.jobs import send_job, send_job_id
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class NewMessage:
     #: Default: the company's first active connection.
     connection_id: int | None = None
     idempotency_key: str | None = None
+    #: A reply inside the customer-service window: allowed to a number on the suppression list.
+    transactional: bool = False
 
 
 def job_id(row: dict[str, Any]) -> str | None:
@@ -93,13 +96,23 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
 
 async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
-    outside the contact's customer-service window (:mod:`libs.rules.window`)."""
+    outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
+    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
     message_type = "template" if new.template is not None else "text"
     state = await rules_store.window(conn, connection_id, new.to)
     refused = window.refusal(state, message_type)
     if refused is not None:
         reason, closed_at = refused
         raise RuleViolationError(reason, window.describe(closed_at), window_closed_at=closed_at)
+    if await rules_store.is_opted_out(conn, new.company_id, new.to):
+        in_window = state is not None and bool(state["open"])
+        if not (new.transactional and in_window):
+            why = "a transactional reply" if new.transactional else "only a transactional reply (transactional: true)"
+            text = (
+                f"the number is on company {new.company_id}'s opt-out list; {why} inside the customer-service "
+                "window may reach it"
+            )
+            raise RuleViolationError(OPTED_OUT, text, transactional=new.transactional, window_open=in_window)
 
 
 async def create_message(

@@ -70,16 +70,20 @@ SELECT id FROM stored
 INSERT_CAMPAIGN_SLICE = f"""
 WITH created AS (
   INSERT INTO messages (company_id, connection_id, campaign_id, direction, priority, status, recipient, type,
-                        body, payload, queued_at)
-  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low', 'queued', r.recipient, %(type)s,
-         r.body, r.payload, now()
+                        body, payload, queued_at, failure_reason)
+  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low',
+         CASE WHEN o.phone IS NULL THEN 'queued' ELSE 'cancelled' END, r.recipient, %(type)s,
+         r.body, r.payload, now(), CASE WHEN o.phone IS NOT NULL THEN 'opted_out' END
   FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
+  LEFT JOIN opt_outs o ON o.company_id = %(company_id)s AND o.phone = r.recipient
   ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
-  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at
+  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at, status
+), queued AS (
+  SELECT * FROM created WHERE status = 'queued'
 ), events_written AS (
-{events.message_created("created")}
+{events.message_created("queued")}
 )
-SELECT id FROM created
+SELECT id, status = 'queued' AS queued FROM created
 """
 
 QUEUED_IN_SLICE = """
@@ -296,9 +300,11 @@ def insert_received(session: Session, values: dict[str, Any]) -> int | None:
     return None if message_id is None else int(message_id)
 
 
-def insert_campaign_slice(session: Session, values: dict[str, Any]) -> list[int]:
-    """Create a campaign slice's messages (:data:`INSERT_CAMPAIGN_SLICE`); the ids of the rows created."""
-    return [row[0] for row in session.connection().exec_driver_sql(INSERT_CAMPAIGN_SLICE, values)]
+def insert_campaign_slice(session: Session, values: dict[str, Any]) -> tuple[list[int], int]:
+    """Create a campaign slice's messages (:data:`INSERT_CAMPAIGN_SLICE`): the ids of the rows created queued,
+    and how many were created suppressed (``cancelled``, reason ``opted_out``: on the suppression list)."""
+    rows = session.connection().exec_driver_sql(INSERT_CAMPAIGN_SLICE, values).all()
+    return [row[0] for row in rows if row[1]], sum(1 for row in rows if not row[1])
 
 
 def queued_in_slice(session: Session, campaign_id: int, recipients: list[str]) -> list[int]:

@@ -49,3 +49,67 @@ async def window(conn: AsyncConnection[Any], connection_id: int, wa_id: str) -> 
     params = {"connection_id": connection_id, "wa_id": wa_id, "window_s": WINDOW_SECONDS}
     await cursor.execute(WINDOW, params)
     return await cursor.fetchone()
+
+
+# -- opt-outs (a company's suppression list) --------------------------------------------------------------
+
+#: Add numbers to a company's list (already there: kept as they were); the numbers newly added.
+OPT_OUT = """
+INSERT INTO opt_outs (company_id, phone, source)
+SELECT %(company_id)s, p, %(source)s FROM unnest(%(phones)s::text[]) AS p
+ON CONFLICT (company_id, phone) DO NOTHING
+RETURNING phone
+"""
+#: Remove a number from a company's list; the number when it was there.
+OPT_IN = "DELETE FROM opt_outs WHERE company_id = %(company_id)s AND phone = %(phone)s RETURNING phone"
+#: One page of a company's list, by number.
+OPT_OUTS_PAGE = """
+SELECT company_id, phone, source, created_at FROM opt_outs
+WHERE company_id = %(company_id)s AND phone > %(after)s ORDER BY phone LIMIT %(limit)s
+"""
+IS_OPTED_OUT = "SELECT 1 FROM opt_outs WHERE company_id = %(company_id)s AND phone = %(phone)s"
+#: A company's own keywords (``NULL``: the defaults).
+KEYWORDS = "SELECT opt_out_keywords, opt_in_keywords FROM companies WHERE id = %(company_id)s"
+
+
+async def opt_out(conn: AsyncConnection[Any], company_id: int, phones: list[str], source: str) -> list[str]:
+    """Add ``phones`` to the company's list; the ones that were not on it."""
+    cursor = await conn.execute(OPT_OUT, {"company_id": company_id, "phones": phones, "source": source})
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def opt_in(conn: AsyncConnection[Any], company_id: int, phone: str) -> bool:
+    """Remove ``phone`` from the company's list; whether it was on it."""
+    cursor = await conn.execute(OPT_IN, {"company_id": company_id, "phone": phone})
+    return await cursor.fetchone() is not None
+
+
+async def opt_outs_page(conn: AsyncConnection[Any], company_id: int, *, after: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` numbers of the company's list after ``after`` (by number)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(OPT_OUTS_PAGE, {"company_id": company_id, "after": after, "limit": limit})
+    return await cursor.fetchall()
+
+
+async def is_opted_out(conn: AsyncConnection[Any], company_id: int, phone: str) -> bool:
+    """Whether ``phone`` is on the company's list."""
+    cursor = await conn.execute(IS_OPTED_OUT, {"company_id": company_id, "phone": phone})
+    return await cursor.fetchone() is not None
+
+
+def keywords(session: Session, company_id: int) -> tuple[list[str] | None, list[str] | None]:
+    """The company's own opt-out and opt-in keywords (``None``: the defaults), in the ingest transaction."""
+    row = session.connection().exec_driver_sql(KEYWORDS, {"company_id": company_id}).first()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
+def opt_out_sync(session: Session, company_id: int, phone: str, source: str) -> bool:
+    """Add ``phone`` to the company's list in the ingest transaction; whether it was not on it."""
+    params = {"company_id": company_id, "phones": [phone], "source": source}
+    return session.connection().exec_driver_sql(OPT_OUT, params).first() is not None
+
+
+def opt_in_sync(session: Session, company_id: int, phone: str) -> bool:
+    """Remove ``phone`` from the company's list in the ingest transaction; whether it was on it."""
+    params = {"company_id": company_id, "phone": phone}
+    return session.connection().exec_driver_sql(OPT_IN, params).first() is not None

@@ -10,7 +10,9 @@ Create Date: 2026-12-07
   ``off`` (test numbers, load tests).
 * ``messages.failure_reason``: the rule a failed message broke (``outside_service_window``, ``marketing_limit``,
   ``template_rejected``, …): a code the CRM can act on, beside Meta's own code and title.
-* ``opt_outs``: a company's suppression list (numbers that asked not to be messaged).
+* ``opt_outs``: a company's suppression list (numbers that asked not to be messaged); ``companies`` gets its
+  own opt-out / opt-in keywords (``NULL``: the defaults of ``libs.rules.optouts``); ``campaigns`` counts the
+  recipients skipped as suppressed.
 * ``ix_messages_rule_failures``: the messages that failed by a rule, by time (``zapq stats``, ``/metrics``);
   built concurrently (no write lock on ``messages``), so it is created outside the migration's transaction.
 
@@ -47,6 +49,11 @@ def upgrade() -> None:
         'ck_connections_service_window', 'connections', "service_window IN ('enforce', 'off')"
     )
     op.add_column('messages', sa.Column('failure_reason', sa.String(64), nullable=True))
+    op.add_column(
+        'campaigns', sa.Column('suppressed_count', sa.Integer(), nullable=False, server_default='0')
+    )
+    op.add_column('companies', sa.Column('opt_out_keywords', sa.ARRAY(sa.Text()), nullable=True))
+    op.add_column('companies', sa.Column('opt_in_keywords', sa.ARRAY(sa.Text()), nullable=True))
     op.create_table(
         'opt_outs',
         sa.Column('company_id', sa.BigInteger(), sa.ForeignKey('companies.id', ondelete='CASCADE'),
@@ -68,6 +75,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('opt_outs')
     op.drop_index('ix_messages_rule_failures', table_name='messages')
+    op.drop_column('companies', 'opt_in_keywords')
+    op.drop_column('companies', 'opt_out_keywords')
+    op.drop_column('campaigns', 'suppressed_count')
     op.drop_column('messages', 'failure_reason')
     op.drop_constraint('ck_connections_service_window', 'connections', type_='check')
     op.drop_column('connections', 'service_window')
