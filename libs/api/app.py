@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, contacts, events, messages, metrics, ops
+from libs.api import campaigns, companies, connections, contacts, events, messages, metrics, ops, optouts
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
 from libs.api.openapi import Endpoint, build_openapi
@@ -30,6 +30,7 @@ from libs.api.schemas import (
     EndpointIn,
     EndpointPatch,
     MessageIn,
+    OptOutIn,
     ReplayIn,
 )
 from libs.errors import DependencyUnavailableError
@@ -91,6 +92,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "events"),
     Endpoint("POST", "/api/webhook-endpoints/{id:int}/replay", events.replay_endpoint,
              "Deliver one event again, or everything since a time", "events", ReplayIn),
+    Endpoint("GET", "/api/opt-outs", optouts.list_opt_outs, "A company's opt-out list (by number)", "opt-outs"),
+    Endpoint("POST", "/api/opt-outs", optouts.add_opt_outs, "Put numbers on a company's opt-out list", "opt-outs",
+             OptOutIn),
+    Endpoint("POST", "/api/opt-outs/import", optouts.import_opt_outs,
+             "Import a company's opt-outs from a CSV ('phone' column; all or nothing)", "opt-outs",
+             content="text/csv"),
+    Endpoint("DELETE", "/api/opt-outs/{phone}", optouts.remove_opt_out, "Take a number off the opt-out list",
+             "opt-outs", status=204),
     Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
              status=201),
     Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies"),

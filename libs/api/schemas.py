@@ -62,6 +62,19 @@ class MessageIn(_Strict):
         return self
 
 
+class OptOutIn(_Strict):
+    """``POST /api/opt-outs``: numbers to put on a company's opt-out list."""
+
+    company_id: int = Field(gt=0, le=MAX_ID)
+    phones: list[str] = Field(min_length=1, max_length=10_000, description="phone numbers; normalised to digits")
+    source: Literal["api", "cli"] = "api"
+
+    @field_validator("phones")
+    @classmethod
+    def _digits(cls, values: list[str]) -> list[str]:
+        return sorted({normalize_phone(value) for value in values})
+
+
 class CompanyIn(_Strict):
     """``POST /api/companies``."""
 
@@ -228,4 +241,5 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     EndpointIn,
     EndpointPatch,
     ReplayIn,
+    OptOutIn,
 )

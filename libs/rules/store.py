@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
 #: How long a free-form message is allowed after the customer last wrote (Meta's customer-service window).
@@ -74,7 +74,8 @@ KEYWORDS = "SELECT opt_out_keywords, opt_in_keywords FROM companies WHERE id = %
 
 async def opt_out(conn: AsyncConnection[Any], company_id: int, phones: list[str], source: str) -> list[str]:
     """Add ``phones`` to the company's list; the ones that were not on it."""
-    cursor = await conn.execute(OPT_OUT, {"company_id": company_id, "phones": phones, "source": source})
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(OPT_OUT, {"company_id": company_id, "phones": phones, "source": source})
     return [row[0] for row in await cursor.fetchall()]
 
 
