@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, demo, dlq, endpoints, events, migrate, send, stats
+from libs.cli import campaign, demo, dlq, endpoints, events, migrate, optouts, send, stats
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -26,6 +26,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     stats.register,  # stats, job, top
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list
     send.register,  # send, retry
+    optouts.register,  # opt-outs list|add|rm|import
     events.register,  # events tail|list|show
     endpoints.register,  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
     demo.register,  # demo
