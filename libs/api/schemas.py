@@ -80,6 +80,21 @@ class CompanyIn(_Strict):
 
     name: str = Field(min_length=1, max_length=200)
     campaign_weight: int = Field(default=1, ge=1, le=100)
+    opt_out_keywords: list[str] | None = Field(
+        default=None,
+        max_length=50,
+        description="whole inbound messages that put the sender on the opt-out list (default: STOP, PARAR, …)",
+    )
+    opt_in_keywords: list[str] | None = Field(
+        default=None, max_length=50, description="whole inbound messages that take the sender off it (START, …)"
+    )
+
+    @field_validator("opt_out_keywords", "opt_in_keywords")
+    @classmethod
+    def _keywords(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and any(not 0 < len(v.strip()) <= 64 for v in values):
+            raise ValueError("each keyword is 1 to 64 characters")
+        return values
 
 
 META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number")

@@ -93,3 +93,13 @@ def test_direct_sends_to_an_opted_out_number(api: TestClient, db: Database, comp
     # Then a transactional reply goes, and a plain message still does not
     assert api.post("/api/messages", json={**message, "transactional": True}).status_code == 201
     assert api.post("/api/messages", json=message).status_code == 422
+
+
+def test_a_company_sets_its_own_keywords(api: TestClient) -> None:
+    created = api.post("/api/companies", json={"name": "Loja", "opt_out_keywords": ["chega"], "opt_in_keywords": []})
+    assert created.status_code == 201
+    assert (created.json()["opt_out_keywords"], created.json()["opt_in_keywords"]) == (["chega"], [])
+    defaults = api.post("/api/companies", json={"name": "Outra"}).json()
+    assert defaults["opt_out_keywords"] is None  # the defaults
+    empty = api.post("/api/companies", json={"name": "X", "opt_out_keywords": [" "]})
+    assert empty.status_code == 422 and "1 to 64 characters" in empty.text
