@@ -30,10 +30,10 @@ async def add_opt_outs(pool: AsyncConnectionPool[Any], company_id: int, phones: 
         return added
 
 
-async def remove_opt_out(pool: AsyncConnectionPool[Any], company_id: int, phone: str) -> None:
+async def remove_opt_out(pool: AsyncConnectionPool[Any], company_id: int, phone: str, source: str = "api") -> None:
     """Take ``phone`` off the company's list (:class:`~libs.refusals.NotFoundError` when it is not on it)."""
     async with pool.connection() as conn:
-        if not await store.opt_in(conn, company_id, phone):
+        if not await store.opt_in(conn, company_id, phone, source):
             raise NotFoundError(f"{phone[:4]}… is not on company {company_id}'s opt-out list")
 
 

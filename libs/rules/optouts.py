@@ -10,6 +10,7 @@
 * **Keywords** match the *whole* inbound text, case- and accent-insensitively, surrounding spaces and
   punctuation ignored: ``Stop``, ``  PARAR! `` and ``DESCADASTRAR`` match; ``please stop`` does not. A company
   may set its own lists (``companies.opt_out_keywords`` / ``opt_in_keywords``); ``NULL`` means the defaults.
+* Each change writes its event in the same statement: ``contact.opted_out`` / ``contact.opted_in``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
+from libs.events import sql as events
+
 #: How long a free-form message is allowed after the customer last wrote (Meta's customer-service window).
 WINDOW_SECONDS = 86_400
 
@@ -54,14 +56,26 @@ async def window(conn: AsyncConnection[Any], connection_id: int, wa_id: str) -> 
 # -- opt-outs (a company's suppression list) --------------------------------------------------------------
 
 #: Add numbers to a company's list (already there: kept as they were); the numbers newly added.
-OPT_OUT = """
-INSERT INTO opt_outs (company_id, phone, source)
-SELECT %(company_id)s, p, %(source)s FROM unnest(%(phones)s::text[]) AS p
-ON CONFLICT (company_id, phone) DO NOTHING
-RETURNING phone
+OPT_OUT = f"""
+WITH added AS (
+  INSERT INTO opt_outs (company_id, phone, source)
+  SELECT %(company_id)s, p, %(source)s FROM unnest(%(phones)s::text[]) AS p
+  ON CONFLICT (company_id, phone) DO NOTHING
+  RETURNING company_id, phone
+), events_written AS (
+{events.opt_out_change("added", opted_out=True, source="%(source)s::text")}
+)
+SELECT phone FROM added
 """
-#: Remove a number from a company's list; the number when it was there.
-OPT_IN = "DELETE FROM opt_outs WHERE company_id = %(company_id)s AND phone = %(phone)s RETURNING phone"
+#: Remove a number from a company's list (with its ``contact.opted_in`` event); the number when it was there.
+OPT_IN = f"""
+WITH removed AS (
+  DELETE FROM opt_outs WHERE company_id = %(company_id)s AND phone = %(phone)s RETURNING company_id, phone
+), events_written AS (
+{events.opt_out_change("removed", opted_out=False, source="%(source)s::text")}
+)
+SELECT phone FROM removed
+"""
 #: One page of a company's list, by number.
 OPT_OUTS_PAGE = """
 SELECT company_id, phone, source, created_at FROM opt_outs
@@ -79,9 +93,9 @@ async def opt_out(conn: AsyncConnection[Any], company_id: int, phones: list[str]
     return [row[0] for row in await cursor.fetchall()]
 
 
-async def opt_in(conn: AsyncConnection[Any], company_id: int, phone: str) -> bool:
+async def opt_in(conn: AsyncConnection[Any], company_id: int, phone: str, source: str) -> bool:
     """Remove ``phone`` from the company's list; whether it was on it."""
-    cursor = await conn.execute(OPT_IN, {"company_id": company_id, "phone": phone})
+    cursor = await conn.execute(OPT_IN, {"company_id": company_id, "phone": phone, "source": source})
     return await cursor.fetchone() is not None
 
 
@@ -112,5 +126,5 @@ def opt_out_sync(session: Session, company_id: int, phone: str, source: str) -> 
 
 def opt_in_sync(session: Session, company_id: int, phone: str) -> bool:
     """Remove ``phone`` from the company's list in the ingest transaction; whether it was on it."""
-    params = {"company_id": company_id, "phone": phone}
+    params = {"company_id": company_id, "phone": phone, "source": "keyword"}
     return session.connection().exec_driver_sql(OPT_IN, params).first() is not None

@@ -94,9 +94,13 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     api.post(f"/api/campaigns/{later['id']}/recipients", content=csv, headers={"content-type": "text/csv"})
     start_at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
     assert api.post(f"/api/campaigns/{later['id']}/start", json={"start_at": start_at}).status_code == 200
+    # contact.opted_out / contact.opted_in: a number put on the opt-out list, then taken off
+    assert api.post("/api/opt-outs", json={"company_id": company["id"], "phones": ["5511966665555"]}).json()["added"]
+    assert api.delete("/api/opt-outs/5511966665555", params={"company_id": company["id"]}).status_code == 204
 
     # Then the receiver gets every event once, each verified with the standardwebhooks library
-    expected = 2 + 1 + 2 + 1 + 1 + 2 + 4 + 1  # connection, received, created, sent, failed, delivered+read, campaign
+    # connection, received, created, sent, failed, delivered+read, campaign, opt-out + opt-in
+    expected = 2 + 1 + 2 + 1 + 1 + 2 + 4 + 1 + 2
     deliveries = receiver.wait_for(expected, timeout=20)
     assert receiver.refused == 0
     assert {d.path for d in deliveries} == {"/hooks/zapq"}
@@ -127,6 +131,8 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
             ("campaign.status", "resumed"),
             ("campaign.status", "cancelled"),
             ("campaign.status", "scheduled"),
+            ("contact.opted_out", "opted_out"),
+            ("contact.opted_in", "opted_in"),
         ],
         key=str,
     )

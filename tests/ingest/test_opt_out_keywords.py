@@ -56,8 +56,10 @@ def test_a_stop_message_suppresses_the_sender_for_the_next_campaign(
     connection = f.meta_connection(db, company)
     writes(ingest, "wamid.STOP", "Parar!")
     writes(ingest, "wamid.CHAT", "stop by later", sender="16505550002")
-    # Then only the first is on the company's opt-out list, added by keyword
+    # Then only the first is on the company's opt-out list, added by keyword, with its event
     assert listed(db, company) == [(f.CUSTOMER, "keyword")]
+    [event] = f.events(db, "contact.opted_out")
+    assert (event["contact"], event["source"]) == ({"wa_id": f.CUSTOMER}, "keyword")
     # When the company's next campaign fans out to both
     with db.session() as session:
         campaign = Campaign(
@@ -93,6 +95,7 @@ def test_a_stop_message_suppresses_the_sender_for_the_next_campaign(
     writes(ingest, "wamid.START", "START")
     # Then they are off the list again
     assert listed(db, company) == []
+    assert [e["status"] for e in f.events(db, "contact.opted_in")] == ["opted_in"]
 
 
 def test_company_keywords_replace_the_defaults_and_baileys_counts_too(ingest: Ingest, db: Database) -> None:
