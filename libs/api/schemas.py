@@ -152,6 +152,8 @@ class ConnectionPatch(_Strict):
     def _something(self) -> ConnectionPatch:
         if not self.model_fields_set:
             raise ValueError("nothing to change")
+        if "service_window" in self.model_fields_set and self.service_window is None:
+            raise ValueError("service_window is enforce or off")
         return self
 
 
