@@ -5,7 +5,10 @@ the reopening a dead-letter replay of a send does first.
 message and enqueues nothing. The row and its ``message.created`` event are written in one statement, and the
 job is enqueued before that commits: if the enqueue fails, nothing was created
 (:class:`~libs.refusals.QueueUnavailableError`). (Should the commit fail after the enqueue, the job finds no row
-and ends as a dead letter naming the missing message.)
+and ends as a dead letter naming the missing message.) WhatsApp's rules are applied first
+(:class:`~libs.refusals.RuleViolationError`, 422 with the reason): a free-form message outside the contact's
+customer-service window (:mod:`libs.rules.window`), a message to a number on the company's opt-out list unless
+it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
 
 **Retry.** A message the sender failed for good is ``failed``, and the sender leaves ``failed`` rows alone (a
 redelivered job must never send twice). Reopening it, under the row's lock, moves its failure (error, time,
