@@ -25,9 +25,10 @@ up:
     zapq migrate
     exec honcho -f deploy/Procfile.dev start
 
-# The whole test suite (real Redis and Postgres), then lint and type checks.
+# The whole test suite (real Redis and Postgres) on two pytest-xdist workers (ZAPQ_TEST_WORKERS; 0 = one
+# process; the fault tests run one after another on one of them), then lint and type checks.
 test *ARGS:
-    pytest {{ARGS}}
+    pytest -n "${ZAPQ_TEST_WORKERS:-2}" --dist loadgroup {{ARGS}}
     just lint
 
 # Lint, format check and types.

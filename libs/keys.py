@@ -18,6 +18,7 @@ All keys live under the broker's namespace (``ZAPQ_REDIS_NAMESPACE``, ``dramatiq
     <ns>:zapq:events:endpoint:<id>:<flag>   event pump kicks (EndpointKeys)
     <ns>:zapq:provider:…         provider call metrics (ProviderMetricKeys)
     <ns>:zapq:alerts:dead-letters[:<bucket>]   dead-letter alert window (AlertKeys)
+    <ns>:zapq:ratelimit:<key id> HASH   an API key's token bucket (RateLimitKeys)
 
 Lua scripts (:mod:`libs.lua`) spell no key: they get whole keys in ``KEYS`` or, when they build keys from data
 only known inside Redis (queue names of acks, worker ids, minutes), the prefixes and separators below in
@@ -383,3 +384,14 @@ class AlertKeys:
     def fired(self, bucket: int) -> str:
         """Set once the alert of window ``bucket`` fired."""
         return f"{self.dead_letters}{SEP}{bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitKeys:
+    """Per-API-key token buckets (:mod:`libs.api.ratelimit`)."""
+
+    namespace: str
+
+    def bucket(self, key_id: str) -> str:
+        """The bucket of one API key."""
+        return f"{zapq_prefix(self.namespace)}ratelimit{SEP}{key_id}"

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     event_stream_ping_seconds: float = Field(default=15.0, gt=0)
     #: ``text`` (one plain line per record) or ``json`` (one object per line, with the current job's ids).
     log_format: Literal["text", "json"] = "text"
+    #: API keys (not the bootstrap ``ZAPQ_API_TOKEN``): requests per second each may make, sustained, and the burst
+    #: it may make at once (a token bucket in Redis, shared by every API process). 0: no limit.
+    api_rate_per_second: float = Field(default=50.0, ge=0)
+    api_rate_burst: int = Field(default=100, ge=1)
+    #: A verified API key is trusted for this long by each API process: a revocation takes effect within it.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     #: Hosts and CIDRs that outbound requests (webhook endpoints) may reach in ``prod`` although private.
     outbound_allowlist: str = ""
 

@@ -124,3 +124,14 @@ def probe(test_actors: dict[str, Any]) -> Iterator[Any]:
     PROBE.reset()
     yield PROBE
     PROBE.reset()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (``-n 2 --dist loadgroup``), the fault tests run one after another on one worker.
+
+    Each starts several real processes and injects an outage on its own Redis, Postgres or proxy; two of them
+    at once on a 2-core machine would starve each other's timing. The other tests spread over both workers.
+    """
+    for item in items:
+        if item.get_closest_marker("faults") is not None:
+            item.add_marker(pytest.mark.xdist_group("faults"))

@@ -14,8 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.api.access import check_body_company, check_owner, check_row, principal
 from libs.api.csvstream import CsvError, CsvStream
-from libs.api.http import ApiError, context, json_response, path_id, read_model
+from libs.api.http import ApiError, body_chunks, context, json_response, path_id, read_model
 from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns import actions, store
 
@@ -34,6 +35,7 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
 async def create_campaign(request: Request) -> Response:
     """``POST /api/campaigns`` → 201, status ``draft``."""
     body = await read_model(request, CampaignIn)
+    check_body_company(request, body.company_id)
     values = {
         "company_id": body.company_id,
         "connection_id": body.connection_id,
@@ -50,12 +52,28 @@ async def list_campaigns(request: Request) -> Response:
     if not limit.isdigit() or not 1 <= int(limit) <= 500:
         raise ApiError(400, "limit must be 1 to 500")
     async with context(request).pool.connection() as conn:
-        return json_response([_out(row) for row in await store.newest(conn, int(limit))])
+        rows = await store.newest(conn, int(limit), principal(request).company_id)
+        return json_response([_out(row) for row in rows])
 
 
 async def get_campaign(request: Request) -> Response:
     """``GET /api/campaigns/{id}``: the campaign with its counters and progress."""
-    return json_response(_out(await actions.get_campaign(context(request).pool, path_id(request))))
+    campaign_id = path_id(request)
+    row = await actions.get_campaign(context(request).pool, campaign_id)
+    check_row(request, row, "campaign", campaign_id)
+    return json_response(_out(row))
+
+
+async def owned(request: Request) -> int:
+    """The campaign id of the path, 404 when a company key's company does not own it."""
+    campaign_id = path_id(request)
+
+    async def owner() -> dict[str, Any] | None:
+        async with context(request).pool.connection() as conn:
+            return await store.get(conn, campaign_id)
+
+    await check_owner(request, owner, "campaign", campaign_id)
+    return campaign_id
 
 
 def _spooled(spool: IO[bytes]) -> Iterator[list[str]]:
@@ -71,14 +89,13 @@ async def upload_recipients(request: Request) -> Response:
     of 1,000 (all or nothing); duplicates are skipped; rows without a valid phone are rejected and reported
     (the first 20).
     """
-    campaign_id = path_id(request)
+    campaign_id = await owned(request)
     ctx = context(request)
     await actions.check_open_for_recipients(ctx.pool, campaign_id)  # refuse early, before reading a large body
     stream = CsvStream()
     header: list[str] | None = None
     stats = {"rows": 0, "inserted": 0, "rejected": 0, "valid": 0}
     errors: list[dict[str, Any]] = []
-    received = 0
 
     with tempfile.TemporaryFile() as spool:
 
@@ -107,10 +124,7 @@ async def upload_recipients(request: Request) -> Response:
                 stats["valid"] += 1
 
         try:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > MAX_UPLOAD_BYTES:
-                    raise ApiError(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+            async for chunk in body_chunks(request, MAX_UPLOAD_BYTES):
                 take(stream.feed(chunk))
             take(stream.feed(b"", final=True))
         except CsvError as exc:
@@ -129,8 +143,8 @@ async def upload_recipients(request: Request) -> Response:
 
 async def start_campaign(request: Request) -> Response:
     """``POST /api/campaigns/{id}/start``: run now (enqueue its expansion) or schedule for ``start_at``."""
-    campaign_id = path_id(request)
-    body = await read_model(request, CampaignStartIn) if await request.body() else CampaignStartIn()
+    campaign_id = await owned(request)
+    body = await read_model(request, CampaignStartIn, empty=CampaignStartIn())
     ctx = context(request)
 
     def start() -> actions.Started | None:  # in a worker thread: the start is written for sync callers too
@@ -146,16 +160,16 @@ async def start_campaign(request: Request) -> Response:
 async def pause_campaign(request: Request) -> Response:
     """``POST /api/campaigns/{id}/pause``: running → paused (queued sends wait)."""
     ctx = context(request)
-    return json_response(_out(await actions.pause_campaign(ctx.pool, ctx.redis, ctx.namespace, path_id(request))))
+    return json_response(_out(await actions.pause_campaign(ctx.pool, ctx.redis, ctx.namespace, await owned(request))))
 
 
 async def resume_campaign(request: Request) -> Response:
     """``POST /api/campaigns/{id}/resume``: paused → running."""
     ctx = context(request)
-    return json_response(_out(await actions.resume_campaign(ctx.pool, ctx.redis, ctx.namespace, path_id(request))))
+    return json_response(_out(await actions.resume_campaign(ctx.pool, ctx.redis, ctx.namespace, await owned(request))))
 
 
 async def cancel_campaign(request: Request) -> Response:
     """``POST /api/campaigns/{id}/cancel``: → cancelled; its still-queued messages are cancelled."""
     ctx = context(request)
-    return json_response(_out(await actions.cancel_campaign(ctx.pool, ctx.redis, ctx.namespace, path_id(request))))
+    return json_response(_out(await actions.cancel_campaign(ctx.pool, ctx.redis, ctx.namespace, await owned(request))))

@@ -6,10 +6,13 @@ done by :mod:`libs.connections.actions`; these handlers parse and render.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs.api.http import ApiError, context, json_response, path_id, read_model
+from libs.api.access import check_body_company, check_owner, check_row, company_filter
+from libs.api.http import context, json_response, path_id, query_id, read_model
 from libs.api.schemas import ConnectionIn, ConnectionPatch
 from libs.connections import actions, store
 
@@ -18,6 +21,7 @@ async def create_connection(request: Request) -> Response:
     """``POST /api/connections`` → 201 (secrets stored, answered as ``has_…: true``); then the webhooks kept
     for its number or instance are enqueued (if that fails, the scheduler's sweep enqueues them)."""
     body = await read_model(request, ConnectionIn)
+    check_body_company(request, body.company_id)
     ctx = context(request)
     values = {name: getattr(body, name) for name in store.INSERTED}
     return json_response(await actions.create_connection(ctx.pool, ctx.redis, ctx.namespace, values), 201)
@@ -25,16 +29,17 @@ async def create_connection(request: Request) -> Response:
 
 async def list_connections(request: Request) -> Response:
     """``GET /api/connections[?company_id=N]`` (health included: status and its reason)."""
-    company = request.query_params.get("company_id")
-    if company is not None and not company.isdigit():
-        raise ApiError(400, "company_id must be a number")
+    company = company_filter(request, query_id(request, "company_id"))
     async with context(request).pool.connection() as conn:
-        return json_response(await store.listed(conn, int(company) if company is not None else None))
+        return json_response(await store.listed(conn, company))
 
 
 async def get_connection(request: Request) -> Response:
     """``GET /api/connections/{id}``."""
-    return json_response(await actions.get_connection(context(request).pool, path_id(request)))
+    connection_id = path_id(request)
+    row = await actions.get_connection(context(request).pool, connection_id)
+    check_row(request, row, "connection", connection_id)
+    return json_response(row)
 
 
 async def patch_connection(request: Request) -> Response:
@@ -44,6 +49,7 @@ async def patch_connection(request: Request) -> Response:
     that is what it needed. Sends held for an inactive connection go out once it is active again.
     """
     connection_id = path_id(request)
+    await _check_owner(request, connection_id)
     body = await read_model(request, ConnectionPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     return json_response(await actions.patch_connection(context(request).pool, connection_id, changes))
@@ -51,4 +57,14 @@ async def patch_connection(request: Request) -> Response:
 
 async def deactivate_connection(request: Request) -> Response:
     """``POST /api/connections/{id}/deactivate``: the sender holds its messages until it is active again."""
-    return json_response(await actions.deactivate_connection(context(request).pool, path_id(request)))
+    connection_id = path_id(request)
+    await _check_owner(request, connection_id)
+    return json_response(await actions.deactivate_connection(context(request).pool, connection_id))
+
+
+async def _check_owner(request: Request, connection_id: int) -> None:
+    async def owner() -> dict[str, Any] | None:
+        async with context(request).pool.connection() as conn:
+            return await store.get(conn, connection_id)
+
+    await check_owner(request, owner, "connection", connection_id)

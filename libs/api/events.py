@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.api.access import check_body_company, check_row, company_filter, principal
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import EndpointIn, EndpointPatch, ReplayIn
 from libs.events import store
@@ -32,6 +33,7 @@ from libs.events.types import parse_event_id, unknown_types
 async def create_endpoint(request: Request) -> Response:
     """``POST /api/webhook-endpoints`` → 201 with the endpoint and its ``secret`` (``whsec_…``, shown once)."""
     body = await read_model(request, EndpointIn)
+    check_body_company(request, body.company_id)
     ctx = context(request)
     async with ctx.pool.connection() as conn:
         row = await ctx.endpoints.create(conn, body.model_dump())
@@ -40,7 +42,7 @@ async def create_endpoint(request: Request) -> Response:
 
 async def list_endpoints(request: Request) -> Response:
     """``GET /api/webhook-endpoints[?company_id=N]``: with backlog, success rate and last failure."""
-    company = query_id(request, "company_id")
+    company = company_filter(request, query_id(request, "company_id"))
     ctx = context(request)
     async with ctx.pool.connection() as conn:
         return json_response(await ctx.endpoints.list_all(conn, company))
@@ -50,26 +52,25 @@ async def get_endpoint(request: Request) -> Response:
     """``GET /api/webhook-endpoints/{id}``."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        return json_response(await ctx.endpoints.get(conn, path_id(request)))
+        return json_response(await ctx.endpoints.get(conn, path_id(request), principal(request).company_id))
 
 
 async def patch_endpoint(request: Request) -> Response:
     """``PATCH /api/webhook-endpoints/{id}``: change url, types, limits, description; enable or disable."""
-    endpoint_id = path_id(request)
     body = await read_model(request, EndpointPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     if any(value is None for name, value in changes.items() if name != "description"):
         raise ApiError(422, "fields given to PATCH may not be null")
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        return json_response(await ctx.endpoints.update(conn, endpoint_id, changes))
+        return json_response(await ctx.endpoints.update(conn, await _owned(request, conn), changes))
 
 
 async def delete_endpoint(request: Request) -> Response:
     """``DELETE /api/webhook-endpoints/{id}`` → 204 (its deliveries go with it)."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        await ctx.endpoints.delete(conn, path_id(request))
+        await ctx.endpoints.delete(conn, await _owned(request, conn))
     return Response(status_code=204)
 
 
@@ -78,26 +79,34 @@ async def rotate_secret(request: Request) -> Response:
     signing too for 24 hours."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        return json_response(await ctx.endpoints.rotate_secret(conn, path_id(request)))
+        return json_response(await ctx.endpoints.rotate_secret(conn, await _owned(request, conn)))
 
 
 async def test_endpoint(request: Request) -> Response:
     """``POST /api/webhook-endpoints/{id}/test``: send a signed ``ping`` now; answers what the endpoint said."""
     ctx = context(request)
     async with ctx.pool.connection() as conn:
-        return json_response(await ctx.endpoints.test(conn, ctx.webhook_http, path_id(request)))
+        return json_response(await ctx.endpoints.test(conn, ctx.webhook_http, await _owned(request, conn)))
 
 
 async def replay_endpoint(request: Request) -> Response:
     """``POST /api/webhook-endpoints/{id}/replay``: ``{"event_id": "evt_…"}`` or ``{"since": ISO}``."""
-    endpoint_id = path_id(request)
     body = await read_model(request, ReplayIn)
     ctx = context(request)
     async with ctx.pool.connection() as conn:
         queued = await ctx.endpoints.replay(
-            conn, endpoint_id, event=body.event_id, since=body.since, only_failed=body.only_failed
+            conn, await _owned(request, conn), event=body.event_id, since=body.since, only_failed=body.only_failed
         )
     return json_response({"queued": queued})
+
+
+async def _owned(request: Request, conn: Any) -> int:
+    """The endpoint id of the path; 404 when a company key's company does not own it."""
+    endpoint_id = path_id(request)
+    own = principal(request).company_id
+    if own is not None:
+        await context(request).endpoints.get(conn, endpoint_id, own)
+    return endpoint_id
 
 
 # -- the feed -------------------------------------------------------------------------------------------
@@ -108,7 +117,7 @@ def _filter(request: Request) -> Filter:
     unknown = unknown_types(list(types))
     if unknown:
         raise ApiError(400, f"unknown event type(s): {', '.join(unknown)}")
-    return Filter(company_id=query_id(request, "company_id"), types=types)
+    return Filter(company_id=company_filter(request, query_id(request, "company_id")), types=types)
 
 
 def _cursor(value: str | None, default: int) -> int:
@@ -177,8 +186,8 @@ async def get_event(request: Request) -> Response:
         raise ApiError(404, f"no event {event_id}")
     async with ctx.pool.connection() as conn:
         row = await store.published_event(conn, internal)
-        if row is None:
-            raise ApiError(404, f"no event {event_id}")
+        check_row(request, row, "event", event_id)
+        assert row is not None
         attempts = await ctx.endpoints.attempts(conn, event_id)
     return json_response({**as_event(row), "deliveries": _deliveries(attempts)})
 

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.api.access import check_body_company, check_owner, check_row, company_filter
 from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
 from libs.api.schemas import MessageIn
 from libs.messages import actions, store
@@ -28,6 +29,7 @@ async def create_message(request: Request) -> Response:
     if key is not None and not 0 < len(key.strip()) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     body = await read_model(request, MessageIn)
+    check_body_company(request, body.company_id)
     new = actions.NewMessage(
         company_id=body.company_id,
         to=body.to,
@@ -50,8 +52,8 @@ async def get_message(request: Request) -> Response:
     message_id = path_id(request)
     async with context(request).pool.connection() as conn:
         row = await store.get(conn, message_id)
-    if row is None:
-        raise ApiError(404, f"no message {message_id}")
+    check_row(request, row, "message", message_id)
+    assert row is not None
     return json_response(_out(row))
 
 
@@ -81,7 +83,7 @@ async def message_page(
 
 def _message_filter(request: Request) -> store.Filter:
     params = request.query_params
-    company_id = query_id(request, "company_id")
+    company_id = company_filter(request, query_id(request, "company_id"))
     campaign_id = query_id(request, "campaign_id")
     contact = params.get("contact")
     digits = None
@@ -129,5 +131,12 @@ async def retry_message(request: Request) -> Response:
     sent now (see :mod:`libs.messages.actions`); 503 (and the message failed as before) when the queue is down.
     """
     ctx = context(request)
-    row, job = await actions.retry_message(ctx.pool, ctx.redis, ctx.namespace, path_id(request))
+    message_id = path_id(request)
+
+    async def owner() -> dict[str, Any] | None:
+        async with ctx.pool.connection() as conn:
+            return await store.get(conn, message_id)
+
+    await check_owner(request, owner, "message", message_id)
+    row, job = await actions.retry_message(ctx.pool, ctx.redis, ctx.namespace, message_id)
     return json_response({**_out(row), "job_id": job.message_id})

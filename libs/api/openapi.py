@@ -31,6 +31,15 @@ class Endpoint:
     response: type[BaseModel] | None = None
     #: Media type of a success answer other than JSON (e.g. ``text/event-stream``).
     produces: str | None = None
+    #: The scope a key needs (:data:`libs.access.keys.SCOPES`), ``authenticated`` (any key) or ``public``.
+    scope: str = ""
+    #: Whether a success is written to the audit log (default: every method but GET).
+    audit: bool | None = None
+
+    @property
+    def audited(self) -> bool:
+        """Whether a success of this route is recorded in the audit log."""
+        return self.method != "GET" if self.audit is None else self.audit
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -96,8 +105,13 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
         elif endpoint.content is not None:
             operation["requestBody"] = {"required": True, "content": {endpoint.content: {"schema": {"type": "string"}}}}
             operation["responses"]["400"] = {"description": "unreadable upload", **error}
+        operation["x-scopes"] = [] if endpoint.scope in ("public", "authenticated") else [endpoint.scope]
         if endpoint.auth:
-            operation["responses"]["401"] = {"description": "missing or invalid bearer token", **error}
+            operation["security"] = [{"bearer": []}]
+            operation["responses"]["401"] = {"description": "missing, invalid, revoked or expired key", **error}
+            operation["responses"]["403"] = {"description": "the key lacks the scope, or names another company",
+                                             **error}  # fmt: skip
+            operation["responses"]["429"] = {"description": "the key's rate limit (see Retry-After)", **error}
         else:
             operation["security"] = []
         paths.setdefault(CONVERTOR.sub(r"{\1}", endpoint.path), {})[endpoint.method.lower()] = operation
@@ -107,7 +121,8 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             "title": "zapq API",
             "version": "1",
             "description": "Producers create messages, campaigns and connections; operators watch queues, "
-            "look up jobs and replay dead letters. Authenticate with `Authorization: Bearer <token>`.",
+            "look up jobs and replay dead letters. Authenticate with `Authorization: Bearer <API key>`; each operation "
+            "names the scope its key needs in `x-scopes`.",
         },
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.api.access import check_body_company, company_filter
 from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, context, json_response, query_id, query_int, read_model
 from libs.api.schemas import OptOutIn, normalize_phone
@@ -19,7 +20,8 @@ MAX_REPORTED_ERRORS = 20
 
 
 def _company(request: Request) -> int:
-    company = query_id(request, "company_id")
+    """The company asked for: a company key's own (403 for another one), else ``company_id`` (required)."""
+    company = company_filter(request, query_id(request, "company_id"))
     if company is None:
         raise ApiError(400, "company_id is required")
     return company
@@ -45,6 +47,7 @@ async def add_opt_outs(request: Request) -> Response:
     """``POST /api/opt-outs`` ``{"company_id", "phones": [...]}`` → 200 with how many were added (numbers
     already on the list are left as they were)."""
     body = await read_model(request, OptOutIn)
+    check_body_company(request, body.company_id)
     added = await actions.add_opt_outs(context(request).pool, body.company_id, body.phones, body.source)
     return json_response({"company_id": body.company_id, "added": added, "already": len(body.phones) - added})
 

@@ -3,8 +3,11 @@
 The dashboard's event cards (webhook endpoints, recent events and their deliveries) are in
 :mod:`libs.api.pages_events`.
 
-Both are plain HTML + vanilla JS with no data in them: they ask for the API token once, keep it in
-``sessionStorage`` and send it as ``Authorization: Bearer`` on every request.
+Both are plain HTML + vanilla JS with no data in them: they ask for an API key (or the bootstrap token) once,
+keep it in the tab's ``sessionStorage`` and send it as ``Authorization: Bearer`` on every request — no cookie,
+so no cross-site request can carry it (no CSRF). The dashboard asks ``/api/me`` what the key may do: sections
+it cannot read are hidden, and a key without ``ops:write`` / ``events:write`` sees no replay or control
+buttons (the API refuses those requests anyway: hiding them is for the reader, not the security).
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from libs.api.pages_events import EVENTS_JS, EVENTS_SECTIONS, EVENTS_STYLE
 _COMMON_JS = """
 const TOKEN_KEY = "zapq-token";
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
+let me = {scopes: []};
+function can(scope) { return me.scopes.includes(scope); }
+async function whoami() {
+  me = await api("/api/me");
+  document.body.dataset.scopes = me.scopes.join(" ");
+  for (const section of document.querySelectorAll("section[data-scope]")) {
+    section.hidden = !can(section.dataset.scope);
+  }
+}
 async function api(path, options = {}) {
   const headers = Object.assign({"Authorization": "Bearer " + token()}, options.headers || {});
   const response = await fetch(path, Object.assign({}, options, {headers}));
@@ -83,22 +95,22 @@ DASHBOARD_HTML = (
 <body>
 <header><h1>zapq</h1><span id="updated">not loaded</span><span id="status" class="error"></span></header>
 <div id="login" hidden>
-  <form id="login-form"><label>API token <input id="token" type="password" autocomplete="off"></label>
+  <form id="login-form"><label>API key <input id="token" type="password" autocomplete="off"></label>
   <button id="login-button" type="submit">Open dashboard</button> <span id="login-error" class="error"></span></form>
 </div>
 <main id="main">
-<section><h2>Queues</h2><table id="queues"><thead><tr>
+<section id="queues-section" data-scope="ops:read"><h2>Queues</h2><table id="queues"><thead><tr>
   <th>queue</th><th class="num">waiting</th><th class="num">delayed</th><th class="num">in flight</th>
   <th class="num">dead</th><th class="num">done this min</th><th class="num">failed this min</th>
   <th class="num">p95 ms</th><th class="num">oldest s</th><th>throughput, last 60 min</th></tr></thead>
   <tbody></tbody></table></section>
-<section><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
+<section id="dead-letters-section" data-scope="ops:read"><h2>Dead letters</h2><table id="dead-letters"><thead><tr>
   <th>id</th><th>queue</th><th>actor</th><th>error</th><th>message</th><th class="num">attempts</th>
   <th>state</th><th>job</th><th></th></tr></thead><tbody></tbody></table></section>
-<section><h2>Campaigns</h2><table id="campaigns"><thead><tr>
+<section id="campaigns-section" data-scope="campaigns:read"><h2>Campaigns</h2><table id="campaigns"><thead><tr>
   <th>id</th><th>name</th><th>status</th><th>progress</th><th class="num">recipients</th><th class="num">sent</th>
   <th class="num">delivered</th><th class="num">failed</th></tr></thead><tbody></tbody></table></section>
-<section><h2>Connections</h2><table id="connections"><thead><tr>
+<section id="connections-section" data-scope="connections:read"><h2>Connections</h2><table id="connections"><thead><tr>
   <th>id</th><th>name</th><th>provider</th><th>number / instance</th><th>status</th><th>reason</th>
   <th class="num">msg/s</th></tr></thead><tbody></tbody></table></section>"""
     + EVENTS_SECTIONS
@@ -155,7 +167,7 @@ async function loadDeadLetters() {
     el("td", {class: "msg"}, r.error_message), el("td", {class: "num"}, r.attempts),
     el("td", {class: `state state-${r.state}`}, r.state),
     el("td", {class: `job-state job-${jobs[i] || "none"}`}, jobs[i] || ""),
-    el("td", {}, r.state === "dead"
+    el("td", {}, r.state === "dead" && can("ops:write")
       ? el("button", {class: "replay", onclick: (e) => replay(r.id, e.target)}, "Replay") : ""))));
 }
 async function loadCampaigns() {
@@ -181,14 +193,20 @@ async function refresh() {
   if (refreshing) return;  // the last one is still waiting on the API
   refreshing = true;
   try {
-    await Promise.all([loadQueues(), loadDeadLetters(), loadCampaigns(), loadConnections(), loadEventCards()]);
+    const loads = [[loadQueues, "ops:read"], [loadDeadLetters, "ops:read"], [loadCampaigns, "campaigns:read"],
+      [loadConnections, "connections:read"], [loadEventCards, "events:read"]];
+    await Promise.all(loads.filter(([, scope]) => can(scope)).map(([load]) => load()));
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.getElementById("status").textContent = "";
   } catch (error) { document.getElementById("status").textContent = String(error); }
   refreshing = false;
 }
 let timer = null;
-setupLogin(() => { refresh(); if (!timer) timer = setInterval(() => { if (token()) refresh(); }, 2000); });
+setupLogin(async () => {
+  await whoami();
+  refresh();
+  if (!timer) timer = setInterval(() => { if (token()) refresh(); }, 2000);
+});
 </script></body></html>
 """
 )
@@ -201,7 +219,7 @@ DOCS_HTML = (
 .method { font-weight: 700; display: inline-block; width: 60px; }</style></head>
 <body><header><h1>zapq API</h1>
 <span>OpenAPI 3.1: <a style="color:#fff" href="#" id="raw">/openapi.json</a></span></header>
-<div id="login" hidden><form id="login-form"><label>API token <input id="token" type="password"></label>
+<div id="login" hidden><form id="login-form"><label>API key <input id="token" type="password"></label>
 <button type="submit">Show the API</button> <span id="login-error" class="error"></span></form></div>
 <main id="main"><section id="doc">loading…</section></main>
 <script>"""
@@ -223,6 +241,7 @@ async function start() {
       }
       doc.append(el("div", {class: "op"}, el("span", {class: "method"}, method.toUpperCase()), el("code", {}, path),
         " — ", op.summary, el("div", {class: "muted"}, op.description || ""),
+        el("div", {class: "muted"}, "scope: " + ((op["x-scopes"] || []).join(", ") || "any key")),
         el("div", {class: "muted"}, "responses: " + Object.keys(op.responses).join(", ")),
         body ? el("details", {}, el("summary", {}, "body: " + body[0]), el("pre", {}, schema || "text")) : ""));
     }

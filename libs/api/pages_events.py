@@ -44,11 +44,12 @@ tr.event.selected { background: #e3f1ea; }
 """
 
 EVENTS_SECTIONS = """
-<section><h2>Event endpoints</h2><table id="endpoints" class="stack"><thead><tr>
+<section id="endpoints-section" data-scope="events:read"><h2>Event endpoints</h2>
+<table id="endpoints" class="stack"><thead><tr>
   <th>endpoint</th><th>company</th><th>state</th><th>success, 24 h</th><th class="num">backlog</th>
   <th class="num">failed</th><th>last failure</th><th></th></tr></thead><tbody></tbody></table>
   <p id="endpoints-empty" class="muted" hidden>No webhook endpoints.</p></section>
-<section><h2>Recent events</h2><table id="events" class="stack"><thead><tr>
+<section id="events-section" data-scope="events:read"><h2>Recent events</h2><table id="events" class="stack"><thead><tr>
   <th>time</th><th>type</th><th>conversation</th><th>summary</th></tr></thead><tbody></tbody></table>
   <p id="events-empty" class="muted" hidden>No events yet.</p>
   <div id="event-detail" hidden></div></section>
@@ -107,7 +108,8 @@ const ENDPOINT_COLUMNS = [["url", "endpoint"], ["company", "company"], ["state",
 function buildEndpointRow(endpoint) {
   const row = el("tr", {"data-id": endpoint.id},
     ...ENDPOINT_COLUMNS.map(([name, label]) => el("td", {class: name, "data-label": label})));
-  put(row.querySelector("td.actions"), el("span", {class: "enable-slot"}), replaySince(endpoint.id));
+  put(row.querySelector("td.actions"), el("span", {class: "enable-slot"}),
+    can("events:write") ? replaySince(endpoint.id) : "");
   return row;
 }
 function updateEndpointRow(row, ep) {
@@ -132,7 +134,7 @@ function updateEndpointRow(row, ep) {
   else put(cell("failure"), el("span", {class: "muted"}, "none"));
   const slot = row.querySelector("span.enable-slot");
   if (ep.enabled) put(slot);
-  else if (!slot.firstChild) {
+  else if (!slot.firstChild && can("events:write")) {
     put(slot, el("button", {class: "enable", onclick: (e) => enable(ep.id, e.target)}, "Enable"));
   }
 }
@@ -274,8 +276,8 @@ function renderDelivery(event, d) {
       el("span", {class: "url-text"}, endpoint ? shortUrl(endpoint.url) : `endpoint ${d.endpoint_id}`), " ",
       el("span", {class: `delivery-state delivery-${d.state}`}, d.state), " ",
       el("span", {class: "muted"}, `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}${timing}`), " ",
-      el("button", {class: "replay-event", onclick: (e) => replayEvent(event.id, d.endpoint_id, e.target)},
-        "Replay"), " ", result),
+      can("events:write") ? el("button", {class: "replay-event",
+        onclick: (e) => replayEvent(event.id, d.endpoint_id, e.target)}, "Replay") : "", " ", result),
     attempts.length ? el("table", {class: "attempts stack"},
       el("thead", {}, el("tr", {}, ...ATTEMPT_COLUMNS.map(([h, c]) => el("th", {class: c}, h)))),
       el("tbody", {}, ...attempts)) : el("div", {class: "muted"}, "not attempted yet"));

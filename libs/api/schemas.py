@@ -248,7 +248,24 @@ class ReplayIn(_Strict):
         return self
 
 
+class KeyIn(_Strict):
+    """``POST /api/keys``: a new API key (its text is answered once, as ``key``)."""
+
+    company_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="none: a key for every company")
+    scopes: list[str] = Field(min_length=1, max_length=20, description="see x-scopes of each operation")
+    name: str = Field(default="", max_length=200)
+    expires_at: dt.datetime | None = Field(default=None, description="none: it never expires")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    KeyIn,
     MessageIn,
     CompanyIn,
     ConnectionIn,

@@ -2,7 +2,7 @@
 start (API and scheduler), the campaign runner and the sweeps.
 
 Every status change is one conditional ``UPDATE … WHERE status IN (…)`` that also writes its ``campaign.status``
-event (:mod:`libs.events.sql`), so of two concurrent changes only one happens and is announced. Which change
+event (:mod:`libs.events.outbox_store`), so of two concurrent changes only one happens and is announced. Which change
 may leave which state is :mod:`libs.campaigns.actions`' state machine.
 """
 
@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 
 COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
 queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at, started_at,
@@ -24,7 +24,10 @@ finished_at"""
 INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template)
 VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s) RETURNING {COLUMNS}"""
 GET = f"SELECT {COLUMNS} FROM campaigns WHERE id = %(id)s"
-LIST = f"SELECT {COLUMNS} FROM campaigns ORDER BY id DESC LIMIT %(limit)s"
+LIST = (
+    f"SELECT {COLUMNS} FROM campaigns WHERE (%(company_id)s::bigint IS NULL OR company_id = %(company_id)s) "
+    "ORDER BY id DESC LIMIT %(limit)s"
+)
 STATUS = "SELECT status FROM campaigns WHERE id = %(id)s"
 STATUS_FOR_UPDATE = "SELECT status FROM campaigns WHERE id = %(id)s FOR UPDATE"
 
@@ -149,10 +152,10 @@ async def get(conn: AsyncConnection[Any], campaign_id: int) -> dict[str, Any] | 
     return await cursor.fetchone()
 
 
-async def newest(conn: AsyncConnection[Any], limit: int) -> list[dict[str, Any]]:
-    """The newest campaigns first."""
+async def newest(conn: AsyncConnection[Any], limit: int, company_id: int | None = None) -> list[dict[str, Any]]:
+    """The newest campaigns first (of one company, or all)."""
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(LIST, {"limit": limit})
+    await cursor.execute(LIST, {"limit": limit, "company_id": company_id})
     return await cursor.fetchall()
 
 

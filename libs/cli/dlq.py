@@ -27,6 +27,13 @@ def _db(settings: Settings) -> Any:
     return Database.from_settings(settings, pool_size=2)
 
 
+def _audit(db: Any, action: str, ids: list[int], **details: Any) -> None:
+    from libs.cli.keys import record
+
+    with db.session() as session:
+        record(session, action, ",".join(map(str, ids[:20])) or None, count=len(ids), **details)
+
+
 def _filter(args: argparse.Namespace, **extra: Any) -> Any:
     from libs.deadletters.store import Filter
 
@@ -79,6 +86,8 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"zapq: dead letter {dead_letter_id} not replayed: {reason}", file=sys.stderr)
     if args.id is not None and not done and not refused:
         raise RecordNotFoundError(f"dead letter {args.id} is being replayed by someone else")
+    if done and not args.dry_run:
+        _audit(db, "replay_dead_letters", done)
     verb = "would replay" if args.dry_run else "replayed"
     data: dict[str, Any] = {"replayed": done, "dry_run": args.dry_run}
     if refused:
@@ -99,6 +108,7 @@ def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
         count = actions.purge(db, older_than=dt.datetime.now(dt.UTC) - parse_duration(args.older_than))
     else:
         raise UsageError("purge needs an ID or --older-than AGE")
+    _audit(db, "purge_dead_letters", [args.id] if args.id is not None else [], older_than=args.older_than, purged=count)
     print_result({"purged": count}, args.json, lambda d: f"purged {count}")
     return EXIT_OK
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from libs.cli import campaign, demo, dlq, endpoints, events, migrate, optouts, send, stats
+from libs.cli import campaign, demo, dlq, endpoints, events, keys, migrate, optouts, send, stats
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
 from libs.settings import SettingsError, load_settings
@@ -31,6 +31,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     endpoints.register,  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
     demo.register,  # demo
     dlq.register,  # dlq list|show|replay|purge
+    keys.register,  # keys create|list|revoke, audit
 )
 
 

@@ -66,3 +66,8 @@ def campaign_weights(session: Session, company_ids: list[int]) -> dict[int, int]
     """Company id → campaign weight for ``company_ids`` (sync; missing companies are left out)."""
     rows = session.connection().exec_driver_sql(WEIGHTS, {"ids": company_ids})
     return {int(company_id): int(weight) for company_id, weight in rows}
+
+
+def exists_sync(session: Session, company_id: int) -> bool:
+    """:func:`exists` for sync callers."""
+    return session.connection().exec_driver_sql(EXISTS, {"id": company_id}).first() is not None

@@ -1,6 +1,6 @@
 """All SQL of connections (psycopg ``%(name)s`` parameters): async for the API, sync for the ingest worker.
 
-A status change is one statement with its ``connection.status`` event (:mod:`libs.events.sql`); the sender's
+A status change is one statement with its ``connection.status`` event (:mod:`libs.events.outbox_store`); the sender's
 own status changes (needs attention, closed) are in :mod:`libs.sending.store`, built from the same fragment.
 """
 
@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
 from libs.db.models import ConnectionStatus
-from libs.events.sql import SET_CONNECTION_STATUS
+from libs.events.outbox_store import SET_CONNECTION_STATUS
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,

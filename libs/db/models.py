@@ -545,3 +545,43 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(Integer)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKey(Base):
+    """An API key ``zq_<key_id>_<secret>``: only the SHA-256 of its secret is kept (:mod:`libs.access`)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("uq_api_keys_key_id", "key_id", unique=True),
+        Index("ix_api_keys_company", "company_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: ``None``: a key for every company (operators, admins).
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    last_used_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class AuditEntry(Base):
+    """A change made through the API or the CLI: when, by whom (``key:<key_id>``, ``admin-token``, ``cli``), what."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_company_at", "company_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    actor: Mapped[str] = mapped_column(String(64))
+    company_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(120))
+    target: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any] | None]

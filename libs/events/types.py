@@ -1,7 +1,7 @@
 """The event types zapq publishes, the schema of each one's ``data``, and the envelope the feed returns.
 
 These models are the published contract (``/openapi.json`` carries them). Events are written by SQL in the
-transaction of their fact (:mod:`libs.events.sql`); ``tests/events/test_event_schemas.py`` validates what that
+transaction of their fact (:mod:`libs.events.outbox_store`); ``tests/events/test_event_schemas.py`` validates what that
 SQL writes against these models, so the two cannot drift apart.
 """
 

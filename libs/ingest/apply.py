@@ -4,12 +4,13 @@
   Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
   with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
   statement.
-* Each inbound Meta message from the customer opens (moves forward) the contact's 24 h customer-service window
+* Each inbound message from the customer opens (moves forward) the contact's 24 h customer-service window
   on that connection (:mod:`libs.rules.window`).
 * An inbound text that is one of the company's opt-out / opt-in keywords adds / removes its sender to / from
   the suppression list (:mod:`libs.rules.optouts`).
-* Statuses move outbound messages of the connection they arrived on forward only (:mod:`libs.statuses`, which
-  writes ``message.status``); early ones are kept. A status for a number with no connection is skipped.
+* Statuses move outbound messages of the connection they arrived on forward only
+  (:mod:`libs.messages.status_store`, which writes ``message.status``); early ones are kept. A status for a
+  number with no connection is skipped.
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
 * Inbound messages for a number (phone_number_id, bridge instance) without a connection are kept: the
@@ -32,9 +33,9 @@ from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
+from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
-from libs.statuses import StatusChange, apply_status
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,

@@ -81,7 +81,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
 
     Runs under the row's lock, so two deliveries of the same job never apply it concurrently, and a
     processed row is left alone (safe to run twice). The events of what it applied are written in the same
-    transaction (:mod:`libs.events.sql`), so they exist exactly when the changes do.
+    transaction (:mod:`libs.events.outbox_store`), so they exist exactly when the changes do.
     A ``ParseError`` propagates (it is permanent: the job is dead-lettered and the row marked failed).
     """
     with db.session() as session:

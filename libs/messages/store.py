@@ -2,8 +2,9 @@
 
 The messages store has three parts: this module (rows created by the API, the ingest worker and campaign
 expansion; reads; retry; the outbox sweep), :mod:`libs.sending.store` (the sender's claims and releases, its
-hot path) and :mod:`libs.statuses` (delivery statuses, shared by the ingest worker and the sender). Statements
-that announce their change write its event in the same statement (:mod:`libs.events.sql`).
+hot path) and :mod:`libs.messages.status_store` (delivery statuses, shared by the ingest worker and the
+sender). Statements that announce their change write its event in the same statement
+(:mod:`libs.events.outbox_store`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 from libs.events.types import MESSAGE_RECEIVED
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 
 #: How long a free-form message is allowed after the customer last wrote (Meta's customer-service window).
 WINDOW_SECONDS = 86_400

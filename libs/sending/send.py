@@ -47,6 +47,7 @@ from libs.errors import (
     RecordNotFoundError,
     RuleRefusedError,
 )
+from libs.messages.status_store import record_failed_async, record_sent_async, record_sent_many_async
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
 from libs.rules import window
 from libs.rules.reasons import OUTSIDE_SERVICE_WINDOW
@@ -56,7 +57,6 @@ from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.statuses import record_failed_async, record_sent_async, record_sent_many_async
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 from libs.rules.store import WINDOW_SECONDS
 
 #: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).

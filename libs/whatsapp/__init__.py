@@ -1,5 +1,6 @@
 """WhatsApp wire formats: webhook signatures, Meta Cloud API and Evolution API (Baileys) webhook parsers. Pure
-functions only: no I/O, no settings, no globals (the order of outbound statuses is applied by ``libs.statuses``).
+functions only: no I/O, no settings, no globals (the order of outbound statuses is applied by
+``libs.messages.status_store``).
 
 Parsers raise :class:`libs.errors.ParseError` (with a JSON ``path``) and nothing else for any JSON-like input.
 """

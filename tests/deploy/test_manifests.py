@@ -1155,3 +1155,17 @@ def test_operations_doc_lists_every_process_as_compose_runs_it(compose_config: d
     for name in APP_SERVICES:
         command = " ".join(compose_config["services"][name]["command"])
         assert f"`{command}`" in text, f"docs/operations.md does not show {name}'s command `{command}`"
+
+
+def test_the_image_defaults_to_prod_and_prod_refuses_dev_secrets() -> None:
+    # Given the production image's environment
+    stages = _dockerfile_stages()
+    env = " ".join(rest for word, rest in _stage_chain("prod", stages) if word == "ENV")
+    assert re.search(r"\bZAPQ_ENV=prod\b", env), env
+    # Then a process started from it without real secrets refuses to start, naming what is missing
+    from libs.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="ZAPQ_META_APP_SECRET"):
+        load_settings(env="prod", meta_app_secret="", api_token="")
+    # And the dev defaults come only when asked for
+    assert load_settings(env="dev", api_token="").api_token == "dev-api-token"

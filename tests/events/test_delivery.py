@@ -16,8 +16,8 @@ from libs.db.engine import Database
 from libs.enqueue import enqueue_many
 from libs.events.types import DATA_MODELS, EVENT_TYPES, parse_event_id
 from libs.ingest.process import process_webhook
+from libs.messages.status_store import record_failed_async, record_sent_many_async
 from libs.settings import Settings
-from libs.statuses import record_failed_async, record_sent_many_async
 from tests.events.conftest import customer_writes, make_endpoint
 from tests.fakes.crm import CrmReceiver
 from tests.ingest import factories as f

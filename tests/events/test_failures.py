@@ -170,6 +170,10 @@ def test_replay_since_a_time_delivers_everything_again(
         customer_writes(db, NUMBER_ID, "5511900000001", f"m{n}", n)
     first = receiver.wait_for(3)
     ids = [d.webhook_id for d in first]
+    # (the receiver has them before the dispatcher records them: a delivery still in flight is not replayed)
+    wait_until(
+        lambda: [r["state"] for r in delivery_rows(db)] == ["delivered"] * 3, timeout=15, what="3 deliveries recorded"
+    )
     # When everything since before those events is replayed
     response = api.post(f"/api/webhook-endpoints/{endpoint['id']}/replay", json={"since": "2020-01-01T00:00:00Z"})
     assert response.json() == {"queued": 3}

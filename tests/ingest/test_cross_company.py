@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from libs.db.engine import Database
 from libs.db.models import Direction, Message, MessageStatus, WebhookStatus
+from libs.messages.status_store import record_sent_async
 from libs.settings import Settings
-from libs.statuses import record_sent_async
 from tests.ingest import factories as f
 from tests.ingest.conftest import Ingest
 

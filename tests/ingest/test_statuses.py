@@ -13,8 +13,8 @@ from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Message, MessageStatus, WebhookStatus
 from libs.ingest.process import process_webhook
+from libs.messages.status_store import apply_pending, record_sent_async
 from libs.settings import Settings
-from libs.statuses import apply_pending, record_sent_async
 from tests.ingest import factories as f
 from tests.ingest.conftest import Ingest
 

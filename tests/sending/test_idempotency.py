@@ -9,10 +9,10 @@ import pytest
 
 from libs.db.engine import Database
 from libs.db.models import MessageStatus
+from libs.messages.status_store import StatusChange, apply_status
 from libs.providers import MetaCloudClient, OutboundText
 from libs.sending.send import SenderContext
 from libs.settings import Settings
-from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN
 from tests.helpers import drain, stored_messages
 from tests.sending.conftest import (

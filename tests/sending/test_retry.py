@@ -22,8 +22,8 @@ from libs.cli.output import EXIT_OK
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus, ConnectionStatus, MessageStatus, Webhook, WebhookStatus
 from libs.deadletters import actions
+from libs.messages.status_store import StatusChange, apply_status
 from libs.settings import Settings
-from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN
 from tests.helpers import drain
 from tests.ingest import factories as f

@@ -15,9 +15,9 @@ from libs.api.app import create_app
 from libs.cli.main import main
 from libs.db.engine import Database
 from libs.db.models import MessageStatus
+from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import reasons
 from libs.settings import Settings
-from libs.statuses import StatusChange, apply_status
 from tests.fakes.meta import DEFAULT_TOKEN
 from tests.helpers import drain
 from tests.sending.conftest import (

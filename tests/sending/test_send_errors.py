@@ -12,8 +12,8 @@ import pytest
 from libs.db.engine import Database
 from libs.db.models import ConnectionStatus, MessageStatus
 from libs.errors import ProviderTimeoutError, ProviderTransientError
+from libs.messages.status_store import StatusChange, apply_status
 from libs.sending.send import SenderContext
-from libs.statuses import StatusChange, apply_status
 from tests.helpers import drain
 from tests.sending.conftest import (
     Outcomes,

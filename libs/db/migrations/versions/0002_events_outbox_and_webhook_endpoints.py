@@ -17,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 
-#: Event payloads render timestamps as UTC ISO 8601 whatever the session's TimeZone (libs/events/sql.py).
+#: Event payloads render timestamps as UTC ISO 8601 whatever the session's TimeZone (libs/events/outbox_store.py).
 ISO_FUNCTION = """
 CREATE OR REPLACE FUNCTION zapq_iso(ts timestamptz) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS
 $$ SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$

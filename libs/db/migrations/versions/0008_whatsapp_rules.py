@@ -1,7 +1,7 @@
 """WhatsApp rules: the customer-service window, a connection's window rule, failure reasons, opt-outs
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0005 (re-chained onto main when main was merged in)
 Create Date: 2026-12-07
 
 * ``service_windows``: per connection and contact (wa_id), when the customer last wrote (inbound messages move
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

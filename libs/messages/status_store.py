@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.orm import Session
 
-from libs.events import sql as events
+from libs.events import outbox_store as events
 from libs.rules.reasons import rule_reason
 
 RANKS: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4, "played": 5}

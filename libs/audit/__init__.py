@@ -1,0 +1,1 @@
+"""The audit log: every change made through the API or the CLI (:mod:`libs.audit.store`)."""
