@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from libs.api.access import check_body_company, company_filter
 from libs.api.csvstream import CsvError, CsvStream
-from libs.api.http import ApiError, context, json_response, query_id, query_int, read_model
+from libs.api.http import ApiError, body_chunks, context, json_response, query_id, query_int, read_model
 from libs.api.schemas import OptOutIn, normalize_phone
 from libs.rules import actions
 
@@ -68,7 +68,7 @@ async def import_opt_outs(request: Request) -> Response:
     header: list[str] = []
     phones: list[str] = []
     errors: list[dict[str, object]] = []
-    rows = received = 0
+    rows = 0
 
     def take(records: list[list[str]]) -> None:
         nonlocal rows
@@ -89,10 +89,7 @@ async def import_opt_outs(request: Request) -> Response:
                     errors.append({"row": None, "error": "more rows rejected"})
 
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > MAX_IMPORT_BYTES:
-                raise ApiError(413, f"the import is larger than {MAX_IMPORT_BYTES} bytes")
+        async for chunk in body_chunks(request, MAX_IMPORT_BYTES):
             take(stream.feed(chunk))
         take(stream.feed(b"", final=True))
     except CsvError as exc:
