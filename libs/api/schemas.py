@@ -94,6 +94,8 @@ class CompanyIn(_Strict):
     def _keywords(cls, values: list[str] | None) -> list[str] | None:
         if values is not None and any(not 0 < len(v.strip()) <= 64 for v in values):
             raise ValueError("each keyword is 1 to 64 characters")
+        if values is not None and not all(v.isprintable() for v in values):
+            raise ValueError("a keyword is printable text (no control characters)")
         return values
 
 

@@ -103,3 +103,5 @@ def test_a_company_sets_its_own_keywords(api: TestClient) -> None:
     assert defaults["opt_out_keywords"] is None  # the defaults
     empty = api.post("/api/companies", json={"name": "X", "opt_out_keywords": [" "]})
     assert empty.status_code == 422 and "1 to 64 characters" in empty.text
+    control = api.post("/api/companies", json={"name": "X", "opt_in_keywords": ["st\u0000op"]})
+    assert control.status_code == 422 and "printable" in control.text
