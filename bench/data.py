@@ -34,8 +34,10 @@ def make_connections(conn: Conn, company_id: int, count: int, *, prefix: str, ra
     """``count`` active Meta connections with phone number ids ``<prefix>000001``…; returns (id, pnid)."""
     rows = conn.execute(
         """
-        INSERT INTO connections (company_id, name, provider, status, phone_number_id, access_token, rate_per_second)
-        SELECT %(company)s, 'bench-' || g, 'meta', 'active', %(prefix)s || lpad(g::text, 6, '0'), %(token)s, %(rate)s
+        INSERT INTO connections
+          (company_id, name, provider, status, phone_number_id, access_token, rate_per_second, service_window)
+        SELECT %(company)s, 'bench-' || g, 'meta', 'active', %(prefix)s || lpad(g::text, 6, '0'), %(token)s, %(rate)s,
+               'off'  -- load tests send free-form text to numbers that never wrote
         FROM generate_series(1, %(count)s) AS g
         ORDER BY g
         RETURNING id, phone_number_id

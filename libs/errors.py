@@ -12,8 +12,10 @@ Retry decisions are made by ``isinstance`` against this tree, never by matching 
     │   ├── ParseError                   a payload that can never be parsed
     │   ├── HoldExpiredError             a send held (connection inactive, campaign paused) past the maximum age
     │   └── ProviderPermanentError       invalid recipient, bad parameter, template problems, policy blocks
-    │       ├── InvalidRecipientError    131026, 131050, Baileys "exists: false"
-    │       ├── TemplateError            132000-132016
+    │       ├── RuleRefusedError         a WhatsApp rule refused it (``reason``): the message fails, no dead
+    │       │   │                        letter (131047, 131049, 470-479; ``libs.rules.reasons``)
+    │       │   ├── InvalidRecipientError    131026, 131050, Baileys "exists: false"
+    │       │   └── TemplateError            132000-132016
     │       └── ConnectionNeedsAttentionError   0 / 190 / 401: the credentials must be fixed by a human
     └── Defer ──────────────────────── control signal: run again after ``delay_ms``, no attempt consumed
         ├── RateLimited                  throttled by our token bucket or by the provider (130429, 131056, 4, 80007)
@@ -120,12 +122,49 @@ class ProviderPermanentError(ProviderError, PermanentError):
     """The provider refused the request for a reason retrying cannot fix."""
 
 
-class InvalidRecipientError(ProviderPermanentError):
+class RuleRefusedError(ProviderPermanentError):
+    """A WhatsApp rule refused the message (window, marketing limit, template, policy): not a fault.
+
+    The sender ends the message ``failed`` with :attr:`reason` (a :mod:`libs.rules.reasons` code) and finishes
+    the job: no dead letter, no Sentry event, nothing toward the dead-letter alert. The provider client sets
+    ``reason`` from its code where it translates the error; :attr:`default_reason` otherwise.
+    """
+
+    default_reason = "policy"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        reason: str | None = None,
+        code: int | None = None,
+        http_status: int | None = None,
+        details: str = "",
+        maybe_delivered: bool | None = None,
+    ) -> None:
+        ProviderError.__init__(
+            self,
+            message,
+            provider=provider,
+            code=code,
+            http_status=http_status,
+            details=details,
+            maybe_delivered=maybe_delivered,
+        )
+        self.reason = reason or self.default_reason
+
+
+class InvalidRecipientError(RuleRefusedError):
     """The recipient cannot receive this message (not on WhatsApp, opted out, outside the 24 h window)."""
 
+    default_reason = "undeliverable"
 
-class TemplateError(ProviderPermanentError):
+
+class TemplateError(RuleRefusedError):
     """The template is missing, unapproved, paused, disabled or its parameters do not match."""
+
+    default_reason = "template_rejected"
 
 
 class ConnectionNeedsAttentionError(ProviderPermanentError):

@@ -8,18 +8,23 @@ as the reason (one exception handler in :mod:`libs.api.app`), the CLI prints the
         ├── NotFoundError            404  the row asked about does not exist
         ├── ConflictError            409  not in a state that allows it (the text says which)
         ├── InvalidError             422  the input names something that cannot be used (another company's row)
+        │   └── RuleViolationError   422  a WhatsApp rule forbids it now (``reason``: outside_service_window, …)
         └── QueueUnavailableError    503  the job could not be enqueued: nothing was done, retry later
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from libs.errors import ZapqError
 
 
 class RefusedError(ZapqError):
-    """An action refused; the text says why (for humans), ``status`` is the HTTP status the API answers."""
+    """An action refused; the text says why (for humans), ``status`` is the HTTP status the API answers, and
+    ``details`` (optional) what a program needs to act on it."""
 
     status = 409
+    details: Any = None
 
 
 class NotFoundError(RefusedError):
@@ -38,6 +43,16 @@ class InvalidError(RefusedError):
     """The input names something that cannot be used (a missing company, another company's connection)."""
 
     status = 422
+
+
+class RuleViolationError(InvalidError):
+    """A WhatsApp rule forbids the message now; ``reason`` is its code (:mod:`libs.rules.reasons`), ``details``
+    carries it with what the caller needs (when the service window closed, …)."""
+
+    def __init__(self, reason: str, text: str, **details: Any) -> None:
+        super().__init__(f"{reason}: {text}")
+        self.reason = reason
+        self.details = {"reason": reason, **details}
 
 
 class QueueUnavailableError(RefusedError):

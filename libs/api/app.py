@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops
+from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops, optouts
 from libs.api.access import guarded
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
@@ -34,6 +34,7 @@ from libs.api.schemas import (
     EndpointPatch,
     KeyIn,
     MessageIn,
+    OptOutIn,
     ReplayIn,
 )
 from libs.errors import DependencyUnavailableError
@@ -110,6 +111,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "events", scope="events:write"),
     Endpoint("POST", "/api/webhook-endpoints/{id:int}/replay", events.replay_endpoint,
              "Deliver one event again, or everything since a time", "events", ReplayIn, scope="events:write"),
+    Endpoint("GET", "/api/opt-outs", optouts.list_opt_outs, "A company's opt-out list (by number)", "opt-outs",
+             scope="messages:read"),
+    Endpoint("POST", "/api/opt-outs", optouts.add_opt_outs, "Put numbers on a company's opt-out list", "opt-outs",
+             OptOutIn, scope="messages:write"),
+    Endpoint("POST", "/api/opt-outs/import", optouts.import_opt_outs,
+             "Import a company's opt-outs from a CSV ('phone' column; all or nothing)", "opt-outs",
+             content="text/csv", scope="messages:write"),
+    Endpoint("DELETE", "/api/opt-outs/{phone}", optouts.remove_opt_out, "Take a number off the opt-out list",
+             "opt-outs", status=204, scope="messages:write"),
     Endpoint("POST", "/api/companies", companies.create_company, "Create a company", "companies", CompanyIn,
              status=201, scope="admin"),
     Endpoint("GET", "/api/companies", companies.list_companies, "Companies", "companies", scope="companies:read"),
@@ -187,7 +197,7 @@ async def _endpoint_error(request: Request, exc: Exception) -> Response:
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RefusedError)
-    return error_response(exc.status, str(exc))
+    return error_response(exc.status, str(exc), exc.details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

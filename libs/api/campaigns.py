@@ -27,7 +27,7 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 
 def _out(row: dict[str, Any]) -> dict[str, Any]:
-    done = row["sent_count"] + row["failed_count"]
+    done = row["sent_count"] + row["failed_count"] + row["suppressed_count"]  # suppressed: skipped at fan-out
     total = row["recipients_count"]
     return {**row, "progress": round(done / total, 4) if total else 0.0}
 

@@ -15,7 +15,8 @@ async def create_company(request: Request) -> Response:
     """``POST /api/companies`` → 201."""
     body = await read_model(request, CompanyIn)
     async with context(request).pool.connection() as conn:
-        return json_response(await store.insert(conn, body.name, body.campaign_weight), 201)
+        row = await store.insert(conn, body.name, body.campaign_weight, body.opt_out_keywords, body.opt_in_keywords)
+    return json_response(row, 201)
 
 
 async def list_companies(request: Request) -> Response:

@@ -41,6 +41,7 @@ async def create_message(request: Request) -> Response:
         template=body.template.model_dump() if body.template is not None else None,
         priority=body.priority,
         connection_id=body.connection_id,
+        transactional=body.transactional,
         idempotency_key=key.strip() if key else None,
     )
     ctx = context(request)

@@ -1,7 +1,8 @@
 """``GET /metrics``: queue depth, dead letters, job counters and live workers in Prometheus text format.
 
-Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one ``TIME`` and one
-``ZCOUNT``: heartbeats are on Redis's clock) — nothing is kept in this process, so any API replica answers
+Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one grouped count of the
+messages failed by a WhatsApp rule in the last 24 h, one ``TIME`` and one ``ZCOUNT``: heartbeats are on Redis's
+clock) — nothing is kept in this process, so any API replica answers
 the same.
 """
 
@@ -18,7 +19,9 @@ from starlette.responses import Response
 from libs.api.http import context
 from libs.deadletters import store as dead_letters
 from libs.keys import BrokerKeys
+from libs.messages import store as messages
 from libs.ops.stats import queue_stats_async
+from libs.rules.reasons import REASONS
 from libs.sending import metrics as provider_metrics
 
 
@@ -38,6 +41,7 @@ async def metrics(request: Request) -> Response:
     stats = await queue_stats_async(ctx.redis, ctx.namespace, ctx.pool)
     async with ctx.pool.connection() as conn:
         dead_rows = await dead_letters.count_by_kind(conn)
+        rule_rows = await messages.rule_failures(conn)
     seconds, micros = await ctx.redis.time()  # heartbeats are on Redis's clock, not this host's
     now_ms = seconds * 1000 + micros // 1000
     workers = await ctx.redis.zcount(
@@ -69,6 +73,13 @@ async def metrics(request: Request) -> Response:
         "zapq_webhooks_unmatched", "Webhooks kept for numbers without a connection (applied when one is created)"
     )
     kept.add_metric([], float(sum(s.unmatched or 0 for s in stats)))
+    rules = GaugeMetricFamily(
+        "zapq_rule_failures",
+        "Messages failed by a WhatsApp rule in the last 24 h, by reason (not faults: no dead letter, no alert)",
+        labels=["reason"],
+    )
+    for reason in sorted({*REASONS, *rule_rows}):
+        rules.add_metric([reason], float(rule_rows.get(reason, 0)))
     families: list[Metric] = [
         gauge("zapq_queue_waiting", "Jobs waiting in the queue", "waiting"),
         gauge("zapq_queue_delayed", "Jobs delayed (retries with backoff, deferrals, eta)", "delayed"),
@@ -81,6 +92,7 @@ async def metrics(request: Request) -> Response:
         dead,
         alive,
         kept,
+        rules,
     ]
     families.extend(await _provider_families(ctx))
     registry = CollectorRegistry(auto_describe=False)

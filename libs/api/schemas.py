@@ -45,6 +45,10 @@ class MessageIn(_Strict):
     connection_id: int | None = Field(
         default=None, gt=0, le=MAX_ID, description="default: the company's first active one"
     )
+    transactional: bool = Field(
+        default=False,
+        description="a reply inside the customer-service window: allowed to a number on the opt-out list",
+    )
 
     @field_validator("to")
     @classmethod
@@ -58,11 +62,41 @@ class MessageIn(_Strict):
         return self
 
 
+class OptOutIn(_Strict):
+    """``POST /api/opt-outs``: numbers to put on a company's opt-out list."""
+
+    company_id: int = Field(gt=0, le=MAX_ID)
+    phones: list[str] = Field(min_length=1, max_length=10_000, description="phone numbers; normalised to digits")
+    source: Literal["api", "cli"] = "api"
+
+    @field_validator("phones")
+    @classmethod
+    def _digits(cls, values: list[str]) -> list[str]:
+        return sorted({normalize_phone(value) for value in values})
+
+
 class CompanyIn(_Strict):
     """``POST /api/companies``."""
 
     name: str = Field(min_length=1, max_length=200)
     campaign_weight: int = Field(default=1, ge=1, le=100)
+    opt_out_keywords: list[str] | None = Field(
+        default=None,
+        max_length=50,
+        description="whole inbound messages that put the sender on the opt-out list (default: STOP, PARAR, …)",
+    )
+    opt_in_keywords: list[str] | None = Field(
+        default=None, max_length=50, description="whole inbound messages that take the sender off it (START, …)"
+    )
+
+    @field_validator("opt_out_keywords", "opt_in_keywords")
+    @classmethod
+    def _keywords(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and any(not 0 < len(v.strip()) <= 64 for v in values):
+            raise ValueError("each keyword is 1 to 64 characters")
+        if values is not None and not all(v.isprintable() for v in values):
+            raise ValueError("a keyword is printable text (no control characters)")
+        return values
 
 
 META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number")
@@ -83,6 +117,11 @@ class ConnectionIn(_Strict):
     bridge_instance: str | None = Field(default=None, min_length=1, max_length=200)
     bridge_api_key: str | None = Field(default=None, min_length=1, description="secret: never returned")
     rate_per_second: int = Field(default=80, ge=1, le=1000)
+    service_window: Literal["enforce", "off"] = Field(
+        default="enforce",
+        description="enforce: free-form messages only within 24 h of the contact's last message (Meta's rule); "
+        "off: for test numbers and load tests. Baileys connections are exempt either way.",
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ConnectionIn:
@@ -108,12 +147,15 @@ class ConnectionPatch(_Strict):
     bridge_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
     bridge_api_key: str | None = Field(default=None, min_length=1)
     rate_per_second: int | None = Field(default=None, ge=1, le=1000)
+    service_window: Literal["enforce", "off"] | None = None
     status: Literal["active"] | None = None
 
     @model_validator(mode="after")
     def _something(self) -> ConnectionPatch:
         if not self.model_fields_set:
             raise ValueError("nothing to change")
+        if "service_window" in self.model_fields_set and self.service_window is None:
+            raise ValueError("service_window is enforce or off")
         return self
 
 
@@ -235,4 +277,5 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     EndpointIn,
     EndpointPatch,
     ReplayIn,
+    OptOutIn,
 )

@@ -1,5 +1,9 @@
 """Fan-out of one slice of a campaign's recipients into message rows and ``messages.low`` sends (via the
-company's fair lane, :mod:`libs.campaigns.lanes`)."""
+company's fair lane, :mod:`libs.campaigns.lanes`).
+
+Recipients on the company's suppression list (:mod:`libs.rules.optouts`) get a ``cancelled`` row with reason
+``opted_out`` and no send, in the same insert (a set-based anti-join, not a lookup per row), and are counted in
+the campaign's ``suppressed_count``."""
 
 from __future__ import annotations
 
@@ -92,8 +96,9 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
             bodies = [render(campaign["body"] or "", variables) for _, variables in recipients]
             payloads = ["{}"] * len(recipients)
         ids: list[int] = []
-        if numbers:
-            ids = messages.insert_campaign_slice(
+        suppressed = 0
+        if numbers:  # numbers on the suppression list are skipped in the same statement (an anti-join)
+            ids, suppressed = messages.insert_campaign_slice(
                 session,
                 {
                     "company_id": campaign["company_id"],
@@ -106,11 +111,11 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
                 },
             )
         created = len(ids)
-        if created:
-            store.add_queued(session, campaign["id"], created)
+        if created or suppressed:
+            store.add_queued(session, campaign["id"], created, suppressed)
         company_id = campaign["company_id"]
         weight = companies.campaign_weight(session, company_id)
-    if created < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
+    if created + suppressed < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
         with db.session() as session:
             ids = messages.queued_in_slice(session, batch.campaign_id, numbers)
     sends = (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids)

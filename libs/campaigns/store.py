@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from libs.events import outbox_store as events
 
 COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
-queued_count, sent_count, delivered_count, read_count, failed_count, created_at, started_at, finished_at"""
+queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at, started_at,
+finished_at"""
 
 INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template)
 VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s) RETURNING {COLUMNS}"""
@@ -104,7 +105,12 @@ RECIPIENTS_IN_SLICE = """
 SELECT recipient, variables FROM campaign_recipients
 WHERE campaign_id = %(campaign_id)s AND id >= %(first)s AND id <= %(last)s
 """
-ADD_QUEUED = "UPDATE campaigns SET queued_count = queued_count + %(count)s WHERE id = %(id)s"
+#: Recipients expanded (``queued_count``: every row created, suppressed ones included, so the expansion sweep
+#: and the completion see them done) and those of them suppressed.
+ADD_QUEUED = (
+    "UPDATE campaigns SET queued_count = queued_count + %(count)s + %(suppressed)s, "
+    "suppressed_count = suppressed_count + %(suppressed)s WHERE id = %(id)s"
+)
 
 # -- the expansion sweep -------------------------------------------------------------------------------
 
@@ -263,9 +269,10 @@ def recipients_in_slice(session: Session, campaign_id: int, first: int, last: in
     return [(row[0], row[1]) for row in session.connection().exec_driver_sql(RECIPIENTS_IN_SLICE, params)]
 
 
-def add_queued(session: Session, campaign_id: int, count: int) -> None:
-    """Count ``count`` more messages created."""
-    session.connection().exec_driver_sql(ADD_QUEUED, {"count": count, "id": campaign_id})
+def add_queued(session: Session, campaign_id: int, count: int, suppressed: int = 0) -> None:
+    """Count ``count`` more messages created queued and ``suppressed`` created suppressed."""
+    params = {"count": count, "suppressed": suppressed, "id": campaign_id}
+    session.connection().exec_driver_sql(ADD_QUEUED, params)
 
 
 def unexpanded(session: Session, before: Any) -> dict[int, int]:

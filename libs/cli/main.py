@@ -26,6 +26,7 @@ from libs.cli import (
     keys,
     message,
     migrate,
+    optouts,
     secrets,
     send,
     stats,
@@ -45,6 +46,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     stats.register,  # stats, job, top
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list
     send.register,  # send, retry
+    optouts.register,  # opt-outs list|add|rm|import
     events.register,  # events tail|list|show
     endpoints.register,  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
     demo.register,  # demo

@@ -73,18 +73,25 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     """Print every queue's numbers once."""
     import json
 
+    from libs.messages.store import rule_failures_sync
+
     client, db = _resources(settings)
     try:
         stats = _read(settings, client, db)
+        with db.session() as session:
+            rules = rule_failures_sync(session)
     finally:
         db.close()
-    if args.json:
+    if args.json:  # one object per queue, as always (the rule failures are in /metrics: zapq_rule_failures)
         print(json.dumps([s.to_dict() for s in stats], indent=2))
     else:
         print(render_stats([_row(s) for s in stats]))
         kept = next((s.unmatched for s in stats if s.unmatched is not None), None)
         if kept is not None:
             print(f"\nwebhooks unmatched (kept for numbers without a connection): {kept}")
+        if rules:
+            print("\nmessages failed by a WhatsApp rule in the last 24 h (not dead-lettered):")
+            print("\n".join(f"  {reason}: {count}" for reason, count in sorted(rules.items())))
     return EXIT_OK
 
 

@@ -8,9 +8,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
-COLUMNS = "id, name, campaign_weight, created_at"
+COLUMNS = "id, name, campaign_weight, opt_out_keywords, opt_in_keywords, created_at"
 
-INSERT = f"INSERT INTO companies (name, campaign_weight) VALUES (%(name)s, %(campaign_weight)s) RETURNING {COLUMNS}"
+INSERT = (
+    "INSERT INTO companies (name, campaign_weight, opt_out_keywords, opt_in_keywords) "
+    f"VALUES (%(name)s, %(campaign_weight)s, %(opt_out)s, %(opt_in)s) RETURNING {COLUMNS}"
+)
 LIST = f"SELECT {COLUMNS} FROM companies ORDER BY id DESC LIMIT %(limit)s"
 GET = f"SELECT {COLUMNS} FROM companies WHERE id = %(id)s"
 EXISTS = "SELECT 1 FROM companies WHERE id = %(id)s"
@@ -18,10 +21,17 @@ WEIGHT = "SELECT campaign_weight FROM companies WHERE id = %(id)s"
 WEIGHTS = "SELECT id, campaign_weight FROM companies WHERE id = ANY(%(ids)s)"
 
 
-async def insert(conn: AsyncConnection[Any], name: str, campaign_weight: int) -> dict[str, Any]:
-    """A new company."""
+async def insert(
+    conn: AsyncConnection[Any],
+    name: str,
+    campaign_weight: int,
+    opt_out_keywords: list[str] | None = None,
+    opt_in_keywords: list[str] | None = None,
+) -> dict[str, Any]:
+    """A new company (keywords ``None``: the defaults of :mod:`libs.rules.optouts`)."""
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(INSERT, {"name": name, "campaign_weight": campaign_weight})
+    params = {"name": name, "campaign_weight": campaign_weight, "opt_out": opt_out_keywords, "opt_in": opt_in_keywords}
+    await cursor.execute(INSERT, params)
     row = await cursor.fetchone()
     assert row is not None
     return row

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     ForeignKey,
@@ -130,6 +131,9 @@ class Company(Base):
     name: Mapped[str] = mapped_column(String(200))
     #: Share of send capacity when campaigns of several companies run at once.
     campaign_weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Whole inbound messages that add / remove the sender to / from the suppression list (``None``: defaults).
+    opt_out_keywords: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    opt_in_keywords: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
 
 
@@ -157,6 +161,7 @@ class Connection(Base):
             unique=True,
             postgresql_where=text("webhook_key IS NOT NULL"),
         ),
+        CheckConstraint("service_window IN ('enforce', 'off')", name="ck_connections_service_window"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -183,8 +188,32 @@ class Connection(Base):
     webhook_secret: Mapped[str | None] = mapped_column(Text)
     #: Messages per second this number may send (Meta default 80, up to 1,000).
     rate_per_second: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
+    #: ``enforce``: free-form messages only inside the 24 h customer-service window (Meta); ``off``: test numbers.
+    service_window: Mapped[str] = mapped_column(String(16), default="enforce", server_default="enforce")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+
+
+class ServiceWindow(Base):
+    """When a contact last wrote to one connection: free-form messages are allowed for 24 h after it."""
+
+    __tablename__ = "service_windows"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    wa_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_inbound_at: Mapped[dt.datetime]
+
+
+class OptOut(Base):
+    """A number that asked a company not to message it (the company's suppression list)."""
+
+    __tablename__ = "opt_outs"
+
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: ``api``, ``cli``, ``csv`` or ``keyword`` (an inbound opt-out keyword).
+    source: Mapped[str] = mapped_column(String(32), default="api", server_default="api")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
 
 
 class Contact(Base):
@@ -229,6 +258,8 @@ class Message(Base):
         Index("ix_messages_campaign_status", "campaign_id", "status"),
         #: The console's search by provider id alone (wamid), whatever the connection.
         Index("ix_messages_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
+        #: Messages failed by a WhatsApp rule, counted per reason over a recent window.
+        Index("ix_messages_rule_failures", "failed_at", postgresql_where=text("failure_reason IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -251,6 +282,8 @@ class Message(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_title: Mapped[str | None] = mapped_column(Text)
+    #: The WhatsApp rule a failed message broke (``outside_service_window``, ``marketing_limit``, …).
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: Earlier failures of a message that was retried (each: status, error, attempts, when, how it was retried).
     history: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'::jsonb"))
@@ -349,6 +382,8 @@ class Campaign(Base):
     delivered_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     read_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Recipients skipped because they are on the company's suppression list (their rows are ``cancelled``).
+    suppressed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]

@@ -11,7 +11,14 @@ Timestamps are rendered by ``zapq_iso()`` (migration 0002): UTC ISO 8601 whateve
 
 from __future__ import annotations
 
-from libs.events.types import CAMPAIGN_STATUS, CONNECTION_STATUS, MESSAGE_CREATED, MESSAGE_STATUS
+from libs.events.types import (
+    CAMPAIGN_STATUS,
+    CONNECTION_STATUS,
+    CONTACT_OPTED_IN,
+    CONTACT_OPTED_OUT,
+    MESSAGE_CREATED,
+    MESSAGE_STATUS,
+)
 
 #: ``events`` columns every fragment fills (``id``, ``created_at`` and the publishing columns are defaulted).
 INSERT_EVENTS = "INSERT INTO events (company_id, type, conversation, occurred_at, data)"
@@ -107,3 +114,15 @@ SELECT id, status, old_status FROM changed"""
 SET_CONNECTION_STATUS = change_connection_status(
     where="id = %(id)s", status="%(status)s::text", reason="%(reason)s::text"
 )
+
+
+def opt_out_change(rows: str, *, opted_out: bool, source: str) -> str:
+    """``contact.opted_out`` (``contact.opted_in``) for each row of ``rows`` (company_id, phone) put on (taken
+    off) a company's opt-out list; ``source`` is an SQL expression (``keyword``, ``api``, …)."""
+    kind, status = (CONTACT_OPTED_OUT, "opted_out") if opted_out else (CONTACT_OPTED_IN, "opted_in")
+    return f"""{INSERT_EVENTS}
+SELECT o.company_id, '{kind}', {conversation_of_contact("o.phone")}, now(),
+       jsonb_build_object(
+         'company_id', o.company_id, 'contact', jsonb_build_object('wa_id', o.phone), 'status', '{status}',
+         'source', {source}, 'timestamp', zapq_iso(now()))
+FROM {rows} o ORDER BY o.phone"""

@@ -17,10 +17,20 @@ MESSAGE_STATUS = "message.status"
 MESSAGE_CREATED = "message.created"
 CAMPAIGN_STATUS = "campaign.status"
 CONNECTION_STATUS = "connection.status"
+CONTACT_OPTED_OUT = "contact.opted_out"
+CONTACT_OPTED_IN = "contact.opted_in"
 #: Sent by ``POST /api/webhook-endpoints/{id}/test`` only; never stored.
 PING = "ping"
 
-EVENT_TYPES: tuple[str, ...] = (MESSAGE_RECEIVED, MESSAGE_STATUS, MESSAGE_CREATED, CAMPAIGN_STATUS, CONNECTION_STATUS)
+EVENT_TYPES: tuple[str, ...] = (
+    MESSAGE_RECEIVED,
+    MESSAGE_STATUS,
+    MESSAGE_CREATED,
+    CAMPAIGN_STATUS,
+    CONNECTION_STATUS,
+    CONTACT_OPTED_OUT,
+    CONTACT_OPTED_IN,
+)
 
 #: Public id of an event: ``evt_`` and 16 hex digits (sortable, no ``.`` as Standard Webhooks requires).
 EVENT_ID_PREFIX = "evt_"
@@ -83,10 +93,12 @@ class Reaction(_Data):
 
 
 class ErrorInfo(_Data):
-    """The provider's error (Meta error code and title) of a failed message."""
+    """The provider's error (Meta error code and title) of a failed message, and the WhatsApp rule it broke."""
 
     code: int | None = None
     title: str | None = None
+    #: ``outside_service_window``, ``marketing_limit``, … (``libs.rules.reasons``); ``null`` for a fault.
+    reason: str | None = None
 
 
 class MessageReceivedData(_Data):
@@ -175,12 +187,26 @@ class ConnectionStatusData(_Data):
     timestamp: dt.datetime
 
 
+class ContactOptOutData(_Data):
+    """``contact.opted_out`` / ``contact.opted_in``: a number was put on / taken off the company's opt-out list
+    (campaigns skip it; direct sends to it are refused unless transactional inside the service window)."""
+
+    company_id: int
+    contact: ContactRef
+    status: Literal["opted_out", "opted_in"]
+    #: ``keyword`` (an inbound opt-out / opt-in keyword), ``api``, ``cli`` or ``csv``.
+    source: str
+    timestamp: dt.datetime
+
+
 DATA_MODELS: dict[str, type[BaseModel]] = {
     MESSAGE_RECEIVED: MessageReceivedData,
     MESSAGE_STATUS: MessageStatusData,
     MESSAGE_CREATED: MessageCreatedData,
     CAMPAIGN_STATUS: CampaignStatusData,
     CONNECTION_STATUS: ConnectionStatusData,
+    CONTACT_OPTED_OUT: ContactOptOutData,
+    CONTACT_OPTED_IN: ContactOptOutData,
 }
 
 
@@ -188,13 +214,28 @@ class EventOut(BaseModel):
     """One published event, as the pull feed and the stream return it."""
 
     id: str = Field(description="evt_…: the webhook-id of its deliveries")
-    type: Literal["message.received", "message.status", "message.created", "campaign.status", "connection.status"]
+    type: Literal[
+        "message.received",
+        "message.status",
+        "message.created",
+        "campaign.status",
+        "connection.status",
+        "contact.opted_out",
+        "contact.opted_in",
+    ]
     company_id: int
     sequence: int = Field(description="per-company sequence: consecutive, so a gap means a missed event")
     cursor: str = Field(description="pass as `after` (or Last-Event-ID) to continue after this event")
     conversation: str = Field(description="ordering key: contact:<wa_id>, campaign:<id> or connection:<id>")
     occurred_at: dt.datetime
-    data: MessageReceivedData | MessageStatusData | MessageCreatedData | CampaignStatusData | ConnectionStatusData
+    data: (
+        MessageReceivedData
+        | MessageStatusData
+        | MessageCreatedData
+        | CampaignStatusData
+        | ConnectionStatusData
+        | ContactOptOutData
+    )
 
 
 class EventPage(BaseModel):

@@ -4,6 +4,10 @@
   Baileys ``key.id``: when one zapq company messages another, the receiver's copy shares the sender's id)
   with their contact upserted by wa_id; a newly stored one writes its ``message.received`` event in the same
   statement.
+* Each inbound message from the customer opens (moves forward) the contact's 24 h customer-service window
+  on that connection (:mod:`libs.rules.window`).
+* An inbound text that is one of the company's opt-out / opt-in keywords adds / removes its sender to / from
+  the suppression list (:mod:`libs.rules.optouts`).
 * Statuses move outbound messages of the connection they arrived on forward only
   (:mod:`libs.messages.status_store`, which writes ``message.status``); early ones are kept. A status for a
   number with no connection is skipped.
@@ -30,6 +34,8 @@ from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSo
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
+from libs.rules import optouts
+from libs.rules import store as rules_store
 from libs.tracing import span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -47,6 +53,8 @@ ConnectionKey = tuple[int, int]  # (company_id, connection_id)
 #: Width of ``messages.type``: unknown provider types are kept as sent, so longer ones are clipped to fit
 #: (the untouched item stays in ``payload.raw``) instead of failing the whole batch.
 TYPE_LENGTH = 32
+#: Inbound items that do not open the customer-service window (WhatsApp wrote them, not the customer).
+NOT_FROM_CUSTOMER = frozenset({"system"})
 
 
 @dataclass
@@ -217,6 +225,7 @@ def apply_meta(
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
         contact_id = contacts_store.upsert(session, company_id, item.from_wa_id, name)
+        received_at = _at(item.timestamp)
         values = {
             "company_id": company_id,
             "connection_id": connection_id,
@@ -228,7 +237,7 @@ def apply_meta(
             "body": item.text,
             "payload": _inbound_payload(item),
             "external_id": item.wamid,
-            "created_at": _at(item.timestamp),
+            "created_at": received_at,
         }
         with span(
             "message.received",
@@ -236,6 +245,10 @@ def apply_meta(
             attributes={"zapq.type": str(item.type)},
         ):
             _store_message(session, outcome, values, _meta_received(values, item, name))
+        if item.type not in NOT_FROM_CUSTOMER:
+            rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
+        if item.type == "text":
+            apply_keywords(session, company_id, item.from_wa_id, item.text)
     if only is not None:
         return outcome
     for status in statuses:
@@ -253,6 +266,21 @@ def apply_meta(
     if batch.skipped_changes:
         outcome.notes.append(f"{batch.skipped_changes} change(s) of fields other than messages ignored")
     return outcome
+
+
+def apply_keywords(session: Session, company_id: int, phone: str, text: str | None) -> None:
+    """An inbound text that is one of the company's opt-out (opt-in) keywords adds (removes) its sender to
+    (from) the suppression list (:mod:`libs.rules.optouts`); only short texts cost the keyword lookup."""
+    if text is None or not optouts.candidate(text):
+        return
+    own_out, own_in = rules_store.keywords(session, company_id)
+    opt_out = optouts.folded(own_out) if own_out is not None else optouts.DEFAULT_OPT_OUT
+    opt_in = optouts.folded(own_in) if own_in is not None else optouts.DEFAULT_OPT_IN
+    found = optouts.match(text, opt_out, opt_in)
+    if found == optouts.OPT_OUT and rules_store.opt_out_sync(session, company_id, phone, "keyword"):
+        logger.info("company %s: a contact opted out by keyword", company_id)
+    elif found == optouts.OPT_IN and rules_store.opt_in_sync(session, company_id, phone):
+        logger.info("company %s: a contact opted back in by keyword", company_id)
 
 
 def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | None) -> dict[str, Any]:
@@ -362,6 +390,10 @@ def _apply_upsert(
         context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
         received = received_data(values, contact_name=name, context=context, reaction=reaction)
     _store_message(session, outcome, values, received)
+    if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional
+        rules_store.touch_window(session, connection_id, event.phone, _at(event.timestamp))
+        if event.reaction_to is None:
+            apply_keywords(session, company_id, event.phone, event.text)
 
 
 def _apply_connection(

@@ -5,7 +5,10 @@ the reopening a dead-letter replay of a send does first.
 message and enqueues nothing. The row and its ``message.created`` event are written in one statement, and the
 job is enqueued before that commits: if the enqueue fails, nothing was created
 (:class:`~libs.refusals.QueueUnavailableError`). (Should the commit fail after the enqueue, the job finds no row
-and ends as a dead letter naming the missing message.)
+and ends as a dead letter naming the missing message.) WhatsApp's rules are applied first
+(:class:`~libs.refusals.RuleViolationError`, 422 with the reason): a free-form message outside the contact's
+customer-service window (:mod:`libs.rules.window`), a message to a number on the company's opt-out list unless
+it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
 
 **Retry.** A message the sender failed for good is ``failed``, and the sender leaves ``failed`` rows alone (a
 redelivered job must never send twice). Reopening it, under the row's lock, moves its failure (error, time,
@@ -37,7 +40,10 @@ from libs.companies import store as companies
 from libs.connections import store as connections
 from libs.enqueue import enqueue_many_async
 from libs.messages import store
-from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
+from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
+from libs.rules import store as rules_store
+from libs.rules import window
+from libs.rules.reasons import OPTED_OUT
 from libs.sending.jobs import send_job, send_job_id
 from libs.tracing import span
 
@@ -60,6 +66,8 @@ class NewMessage:
     #: Default: the company's first active connection.
     connection_id: int | None = None
     idempotency_key: str | None = None
+    #: A reply inside the customer-service window: allowed to a number on the suppression list.
+    transactional: bool = False
 
 
 def job_id(row: dict[str, Any]) -> str | None:
@@ -90,6 +98,27 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
     return connection_id
 
 
+async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
+    """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
+    outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
+    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
+    message_type = "template" if new.template is not None else "text"
+    state = await rules_store.window(conn, connection_id, new.to)
+    refused = window.refusal(state, message_type)
+    if refused is not None:
+        reason, closed_at = refused
+        raise RuleViolationError(reason, window.describe(closed_at), window_closed_at=closed_at)
+    if await rules_store.is_opted_out(conn, new.company_id, new.to):
+        in_window = state is not None and bool(state["open"])
+        if not (new.transactional and in_window):
+            why = "a transactional reply" if new.transactional else "only a transactional reply (transactional: true)"
+            text = (
+                f"the number is on company {new.company_id}'s opt-out list; {why} inside the customer-service "
+                "window may reach it"
+            )
+            raise RuleViolationError(OPTED_OUT, text, transactional=new.transactional, window_open=in_window)
+
+
 async def create_message(
     pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, new: NewMessage
 ) -> tuple[dict[str, Any], bool]:
@@ -100,6 +129,7 @@ async def create_message(
         if key is not None and (row := await store.by_idempotency_key(conn, new.company_id, key)) is not None:
             return row, False
         connection_id = await _connection_for(conn, new)
+        await _check_rules(conn, new, connection_id)
         payload = {"template": new.template} if new.template is not None else {}
         async with conn.transaction():
             row = await store.insert(

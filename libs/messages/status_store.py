@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.orm import Session
 
 from libs.events import outbox_store as events
+from libs.rules.reasons import rule_reason
 
 RANKS: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4, "played": 5}
 FAILED = "failed"
@@ -44,8 +45,8 @@ STATUS_EVENTS = events.message_status(
     "updated",
     status="%(status)s::text",
     at="%(at)s::timestamptz",
-    error="CASE WHEN %(status)s = 'failed' THEN jsonb_build_object('code', %(code)s::int, 'title', %(title)s::text)"
-    " END",
+    error="CASE WHEN %(status)s = 'failed' THEN jsonb_build_object('code', %(code)s::int, 'title', %(title)s::text,"
+    " 'reason', %(reason)s::text) END",
     pricing="%(pricing)s::jsonb",
     conversation="%(conversation)s::jsonb",
 )
@@ -79,6 +80,7 @@ WITH target AS (
     failed_at = CASE WHEN %(status)s = 'failed' THEN %(at)s ELSE m.failed_at END,
     error_code = CASE WHEN %(status)s = 'failed' THEN %(code)s ELSE m.error_code END,
     error_title = CASE WHEN %(status)s = 'failed' THEN %(title)s ELSE m.error_title END,
+    failure_reason = CASE WHEN %(status)s = 'failed' THEN %(reason)s::text ELSE m.failure_reason END,
     updated_at = now()
   FROM target t
   WHERE m.id = t.id AND (
@@ -189,6 +191,8 @@ class StatusChange:
     conversation: dict[str, Any] | None = None
     #: The connection whose number reported it: only that connection's messages are looked at.
     connection_id: int | None = None
+    #: The WhatsApp rule a ``failed`` one broke (default: from Meta's code, :func:`libs.rules.reasons.rule_reason`).
+    reason: str | None = None
 
     def params(self, message_id: int | None = None) -> dict[str, Any]:
         """Parameters of the apply statements."""
@@ -200,6 +204,7 @@ class StatusChange:
             "at": self.at or dt.datetime.now(dt.UTC),
             "code": self.code,
             "title": self.title,
+            "reason": self.reason or rule_reason(self.code),
             "client_ref": self.client_ref,
             "id": message_id,
             "pricing": Jsonb(self.pricing) if self.pricing is not None else None,
@@ -271,13 +276,15 @@ async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int
             await conn.execute(APPLY_BY_EXTERNAL_ID, change.params(), prepare=True)
 
 
-async def record_failed_async(pool: AsyncConnectionPool, message_id: int, *, code: int | None, title: str) -> None:
+async def record_failed_async(
+    pool: AsyncConnectionPool, message_id: int, *, code: int | None, title: str, reason: str | None = None
+) -> None:
     """The sender's record of a send that failed for good (``queued``/``sending`` → ``failed``), campaign counted.
 
     The provider never accepted the message, so unlike a ``failed`` webhook this implies no ``sent`` step (no
     ``sent_at``, no ``sent_count``). A row that got its provider id meanwhile is left alone.
     """
-    params = StatusChange("", FAILED, code=code, title=title).params(message_id)
+    params = StatusChange("", FAILED, code=code, title=title, reason=reason).params(message_id)
     params.update(external_id=None, rank=RANKS["sending"])
     async with pool.connection() as conn:
         await conn.execute(APPLY_BY_ID, params, prepare=True)

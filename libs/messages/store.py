@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
 from libs.events import outbox_store as events
 from libs.events.types import MESSAGE_RECEIVED
 
 COLUMNS = """id, company_id, connection_id, campaign_id, direction, priority, status, recipient, type, body,
-payload, idempotency_key, external_id, error_code, error_title, attempts, history, created_at, queued_at,
-sending_at, sent_at, delivered_at, read_at, failed_at"""
+payload, idempotency_key, external_id, error_code, error_title, failure_reason, attempts, history, created_at,
+queued_at, sending_at, sent_at, delivered_at, read_at, failed_at"""
 
 # -- created by the API ---------------------------------------------------------------------------------
 
@@ -71,16 +71,20 @@ SELECT id FROM stored
 INSERT_CAMPAIGN_SLICE = f"""
 WITH created AS (
   INSERT INTO messages (company_id, connection_id, campaign_id, direction, priority, status, recipient, type,
-                        body, payload, queued_at)
-  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low', 'queued', r.recipient, %(type)s,
-         r.body, r.payload, now()
+                        body, payload, queued_at, failure_reason)
+  SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low',
+         CASE WHEN o.phone IS NULL THEN 'queued' ELSE 'cancelled' END, r.recipient, %(type)s,
+         r.body, r.payload, now(), CASE WHEN o.phone IS NOT NULL THEN 'opted_out' END
   FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
+  LEFT JOIN opt_outs o ON o.company_id = %(company_id)s AND o.phone = r.recipient
   ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
-  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at
+  RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at, status
+), queued AS (
+  SELECT * FROM created WHERE status = 'queued'
 ), events_written AS (
-{events.message_created("created")}
+{events.message_created("queued")}
 )
-SELECT id FROM created
+SELECT id, status = 'queued' AS queued FROM created
 """
 
 QUEUED_IN_SLICE = """
@@ -112,10 +116,11 @@ FOR UPDATE OF m
 REOPEN = """
 WITH reopened AS (
   UPDATE messages m SET
-    status = 'queued', attempts = 0, error_code = NULL, error_title = NULL, failed_at = NULL, sending_at = NULL,
-    queued_at = now(), updated_at = now(),
+    status = 'queued', attempts = 0, error_code = NULL, error_title = NULL, failure_reason = NULL, failed_at = NULL,
+    sending_at = NULL, queued_at = now(), updated_at = now(),
     history = m.history || jsonb_build_array(jsonb_build_object(
-      'status', 'failed', 'error_code', m.error_code, 'error_title', m.error_title, 'failed_at', m.failed_at,
+      'status', 'failed', 'error_code', m.error_code, 'error_title', m.error_title,
+      'failure_reason', m.failure_reason, 'failed_at', m.failed_at,
       'attempts', m.attempts, 'retried_at', now(), 'via', %(via)s::text))
   WHERE m.id = %(id)s AND m.status = 'failed' AND m.external_id IS NULL
   RETURNING m.id, m.campaign_id
@@ -133,6 +138,7 @@ WITH undone AS (
   UPDATE messages m SET
     status = 'failed', attempts = (m.history -> -1 ->> 'attempts')::int,
     error_code = (m.history -> -1 ->> 'error_code')::int, error_title = m.history -> -1 ->> 'error_title',
+    failure_reason = m.history -> -1 ->> 'failure_reason',
     failed_at = (m.history -> -1 ->> 'failed_at')::timestamptz, history = m.history - (-1), updated_at = now()
   WHERE m.id = %(id)s AND m.status = 'queued' AND m.attempts = 0 AND jsonb_array_length(m.history) > 0
   RETURNING m.campaign_id
@@ -203,6 +209,30 @@ class Filter:
 
 
 # -- async (the API) ------------------------------------------------------------------------------------
+
+
+#: Messages failed by a WhatsApp rule (:mod:`libs.rules.reasons`) in the last ``%(window_s)s`` seconds, per reason
+#: (on the partial index ``ix_messages_rule_failures``).
+RULE_FAILURES = """
+SELECT failure_reason, count(*) FROM messages
+WHERE failure_reason IS NOT NULL AND failed_at > now() - make_interval(secs => %(window_s)s)
+GROUP BY failure_reason ORDER BY failure_reason
+"""
+#: The window of :data:`RULE_FAILURES` in ``zapq stats`` and ``/metrics``.
+RULE_FAILURES_WINDOW_S = 86_400
+
+
+async def rule_failures(conn: AsyncConnection[Any], window_s: int = RULE_FAILURES_WINDOW_S) -> dict[str, int]:
+    """Messages failed by each WhatsApp rule in the last ``window_s`` seconds."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(RULE_FAILURES, {"window_s": window_s})
+    return {reason: int(n) for reason, n in await cursor.fetchall()}
+
+
+def rule_failures_sync(session: Session, window_s: int = RULE_FAILURES_WINDOW_S) -> dict[str, int]:
+    """:func:`rule_failures` in a sync session (the CLI)."""
+    rows = session.connection().exec_driver_sql(RULE_FAILURES, {"window_s": window_s}).all()
+    return {reason: int(n) for reason, n in rows}
 
 
 async def insert(conn: AsyncConnection[Any], values: dict[str, Any]) -> dict[str, Any] | None:
@@ -276,9 +306,11 @@ def insert_received(session: Session, values: dict[str, Any]) -> int | None:
     return None if message_id is None else int(message_id)
 
 
-def insert_campaign_slice(session: Session, values: dict[str, Any]) -> list[int]:
-    """Create a campaign slice's messages (:data:`INSERT_CAMPAIGN_SLICE`); the ids of the rows created."""
-    return [row[0] for row in session.connection().exec_driver_sql(INSERT_CAMPAIGN_SLICE, values)]
+def insert_campaign_slice(session: Session, values: dict[str, Any]) -> tuple[list[int], int]:
+    """Create a campaign slice's messages (:data:`INSERT_CAMPAIGN_SLICE`): the ids of the rows created queued,
+    and how many were created suppressed (``cancelled``, reason ``opted_out``: on the suppression list)."""
+    rows = session.connection().exec_driver_sql(INSERT_CAMPAIGN_SLICE, values).all()
+    return [row[0] for row in rows if row[1]], sum(1 for row in rows if not row[1])
 
 
 def queued_in_slice(session: Session, campaign_id: int, recipients: list[str]) -> list[int]:

@@ -8,12 +8,16 @@ the body carries no code::
     4, 80007                               ProviderRateLimited (60 s)      deferred, no attempt used
     131056                                 PairRateLimited (4**X s)        deferred, no attempt used
     1, 2, 131000, 131016, 131057, 133004   ProviderTransientError          retried (queue policy)
-    131026, 131047, 131050                 InvalidRecipientError           dead-lettered
-    132000 - 132016                        TemplateError                   dead-lettered
+    131026, 131047, 131050                 InvalidRecipientError           message failed with its reason
+    132000 - 132016                        TemplateError                   message failed with its reason
+    131049, 470 - 479                      RuleRefusedError                message failed with its reason
     0, 190, 10, 200-299, 131005, 133010,
     368, 131031                            ConnectionNeedsAttentionError   dead-lettered, fix connection
-    100, 131008, 131009, 131048, 131049,
+    100, 131008, 131009, 131048,
     131051, other codes with HTTP 4xx      ProviderPermanentError          dead-lettered
+
+A ``RuleRefusedError`` carries its rule as ``reason`` (:func:`libs.rules.reasons.rule_reason`): the sender
+fails the message with it and finishes the job (no dead letter, no Sentry event, no alert).
     other codes with HTTP 5xx              ProviderTransientError          retried (queue policy)
 """
 
@@ -33,10 +37,12 @@ from libs.errors import (
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderTransientError,
+    RuleRefusedError,
     TemplateError,
 )
 from libs.providers._http import excerpt, json_object, map_transport_error, redact
 from libs.providers.base import OutboundTemplate, OutboundText, SendResult
+from libs.rules.reasons import rule_reason
 
 PROVIDER = "meta"
 
@@ -58,12 +64,14 @@ ERROR_CLASSES: dict[int, type[ProviderError]] = {
     **dict.fromkeys((1, 2, 131000, 131016, 131057, 133004), ProviderTransientError),
     **dict.fromkeys((131026, 131047, 131050), InvalidRecipientError),
     **dict.fromkeys((0, 190, 10, 131005, 133010, 368, 131031), ConnectionNeedsAttentionError),
-    **dict.fromkeys((100, 131008, 131009, 131048, 131049, 131051), ProviderPermanentError),
+    131049: RuleRefusedError,
+    **dict.fromkeys((100, 131008, 131009, 131048, 131051), ProviderPermanentError),
 }
 #: Ranges of codes, for a code not in :data:`ERROR_CLASSES`.
 ERROR_RANGES: tuple[tuple[range, type[ProviderError]], ...] = (
     (range(132000, 132017), TemplateError),
     (range(200, 300), ConnectionNeedsAttentionError),
+    (range(470, 480), RuleRefusedError),
 )
 #: Deferral of each rate-limit code (131056's grows with the pair's refusals: :func:`pair_limit_delay_ms`).
 RATE_LIMIT_DELAYS_MS: dict[int, int] = {
@@ -163,6 +171,8 @@ def _build(
     if cls is ProviderRateLimited:
         delay_ms = RATE_LIMIT_DELAYS_MS.get(code, THROUGHPUT_DELAY_MS) if code is not None else THROUGHPUT_DELAY_MS
         return ProviderRateLimited(message, delay_ms=delay_ms, **common)
+    if cls is not None and issubclass(cls, RuleRefusedError):
+        return cls(message, reason=rule_reason(code), **common)
     return (cls or ProviderTransientError)(message, **common)
 
 

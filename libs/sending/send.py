@@ -8,7 +8,10 @@ Steps, each an idempotent state transition so a redelivered job never sends twic
 3. journal the provider's id in Redis (:mod:`libs.sending.journal`), then record it (``sending`` → ``sent``)
    and apply statuses that arrived early.
 
-Failures are raised as ``libs.errors`` types for the retry middleware. A failure after which the provider
+A message the customer-service window no longer allows (:mod:`libs.rules.window`) or that Meta refuses under
+one of its rules (``RuleRefusedError``) ends ``failed`` with the rule as ``failure_reason`` and the job
+finishes: a rule is not a fault (no dead letter, no Sentry event, no alert). Other failures are raised as
+``libs.errors`` types for the retry middleware. A failure after which the provider
 may have accepted the message (timeout, connection dropped mid-request) keeps the row in ``sending``: the
 next attempt waits ``reconcile_seconds`` for a status webhook to reconcile it before sending again. A record
 that failed after the provider answered (Postgres stalled, reset, failed over) also keeps the row in
@@ -43,9 +46,12 @@ from libs.errors import (
     ProviderError,
     ProviderRateLimited,
     RecordNotFoundError,
+    RuleRefusedError,
 )
 from libs.messages.status_store import record_failed_async, record_sent_async, record_sent_many_async
 from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
+from libs.rules import window
+from libs.rules.reasons import OUTSIDE_SERVICE_WINDOW
 from libs.secrets import Secrets
 from libs.sending import store
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
@@ -286,6 +292,9 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
     # the row stays ``sending``: whether the provider has it is not known, so only the journal may settle it.)
     if row["attempts"] > 1 and (journaled := await _recorded_from_journal(ctx, message_id)) is not None:
         return journaled
+    if row["window_open"] is False:  # queued inside the window, reached us after it closed: Meta would refuse
+        await _refuse(ctx, row, OUTSIDE_SERVICE_WINDOW, window.describe(row["window_closes_at"]))
+        return None
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
         with span("throttle.wait", ids={"zapq.connection": row["connection_id"]}):
@@ -319,6 +328,9 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             await ctx.throttle.pair_refused(row["connection_id"], row["recipient"], pair_hits, exc.delay_ms)
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
+    except RuleRefusedError as exc:  # a rule, not a fault: the message fails with it, the job is done
+        await _refuse(ctx, row, exc.reason, f"{type(exc).__name__}: {exc}", code=exc.code)
+        return None
     except PermanentError as exc:
         ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         await _fail(ctx, row, exc)
@@ -375,6 +387,13 @@ async def _recorded_from_journal(
     await ctx.records((message_id, provider_id))
     await ctx.journal.forget(message_id)
     return provider_id
+
+
+async def _refuse(ctx: SenderContext, row: store.Claimed, reason: str, title: str, *, code: int | None = None) -> None:
+    """End the message ``failed`` with the WhatsApp rule it broke (:mod:`libs.rules.reasons`). The job then
+    finishes: no dead letter, no Sentry event, nothing toward the dead-letter alert (counted per reason)."""
+    await record_failed_async(ctx.pool, row["id"], code=code, title=f"{reason}: {title}"[:500], reason=reason)
+    logger.info("message %s failed by a WhatsApp rule: %s", row["id"], reason)
 
 
 async def _fail(ctx: SenderContext, row: store.Claimed, exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from libs.events import outbox_store as events
+from libs.rules.store import WINDOW_SECONDS
 
 #: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).
 STILL_HELD = """
@@ -18,8 +19,18 @@ SELECT 'campaign:' || id FROM campaigns WHERE id = ANY(%(campaigns)s::bigint[]) 
 """
 
 
+#: Whether the customer-service window lets the claimed message go (``window_open``: NULL when the rule does
+#: not apply — a template, a Baileys connection, ``service_window = 'off'``) and when it closes / closed.
+WINDOW_APPLIES = "c.provider = 'meta' AND c.service_window = 'enforce' AND m.type <> 'template'"
+WINDOW_CHECK = f"""CASE WHEN {WINDOW_APPLIES} THEN COALESCE((
+            SELECT w.last_inbound_at > now() - make_interval(secs => %(window_s)s) FROM service_windows w
+            WHERE w.connection_id = c.id AND w.wa_id = m.recipient), false) END AS window_open,
+          CASE WHEN {WINDOW_APPLIES} THEN (
+            SELECT w.last_inbound_at + make_interval(secs => %(window_s)s) FROM service_windows w
+            WHERE w.connection_id = c.id AND w.wa_id = m.recipient) END AS window_closes_at"""
+
 #: Take queued messages (or ones whose previous attempt ended ambiguously long enough ago) for sending.
-CLAIM = """
+CLAIM = f"""
 UPDATE messages AS m
 SET status = 'sending', sending_at = now(), attempts = m.attempts + 1, updated_at = now()
 FROM connections AS c
@@ -30,7 +41,8 @@ WHERE m.id = ANY(%(ids)s) AND c.id = m.connection_id AND m.direction = 'out' AND
   AND NOT EXISTS (SELECT 1 FROM campaigns k WHERE k.id = m.campaign_id AND k.status IN ('paused', 'cancelled'))
 RETURNING m.id, m.company_id, m.recipient, m.type, m.body, m.payload, m.priority, m.campaign_id, m.attempts,
           c.id AS connection_id, c.provider, c.phone_number_id, c.access_token, c.bridge_url,
-          c.bridge_instance, c.bridge_api_key, c.rate_per_second
+          c.bridge_instance, c.bridge_api_key, c.rate_per_second,
+          {WINDOW_CHECK}
 """
 
 #: Why a message could not be claimed.
@@ -88,7 +100,8 @@ async def claim_many(pool: AsyncConnectionPool, message_ids: list[int], reconcil
     now (see :func:`inspect`). An id asked for twice is claimed for its first caller only."""
     async with pool.connection() as conn:
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(CLAIM, {"ids": list(set(message_ids)), "reconcile_s": reconcile_s}, prepare=True)
+        params = {"ids": list(set(message_ids)), "reconcile_s": reconcile_s, "window_s": WINDOW_SECONDS}
+        await cursor.execute(CLAIM, params, prepare=True)
         claimed = {row["id"]: Claimed(row) for row in await cursor.fetchall()}
     return [claimed.pop(message_id, None) for message_id in message_ids]
 

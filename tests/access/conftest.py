@@ -97,6 +97,7 @@ def _company(client: TestClient, admin: dict[str, str], db: Database, name: str,
     company.connection = post("/api/connections", {
         "company_id": company.id, "provider": "meta", "name": f"number {name}", "phone_number_id": f"pn-{name}",
         "access_token": token, "display_phone_number": phone,
+        "service_window": "off",  # free-form messages to numbers that never wrote
     })["id"]  # fmt: skip
     company.message = post("/api/messages", {"company_id": company.id, "to": phone, "text": f"hello {name}"})["id"]
     company.campaign = post("/api/campaigns", {

@@ -60,6 +60,11 @@ CASES: dict[str, Callable[[World], list[Probe]]] = {
         (f"/api/webhook-endpoints/{w.b.endpoint}/test", {}, NOT_FOUND)],
     "POST /api/webhook-endpoints/{id:int}/replay": lambda w: [
         (f"/api/webhook-endpoints/{w.b.endpoint}/replay", {"json": {"since": "2026-01-01T00:00:00Z"}}, NOT_FOUND)],
+    "GET /api/opt-outs": lambda w: [(f"/api/opt-outs?company_id={w.b.id}", {}, FORBIDDEN), ("/api/opt-outs", {}, OWN)],
+    "POST /api/opt-outs": lambda w: [
+        ("/api/opt-outs", {"json": {"company_id": w.b.id, "phones": ["5511933330003"]}}, FORBIDDEN)],
+    "POST /api/opt-outs/import": lambda w: [(f"/api/opt-outs/import?company_id={w.b.id}", _csv(), FORBIDDEN)],
+    "DELETE /api/opt-outs/{phone}": lambda w: [(f"/api/opt-outs/5511933330003?company_id={w.b.id}", {}, FORBIDDEN)],
     "POST /api/companies": lambda w: [("/api/companies", {"json": {"name": "mine"}}, FORBIDDEN)],
     "GET /api/companies": lambda w: [("/api/companies", {}, OWN)],
     "GET /api/companies/{id:int}": lambda w: [(f"/api/companies/{w.b.id}", {}, NOT_FOUND)],

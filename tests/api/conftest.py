@@ -35,7 +35,7 @@ def make_company(api: TestClient, name: str = "Acme") -> dict[str, Any]:
 
 
 def make_connection(api: TestClient, company_id: int, **extra: Any) -> dict[str, Any]:
-    """A Meta connection created through the API."""
+    """A Meta connection created through the API (``service_window`` off unless given)."""
     body = {
         "company_id": company_id,
         "provider": "meta",
@@ -43,6 +43,7 @@ def make_connection(api: TestClient, company_id: int, **extra: Any) -> dict[str,
         "phone_number_id": extra.pop("phone_number_id", f"pn-{company_id}"),
         "access_token": "EAAG-secret-token",
         "display_phone_number": "+1 555 0100",
+        "service_window": "off",  # free-form messages to numbers that never wrote (a test number)
         **extra,
     }
     response = api.post("/api/connections", json=body)

@@ -58,6 +58,7 @@ def test_replay_from_the_dashboard(
         connection = http.post(
             "/api/connections",
             json={"company_id": company["id"], "provider": "meta", "phone_number_id": "pn-1", "access_token": "t",
+                  "service_window": "off",
                   "display_phone_number": "+1 555 0100", "name": "Acme main"},
         ).json()  # fmt: skip
         campaign = http.post(

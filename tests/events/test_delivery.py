@@ -49,7 +49,13 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     company = api.post("/api/companies", json={"name": "Acme"}).json()
     connection = api.post(
         "/api/connections",
-        json={"company_id": company["id"], "provider": "meta", "phone_number_id": "pn-events", "access_token": "t"},
+        json={
+            "company_id": company["id"],
+            "provider": "meta",
+            "phone_number_id": "pn-events",
+            "access_token": "t",
+            "service_window": "off",  # free-form messages to numbers that never wrote
+        },
     ).json()
     endpoint = make_endpoint(api, company["id"], url + "/hooks/zapq")
     secret = endpoint["secret"]
@@ -88,9 +94,13 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     api.post(f"/api/campaigns/{later['id']}/recipients", content=csv, headers={"content-type": "text/csv"})
     start_at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
     assert api.post(f"/api/campaigns/{later['id']}/start", json={"start_at": start_at}).status_code == 200
+    # contact.opted_out / contact.opted_in: a number put on the opt-out list, then taken off
+    assert api.post("/api/opt-outs", json={"company_id": company["id"], "phones": ["5511966665555"]}).json()["added"]
+    assert api.delete("/api/opt-outs/5511966665555", params={"company_id": company["id"]}).status_code == 204
 
     # Then the receiver gets every event once, each verified with the standardwebhooks library
-    expected = 2 + 1 + 2 + 1 + 1 + 2 + 4 + 1  # connection, received, created, sent, failed, delivered+read, campaign
+    # connection, received, created, sent, failed, delivered+read, campaign, opt-out + opt-in
+    expected = 2 + 1 + 2 + 1 + 1 + 2 + 4 + 1 + 2
     deliveries = receiver.wait_for(expected, timeout=20)
     assert receiver.refused == 0
     assert {d.path for d in deliveries} == {"/hooks/zapq"}
@@ -121,13 +131,15 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
             ("campaign.status", "resumed"),
             ("campaign.status", "cancelled"),
             ("campaign.status", "scheduled"),
+            ("contact.opted_out", "opted_out"),
+            ("contact.opted_in", "opted_in"),
         ],
         key=str,
     )
     assert {d.type for d in deliveries} == set(EVENT_TYPES)
     # And the failed status carries Meta's code and title; the received message its contact and text
     failed = next(d.data for d in deliveries if d.data.get("status") == "failed")
-    assert failed["error"] == {"code": 131026, "title": "Message undeliverable"}
+    assert failed["error"] == {"code": 131026, "title": "Message undeliverable", "reason": "undeliverable"}
     received = next(d.data for d in deliveries if d.type == "message.received")
     assert (received["contact"], received["text"]) == ({"wa_id": "5511988887777", "name": "Ana"}, "hello")
     # And within each conversation the order is the order of the facts

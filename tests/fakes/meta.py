@@ -16,12 +16,17 @@ Behaviour of ``POST /{version}/{phone_number_id}/messages``, in order:
 5. More than ``rate_per_second`` accepted sends for the phone number in the last ``rate_window_s`` (1 s)
    → 130429.
 6. More than ``pair_limit`` sends to one recipient within ``pair_window_s`` → 131056 (off by default).
-7. Accepted: recorded, answered 200 with a new wamid, and when ``webhook_url`` is set the statuses in
+7. With ``service_window_s`` set (Meta: 86,400; off by default): a free-form (non-template) message to a user
+   who has not written to the number within that window → 400, code 131047 ("Re-engagement message"). The
+   fake learns that a user wrote from ``POST /_fake/inbound`` ``{"phone_number_id", "from", "at"?}`` (epoch
+   seconds, default now).
+8. Accepted: recorded, answered 200 with a new wamid, and when ``webhook_url`` is set the statuses in
    ``webhook_statuses`` are posted there, signed with ``app_secret`` (``X-Hub-Signature-256``).
 
 Every answer waits ``latency_ms`` first. Control: ``GET/POST /_fake/config`` (POST a partial config; a
 ``forced_errors`` list is appended to the queue), ``POST /_fake/reset``, ``GET /_fake/sends``,
-``GET /_fake/webhooks``, ``GET /_fake/health``.
+``GET /_fake/webhooks``, ``GET /_fake/health``, ``POST /_fake/inbound``, ``GET /_fake/calls`` (every
+``/messages`` request seen, accepted or not).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class MetaFakeConfig:
     waba_id: str = "102290129340398"
     display_phone_number: str = "15550783881"
     record_payloads: bool = True
+    #: Meta's customer-service window in seconds (86,400); ``None``: free-form messages are always accepted.
+    service_window_s: float | None = None
 
 
 @dataclass
@@ -106,6 +113,10 @@ class MetaFake:
         self.sends: list[MetaSend] = []
         self.webhooks = WebhookPoster()
         self.random = random.Random()
+        #: When each user last wrote to each number (``"<phone_number_id>:<wa_id>"`` → epoch seconds).
+        self.inbound: dict[str, float] = {}
+        #: Every ``/messages`` request seen.
+        self.calls = 0
 
     def reset(self) -> None:
         """Back to the start-up config with no sends, no forced errors and empty rate windows."""
@@ -114,10 +125,13 @@ class MetaFake:
         self.windows.clear()
         self.sends.clear()
         self.webhooks.deliveries.clear()
+        self.inbound.clear()
+        self.calls = 0
 
     async def handle_send(self, request: Request) -> Response:
         """Answer one ``/messages`` call (see the module docstring for the order of checks)."""
         cfg = self.config
+        self.calls += 1
         phone_number_id = request.path_params["phone_number_id"]
         raw = await request.body()
         auth = request.headers.get("authorization", "")
@@ -154,6 +168,10 @@ class MetaFake:
             f"pair:{phone_number_id}:{to.lstrip('+')}", limit=cfg.pair_limit, window_s=cfg.pair_window_s
         ):
             return await self._error(131056)
+        if cfg.service_window_s is not None and payload.get("type", "text") != "template":
+            wrote = self.inbound.get(f"{phone_number_id}:{to.lstrip('+')}")
+            if wrote is None or time.time() - wrote > cfg.service_window_s:
+                return await self._error(131047)
 
         send = self._record(phone_number_id, payload)
         if cfg.webhook_url:
@@ -232,7 +250,21 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
     async def messages(request: Request) -> Response:
         return await fake.handle_send(request)
 
-    return fake_app(fake, [Route("/{version}/{phone_number_id}/messages", messages, methods=["POST"])])
+    async def inbound(request: Request) -> Response:
+        body = await request.json()
+        key = f"{body['phone_number_id']}:{str(body['from']).lstrip('+')}"
+        fake.inbound[key] = float(body.get("at") or time.time())
+        return JSONResponse({"ok": True})
+
+    async def calls(request: Request) -> Response:
+        return JSONResponse({"calls": fake.calls})
+
+    routes = [
+        Route("/{version}/{phone_number_id}/messages", messages, methods=["POST"]),
+        Route("/_fake/inbound", inbound, methods=["POST"]),
+        Route("/_fake/calls", calls, methods=["GET"]),
+    ]
+    return fake_app(fake, routes)
 
 
 def main(argv: list[str] | None = None) -> None:

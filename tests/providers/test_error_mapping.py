@@ -20,6 +20,7 @@ from libs.errors import (
     ProviderTimeoutError,
     ProviderTransientError,
     RateLimited,
+    RuleRefusedError,
     TemplateError,
     TransientError,
 )
@@ -52,8 +53,35 @@ META_TABLE: list[tuple[int, type[ProviderError]]] = [
     *((code, ProviderTransientError) for code in (1, 2, 131000, 131016, 131057, 133004)),
     *((code, InvalidRecipientError) for code in (131026, 131047, 131050)),
     *((code, TemplateError) for code in (132000, 132001, 132005, 132012, 132015, 132016)),
-    *((code, ProviderPermanentError) for code in (100, 131008, 131009, 131048, 131049, 131051)),
+    *((code, ProviderPermanentError) for code in (100, 131008, 131009, 131048, 131051)),
+    *((code, RuleRefusedError) for code in (131049, 470, 471, 479)),
 ]
+
+#: Meta's rule errors and the reason each message fails with (no dead letter).
+RULE_REASONS = [
+    (131047, "outside_service_window"),
+    (470, "outside_service_window"),
+    (131049, "marketing_limit"),
+    (131026, "undeliverable"),
+    (131050, "user_stopped_marketing"),
+    (132000, "template_rejected"),
+    (132016, "template_rejected"),
+    (471, "policy"),
+]
+
+
+@pytest.mark.parametrize(("code", "reason"), RULE_REASONS)
+def test_meta_rule_errors_carry_their_reason(code: int, reason: str) -> None:
+    # When a rule error is mapped
+    error = map_meta_error(400, meta_body(code))
+    # Then it is a rule refusal with the reason the message fails with
+    assert isinstance(error, RuleRefusedError) and isinstance(error, PermanentError)
+    assert error.reason == reason
+
+
+@pytest.mark.parametrize("code", [100, 131000, 131051, 190, 130429])
+def test_faults_are_not_rule_refusals(code: int) -> None:
+    assert not isinstance(map_meta_error(400, meta_body(code)), RuleRefusedError)
 
 
 @pytest.mark.parametrize(("code", "expected"), META_TABLE)

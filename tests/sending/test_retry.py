@@ -104,7 +104,7 @@ def test_cli_replay_of_a_failed_campaign_send_sends_it_and_keeps_the_counters_ex
     company, connection = make_connection(db)
     campaign = make_campaign(db, company, connection, CampaignStatus.RUNNING)
     ids = make_messages(db, company, connection, ["16505550001", "16505550002"], priority="low", campaign_id=campaign)
-    configure(fake_meta, forced_errors=[131026])
+    configure(fake_meta, forced_errors=[100])
     enqueue(broker, ids, tier="low")
     drain(broker, worker)
     assert campaign_counters(db, campaign) == {"sent": 1, "failed": 1}
@@ -119,7 +119,7 @@ def test_cli_replay_of_a_failed_campaign_send_sends_it_and_keeps_the_counters_ex
     assert sorted(int(s["client_ref"]) for s in sends(fake_meta)) == ids
     assert {row.status for row in messages(db, ids)} == {MessageStatus.SENT}
     assert campaign_counters(db, campaign) == {"sent": 2, "failed": 0}
-    assert [entry["error_code"] for entry in message(db, failed).history] == [131026]
+    assert [entry["error_code"] for entry in message(db, failed).history] == [100]
 
 
 def test_retry_endpoint_sends_a_failed_message_and_refuses_others_with_the_reason(

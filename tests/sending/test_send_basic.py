@@ -34,12 +34,12 @@ def test_permanent_error_fails_and_dead_letters(
 ) -> None:
     company, connection = make_connection(db)
     [message_id] = make_messages(db, company, connection, ["16505550000"])
-    configure(fake_meta, forced_errors=[131026])
+    configure(fake_meta, forced_errors=[100])  # a fault (rule errors such as 131026 fail without a dead letter)
     contracts.SEND_NORMAL.send(contracts.SendMessage(message_id), broker=broker)
     drain(broker, worker)
     with db.session() as session:
         row = session.get(Message, message_id)
-        assert row is not None and row.status == MessageStatus.FAILED and row.error_code == 131026
+        assert row is not None and row.status == MessageStatus.FAILED and row.error_code == 100
         letter = session.query(DeadLetter).one()
         assert letter.reason == "permanent" and letter.attempts == 1
 

@@ -29,11 +29,13 @@ from tests.sending.conftest import (
     sends,
 )
 
+#: Permanent faults (Meta's rule errors — 131026, 131047, 132xxx, … — fail without a dead letter:
+#: tests/sending/test_rules.py).
 PERMANENT = {
-    131026: "libs.errors.InvalidRecipientError",
-    131050: "libs.errors.InvalidRecipientError",
-    131047: "libs.errors.InvalidRecipientError",
-    132001: "libs.errors.TemplateError",
+    100: "libs.errors.ProviderPermanentError",
+    131008: "libs.errors.ProviderPermanentError",
+    131009: "libs.errors.ProviderPermanentError",
+    131051: "libs.errors.ProviderPermanentError",
 }
 
 
