@@ -84,6 +84,7 @@ def ensure_demo_connection(settings: Settings) -> DemoStack:
             token = Secrets(settings.secrets_key_list).encrypt(FAKE_META_TOKEN)
             if found is not None:
                 found.access_token = token
+                found.service_window = "off"
                 return DemoStack(company_id=found.company_id, connection_id=found.id, created=False)
             company = Company(name=DEMO_COMPANY_NAME)
             session.add(company)
@@ -95,6 +96,7 @@ def ensure_demo_connection(settings: Settings) -> DemoStack:
                 phone_number_id=DEMO_PHONE_NUMBER_ID,
                 display_phone_number=DEMO_DISPLAY_NUMBER,
                 access_token=token,
+                service_window="off",  # a test number (README: WhatsApp rules)
             )
             session.add(connection)
             session.flush()

@@ -55,7 +55,8 @@ def seed_demo(http: httpx.Client) -> DemoStack:
         (c for c in connections if c["provider"] == "meta" and c["phone_number_id"] == DEMO_PHONE_NUMBER_ID), None
     )
     if found is not None:
-        _call(http, "PATCH", f"/api/connections/{found['id']}", json={"access_token": FAKE_META_TOKEN})
+        patch = {"access_token": FAKE_META_TOKEN, "service_window": "off"}
+        _call(http, "PATCH", f"/api/connections/{found['id']}", json=patch)
         return DemoStack(company_id=found["company_id"], connection_id=found["id"], created=False)
     company = _call(http, "POST", "/api/companies", json={"name": DEMO_COMPANY_NAME})
     connection = _call(
@@ -69,6 +70,8 @@ def seed_demo(http: httpx.Client) -> DemoStack:
             "phone_number_id": DEMO_PHONE_NUMBER_ID,
             "display_phone_number": DEMO_DISPLAY_NUMBER,
             "access_token": FAKE_META_TOKEN,
+            # a test number: free-form sends to numbers that never wrote (README: WhatsApp rules)
+            "service_window": "off",
         },
     )
     return DemoStack(company_id=company["id"], connection_id=connection["id"], created=True)

@@ -329,6 +329,7 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         raise
     except RuleRefusedError as exc:  # a rule, not a fault: the message fails with it, the job is done
+        ctx.metrics.outcome(row["company_id"], row["connection_id"], "failed", _code(exc))
         await _refuse(ctx, row, exc.reason, f"{type(exc).__name__}: {exc}", code=exc.code)
         return None
     except PermanentError as exc:

@@ -93,7 +93,7 @@ def _replay_in_the_browser(api: str, token: str, letter: int, message: int, caps
             row.locator("a.message-link").click()
             expect(page.locator("#d-id")).to_have_text(f"#{message}", timeout=UI_TIMEOUT_MS)
             expect(page.locator("#facts dd").first).to_have_text(re.compile("^(sent|delivered|read)$"))
-            expect(page.locator("#timeline li.earlier")).to_contain_text("Invalid recipient (Meta 131026)")
+            expect(page.locator("#timeline li.earlier")).to_contain_text("Parameter value invalid (Meta 131009)")
         finally:
             browser.close()
 
@@ -141,7 +141,7 @@ def test_first_hour_from_dev_up_to_a_replayed_dead_letter(
         company = int(out)
         connection = _json(
             capsys, "connection", "create", "--company", str(company), "--provider", "meta",
-            "--phone-number-id", "111222333", "--access-token", FAKE_META_TOKEN,
+            "--phone-number-id", "111222333", "--access-token", FAKE_META_TOKEN, "--service-window", "off",
         )  # fmt: skip
         assert connection["status"] == "active" and "access_token" not in connection
         listed = _json(capsys, "connection", "list", "--company", str(company))
@@ -183,7 +183,7 @@ def test_first_hour_from_dev_up_to_a_replayed_dead_letter(
             )
 
             # And a send Meta refuses for good is dead-lettered, and its replay sends it
-            http.post(f"{meta}/_fake/config", json={"forced_errors": [131026]}).raise_for_status()
+            http.post(f"{meta}/_fake/config", json={"forced_errors": [131009]}).raise_for_status()
             failing = _json(capsys, "send", "--company", demo, "--to", "+5511977776666", "--text", "Oops")
             wait_until(lambda: _status(capsys, failing["id"]) == "failed", timeout=30, what="the failure")
             wait_until(lambda: bool(_json(capsys, "dlq", "list")), timeout=30, what="the dead letter")
@@ -196,7 +196,7 @@ def test_first_hour_from_dev_up_to_a_replayed_dead_letter(
 
             # And the same from the dashboard: Replay on the dead letter, then its message page shows it sent
             if NO_BROWSER is None:
-                http.post(f"{meta}/_fake/config", json={"forced_errors": [131026]}).raise_for_status()
+                http.post(f"{meta}/_fake/config", json={"forced_errors": [131009]}).raise_for_status()
                 again = _json(capsys, "send", "--company", demo, "--to", "+5511955554444", "--text", "Third try")
                 wait_until(lambda: len(_json(capsys, "dlq", "list")) == 2, timeout=30, what="the second dead letter")
                 second = next(r for r in _json(capsys, "dlq", "list") if r["state"] == "dead")

@@ -39,7 +39,7 @@ def _seed(http: httpx.Client, db: Database) -> dict[str, int]:
     connection = http.post(
         "/api/connections",
         json={"company_id": company["id"], "provider": "meta", "phone_number_id": "pn-console",
-              "access_token": "t", "name": "Acme main"},
+              "access_token": "t", "name": "Acme main", "service_window": "off"},
     ).json()  # fmt: skip
     now = dt.datetime.now(dt.UTC)
     with db.session() as session:
