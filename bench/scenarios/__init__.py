@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from bench.harness import BenchRun
 from bench.report import ScenarioResult
-from bench.scenarios import core, events, fanout, ingest, send
+from bench.scenarios import core, events, fanout, ingest, peak, send
 
 Scenario = Callable[[BenchRun, ScenarioResult], None]
 
@@ -16,4 +16,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ingest": ingest.run,
     "fanout": fanout.run,
     "events": events.run,
+    "peak": peak.run,
 }
