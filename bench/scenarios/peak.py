@@ -28,18 +28,19 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
 from bench import data, loadgen
 from bench.harness import BenchRun, now_ms, wait_until
-from bench.procfs import PROC, PeakRss, cpu_seconds, server_pids
+from bench.procfs import PeakRss, cpu_seconds, server_pids
 from bench.report import Figure, ScenarioResult, Target
 from bench.scenarios.events import _endpoint, _ok
 from bench.scenarios.fanout import SLICE, _campaign
 from bench.scenarios.ingest import UVICORN
 from bench.scenarios.send import configure, percentile, span_rate
+from bench.servers import counters, postgres_cpu_s, redis_cpu_s
 from libs import contracts
 from libs.enqueue import enqueue_many
 from libs.ops.demo import sample_webhook
@@ -74,25 +75,6 @@ class Load:
         if quick:
             return cls(seconds=3, inbound_per_s=50, sends_per_tick=5, campaign=1_000, drain_s=5)
         return cls(seconds=60, inbound_per_s=1_000, sends_per_tick=100, campaign=100_000, drain_s=30)
-
-
-def postgres_cpu_s() -> float:
-    """CPU seconds of every ``postgres`` process now (the server is shared: a delta is an upper bound)."""
-    pids = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return cpu_seconds(pids)
-
-
-def redis_cpu_s(bench: BenchRun) -> float:
-    """The Redis server's CPU seconds (``INFO cpu``)."""
-    info = cast(dict[str, Any], bench.redis.info("cpu"))
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _inbound_requests(secret: str, token: str, url: str, count: int) -> tuple[list[bytes], list[str]]:
@@ -244,7 +226,7 @@ def _measure(
 ) -> None:
     pids = {name: server_pids(master) for name, master in masters.items()}
     cpu = {name: cpu_seconds(p) for name, p in pids.items()}
-    redis_cpu, pg_cpu = redis_cpu_s(bench), postgres_cpu_s()
+    redis_cpu, pg_cpu, before = redis_cpu_s(bench), postgres_cpu_s(), counters(bench)
     outbound = Outbound(bench, load, world.company, world.conn_ids, world.campaign)
     count = round(load.inbound_per_s * load.seconds)
     # The generator builds its requests first (a few seconds for 60,000), then starts on the agreed instant.
@@ -278,6 +260,7 @@ def _measure(
         settled_at = time.time()
         cpu_used = {name: cpu_seconds(p) - cpu[name] for name, p in pids.items()}
         redis_used, pg_used = redis_cpu_s(bench) - redis_cpu, postgres_cpu_s() - pg_cpu
+        after = counters(bench)
         wait_until(
             lambda: _events_delivered(bench, world, settled_at), max(1.0, settled_at + load.drain_s - time.time()), 0.5
         )
@@ -294,7 +277,8 @@ def _measure(
         bench, result, load, outbound, accepted, len(answered_at), sends, world,
         timing={"started": started, "load_ended": load_ended, "settled": settled_at, "drained": drained,
                 "events_done": events_at},
-        usage={"cpu_s": cpu_used, "redis_cpu_s": redis_used, "postgres_cpu_s": pg_used, "peak_rss_mb": peaks},
+        usage={"cpu_s": cpu_used, "redis_cpu_s": redis_used, "postgres_cpu_s": pg_used, "peak_rss_mb": peaks,
+               "counters": {name: after[name] - before[name] for name in after}},
     )  # fmt: skip
 
 
