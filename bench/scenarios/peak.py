@@ -382,7 +382,7 @@ def _report(
     result.add(Figure("accepted webhooks not stored", len(accepted) - len(stored_ms), "", target=Target("<=", 0)))
     result.add(
         Figure(
-            "events (created by the drain's end) never delivered",
+            "events (created by the drain's end) not delivered by then",
             fakes["events_never_delivered"],
             "",
             target=Target("<=", 0),
