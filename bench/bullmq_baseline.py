@@ -46,7 +46,8 @@ def ensure_installed(timeout: float = 180.0) -> str | None:
         return None
     try:
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            # few, short retries: without a registry, fail (and skip) in seconds rather than minutes
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", "--fetch-retries=1", "--fetch-timeout=20000"],
             cwd=DIRECTORY,
             capture_output=True,
             timeout=timeout,

@@ -211,7 +211,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
     drain_timeout = 10.0 if bench.quick else 30.0
     rounds = 1 if bench.quick else 3
     process_counts = (1,) if bench.quick else (1, 2)
-    skipped = bullmq_baseline.ensure_installed()
+    skipped = bullmq_baseline.ensure_installed(timeout=60.0 if bench.quick else 180.0)
     if skipped:
         print(f"bench: core: BullMQ baseline {skipped}", flush=True)
     result.details.update(jobs=jobs, rounds=rounds, threads=THREADS, single=single, bulk=bulk)
