@@ -6,23 +6,29 @@ for the run's own share); commits and row writes come from ``pg_stat_database`` 
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 from bench.harness import BenchRun
-from bench.procfs import PROC, cpu_seconds
+from bench.procfs import PROC
 
 
 def postgres_cpu_s() -> float:
-    """CPU seconds of every ``postgres`` process now (the server is shared: a delta is an upper bound)."""
-    pids = []
+    """CPU seconds of every ``postgres`` process now, plus the CPU of the backends that already exited
+    (the postmaster's reaped children: ``cutime`` + ``cstime``), so that connections closing during a run do
+    not take their CPU with them. The server is shared: a delta is an upper bound of the run's share."""
+    ticks = 0
     for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
                 continue
-    return cpu_seconds(pids)
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def counters(bench: BenchRun) -> dict[str, float]:

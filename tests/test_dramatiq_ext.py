@@ -221,7 +221,8 @@ def test_emit_calls_only_overriding_middleware_in_dramatiqs_order_and_error_hand
     broker.emit_before("process_message", message())
     broker.emit_after("process_message", message(), result=None)
     assert calls == ["before a", "after a"]
-    assert broker._hooks("before_ack", reverse=False) == []
+    assert broker._overriding("before_ack", reverse=False) == []
+    assert broker._overriding("before_no_such_signal", reverse=False) is None  # Dramatiq's own loop then
     # And a middleware added later is seen (the cache follows the middleware list)
     broker.add_middleware(Recording("b"))
     broker.add_middleware(Failing())
