@@ -93,7 +93,7 @@ class PeakRss:
     def sample(self) -> None:
         """Read every worker's ``VmHWM`` once."""
         for master in self.masters:
-            for pid in worker_pids(master):
+            for pid in server_pids(master):
                 kb = vm_hwm_kb(pid)
                 if kb is not None and kb > self.peaks.get(pid, Peak(pid, 0)).kb:
                     self.peaks[pid] = Peak(pid, kb)

@@ -183,6 +183,62 @@ def test_redis_consumer_state_and_hooks(client: redis.Redis, namespace: str) -> 
     consumer.close()
 
 
+def test_emit_calls_only_overriding_middleware_in_dramatiqs_order_and_error_handling(
+    client: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given Dramatiq's own emit_* (what zapq's broker reimplements without the no-op hooks)
+    assert "getattr(middleware, signal)(self, *args, **kwargs)" in inspect.getsource(dramatiq.Broker.emit_before)
+    assert "reversed(self.middleware)" in inspect.getsource(dramatiq.Broker.emit_after)
+    calls: list[str] = []
+
+    class Recording(Middleware):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            calls.append(f"before {self.name}")
+
+        def after_process_message(
+            self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        ) -> None:
+            calls.append(f"after {self.name}")
+
+    class Failing(Middleware):
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            raise RuntimeError("hook failed")
+
+        def after_process_message(
+            self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        ) -> None:
+            raise dramatiq.middleware.SkipMessage("not a MiddlewareError on the after path")
+
+    class Guard(Middleware):
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            raise dramatiq.middleware.SkipMessage("skip")
+
+    broker = ZapqRedisBroker(client=client, namespace=namespace, middleware=[Recording("a"), Middleware()])
+    # When signals are emitted: overriding middleware run, in order (reversed for after), no-op ones are skipped
+    broker.emit_before("process_message", message())
+    broker.emit_after("process_message", message(), result=None)
+    assert calls == ["before a", "after a"]
+    assert broker._overriding("before_ack", reverse=False) == []
+    assert broker._overriding("before_no_such_signal", reverse=False) is None  # Dramatiq's own loop then
+    # And a middleware added later is seen (the cache follows the middleware list)
+    broker.add_middleware(Recording("b"))
+    broker.add_middleware(Failing())
+    calls.clear()
+    with caplog.at_level(logging.CRITICAL):
+        broker.emit_before("process_message", message())
+        broker.emit_after("process_message", message(), result=None)
+    assert calls == ["before a", "before b", "after b", "after a"]
+    # Then other errors are logged, not raised, like Dramatiq's; a MiddlewareError on the before path propagates
+    assert sum("Unexpected failure in" in r.getMessage() for r in caplog.records) == 2
+    broker.add_middleware(Guard())
+    with pytest.raises(dramatiq.middleware.SkipMessage):
+        broker.emit_before("process_message", message())
+    broker.close()
+
+
 # -- the worker -------------------------------------------------------------------------------------------------
 
 

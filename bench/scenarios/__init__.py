@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from bench.harness import BenchRun
 from bench.report import ScenarioResult
-from bench.scenarios import core, events, fanout, ingest, send, tracing
+from bench.scenarios import core, events, fanout, ingest, peak, send, tracing
 
 Scenario = Callable[[BenchRun, ScenarioResult], None]
 
@@ -16,6 +16,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ingest": ingest.run,
     "fanout": fanout.run,
     "events": events.run,
+    "peak": peak.run,
     "tracing": tracing.run,
 }
 #: Scenarios run only when named (``python -m bench tracing``), not by a plain or ``--quick`` run.
