@@ -24,8 +24,6 @@ BUILDERS = frozenset({"select", "insert", "update", "delete", "text"})
 #: Allowed to hold SQL besides ``*/store.py``, with the reason.
 ALLOWED: dict[str, str] = {
     "libs/db/migrate.py": "creates the database itself (CREATE DATABASE), before any store can run",
-    "libs/ops/stats.py": "queue stats read the ledger and the webhooks: libs/ops is reorganised with the CLI (later)",
-    "libs/ops/demo.py": "the demo's own set-up rows (SQLAlchemy ORM): libs/ops is reorganised with the CLI (later)",
 }
 
 

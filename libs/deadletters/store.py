@@ -9,12 +9,14 @@ deliveries in the same table with the same upsert rule (:mod:`libs.events.dispat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 COLUMNS = """id, message_id, queue_name, actor_name, args, kwargs, message, reason, error_type, error_message,
@@ -234,3 +236,43 @@ async def count_by_kind(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(COUNT_BY_KIND)
     return await cursor.fetchall()
+
+
+# -- queue stats (libs.ops.stats) ---------------------------------------------------------------------------
+
+DEAD_COUNTS_SQL = "SELECT queue_name, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY queue_name"
+
+LEDGER_ROW_SQL = """
+SELECT id, queue_name, actor_name, reason, error_type, error_message, attempts,
+       first_failed_at, last_failed_at, created_at, replayed_at, replay_count
+FROM dead_letters WHERE message_id = %s
+"""
+
+
+def dead_counts(db: Any) -> dict[str, int]:
+    """Ledger rows not replayed, per queue (sync, SQLAlchemy ``Database``)."""
+    with db.session() as session:
+        return {queue: int(count) for queue, count in session.execute(text(DEAD_COUNTS_SQL)).all()}
+
+
+async def dead_counts_async(pool: Any) -> dict[str, int]:
+    """Ledger rows not replayed, per queue (psycopg ``AsyncConnectionPool``)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(DEAD_COUNTS_SQL)
+        return {queue: int(count) for queue, count in await cursor.fetchall()}
+
+
+def ledger_row(db: Any, message_id: str) -> Sequence[Any] | None:
+    """The ledger row of ``message_id`` as a tuple (sync)."""
+    sql = text(LEDGER_ROW_SQL.replace("%s", ":mid"))
+    with db.session() as session:
+        row = session.execute(sql, {"mid": message_id}).first()
+    return tuple(row) if row is not None else None
+
+
+async def ledger_row_async(pool: Any, message_id: str) -> Sequence[Any] | None:
+    """The ledger row of ``message_id`` as a tuple (asyncio)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(LEDGER_ROW_SQL, (message_id,))
+        row: Sequence[Any] | None = await cursor.fetchone()
+        return row

@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 # -- the edge -------------------------------------------------------------------------------------------
@@ -210,3 +211,21 @@ def sweep_kept(session: Session, *, older_than_seconds: int, limit: int) -> list
     """Ids of kept webhooks due again (:data:`SWEEP_KEPT`), marked enqueued now."""
     params = {"after": older_than_seconds, "limit": limit}
     return [int(row[0]) for row in session.connection().exec_driver_sql(SWEEP_KEPT, params)]
+
+
+#: Webhooks kept for numbers without a connection (``libs.ingest.unmatched``; a partial index).
+UNMATCHED_SQL = "SELECT count(*) FROM webhooks WHERE status = 'unmatched'"
+
+
+def unmatched_count(db: Any) -> int:
+    """Webhooks kept for numbers without a connection (sync)."""
+    with db.session() as session:
+        return int(session.execute(text(UNMATCHED_SQL)).scalar_one())
+
+
+async def unmatched_count_async(pool: Any) -> int:
+    """Webhooks kept for numbers without a connection (asyncio)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(UNMATCHED_SQL)
+        row = await cursor.fetchone()
+        return int(row[0]) if row is not None else 0

@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
 
 from libs.db.engine import Database
 from libs.db.migrate import upgrade
-from libs.db.models import Company, Connection, Message, Provider, Webhook, WebhookStatus
+from libs.db.models import WebhookStatus
+from libs.ops import demo_store
 from libs.ops.processes import ProcessGroup, free_port, wait_http
 from libs.ops.seed import (
     DEMO_COMPANY_NAME,
@@ -76,31 +76,14 @@ def ensure_demo_connection(settings: Settings) -> DemoStack:
     db = Database.from_url(settings.sqlalchemy_url, pool_size=1)
     try:
         with db.session() as session:
-            found = session.execute(
-                select(Connection).where(
-                    Connection.provider == Provider.META, Connection.phone_number_id == DEMO_PHONE_NUMBER_ID
-                )
-            ).scalar_one_or_none()
-            token = Secrets(settings.secrets_key_list).encrypt(FAKE_META_TOKEN)
-            if found is not None:
-                found.access_token = token
-                found.service_window = "off"
-                return DemoStack(company_id=found.company_id, connection_id=found.id, created=False)
-            company = Company(name=DEMO_COMPANY_NAME)
-            session.add(company)
-            session.flush()
-            connection = Connection(
-                company_id=company.id,
-                name="Demo number (fake Meta)",
-                provider=Provider.META,
+            company_id, connection_id, created = demo_store.ensure_connection(
+                session,
+                company_name=DEMO_COMPANY_NAME,
                 phone_number_id=DEMO_PHONE_NUMBER_ID,
-                display_phone_number=DEMO_DISPLAY_NUMBER,
-                access_token=token,
-                service_window="off",  # a test number (README: WhatsApp rules)
+                display_number=DEMO_DISPLAY_NUMBER,
+                access_token=Secrets(settings.secrets_key_list).encrypt(FAKE_META_TOKEN),
             )
-            session.add(connection)
-            session.flush()
-            return DemoStack(company_id=company.id, connection_id=connection.id, created=True)
+            return DemoStack(company_id=company_id, connection_id=connection_id, created=created)
     finally:
         db.close()
 
@@ -167,24 +150,21 @@ def run_demo(settings: Settings, *, keep_running: bool = False, timeout: float =
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 with db.session() as session:
-                    row = session.get(Webhook, webhook_id)
-                    stored = session.execute(
-                        select(Message)
-                        .join(Connection, Connection.id == Message.connection_id)
-                        .where(Connection.phone_number_id == DEMO_PHONE_NUMBER_ID, Message.external_id == wamid)
-                    ).scalar_one_or_none()
-                    if row is not None and row.status in (WebhookStatus.PROCESSED, WebhookStatus.FAILED):
-                        print(
-                            f"5/5 webhook {webhook_id} is {row.status.value} "
-                            f"({row.item_count} item(s)); inbound message stored: "
-                            f"{'yes, id ' + str(stored.id) if stored else 'no'}"
-                        )
-                        if keep_running:
-                            print("processes keep running; Ctrl-C to stop")
-                            _wait_forever()
-                        print("\nNext: `./dev up` starts the whole system with this demo company; then:")
-                        print(next_steps(settings, stack))
-                        return 0 if row.status == WebhookStatus.PROCESSED else 1
+                    outcome = demo_store.webhook_outcome(
+                        session, webhook_id, phone_number_id=DEMO_PHONE_NUMBER_ID, wamid=wamid
+                    )
+                if outcome is not None:
+                    print(
+                        f"5/5 webhook {webhook_id} is {outcome.status.value} "
+                        f"({outcome.item_count} item(s)); inbound message stored: "
+                        f"{'yes, id ' + str(outcome.message_id) if outcome.message_id else 'no'}"
+                    )
+                    if keep_running:
+                        print("processes keep running; Ctrl-C to stop")
+                        _wait_forever()
+                    print("\nNext: `./dev up` starts the whole system with this demo company; then:")
+                    print(next_steps(settings, stack))
+                    return 0 if outcome.status == WebhookStatus.PROCESSED else 1
                 time.sleep(0.2)
         finally:
             db.close()

@@ -20,9 +20,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from psycopg.rows import tuple_row
 
 from libs import contracts, lua
+from libs.deadletters.store import dead_counts, dead_counts_async, ledger_row, ledger_row_async
+from libs.ingest.store import unmatched_count, unmatched_count_async
 from libs.keys import BrokerKeys, LaneKeys, LifecycleKeys
 
 #: Every queue zapq uses, in display order.
@@ -43,15 +44,6 @@ RATE_MINUTES = 5
 
 Command = tuple[str, tuple[Any, ...]]
 Plan = Generator[list[Command], list[Any], Any]
-
-DEAD_COUNTS_SQL = "SELECT queue_name, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY queue_name"
-#: Webhooks kept for numbers without a connection (``libs.ingest.unmatched``; a partial index).
-UNMATCHED_SQL = "SELECT count(*) FROM webhooks WHERE status = 'unmatched'"
-LEDGER_ROW_SQL = """
-SELECT id, queue_name, actor_name, reason, error_type, error_message, attempts,
-       first_failed_at, last_failed_at, created_at, replayed_at, replay_count
-FROM dead_letters WHERE message_id = %s
-"""
 
 
 @dataclass
@@ -356,55 +348,6 @@ def with_ledger(info: JobInfo, row: Sequence[Any] | None) -> JobInfo:
 def needs_ledger(info: JobInfo) -> bool:
     """Whether the ledger may know more (the job is dead, failed, skipped or unknown to Redis)."""
     return info.state in (None, "dead", "failed", "skipped")
-
-
-def dead_counts(db: Any) -> dict[str, int]:
-    """Ledger rows not replayed, per queue (sync, SQLAlchemy ``Database``)."""
-    from sqlalchemy import text
-
-    with db.session() as session:
-        return {queue: int(count) for queue, count in session.execute(text(DEAD_COUNTS_SQL)).all()}
-
-
-async def dead_counts_async(pool: Any) -> dict[str, int]:
-    """Ledger rows not replayed, per queue (psycopg ``AsyncConnectionPool``)."""
-    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(DEAD_COUNTS_SQL)
-        return {queue: int(count) for queue, count in await cursor.fetchall()}
-
-
-def unmatched_count(db: Any) -> int:
-    """Webhooks kept for numbers without a connection (sync)."""
-    from sqlalchemy import text
-
-    with db.session() as session:
-        return int(session.execute(text(UNMATCHED_SQL)).scalar_one())
-
-
-async def unmatched_count_async(pool: Any) -> int:
-    """Webhooks kept for numbers without a connection (asyncio)."""
-    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(UNMATCHED_SQL)
-        row = await cursor.fetchone()
-        return int(row[0]) if row is not None else 0
-
-
-def ledger_row(db: Any, message_id: str) -> Sequence[Any] | None:
-    """The ledger row of ``message_id`` as a tuple (sync)."""
-    from sqlalchemy import text
-
-    sql = text(LEDGER_ROW_SQL.replace("%s", ":mid"))
-    with db.session() as session:
-        row = session.execute(sql, {"mid": message_id}).first()
-    return tuple(row) if row is not None else None
-
-
-async def ledger_row_async(pool: Any, message_id: str) -> Sequence[Any] | None:
-    """The ledger row of ``message_id`` as a tuple (asyncio)."""
-    async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(LEDGER_ROW_SQL, (message_id,))
-        row: Sequence[Any] | None = await cursor.fetchone()
-        return row
 
 
 # -- entry points ----------------------------------------------------------------------------------------
