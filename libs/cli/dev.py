@@ -9,6 +9,7 @@ posts a signed Meta webhook carrying an inbound text, as Meta would, to the webh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import uuid
 from pathlib import Path
@@ -45,7 +46,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
         print(f"zapq: could not seed the demo rows: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print_result(stack.__dict__, True, str)
+        print_result(dataclasses.asdict(stack), True, str)
     else:
         made = "created" if stack.created else "found"
         print(f"demo company {stack.company_id}, connection {stack.connection_id} ({made})")

@@ -83,7 +83,9 @@ class Supervisor:
         assert process.stdout is not None
         for raw in process.stdout:
             self.say(raw.decode(errors="replace").rstrip("\n"), name)
-        self._stop.set()  # its output ended: it exited (or is exiting); stop the others too
+        # Its output ended: it is exiting. Reap it first, so that whoever wakes up sees it exited (and its code).
+        process.wait()
+        self._stop.set()  # stop the others too
 
     def exited(self) -> list[tuple[str, int]]:
         """The processes that have exited, with their codes."""

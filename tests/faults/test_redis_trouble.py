@@ -213,14 +213,15 @@ def test_redis_trouble_neither_hangs_nor_kills_a_worker(
         client = redis.Redis.from_url(own.url)
         fake_port = free_port()
         fake = f"http://127.0.0.1:{fake_port}"
-        dirs = {"sender": tmp_path / "hb-sender", "ingest": tmp_path / "hb-ingest"}
+        roots = {"sender": tmp_path / "hb-sender", "ingest": tmp_path / "hb-ingest"}
+        dirs = {name: root / ns for name, root in roots.items()}  # each stack's own (Settings.stack_heartbeat_dir)
         common = {"ZAPQ_REDIS_URL": own.url, "ZAPQ_WORKER_STALL_SECONDS": str(STALL_S)}
         # Given the fake Meta API, the message-sender and the webhook-ingest worker on our own Redis
         fakes = groups()
         fake_process = fakes.start("fake-meta", ["-m", "tests.fakes.meta", "--port", str(fake_port), "--rate", "0"])
-        sender = groups(**common, ZAPQ_META_GRAPH_URL=fake, ZAPQ_HEARTBEAT_DIR=str(dirs["sender"]))
+        sender = groups(**common, ZAPQ_META_GRAPH_URL=fake, ZAPQ_HEARTBEAT_DIR=str(roots["sender"]))
         sender.start("sender", dramatiq_argv("services.message_sender", "-p1", "-t4"))
-        ingest = groups(**common, ZAPQ_HEARTBEAT_DIR=str(dirs["ingest"]))
+        ingest = groups(**common, ZAPQ_HEARTBEAT_DIR=str(roots["ingest"]))
         ingest.start("ingest", dramatiq_argv("services.webhook_ingest", "-p1", "-t4"))
         wait_http(f"{fake}/_fake/health", process=fake_process)
         log_dir = sender.path
