@@ -27,14 +27,21 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
 
 
-def parse_since(text: str) -> dt.datetime:
-    """An ISO timestamp (UTC when it has no offset) or a duration ago (``2h`` = two hours ago)."""
+def parse_time(text: str, *, ahead: bool = False, option: str = "--since") -> dt.datetime:
+    """An ISO timestamp (UTC when it has no offset) or a duration from now: ago (``2h`` = two hours ago), or
+    ``ahead`` (``30d`` = in thirty days)."""
     try:
-        return dt.datetime.now(dt.UTC) - parse_duration(text)
+        delta = parse_duration(text)
+        return dt.datetime.now(dt.UTC) + (delta if ahead else -delta)
     except TimeParseError:
         pass
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise TimeParseError(f"bad --since {text!r}: use an ISO time or a duration like 2h") from None
+        raise TimeParseError(f"bad {option} {text!r}: give a duration (2h, 30d) or an ISO time") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def parse_since(text: str) -> dt.datetime:
+    """An ISO timestamp (UTC when it has no offset) or a duration ago (``2h`` = two hours ago)."""
+    return parse_time(text)

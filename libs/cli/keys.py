@@ -12,7 +12,7 @@ from typing import Any
 
 from libs.cli.output import EXIT_OK, UsageError, print_result, table
 from libs.settings import Settings
-from libs.timeparse import TimeParseError, parse_duration, parse_since
+from libs.timeparse import TimeParseError, parse_since, parse_time
 
 
 def _db(settings: Settings) -> Any:
@@ -33,14 +33,9 @@ def _expiry(text: str | None) -> dt.datetime | None:
     if not text:
         return None
     try:
-        return dt.datetime.now(dt.UTC) + parse_duration(text)
-    except TimeParseError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--expires {text!r}: give a duration (30d, 12h) or an ISO time") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return parse_time(text, ahead=True, option="--expires")
+    except TimeParseError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
