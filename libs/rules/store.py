@@ -113,9 +113,16 @@ async def is_opted_out(conn: AsyncConnection[Any], company_id: int, phone: str) 
 
 
 def keywords(session: Session, company_id: int) -> tuple[list[str] | None, list[str] | None]:
-    """The company's own opt-out and opt-in keywords (``None``: the defaults), in the ingest transaction."""
-    row = session.connection().exec_driver_sql(KEYWORDS, {"company_id": company_id}).first()
-    return (row[0], row[1]) if row is not None else (None, None)
+    """The company's own opt-out and opt-in keywords (``None``: the defaults), in the ingest transaction.
+
+    Read once per company and session: the ingest worker applies a group of webhooks in one session, so a
+    burst of short texts to one company costs one lookup, not one per message.
+    """
+    seen: dict[int, tuple[list[str] | None, list[str] | None]] = session.info.setdefault("zapq.keywords", {})
+    if company_id not in seen:
+        row = session.connection().exec_driver_sql(KEYWORDS, {"company_id": company_id}).first()
+        seen[company_id] = (row[0], row[1]) if row is not None else (None, None)
+    return seen[company_id]
 
 
 def opt_out_sync(session: Session, company_id: int, phone: str, source: str) -> bool:
