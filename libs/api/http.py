@@ -23,6 +23,7 @@ from libs.events.endpoints import Endpoints
 from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
+from libs.jsontext import NotJsonError, loads_keeping_surrogates, surrogate_paths
 from libs.outbound import AddressGuard
 from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
@@ -80,17 +81,22 @@ async def read_body(request: Request, limit: int = MAX_JSON_BYTES) -> bytes:
 
 
 async def read_model(request: Request, model: type[M], empty: M | None = None) -> M:
-    """Parse the JSON body into ``model``: 400 for malformed JSON, 422 for invalid fields (with reasons), 413
-    past :data:`MAX_JSON_BYTES`. An empty body is ``empty`` when given (routes whose body is optional)."""
+    """Parse the JSON body into ``model``: 400 for malformed JSON, 422 for invalid fields (with reasons) — a
+    string anywhere holding a lone UTF-16 surrogate included — 413 past :data:`MAX_JSON_BYTES`. An empty body
+    is ``empty`` when given (routes whose body is optional)."""
     body = await read_body(request)
     if not body and empty is not None:
         return empty
     try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
+        data = loads_keeping_surrogates(body) if body else None
+    except NotJsonError:
         raise ApiError(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
+    if paths := surrogate_paths(data):  # valid JSON, but no UTF-8 text (Postgres, Redis, logs) can hold it
+        reason = "a lone UTF-16 surrogate (\\uD800–\\uDFFF) is not text"
+        details = [{"field": path, "reason": reason} for path in paths]
+        raise ApiError(422, "invalid input: " + "; ".join(f"{d['field']}: {reason}" for d in details), details)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -22,7 +22,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -33,6 +32,7 @@ from starlette.routing import Route
 from libs.connections import store as connections
 from libs.db.engine import async_pool
 from libs.ingest.batcher import WebhookWriter
+from libs.jsontext import NotJsonError, loads_keeping_surrogates
 from libs.redis_clients import async_redis_client
 from libs.secrets import CannotDecryptError, Secrets
 from libs.settings import Settings
@@ -117,8 +117,8 @@ class WebhookEdge:
         if not verify_meta_signature(body, request.headers.get("x-hub-signature-256"), self.settings.meta_app_secret):
             return _error(401, "missing or invalid X-Hub-Signature-256")
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            payload = loads_keeping_surrogates(body)  # lone surrogates are stored; the worker replaces them
+        except NotJsonError:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or payload.get("object") != META_OBJECT:
             return _error(400, f"object must be {META_OBJECT!r}")
@@ -193,8 +193,8 @@ class WebhookEdge:
         except BodyTooLarge:
             return _error(413, f"body larger than {self.settings.webhook_max_bytes} bytes")
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            payload = loads_keeping_surrogates(body)  # lone surrogates are stored; the worker replaces them
+        except NotJsonError:
             return _error(400, "body is not valid JSON")
         if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
             return _error(400, "an Evolution API event needs a string 'event'")

@@ -7,11 +7,11 @@ again (once a connection exists) it applies only them (:mod:`libs.ingest.unmatch
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from psycopg.types.json import Jsonb
 
 from libs.db.engine import Database
@@ -20,6 +20,7 @@ from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.ingest.unmatched import merge_notes
+from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
 from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
@@ -141,33 +142,31 @@ def process_group(
         process_each(webhook_ids)
 
 
-def without_nul(body: bytes) -> bytes | dict[str, Any]:
-    """``body`` for the parsers, with U+0000 dropped from every string and key when it has any.
+#: A ``\\u0000`` or a ``\\ud800``–``\\udfff`` escape (paired or not: telling them apart needs the parse).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
-    JSON allows ``\\u0000``, but no Postgres text or jsonb value can hold it: one such character anywhere in a
-    batch (a message text, a profile name) would fail the whole webhook on every attempt.
+
+def _as_text(value: str) -> str:
+    return replace_surrogates(value).replace("\x00", "")
+
+
+def without_nul(body: bytes) -> bytes | dict[str, Any]:
+    """``body`` for the parsers, as text Postgres can hold: U+0000 dropped from every string and key, and each
+    lone UTF-16 surrogate (``"\\udaae"``) replaced by U+FFFD, when it has any.
+
+    JSON allows ``\\u0000`` and unpaired ``\\ud800``–``\\udfff`` escapes, but no Postgres text or jsonb value
+    (nor UTF-8 at all) can hold them: one such character anywhere in a batch (a message text, a profile name)
+    would fail the whole webhook on every attempt. The edge stores the raw bytes; they are cleaned here.
     """
-    if b"\\u0000" not in body:
+    if not _SUSPECT_ESCAPE.search(body):
         return body
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = loads_keeping_surrogates(body)
+    except NotJsonError:
         return body  # the parser reports it
     if not isinstance(data, dict):
         return body
-    stack: list[Any] = [data]
-    while stack:  # iterative: the parser's depth limit is checked later, on the cleaned value
-        node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
-        if isinstance(node, dict):
-            node.clear()
-        for key, value in items:
-            if isinstance(value, str):
-                value = value.replace("\x00", "")
-            elif isinstance(value, dict | list):
-                stack.append(value)
-            node[key.replace("\x00", "") if isinstance(key, str) else key] = value
-    return data
+    return dict(map_strings(data, _as_text))
 
 
 def mark_failed(db: Database, webhook_id: int, error: str) -> None:

@@ -71,7 +71,9 @@ REJECTED: dict[str, tuple[bytes, str | None, int]] = {
     "wrong object": (b'{"object":"page","entry":[]}', "sign", 400),
     "object of the wrong type": (b'{"object":["whatsapp_business_account"]}', "sign", 400),
     "non-UTF-8 bytes": (META_HEAD + b'[],"x":"\xff\xfe\xc3\x28"}', "sign", 400),
-    "lone surrogate escape": (META_HEAD + b'[],"x":"\\ud800"}', "sign", 400),
+    "raw surrogate bytes (not UTF-8)": (META_HEAD + b'[],"x":"\xed\xa0\x80"}', "sign", 400),
+    "lone surrogate escape with NaN": (META_HEAD + b'[],"x":"\\ud800","n":NaN}', "sign", 400),
+    "lone surrogate escape with 1e400": (META_HEAD + b'[],"x":"\\ud800","n":1e400}', "sign", 400),
     "10,000 levels of nesting": (nested(10_000), "sign", 400),
     "a 5,000-digit number": (META_HEAD + b"[]," + b'"n":' + b"9" * 5_000 + b"}", "sign", 400),
     "NaN": (META_HEAD + b'[],"n":NaN}', "sign", 400),
@@ -102,6 +104,11 @@ def test_rejected_with_a_clear_4xx_and_nothing_stored(
         "baileys with a wrong secret": (event + b"{}}", {settings.baileys_secret_header: "guess"}, 401),
         "baileys 10,000 levels": (event + b"[" * 10_000 + b"]" * 10_000 + b"}", secret, 400),
         "baileys non-UTF-8": (event + b'"\xff"}', secret, 400),
+        "baileys lone surrogate, 10,000 levels": (
+            event + b'{"x":"\\udaae","y":' + b"[" * 10_000 + b"]" * 10_000 + b"}}",
+            secret,
+            400,
+        ),
         "baileys event is a number": (b'{"event":5,"instance":"x"}', secret, 400),
     }
     for case, (body, headers, _) in baileys.items():
@@ -188,6 +195,13 @@ ACCEPTED: dict[str, tuple[bytes, WebhookStatus]] = {
         f"hostile text {n}": (f.dumps(meta_text(f"wamid.HOSTILE{n}", text)), WebhookStatus.PROCESSED)
         for n, text in enumerate(HOSTILE_TEXTS)
     },
+    # Valid JSON no UTF-8 text can hold (orjson refuses it): stored raw, the worker replaces each with U+FFFD
+    "lone surrogates": (
+        json.dumps(
+            meta_text("wamid.SURROGATE", "a\udaae b\udc00\u0000 \ud83d\ude42 c\ud800"), ensure_ascii=True
+        ).encode(),
+        WebhookStatus.PROCESSED,
+    ),
 }
 
 
@@ -224,6 +238,7 @@ def test_accepted_hostile_bodies_end_processed_or_cleanly_failed(
     assert sum(1 for key in texts if key and key.startswith("wamid.MANY")) == 1000
     for n, text in enumerate(HOSTILE_TEXTS):
         assert texts[f"wamid.HOSTILE{n}"] == text.replace("\u0000", ""), n
+    assert texts["wamid.SURROGATE"] == "a\ufffd b\ufffd 🙂 c\ufffd"  # a pair stays the character it encodes
     # And the tables the SQL payloads name are intact
     assert stored(db) == len(ACCEPTED)
     print(
