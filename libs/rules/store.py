@@ -18,10 +18,12 @@ from libs.events import outbox_store as events
 #: How long a free-form message is allowed after the customer last wrote (Meta's customer-service window).
 WINDOW_SECONDS = 86_400
 
-#: The customer wrote at ``%(at)s``: the window moves forward only (webhooks may arrive out of order).
-TOUCH_WINDOW = """
+#: The customers wrote at these times (``%(connections)s``, ``%(wa_ids)s``, ``%(ats)s``, one row per pair): each
+#: window moves forward only (webhooks may arrive out of order). Pairs come sorted, so two ingest transactions
+#: touching the same windows lock them in one order.
+TOUCH_WINDOWS = """
 INSERT INTO service_windows (connection_id, wa_id, last_inbound_at)
-VALUES (%(connection_id)s, %(wa_id)s, %(at)s)
+SELECT * FROM unnest(%(connections)s::bigint[], %(wa_ids)s::text[], %(ats)s::timestamptz[])
 ON CONFLICT (connection_id, wa_id) DO UPDATE
 SET last_inbound_at = GREATEST(service_windows.last_inbound_at, EXCLUDED.last_inbound_at)
 WHERE service_windows.last_inbound_at < EXCLUDED.last_inbound_at
@@ -38,10 +40,34 @@ WHERE c.id = %(connection_id)s
 """
 
 
+#: ``session.info`` key of the windows touched in the transaction and not yet written.
+_TOUCHED = "zapq.windows"
+
+
 def touch_window(session: Session, connection_id: int, wa_id: str, at: dt.datetime) -> None:
-    """Record that ``wa_id`` wrote to the connection at ``at`` (sync, in the ingest worker's transaction)."""
-    params = {"connection_id": connection_id, "wa_id": wa_id, "at": at}
-    session.connection().exec_driver_sql(TOUCH_WINDOW, params)
+    """Record that ``wa_id`` wrote to the connection at ``at`` (in the ingest worker's transaction).
+
+    Only noted here; :func:`write_windows` writes every window the transaction touched in one statement, so a
+    group of inbound webhooks costs one round trip for its windows, not one per message.
+    """
+    touched: dict[tuple[int, str], dt.datetime] = session.info.setdefault(_TOUCHED, {})
+    key = (connection_id, wa_id)
+    if key not in touched or touched[key] < at:
+        touched[key] = at
+
+
+def write_windows(session: Session) -> None:
+    """Write the windows noted by :func:`touch_window` (call before the transaction commits)."""
+    touched: dict[tuple[int, str], dt.datetime] = session.info.pop(_TOUCHED, {})
+    if not touched:
+        return
+    pairs = sorted(touched)
+    params = {
+        "connections": [c for c, _ in pairs],
+        "wa_ids": [w for _, w in pairs],
+        "ats": [touched[p] for p in pairs],
+    }
+    session.connection().exec_driver_sql(TOUCH_WINDOWS, params)
 
 
 async def window(conn: AsyncConnection[Any], connection_id: int, wa_id: str) -> dict[str, Any] | None:

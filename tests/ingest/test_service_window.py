@@ -56,6 +56,24 @@ def test_inbound_messages_move_the_window_forward_only(ingest: Ingest, db: Datab
     assert window_of(db, connection, "16505550077") is None
 
 
+def test_one_batch_writes_each_window_once_at_its_newest_message(ingest: Ingest, db: Database) -> None:
+    # Given a Meta connection, and a customer whose window already starts an hour ago
+    connection = f.meta_connection(db, f.company(db))
+    now = int(time.time())
+    customer_writes(ingest, "wamid.EARLIER", now - 3600)
+    # When one webhook carries three of that customer's messages out of order, and one of another customer
+    items = [
+        f.meta_message("wamid.B1", "text", {"body": "a"}, timestamp=str(now - 300)),
+        f.meta_message("wamid.B2", "text", {"body": "b"}, timestamp=str(now - 30)),
+        f.meta_message("wamid.B3", "text", {"body": "c"}, timestamp=str(now - 7200)),
+        f.meta_message("wamid.B4", "text", {"body": "d"}, sender="16505550088", timestamp=str(now - 10)),
+    ]
+    ingest.meta(f.meta_payload(f.meta_change(messages=items)))
+    # Then each customer's window starts at their newest message, the older ones moving nothing back
+    assert window_of(db, connection) == dt.datetime.fromtimestamp(now - 30, dt.UTC)
+    assert window_of(db, connection, "16505550088") == dt.datetime.fromtimestamp(now - 10, dt.UTC)
+
+
 def test_free_form_at_24h_plus_1s_is_refused_before_anything_is_queued(
     ingest: Ingest, db: Database, api: TestClient
 ) -> None:
