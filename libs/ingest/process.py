@@ -20,8 +20,8 @@ from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.ingest.unmatched import merge_notes
-from libs.rules import store as rules_store
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
+from libs.rules import store as rules_store
 from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
