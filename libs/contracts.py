@@ -31,10 +31,12 @@ LONG_JOB_QUEUES = frozenset({CAMPAIGNS, MAINTENANCE})
 
 #: Queues a human (or a CRM waiting for an event) waits on: when empty, their consumers look again at least
 #: this often (ms). Dramatiq's idle back-off otherwise grows to the worker timeout (1 s), and an urgent message
-#: would wait out that sleep.
+#: would wait out that sleep — as would an inbound message on its way to the CRM (``webhooks``: it is the first
+#: hop of accepted → event delivered; a lull of a few tens of ms between bursts must not cost a second).
 IDLE_POLL_MS: dict[str, int] = {
     MESSAGES_URGENT: 50,
     MESSAGES: 100,
+    WEBHOOKS: 25,
     EVENT_DELIVERY: 25,
 }
 

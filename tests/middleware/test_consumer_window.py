@@ -52,26 +52,27 @@ def test_full_window_is_refilled_by_acks_not_by_a_timer(broker: Any) -> None:
 
 
 def test_an_empty_urgent_queue_is_looked_at_again_within_its_idle_poll(broker: Any) -> None:
-    # Given consumers of an empty urgent queue and of an empty webhook queue, each after many empty fetches
+    # Given consumers of an empty urgent queue and of an empty campaign queue, each after many empty fetches
     # (Dramatiq's back-off doubles with each miss, up to the worker timeout: 1 s)
     urgent = broker.consume(contracts.MESSAGES_URGENT, prefetch=1, timeout=1000)
-    webhooks = broker.consume(contracts.WEBHOOKS, prefetch=1, timeout=1000)
+    slow = broker.consume(contracts.CAMPAIGNS, prefetch=1, timeout=1000)
     try:
         assert urgent.max_idle_ms == contracts.IDLE_POLL_MS[contracts.MESSAGES_URGENT] == 50
-        assert webhooks.max_idle_ms == 1000
-        for consumer in (urgent, webhooks):
+        assert contracts.IDLE_POLL_MS[contracts.WEBHOOKS] == 25  # the first hop of an inbound message's event
+        assert slow.max_idle_ms == 1000
+        for consumer in (urgent, slow):
             consumer.misses = 20
         # When each finds its queue empty once more
         started = time.monotonic()
         assert next(urgent) is None
         urgent_pause = time.monotonic() - started
         started = time.monotonic()
-        assert next(webhooks) is None
-        webhooks_pause = time.monotonic() - started
+        assert next(slow) is None
+        slow_pause = time.monotonic() - started
         # Then the urgent consumer paused at most its idle poll (a message enqueued then waits no longer),
         # while the other kept Dramatiq's long back-off
         assert urgent_pause < 0.05 + 0.05, urgent_pause
-        assert webhooks_pause >= 0.5, webhooks_pause  # 0.5–1 s: Dramatiq jitters it
+        assert slow_pause >= 0.5, slow_pause  # 0.5–1 s: Dramatiq jitters it
     finally:
         urgent.close()
-        webhooks.close()
+        slow.close()
