@@ -7,7 +7,6 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.db.engine import Database, async_pool
+from libs.events.client import EndpointClient
 from libs.events.endpoints import Endpoints
 from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
@@ -118,7 +118,7 @@ class ApiContext:
         self._broker: Any = None
         self._lock = threading.Lock()
         self._hub: EventHub | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: EndpointClient | None = None
         self._secrets: Secrets | None = None
 
     @property
@@ -145,7 +145,7 @@ class ApiContext:
         return Endpoints(guard=self.guard, redis=self.redis, kicks=Kicks(self.namespace))
 
     @property
-    def webhook_http(self) -> httpx.AsyncClient:
+    def webhook_http(self) -> EndpointClient:
         """The HTTP client for endpoint test pings (as the dispatcher's: guarded, answers capped)."""
         if self._http is None:
             self._http = endpoint_http_client(self.settings, max_connections=8)

@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from libs import contracts
 from libs.batching import Coalescer
 from libs.events import signing, store
+from libs.events.client import EndpointClient
 from libs.events.kicks import Kicks
 from libs.events.types import event_id
 
@@ -163,7 +164,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 async def attempt(
-    http: httpx.AsyncClient,
+    http: EndpointClient,
     url: str,
     message_id: str,
     payload: bytes,
@@ -175,8 +176,8 @@ async def attempt(
     started = time.monotonic()
     headers = signing.headers(message_id, payload, signing_secrets, now=dt.datetime.now(dt.UTC))
     try:
-        response = await http.post(url, content=payload, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
+        response = await http.post(url, content=payload, headers=headers, timeout_s=timeout_s)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
     except (OSError, ValueError) as exc:  # a URL httpx refuses, an address the guard refuses
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
@@ -281,7 +282,7 @@ class DispatcherContext:
     """Per-process resources of the event dispatcher, created on the worker's event loop."""
 
     pool: AsyncConnectionPool
-    http: httpx.AsyncClient
+    http: EndpointClient
     redis: aioredis.Redis
     kicks: Kicks
     locks: PumpLocks

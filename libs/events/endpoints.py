@@ -10,13 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from libs.events import dispatch, signing, store
+from libs.events.client import EndpointClient
 from libs.events.kicks import Kicks
 from libs.events.types import PING, parse_event_id, unknown_types
 from libs.outbound import AddressGuard
@@ -152,7 +152,7 @@ class Endpoints:
         await conn.execute(store.ROTATE_SECRET, (expires, secret, endpoint_id))
         return {**await self.get(conn, endpoint_id), "secret": secret, "previous_secret_expires_at": expires}
 
-    async def test(self, conn: AsyncConnection[Any], http: httpx.AsyncClient, endpoint_id: int) -> dict[str, Any]:
+    async def test(self, conn: AsyncConnection[Any], http: EndpointClient, endpoint_id: int) -> dict[str, Any]:
         """Send a signed ``ping`` event to the endpoint now and report what it answered (nothing is stored)."""
         cursor = conn.cursor(row_factory=dict_row)
         await cursor.execute(store.ENDPOINT, {"id": endpoint_id})

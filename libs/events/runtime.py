@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 from dramatiq import Broker, Message, Middleware
 from dramatiq.asyncio import get_event_loop_thread
 
 from libs.db.engine import async_pool
+from libs.events.client import EndpointClient
 from libs.events.dispatch import READ_BYTES as DISPATCH_READ_BYTES
 from libs.events.dispatch import DispatcherContext, DispatchSettings, PumpLocks
 from libs.events.kicks import Kicks
 from libs.outbound import AddressGuard
-from libs.providers.transport import provider_http_client
+from libs.providers.transport import LeanTransport
 from libs.redis_clients import async_redis_client
 from libs.settings import Settings
 
 #: Connections per endpoint host: enough for an endpoint's in-flight limit.
 MAX_CONNECTIONS_PER_HOST = 256
+#: Longest wait for a connection to an endpoint (seconds; the whole attempt is bounded by its timeout too).
+CONNECT_TIMEOUT_S = 5.0
 
 
 def dispatch_settings(settings: Settings) -> DispatchSettings:
@@ -31,18 +33,17 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
     )
 
 
-def endpoint_http_client(settings: Settings, *, max_connections: int = MAX_CONNECTIONS_PER_HOST) -> httpx.AsyncClient:
+def endpoint_http_client(settings: Settings, *, max_connections: int = MAX_CONNECTIONS_PER_HOST) -> EndpointClient:
     """The HTTP client for customers' endpoints: no cookies, no redirects, answers read up to a cap, every
     connection through the outbound address guard, the delivery timeout."""
     guard = AddressGuard.for_environment(settings.env, settings.outbound_allowed)
-    timeout = settings.event_timeout_seconds
-    return provider_http_client(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=timeout),
+    transport = LeanTransport(
         max_connections=max_connections,
         max_body_bytes=DISPATCH_READ_BYTES,
         truncate_body=True,
         resolve=guard.resolve,
     )
+    return EndpointClient(transport, connect_timeout_s=CONNECT_TIMEOUT_S)
 
 
 class DispatcherResources(Middleware):
