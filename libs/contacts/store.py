@@ -1,4 +1,5 @@
-"""All SQL of contacts, psycopg ``%(name)s`` parameters: async for the API, sync for the ingest worker."""
+"""All SQL of contacts, psycopg ``%(name)s`` parameters: async for the API, sync for the ingest worker (and the
+fragment that upserts them inside the ingest worker's message statement)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,23 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from sqlalchemy.orm import Session
 
-#: Always returns the contact's id; the name only changes when a new non-empty one arrives.
-UPSERT = """
-INSERT INTO contacts (company_id, wa_id, name) VALUES (%(company_id)s, %(wa_id)s, %(name)s)
+
+def upsert_rows(rows: str) -> str:
+    """SQL (the body of a data-modifying CTE): create or refresh every contact of ``rows`` (a CTE with
+    ``company_id``, ``wa_id``, ``name``, ``ord``), one row per contact: the latest non-empty name wins, as one
+    upsert per row in ``ord`` order would leave it, and ``updated_at`` moves only when the name changes.
+    Contacts are written in (company, wa_id) order, so concurrent transactions lock them in one order.
+    ``RETURNING id, company_id, wa_id``."""
+    return f"""INSERT INTO contacts (company_id, wa_id, name)
+SELECT DISTINCT ON (r.company_id, r.wa_id) r.company_id, r.wa_id, r.name FROM {rows} r
+ORDER BY r.company_id, r.wa_id, r.name IS NULL, r.ord DESC
 ON CONFLICT ON CONSTRAINT uq_contacts_company_wa_id DO UPDATE
 SET name = COALESCE(EXCLUDED.name, contacts.name),
     updated_at = CASE WHEN EXCLUDED.name IS DISTINCT FROM contacts.name AND EXCLUDED.name IS NOT NULL
                       THEN now() ELSE contacts.updated_at END
-RETURNING id
-"""
+RETURNING id, company_id, wa_id"""
+
 
 #: Each contact with the last message of its conversation (either direction).
 WITH_LAST_MESSAGE = """
@@ -33,12 +40,6 @@ ORDER BY c.id LIMIT %(limit)s
 """
 
 GET = "SELECT company_id, wa_id FROM contacts WHERE id = %(id)s"
-
-
-def upsert(session: Session, company_id: int, wa_id: str, name: str | None) -> int:
-    """The contact's id, created or its name refreshed (sync, in the ingest worker's transaction)."""
-    params = {"company_id": company_id, "wa_id": wa_id, "name": name}
-    return int(session.connection().exec_driver_sql(UPSERT, params).scalar_one())
 
 
 async def page(conn: AsyncConnection[Any], company_id: int, *, after: int, limit: int) -> list[dict[str, Any]]:

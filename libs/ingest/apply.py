@@ -29,7 +29,6 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.orm import Session
 
 from libs.connections import store as connections_store
-from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
@@ -128,13 +127,23 @@ def _meta_inbound_connections(
     return {**connections, **_meta_connections(session, unknown, cache, fresh=True)}
 
 
+#: ``session.info`` key of the messages read in the transaction and not yet written, with their outcomes.
+_PENDING = "zapq.received"
+
+
 def _store_message(
     session: Session, outcome: Outcome, values: dict[str, Any], received: dict[str, Any] | None = None
 ) -> None:
-    """Insert one message row (once per external id); ``received`` is the ``message.received`` data of an
-    inbound one (all but ``message_id``), written as its event in the same statement."""
+    """Note one message row to store (once per external id), its contact to upsert with ``values["name"]``;
+    ``received`` is the ``message.received`` data of an inbound one (all but ``message_id``), written as its
+    event in the same statement. Counted as stored until :func:`write_pending` finds it was a duplicate.
+
+    Rows are written together by :func:`write_pending` — before anything reads messages (a status) and before
+    the transaction's webhooks are marked — so a group of webhooks costs one statement for its messages and
+    contacts, not two per message.
+    """
     values["type"] = values["type"][:TYPE_LENGTH]
-    params = {
+    row = {
         **values,
         "direction": str(values["direction"]),
         "status": str(values["status"]),
@@ -142,11 +151,22 @@ def _store_message(
         "sent_at": values.get("sent_at"),
         "event": Jsonb(received) if received is not None else None,
     }
-    message_id = messages_store.insert_received(session, params)
-    if message_id is None:
-        outcome.duplicates += 1
-        return
+    pending: list[tuple[Outcome, dict[str, Any]]] = session.info.setdefault(_PENDING, [])
+    pending.append((outcome, row))
     outcome.stored += 1
+
+
+def write_pending(session: Session) -> None:
+    """Write the messages noted by :func:`_store_message` (and their contacts and events) in one statement, and
+    the service windows the transaction touched; the rows found already stored are counted as duplicates."""
+    pending: list[tuple[Outcome, dict[str, Any]]] = session.info.pop(_PENDING, [])
+    if pending:
+        stored = messages_store.insert_received_many(session, [row for _, row in pending])
+        for position, (outcome, _) in enumerate(pending):
+            if position not in stored:
+                outcome.stored -= 1
+                outcome.duplicates += 1
+    rules_store.write_windows(session)
 
 
 def received_data(
@@ -224,12 +244,11 @@ def apply_meta(
             continue
         company_id, connection_id = key
         name = item.contact_name or names.get((item.phone_number_id, item.from_wa_id))
-        contact_id = contacts_store.upsert(session, company_id, item.from_wa_id, name)
         received_at = _at(item.timestamp)
         values = {
             "company_id": company_id,
             "connection_id": connection_id,
-            "contact_id": contact_id,
+            "name": name,
             "direction": Direction.INBOUND,
             "status": MessageStatus.RECEIVED,
             "recipient": item.from_wa_id,
@@ -251,6 +270,8 @@ def apply_meta(
             apply_keywords(session, company_id, item.from_wa_id, item.text)
     if only is not None:
         return outcome
+    if statuses:
+        write_pending(session)  # a status may concern a message of this transaction
     for status in statuses:
         key = connections.get(status.phone_number_id)
         if key is None:  # no message of ours can have been sent from a number we do not know
@@ -277,6 +298,9 @@ def apply_keywords(session: Session, company_id: int, phone: str, text: str | No
     opt_out = optouts.folded(own_out) if own_out is not None else optouts.DEFAULT_OPT_OUT
     opt_in = optouts.folded(own_in) if own_in is not None else optouts.DEFAULT_OPT_IN
     found = optouts.match(text, opt_out, opt_in)
+    if found is None:
+        return
+    write_pending(session)  # the message's event comes before the opt-out's in its conversation
     if found == optouts.OPT_OUT and rules_store.opt_out_sync(session, company_id, phone, "keyword"):
         logger.info("company %s: a contact opted out by keyword", company_id)
     elif found == optouts.OPT_IN and rules_store.opt_in_sync(session, company_id, phone):
@@ -345,6 +369,7 @@ def apply_baileys(session: Session, events: list[Any], *, only: frozenset[str] |
         if isinstance(event, BaileysMessageUpdate):
             assert event.status is not None  # checked above
             change = StatusChange(external_id=event.key_id, status=event.status, connection_id=connection_id)
+            write_pending(session)  # it may concern a message sent from the phone, stored by this transaction
             outcome.count_status(apply_status(session, change))
         elif isinstance(event, BaileysMessageUpsert):
             _apply_upsert(session, outcome, event, company_id, connection_id)
@@ -362,7 +387,6 @@ def _apply_upsert(
         outcome.skipped += 1
         return
     name = None if event.from_me else event.push_name
-    contact_id = contacts_store.upsert(session, company_id, event.phone, name)
     payload: dict[str, Any] = {"raw": event.raw}
     if event.quoted_id:
         payload["context_wamid"] = event.quoted_id
@@ -371,7 +395,7 @@ def _apply_upsert(
     values = {
         "company_id": company_id,
         "connection_id": connection_id,
-        "contact_id": contact_id,
+        "name": name,
         "direction": Direction.OUTBOUND if event.from_me else Direction.INBOUND,
         "status": MessageStatus.SENT if event.from_me else MessageStatus.RECEIVED,
         "recipient": event.phone,

@@ -18,10 +18,9 @@ from libs.db.engine import Database
 from libs.db.models import WebhookSource, WebhookStatus
 from libs.errors import DependencyUnavailableError, RecordNotFoundError
 from libs.ingest import store
-from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
+from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta, write_pending
 from libs.ingest.unmatched import merge_notes
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
-from libs.rules import store as rules_store
 from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
@@ -70,7 +69,7 @@ def _apply_row(session: Any, row: Sequence[Any], connections: ConnectionCache | 
 
 
 def _mark(session: Any, rows: list[tuple[int, Applied]]) -> None:
-    rules_store.write_windows(session)  # the service windows the applied webhooks touched, in one statement
+    write_pending(session)  # the messages, contacts and service windows of the applied webhooks
     store.mark_processed(
         session,
         [webhook_id for webhook_id, _ in rows],

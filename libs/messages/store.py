@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
+from libs.contacts import store as contacts
 from libs.events import outbox_store as events
 from libs.events.types import MESSAGE_RECEIVED
 
@@ -46,23 +47,58 @@ BY_IDEMPOTENCY_KEY = f"SELECT {COLUMNS} FROM messages WHERE company_id = %(compa
 
 # -- created by the ingest worker -----------------------------------------------------------------------
 
-#: The message and, for a new inbound one, its ``message.received`` event (``event`` holds the data but the id).
-INSERT_RECEIVED = f"""
-WITH stored AS (
+#: Every message the ingest worker read in one transaction, in one statement: the contacts upserted, the rows
+#: inserted once per external id (the first of duplicates within the batch; one already stored is skipped),
+#: each new inbound one's ``message.received`` event written, in the batch's order (``ord``). Returns the
+#: ``ord`` of each row stored.
+INSERT_RECEIVED_MANY = f"""
+WITH input AS (
+  SELECT * FROM unnest(%(ords)s::int[], %(company_ids)s::bigint[], %(connection_ids)s::bigint[],
+                       %(names)s::text[], %(directions)s::text[], %(statuses)s::text[], %(recipients)s::text[],
+                       %(types)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[], %(external_ids)s::text[],
+                       %(created_ats)s::timestamptz[], %(sent_ats)s::timestamptz[], %(events)s::jsonb[])
+    AS i(ord, company_id, connection_id, name, direction, status, wa_id, type, body, payload, external_id,
+         created_at, sent_at, event)
+), contacts_written AS (
+  {contacts.upsert_rows("input")}
+), firsts AS (
+  SELECT DISTINCT ON (connection_id, external_id) * FROM input ORDER BY connection_id, external_id, ord
+), stored AS (
   INSERT INTO messages (company_id, connection_id, contact_id, direction, status, recipient, type, body, payload,
                         external_id, created_at, sent_at)
-  VALUES (%(company_id)s, %(connection_id)s, %(contact_id)s, %(direction)s, %(status)s, %(recipient)s, %(type)s,
-          %(body)s, %(payload)s, %(external_id)s, %(created_at)s, %(sent_at)s)
+  SELECT f.company_id, f.connection_id, c.id, f.direction, f.status, f.wa_id, f.type, f.body, f.payload,
+         f.external_id, f.created_at, f.sent_at
+  FROM firsts f JOIN contacts_written c ON c.company_id = f.company_id AND c.wa_id = f.wa_id
+  ORDER BY f.ord
   ON CONFLICT (connection_id, external_id) DO NOTHING
-  RETURNING id, company_id, recipient, created_at
+  RETURNING id, company_id, connection_id, recipient, created_at, external_id
 ), events_written AS (
   {events.INSERT_EVENTS}
   SELECT s.company_id, '{MESSAGE_RECEIVED}', {events.conversation_of_contact("s.recipient")}, s.created_at,
-         %(event)s::jsonb || jsonb_build_object('message_id', s.id)
-  FROM stored s WHERE %(event)s::jsonb IS NOT NULL
+         f.event || jsonb_build_object('message_id', s.id)
+  FROM stored s JOIN firsts f ON f.connection_id = s.connection_id AND f.external_id = s.external_id
+  WHERE f.event IS NOT NULL
+  ORDER BY s.id
 )
-SELECT id FROM stored
+SELECT f.ord FROM stored s JOIN firsts f ON f.connection_id = s.connection_id AND f.external_id = s.external_id
 """
+
+#: The columns of one row of :data:`INSERT_RECEIVED_MANY`, in its parameters' names.
+RECEIVED_COLUMNS = {
+    "company_id": "company_ids",
+    "connection_id": "connection_ids",
+    "name": "names",
+    "direction": "directions",
+    "status": "statuses",
+    "recipient": "recipients",
+    "type": "types",
+    "body": "bodies",
+    "payload": "payloads",
+    "external_id": "external_ids",
+    "created_at": "created_ats",
+    "sent_at": "sent_ats",
+    "event": "events",
+}
 
 # -- created by campaign expansion ----------------------------------------------------------------------
 
@@ -300,10 +336,13 @@ async def cancel_queued_of_campaign(conn: AsyncConnection[Any], campaign_id: int
 # -- sync (the workers, a dead-letter replay) -----------------------------------------------------------
 
 
-def insert_received(session: Session, values: dict[str, Any]) -> int | None:
-    """Store a message the ingest worker read (:data:`INSERT_RECEIVED`); its id, ``None`` when a duplicate."""
-    message_id = session.connection().exec_driver_sql(INSERT_RECEIVED, values).scalar_one_or_none()
-    return None if message_id is None else int(message_id)
+def insert_received_many(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+    """Store the messages the ingest worker read (:data:`INSERT_RECEIVED_MANY`; each row has the keys of
+    :data:`RECEIVED_COLUMNS`); the positions in ``rows`` of those stored (the others were duplicates)."""
+    params: dict[str, Any] = {"ords": list(range(len(rows)))}
+    for column, name in RECEIVED_COLUMNS.items():
+        params[name] = [row[column] for row in rows]
+    return {ord_ for (ord_,) in session.connection().exec_driver_sql(INSERT_RECEIVED_MANY, params)}
 
 
 def insert_campaign_slice(session: Session, values: dict[str, Any]) -> tuple[list[int], int]:

@@ -63,3 +63,35 @@ def test_a_bad_webhook_in_a_group_fails_alone(ingest: Ingest, db: Any, broker: A
     assert f.count(db, Message) == 2
     [letter] = f.dead_letters(db)
     assert (letter.actor_name, letter.kwargs, letter.reason) == ("process_webhook", {"webhook_id": ids[1]}, "permanent")
+
+
+def test_a_group_stores_its_messages_once_in_order_with_their_contacts(ingest: Ingest, db: Any, broker: Any) -> None:
+    # Given a connected number and four stored webhooks from one customer: a first text (no profile name), a
+    # second with the profile name "Ana", the first again in another batch, and "STOP" (an opt-out keyword)
+    f.meta_connection(db, f.company(db))
+
+    def text(wamid: str, body: str, name: str | None = None, *, waba: str = f.WABA) -> bytes:
+        value: dict[str, Any] = {"messages": [f.meta_message(wamid, "text", {"body": body})]}
+        if name is not None:
+            value["contacts"] = [{"profile": {"name": name}, "wa_id": f.CUSTOMER}]
+        return f.dumps(f.meta_payload(f.meta_change(**value), waba=waba))
+
+    bodies = [
+        text("wamid.G1", "oi"),
+        text("wamid.G2", "tudo bem?", "Ana"),
+        text("wamid.G1", "oi", waba="again"),
+        text("wamid.G3", "STOP"),
+    ]
+    ids = [f.webhook_row(db, body, status=WebhookStatus.ENQUEUED) for body in bodies]
+    # When their group job runs (one transaction)
+    contracts.PROCESS_WEBHOOKS.send(contracts.ProcessWebhooks(ids), broker=broker)
+    ingest.drain()
+    # Then each message is stored once, in order, for one contact named by the latest name sent
+    assert [f.webhook(db, i).status for i in ids] == [WebhookStatus.PROCESSED] * 4
+    assert [m.external_id for m in f.messages(db)] == ["wamid.G1", "wamid.G2", "wamid.G3"]
+    [contact] = f.contacts(db)
+    assert (contact.wa_id, contact.name) == (f.CUSTOMER, "Ana")
+    assert {m.contact_id for m in f.messages(db)} == {contact.id}
+    # And the conversation's events come in that order, the opt-out after the message that asked for it
+    written = [(e.get("external_id"), e.get("status")) for e in f.events(db)]
+    assert written == [("wamid.G1", None), ("wamid.G2", None), ("wamid.G3", None), (None, "opted_out")]
