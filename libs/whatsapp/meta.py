@@ -41,11 +41,13 @@ from libs.whatsapp.meta_types import (
     META_MEDIA_TYPES,
     META_MESSAGES_FIELD,
     META_OBJECT,
+    META_TEMPLATE_STATUS_FIELD,
     ContactInfo,
     InboundMessage,
     MetaBatch,
     MetaSystemError,
     StatusUpdate,
+    TemplateStatusUpdate,
 )
 
 
@@ -69,16 +71,22 @@ def parse_meta_webhook(payload: bytes | dict[str, Any]) -> MetaBatch:
         waba_id = req_str(entry, "id", f"{entry_path}.id")
         changes_path = f"{entry_path}.changes"
         for change_path, change in iter_objects(req_list(entry, "changes", changes_path), changes_path):
-            if req_str(change, "field", f"{change_path}.field") != META_MESSAGES_FIELD:
+            kind = req_str(change, "field", f"{change_path}.field")
+            value_path = f"{change_path}.value"
+            if kind == META_TEMPLATE_STATUS_FIELD:
+                value = req_dict(change, "value", value_path)
+                acc.template_statuses.append(_parse_template_status(value, value_path, waba_id))
+                continue
+            if kind != META_MESSAGES_FIELD:
                 acc.skipped_changes += 1
                 continue
-            value_path = f"{change_path}.value"
             _parse_value(req_dict(change, "value", value_path), value_path, waba_id, acc)
     return MetaBatch(
         inbound=tuple(acc.inbound),
         statuses=tuple(acc.statuses),
         contacts=tuple(acc.contacts),
         system_errors=tuple(acc.system_errors),
+        template_statuses=tuple(acc.template_statuses),
         skipped_changes=acc.skipped_changes,
     )
 
@@ -86,13 +94,14 @@ def parse_meta_webhook(payload: bytes | dict[str, Any]) -> MetaBatch:
 class _Accumulator:
     """Mutable lists filled while walking the payload, frozen into a :class:`MetaBatch` at the end."""
 
-    __slots__ = ("contacts", "inbound", "skipped_changes", "statuses", "system_errors")
+    __slots__ = ("contacts", "inbound", "skipped_changes", "statuses", "system_errors", "template_statuses")
 
     def __init__(self) -> None:
         self.inbound: list[InboundMessage] = []
         self.statuses: list[StatusUpdate] = []
         self.contacts: list[ContactInfo] = []
         self.system_errors: list[MetaSystemError] = []
+        self.template_statuses: list[TemplateStatusUpdate] = []
         self.skipped_changes = 0
 
 
@@ -206,6 +215,27 @@ def _content(msg_type: str, body: JsonObject | None) -> _Content:
         emoji = opt_str(body, "emoji") or None  # absent (or empty) emoji = reaction removed
         return _Content(text=emoji, reaction_to=opt_str(body, "message_id"), reaction_removed=emoji is None)
     return _Content()
+
+
+def _parse_template_status(value: JsonObject, path: str, waba_id: str) -> TemplateStatusUpdate:
+    """Build a :class:`TemplateStatusUpdate` from a ``message_template_status_update`` value (the template's
+    name, language and event are its identity; the rest is read leniently)."""
+    template_id = value.get("message_template_id")
+    reason = opt_str(value, "reason")
+    if reason is None or reason.upper() == "NONE":
+        reason = opt_str(opt_dict(value, "other_info"), "title") or opt_str(opt_dict(value, "rejection_info"), "reason")
+    return TemplateStatusUpdate(
+        waba_id=waba_id,
+        event=req_str(value, "event", f"{path}.event").upper(),
+        name=req_str(value, "message_template_name", f"{path}.message_template_name"),
+        language=req_str(value, "message_template_language", f"{path}.message_template_language"),
+        template_id=str(template_id)
+        if isinstance(template_id, (int, str)) and not isinstance(template_id, bool)
+        else None,
+        category=opt_str(value, "message_template_category"),
+        reason=reason,
+        raw=value,
+    )
 
 
 def _parse_status(status: JsonObject, path: str, waba_id: str, phone_number_id: str) -> StatusUpdate:
