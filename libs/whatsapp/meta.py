@@ -12,9 +12,10 @@ Failure policy — *structure and identity strict, content lenient*:
   ``id``/``status``/``timestamp``, contact ``wa_id``, ``metadata.phone_number_id`` when there are messages or
   statuses). Nothing is half-applied: a caller either gets every item or none, and a ``ParseError`` is a
   :class:`~libs.errors.PermanentError`, so the job dead-letters with the raw body kept for inspection.
-* Everything else is tolerated: unknown ``changes[].field`` values are skipped and counted in
-  ``skipped_changes``; unknown message types and status values are kept as sent; unknown keys are ignored;
-  an optional field of the wrong type reads as absent (the untouched dict stays in ``raw``).
+* Everything else is tolerated: unknown ``changes[].field`` values (and a ``message_template_status_update``
+  without a template name, language or event) are skipped and counted in ``skipped_changes``; unknown message
+  types and status values are kept as sent; unknown keys are ignored; an optional field of the wrong type
+  reads as absent (the untouched dict stays in ``raw``).
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def parse_meta_webhook(payload: bytes | dict[str, Any]) -> MetaBatch:
             kind = req_str(change, "field", f"{change_path}.field")
             value_path = f"{change_path}.value"
             if kind == META_TEMPLATE_STATUS_FIELD:
-                value = req_dict(change, "value", value_path)
-                acc.template_statuses.append(_parse_template_status(value, value_path, waba_id))
-                continue
+                update = _parse_template_status(opt_dict(change, "value"), waba_id)
+                if update is not None:
+                    acc.template_statuses.append(update)
+                    continue
             if kind != META_MESSAGES_FIELD:
                 acc.skipped_changes += 1
                 continue
@@ -217,18 +219,23 @@ def _content(msg_type: str, body: JsonObject | None) -> _Content:
     return _Content()
 
 
-def _parse_template_status(value: JsonObject, path: str, waba_id: str) -> TemplateStatusUpdate:
-    """Build a :class:`TemplateStatusUpdate` from a ``message_template_status_update`` value (the template's
-    name, language and event are its identity; the rest is read leniently)."""
+def _parse_template_status(value: JsonObject | None, waba_id: str) -> TemplateStatusUpdate | None:
+    """Build a :class:`TemplateStatusUpdate` from a ``message_template_status_update`` value; ``None`` (the change
+    is skipped and counted, never failing the batch's messages) without an event, a name or a language."""
+    event = opt_str(value, "event")
+    name = opt_str(value, "message_template_name")
+    language = opt_str(value, "message_template_language")
+    if value is None or not event or not name or not language:
+        return None
     template_id = value.get("message_template_id")
     reason = opt_str(value, "reason")
     if reason is None or reason.upper() == "NONE":
         reason = opt_str(opt_dict(value, "other_info"), "title") or opt_str(opt_dict(value, "rejection_info"), "reason")
     return TemplateStatusUpdate(
         waba_id=waba_id,
-        event=req_str(value, "event", f"{path}.event").upper(),
-        name=req_str(value, "message_template_name", f"{path}.message_template_name"),
-        language=req_str(value, "message_template_language", f"{path}.message_template_language"),
+        event=event.upper(),
+        name=name,
+        language=language,
         template_id=str(template_id)
         if isinstance(template_id, (int, str)) and not isinstance(template_id, bool)
         else None,
