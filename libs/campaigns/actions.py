@@ -36,6 +36,7 @@ from libs.enqueue import enqueue_many
 from libs.messages import store as messages
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
 from libs.templates import catalogue
+from libs.templates import store as templates_store
 from libs.templates.catalogue import TemplateCache
 from libs.templates.params import campaign_components
 
@@ -203,6 +204,7 @@ def start_campaign(
             raise ConflictError(f"campaign {campaign_id} is {current['status']}: it cannot be started")
         if later:
             return Started(row, scheduled=True)
+        _pause_if_template_stopped(session, row)
         jobs = expansion_jobs(campaign_id, store.slices(session, campaign_id, SLICE))
         try:  # before the commit: a failed enqueue rolls the start back
             enqueue_many(client, namespace, jobs, lifecycle=True)
@@ -210,6 +212,16 @@ def start_campaign(
             logger.warning("campaign %s not started: its jobs could not be enqueued", campaign_id, exc_info=True)
             raise QueueUnavailableError("the queue is unavailable; the campaign was not started, retry later") from None
     return Started(row, jobs)
+
+
+def _pause_if_template_stopped(session: Session, campaign: dict[str, Any]) -> None:
+    """A campaign just started whose template Meta paused or disabled is paused at once, with the reason (the
+    scheduler's start of a due campaign: the API's start refuses it before). Its expansion still runs; the
+    sends wait for the resume."""
+    stopped = templates_store.running_stopped(session, campaign["connection_id"], sorted(catalogue.STOPPING))
+    for found in (s for s in stopped if s["id"] == campaign["id"]):
+        reason = catalogue.stop_reason(found["name"], found["language"], found["status"], found["reason"])
+        pause_by_rule(session, [campaign["id"]], reason)
 
 
 def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> list[int]:

@@ -28,7 +28,7 @@ from libs.errors import ProviderError
 from libs.refusals import InvalidError, NotFoundError, ProviderCallError
 from libs.secrets import Secrets
 from libs.templates import store
-from libs.templates.catalogue import STOPPING
+from libs.templates.catalogue import STOPPING, stop_reason
 from libs.templates.graph import Graph, fetch_templates
 from libs.whatsapp import TemplateStatusUpdate
 
@@ -39,11 +39,6 @@ logger = logging.getLogger(__name__)
 EVENT_STATUS: dict[str, str | None] = {"REINSTATED": "APPROVED", "UNARCHIVED": None}
 #: Connections synced per scheduler run at most (the rest wait for the next run).
 DUE_PER_RUN = 50
-
-
-def stop_reason(name: str, language: str, status: str, why: str | None) -> str:
-    """The reason a campaign shows when its template stopped it."""
-    return f"template {name} ({language}) is {status} by Meta" + (f": {why}" if why else "")
 
 
 def sync_connection(

@@ -49,6 +49,11 @@ DEFAULT_TTL_S = 30.0
 MAX_ENTRIES = 10_000
 
 
+def stop_reason(name: str, language: str, status: str, why: str | None) -> str:
+    """The reason a campaign shows when its template stopped it (:data:`STOPPING`)."""
+    return f"template {name} ({language}) is {status} by Meta" + (f": {why}" if why else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Known:
     """One template of a catalogue, as a check needs it."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import pytest
 
+from libs.campaigns.actions import start_due_campaigns
 from libs.db.engine import Database
-from libs.db.models import Provider
+from libs.db.models import Campaign, CampaignRecipient, CampaignStatus, Provider
 from libs.refusals import InvalidError, NotFoundError, ProviderCallError
 from libs.secrets import Secrets
+from libs.settings import Settings
 from libs.templates import actions
 from libs.templates import graph as graph_module
 from libs.templates.graph import Graph
@@ -18,7 +24,7 @@ from tests.templates.conftest import CATALOGUE, catalogue_row, list_calls, meta_
 
 
 @pytest.fixture
-def http() -> httpx.Client:
+def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as client:
         yield client
 
@@ -122,3 +128,38 @@ def test_the_scheduler_syncs_new_and_stale_catalogues_only(
     set_catalogue(fake_graph, CATALOGUE, fail_with=131000)
     results = actions.sync_due(db, http, graph, secrets, max_age_s=0)
     assert set(results) == {fresh, new} and all("131000" in (why or "") for why in results.values())
+
+
+def test_a_due_campaign_whose_template_meta_paused_starts_paused_with_the_reason(
+    db: Database, broker: Any, settings: Settings, fake_graph: str, graph: Graph, secrets: Secrets, http: httpx.Client
+) -> None:
+    # Given a synced catalogue in which spring_sale is PAUSED, and two campaigns due now: one sending it
+    paused = [{**t, "status": "PAUSED"} if t["name"] == "spring_sale" else t for t in CATALOGUE]
+    set_catalogue(fake_graph, paused)
+    company, connection = meta_connection(db)
+    actions.sync_connection(db, http, graph, secrets, connection)
+    blocked = due_campaign(db, company, connection, "spring_sale")
+    fine = due_campaign(db, company, connection, "hello_world")
+    # When the scheduler starts due campaigns
+    assert sorted(start_due_campaigns(db, broker.client, settings.redis_namespace)) == [blocked, fine]
+    # Then the one sending the paused template is paused at once, with the reason; the other runs
+    with db.session() as session:
+        rows = {row.id: (str(row.status), row.status_reason) for row in session.query(Campaign).all()}
+    assert rows == {
+        blocked: ("paused", "template spring_sale (en_US) is PAUSED by Meta"),
+        fine: ("running", None),
+    }
+
+
+def due_campaign(db: Database, company: int, connection: int, name: str) -> int:
+    """A campaign with one recipient, scheduled a minute ago, sending template ``name``; its id."""
+    with db.session() as session:
+        row = Campaign(
+            company_id=company, connection_id=connection, name=name, status=CampaignStatus.SCHEDULED,
+            content_type="template", template={"name": name, "language": "en_US", "variables": []},
+            start_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1), recipients_count=1,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        session.add(CampaignRecipient(campaign_id=row.id, recipient="5511911110001", variables={}))
+        return row.id
