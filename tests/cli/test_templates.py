@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.cli.campaign import render_status
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.db.engine import Database
 from libs.settings import Settings
@@ -88,3 +89,14 @@ def test_sync_exit_codes_name_the_problem(
     assert code == EXIT_FAILED and "meta error 190" in err
     # Bad usage: 2 from argparse
     assert zapq(capsys, "templates", "sync", "--connection", "x")[0] == EXIT_USAGE
+
+
+def test_campaign_status_shows_why_a_rule_paused_it() -> None:
+    campaign = {
+        "id": 4, "name": "spring", "status": "paused",
+        "status_reason": "template spring_sale (en_US) is PAUSED by Meta",
+        "recipients_count": 1, "queued_count": 0, "sent_count": 0, "delivered_count": 0, "read_count": 0,
+        "failed_count": 0, "suppressed_count": 0, "progress": 0.0,
+    }  # fmt: skip
+    head = render_status(campaign).splitlines()[0]
+    assert head == "campaign 4 'spring': paused (template spring_sale (en_US) is PAUSED by Meta)"
