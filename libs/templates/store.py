@@ -130,6 +130,12 @@ ORDER BY ca.id
 """
 
 
+#: Forget a connection's catalogue (its WABA changed): unchecked again until its next sync, due at once.
+FORGET = """
+WITH gone AS (DELETE FROM whatsapp_templates WHERE connection_id = %(id)s)
+DELETE FROM template_catalogues WHERE connection_id = %(id)s
+"""
+
 # -- async (the API) ------------------------------------------------------------------------------------
 
 
@@ -170,6 +176,11 @@ async def page(
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(PAGE, params)
     return await cursor.fetchall()
+
+
+async def forget(conn: AsyncConnection[Any], connection_id: int) -> None:
+    """:data:`FORGET` (in the caller's transaction)."""
+    await conn.execute(FORGET, {"id": connection_id})
 
 
 async def meta_of_company(conn: AsyncConnection[Any], company_id: int | None) -> list[int]:

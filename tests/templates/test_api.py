@@ -205,3 +205,15 @@ def test_the_cache_reads_a_catalogue_once_per_ttl(monkeypatch: pytest.MonkeyPatc
     asyncio.run(lookups())
     # Then five lookups within the TTL read once; after it, and after an invalidation, it is read again
     assert reads == [7, 7, 7]
+
+
+def test_a_new_waba_id_forgets_the_old_catalogue(api: TestClient, company: dict[str, Any]) -> None:
+    # Given a synced catalogue that refuses an unknown template
+    sync(api, company)
+    assert send(api, company, "only_in_the_new_waba").status_code == 422
+    # When the connection is moved to another WABA
+    connection_id = company["connection"]["id"]
+    assert api.patch(f"/api/connections/{connection_id}", json={"waba_id": "555550000000001"}).status_code == 200
+    # Then the old WABA's templates are gone, and sends go unchecked until the new catalogue syncs
+    assert api.get("/api/templates", params={"connection_id": connection_id}).json()["templates"] == []
+    assert send(api, company, "only_in_the_new_waba").status_code == 201
