@@ -61,6 +61,11 @@ WHERE provider = 'meta' AND waba_id IS NOT NULL AND waba_id <> ''
 ORDER BY id LIMIT 1000
 """
 
+#: Two syncs of one connection (the scheduler's, an operator's) replace its templates one after the other.
+LOCK = (
+    "INSERT INTO template_catalogues (connection_id) VALUES (%(connection_id)s) ON CONFLICT (connection_id) DO NOTHING",
+    "SELECT 1 FROM template_catalogues WHERE connection_id = %(connection_id)s FOR UPDATE",
+)
 #: Replace one connection's templates with what Meta listed, and mark its catalogue synced.
 REPLACE = """
 WITH listed AS (
@@ -217,6 +222,8 @@ def replace(session: Session, connection_id: int, templates: Sequence[dict[str, 
         "components": [Jsonb(t["components"]) if t["components"] is not None else None for t in templates],
         "reasons": [t["reason"] for t in templates],
     }
+    for statement in LOCK:
+        session.connection().exec_driver_sql(statement, {"connection_id": connection_id})
     row = session.connection().exec_driver_sql(REPLACE, params).mappings().one()
     return dict(row)
 
