@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs.api.access import check_owner, company_filter
+from libs.api.access import check_owner, check_row, company_filter
 from libs.api.http import ApiError, context, json_response, query_id, query_int, read_model
 from libs.api.schemas import TemplateSyncIn
 from libs.connections import store as connections
@@ -40,22 +40,31 @@ def _after(value: str | None) -> tuple[int, str, str]:
 
 async def list_templates(request: Request) -> Response:
     """``GET /api/templates?company_id=&connection_id=&status=&after=&limit=``: the catalogue by connection,
-    name and language (``status``: APPROVED, PAUSED, …), with the cursor of the next page."""
+    name and language (``status``: APPROVED, PAUSED, …), with the cursor of the next page; with a
+    ``connection_id``, its ``catalogue`` too (``checked``: template sends are checked; last sync and error)."""
     company = company_filter(request, query_id(request, "company_id"))
+    connection_id = query_id(request, "connection_id")
     status = request.query_params.get("status") or None
     if status is not None and not STATUS.match(status):
         raise ApiError(400, "status must be a template status such as APPROVED, PENDING, REJECTED or PAUSED")
+    state = None
+    if connection_id is not None:
+        state = await actions.catalogue_state(context(request).pool, connection_id)
+        check_row(request, state, "connection", connection_id)
     rows, more = await actions.list_templates(
         context(request).pool,
         company_id=company,
-        connection_id=query_id(request, "connection_id"),
+        connection_id=connection_id,
         status=status.upper() if status else None,
         after=_after(request.query_params.get("after")),
         limit=query_int(request, "limit", default=100, low=1, high=MAX_PAGE),
     )
     last = rows[-1] if rows else None
     after = f"{last['connection_id']}:{last['name']}:{last['language']}" if last and more else None
-    return json_response({"templates": rows, "has_more": more, "after": after})
+    answer: dict[str, Any] = {"templates": rows, "has_more": more, "after": after}
+    if state is not None:
+        answer["catalogue"] = state
+    return json_response(answer)
 
 
 async def sync_templates(request: Request) -> Response:

@@ -136,6 +136,14 @@ async def list_templates(
     return rows[:limit], len(rows) > limit
 
 
+async def catalogue_state(pool: AsyncConnectionPool[Any], connection_id: int) -> dict[str, Any] | None:
+    """Whether a connection's template sends are checked (``checked``: its catalogue synced once), when it last
+    synced and was tried, how many templates it has, the last error; ``None`` for an unknown connection."""
+    async with pool.connection() as conn:
+        row = await store.state(conn, connection_id)
+    return None if row is None else {**row, "checked": row["synced_at"] is not None}
+
+
 def apply_status_update(session: Session, update: TemplateStatusUpdate) -> list[int]:
     """Apply a ``message_template_status_update`` webhook (see the module docstring); the campaigns it paused."""
     status = EVENT_STATUS.get(update.event, update.event)

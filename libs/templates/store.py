@@ -22,6 +22,13 @@ SELECT c.id, c.company_id, c.provider, k.synced_at
 FROM connections c LEFT JOIN template_catalogues k ON k.connection_id = c.id
 WHERE c.id = %(id)s
 """
+#: A connection's catalogue state (``NULL`` columns: never tried).
+STATE = """
+SELECT c.id AS connection_id, c.company_id, k.synced_at, COALESCE(k.template_count, 0) AS template_count,
+       k.attempted_at, k.last_error
+FROM connections c LEFT JOIN template_catalogues k ON k.connection_id = c.id
+WHERE c.id = %(id)s
+"""
 #: Every template of one connection (what a validation looks up).
 TEMPLATES_OF = (
     "SELECT name, language, status, category, components FROM whatsapp_templates WHERE connection_id = %(id)s"
@@ -149,6 +156,13 @@ async def catalogue(conn: AsyncConnection[Any], connection_id: int) -> dict[str,
     there is no such connection."""
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(CATALOGUE, {"id": connection_id})
+    return await cursor.fetchone()
+
+
+async def state(conn: AsyncConnection[Any], connection_id: int) -> dict[str, Any] | None:
+    """:data:`STATE`, or ``None`` for an unknown connection."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(STATE, {"id": connection_id})
     return await cursor.fetchone()
 
 

@@ -149,8 +149,13 @@ def test_campaigns_are_checked_when_created_started_and_resumed(
 
 
 def test_list_filters_and_pages(api: TestClient, company: dict[str, Any]) -> None:
-    sync(api, company)
     connection_id = company["connection"]["id"]
+    before = api.get("/api/templates", params={"connection_id": connection_id}).json()
+    assert before["templates"] == [] and before["catalogue"]["checked"] is False
+    sync(api, company)
+    state = api.get("/api/templates", params={"connection_id": connection_id}).json()["catalogue"]
+    assert state["checked"] and state["template_count"] == len(CATALOGUE) and state["last_error"] is None
+    assert api.get("/api/templates", params={"connection_id": 999_999}).status_code == 404
     approved = api.get("/api/templates", params={"connection_id": connection_id, "status": "approved"}).json()
     assert [(t["name"], t["language"]) for t in approved["templates"]] == [
         ("hello_world", "en_US"), ("order_update", "en_US"), ("order_update", "pt_BR"), ("spring_sale", "en_US"),
