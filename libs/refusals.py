@@ -9,6 +9,7 @@ as the reason (one exception handler in :mod:`libs.api.app`), the CLI prints the
         ├── ConflictError            409  not in a state that allows it (the text says which)
         ├── InvalidError             422  the input names something that cannot be used (another company's row)
         │   └── RuleViolationError   422  a WhatsApp rule forbids it now (``reason``: outside_service_window, …)
+        ├── ProviderCallError        502  the provider refused or failed the call the action needs (the text says how)
         └── QueueUnavailableError    503  the job could not be enqueued: nothing was done, retry later
 """
 
@@ -53,6 +54,12 @@ class RuleViolationError(InvalidError):
         super().__init__(f"{reason}: {text}")
         self.reason = reason
         self.details = {"reason": reason, **details}
+
+
+class ProviderCallError(RefusedError):
+    """The provider (Meta's Graph API) refused or failed a call the action needs; nothing was changed."""
+
+    status = 502
 
 
 class QueueUnavailableError(RefusedError):

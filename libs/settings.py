@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     #: Hosts and CIDRs that outbound requests (webhook endpoints) may reach in ``prod`` although private.
     outbound_allowlist: str = ""
+    #: A Meta connection's template catalogue is synced again by the scheduler once it is this old (seconds).
+    template_sync_seconds: int = Field(default=3_600, ge=60)
+    #: An API process keeps each connection's template catalogue this long before reading it again (seconds).
+    template_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
     @model_validator(mode="after")
     def _check_schedule(self) -> Settings:

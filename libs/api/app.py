@@ -15,7 +15,19 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops, optouts
+from libs.api import (
+    campaigns,
+    companies,
+    connections,
+    contacts,
+    events,
+    keys,
+    messages,
+    metrics,
+    ops,
+    optouts,
+    templates,
+)
 from libs.api.access import guarded
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
@@ -36,6 +48,7 @@ from libs.api.schemas import (
     MessageIn,
     OptOutIn,
     ReplayIn,
+    TemplateSyncIn,
 )
 from libs.errors import DependencyUnavailableError
 from libs.events.endpoints import EndpointError
@@ -137,6 +150,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/connections/{id:int}/webhook-secret", connections.issue_webhook_secret,
              "A new webhook URL and secret for a Baileys connection (shown once)", "connections",
              scope="connections:write"),
+    Endpoint("GET", "/api/templates", templates.list_templates,
+             "WhatsApp templates of Meta connections (their WABA's catalogue, as last synced)", "templates",
+             scope="connections:read"),
+    Endpoint("POST", "/api/templates/sync", templates.sync_templates,
+             "Sync template catalogues from Meta now (one connection, or a company's)", "templates",
+             TemplateSyncIn, scope="connections:write"),
     Endpoint("POST", "/api/campaigns", campaigns.create_campaign, "Create a campaign (draft)", "campaigns",
              CampaignIn, status=201, scope="campaigns:write"),
     Endpoint("GET", "/api/campaigns", campaigns.list_campaigns, "Recent campaigns with progress", "campaigns",

@@ -43,7 +43,8 @@ async def create_campaign(request: Request) -> Response:
         "text": body.text,
         "template": body.template.model_dump() if body.template is not None else None,
     }
-    return json_response(_out(await actions.create_campaign(context(request).pool, values)), 201)
+    ctx = context(request)
+    return json_response(_out(await actions.create_campaign(ctx.pool, values, templates=ctx.templates)), 201)
 
 
 async def list_campaigns(request: Request) -> Response:
@@ -145,10 +146,12 @@ async def upload_recipients(request: Request) -> Response:
 
 
 async def start_campaign(request: Request) -> Response:
-    """``POST /api/campaigns/{id}/start``: run now (enqueue its expansion) or schedule for ``start_at``."""
+    """``POST /api/campaigns/{id}/start``: run now (enqueue its expansion) or schedule for ``start_at``; 422 when
+    its template is not (or no longer) approved or its parameters do not fit (:mod:`libs.templates.catalogue`)."""
     campaign_id = await owned(request)
     body = await read_model(request, CampaignStartIn, empty=CampaignStartIn())
     ctx = context(request)
+    await actions.check_template(ctx.pool, ctx.templates, campaign_id)
 
     def start() -> actions.Started | None:  # in a worker thread: the start is written for sync callers too
         return actions.start_campaign(ctx.db, ctx.sync_redis, ctx.namespace, campaign_id, start_at=body.start_at)
@@ -167,9 +170,11 @@ async def pause_campaign(request: Request) -> Response:
 
 
 async def resume_campaign(request: Request) -> Response:
-    """``POST /api/campaigns/{id}/resume``: paused → running."""
+    """``POST /api/campaigns/{id}/resume``: paused → running (422 while its template is not approved)."""
     ctx = context(request)
-    return json_response(_out(await actions.resume_campaign(ctx.pool, ctx.redis, ctx.namespace, await owned(request))))
+    campaign_id = await owned(request)
+    await actions.check_template(ctx.pool, ctx.templates, campaign_id)
+    return json_response(_out(await actions.resume_campaign(ctx.pool, ctx.redis, ctx.namespace, campaign_id)))
 
 
 async def cancel_campaign(request: Request) -> Response:

@@ -58,9 +58,10 @@ async def patch_connection(request: Request) -> Response:
     body = await read_model(request, ConnectionPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     ctx = context(request)
-    return json_response(
-        await actions.patch_connection(ctx.pool, connection_id, changes, secrets=ctx.secrets, guard=ctx.guard)
-    )
+    row = await actions.patch_connection(ctx.pool, connection_id, changes, secrets=ctx.secrets, guard=ctx.guard)
+    if "waba_id" in changes:  # its catalogue may be forgotten: this process's copy too
+        ctx.templates.invalidate(connection_id)
+    return json_response(row)
 
 
 async def issue_webhook_secret(request: Request) -> Response:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
 from psycopg import AsyncConnection
@@ -28,6 +29,8 @@ from libs.outbound import AddressGuard
 from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
 from libs.settings import Settings
+from libs.templates.catalogue import TemplateCache
+from libs.templates.graph import Graph, graph_client
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -119,7 +122,10 @@ class ApiContext:
         self._lock = threading.Lock()
         self._hub: EventHub | None = None
         self._http: EndpointClient | None = None
+        self._graph_http: httpx.Client | None = None
         self._secrets: Secrets | None = None
+        self.templates = TemplateCache(ttl_s=settings.template_cache_seconds)
+        self.graph = Graph(settings.meta_graph_url, settings.meta_api_version)
 
     @property
     def secrets(self) -> Secrets:
@@ -150,6 +156,14 @@ class ApiContext:
         if self._http is None:
             self._http = endpoint_http_client(self.settings, max_connections=8)
         return self._http
+
+    @property
+    def graph_http(self) -> httpx.Client:
+        """The HTTP client for the Graph API (template syncs, run in worker threads), built once."""
+        with self._lock:
+            if self._graph_http is None:
+                self._graph_http = graph_client()
+            return self._graph_http
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
@@ -208,6 +222,8 @@ class ApiContext:
             await self._hub.stop()
             if self._http is not None:
                 await self._http.aclose()
+            if self._graph_http is not None:
+                self._graph_http.close()
             if self._broker is not None:
                 from libs.middleware.lifecycle import Lifecycle
 

@@ -46,7 +46,7 @@ async def create_message(request: Request) -> Response:
     )
     ctx = context(request)
     with span("POST /api/messages", headers=request.headers if enabled() else None, server=True):
-        row, created = await actions.create_message(ctx.pool, ctx.redis, ctx.namespace, new)
+        row, created = await actions.create_message(ctx.pool, ctx.redis, ctx.namespace, new, templates=ctx.templates)
         annotate(**{"zapq.message": hashed(row["id"]) if enabled() else None, "zapq.created": created})
     if not created:
         return json_response(_out(row), 200)

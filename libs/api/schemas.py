@@ -75,6 +75,19 @@ class OptOutIn(_Strict):
         return sorted({normalize_phone(value) for value in values})
 
 
+class TemplateSyncIn(_Strict):
+    """``POST /api/templates/sync``: one connection, or every Meta connection of a company (or of all)."""
+
+    connection_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="just this connection")
+    company_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="every Meta connection of it")
+
+    @model_validator(mode="after")
+    def _one(self) -> TemplateSyncIn:
+        if self.connection_id is not None and self.company_id is not None:
+            raise ValueError("give connection_id or company_id, not both")
+        return self
+
+
 class CompanyIn(_Strict):
     """``POST /api/companies``."""
 
@@ -278,4 +291,5 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     EndpointPatch,
     ReplayIn,
     OptOutIn,
+    TemplateSyncIn,
 )

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from dramatiq import Message
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.orm import Session
 
 from libs import contracts
 from libs.campaigns import store
@@ -34,6 +35,10 @@ from libs.db.engine import Database
 from libs.enqueue import enqueue_many
 from libs.messages import store as messages
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
+from libs.templates import catalogue
+from libs.templates import store as templates_store
+from libs.templates.catalogue import TemplateCache
+from libs.templates.params import campaign_components
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +73,12 @@ def expansion_jobs(campaign_id: int, slices: Iterable[tuple[int, int]]) -> list[
     ]
 
 
-async def create_campaign(pool: AsyncConnectionPool[Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template)."""
+async def create_campaign(
+    pool: AsyncConnectionPool[Any], values: dict[str, Any], *, templates: TemplateCache | None = None
+) -> dict[str, Any]:
+    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template). A template is
+    checked against the connection's catalogue through ``templates`` (:mod:`libs.templates.catalogue`; its
+    body parameters are the ``variables`` columns plus any given in ``components``)."""
     async with pool.connection() as conn:
         found = await connections.owner(conn, values["connection_id"])
         if found is None or found["company_id"] != values["company_id"]:
@@ -77,6 +86,9 @@ async def create_campaign(pool: AsyncConnectionPool[Any], values: dict[str, Any]
                 f"connection {values['connection_id']} does not belong to company {values['company_id']}"
             )
         template = values.get("template")
+        if template and templates is not None:
+            components = campaign_components(template)
+            await catalogue.check(templates, conn, values["connection_id"], template, components)
         return await store.insert(
             conn,
             {
@@ -88,6 +100,17 @@ async def create_campaign(pool: AsyncConnectionPool[Any], values: dict[str, Any]
                 "template": Jsonb(template) if template else None,
             },
         )
+
+
+async def check_template(pool: AsyncConnectionPool[Any], templates: TemplateCache, campaign_id: int) -> None:
+    """Refuse to start a template campaign whose template its connection's catalogue no longer allows (paused
+    or disabled since the campaign was made, …): :class:`~libs.refusals.RuleViolationError`."""
+    async with pool.connection() as conn:
+        campaign = await store.get(conn, campaign_id)
+        if campaign is None or campaign["content_type"] != "template" or not campaign["template"]:
+            return
+        template = campaign["template"]
+        await catalogue.check(templates, conn, campaign["connection_id"], template, campaign_components(template))
 
 
 async def get_campaign(pool: AsyncConnectionPool[Any], campaign_id: int) -> dict[str, Any]:
@@ -181,6 +204,7 @@ def start_campaign(
             raise ConflictError(f"campaign {campaign_id} is {current['status']}: it cannot be started")
         if later:
             return Started(row, scheduled=True)
+        _pause_if_template_stopped(session, row)
         jobs = expansion_jobs(campaign_id, store.slices(session, campaign_id, SLICE))
         try:  # before the commit: a failed enqueue rolls the start back
             enqueue_many(client, namespace, jobs, lifecycle=True)
@@ -188,6 +212,16 @@ def start_campaign(
             logger.warning("campaign %s not started: its jobs could not be enqueued", campaign_id, exc_info=True)
             raise QueueUnavailableError("the queue is unavailable; the campaign was not started, retry later") from None
     return Started(row, jobs)
+
+
+def _pause_if_template_stopped(session: Session, campaign: dict[str, Any]) -> None:
+    """A campaign just started whose template Meta paused or disabled is paused at once, with the reason (the
+    scheduler's start of a due campaign: the API's start refuses it before). Its expansion still runs; the
+    sends wait for the resume."""
+    stopped = templates_store.running_stopped(session, campaign["connection_id"], sorted(catalogue.STOPPING))
+    for found in (s for s in stopped if s["id"] == campaign["id"]):
+        reason = catalogue.stop_reason(found["name"], found["language"], found["status"], found["reason"])
+        pause_by_rule(session, [campaign["id"]], reason)
 
 
 def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> list[int]:
@@ -199,12 +233,17 @@ def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> li
 
 
 async def _move(
-    pool: AsyncConnectionPool[Any], redis_client: aioredis.Redis, namespace: str, action: str, campaign_id: int
+    pool: AsyncConnectionPool[Any],
+    redis_client: aioredis.Redis,
+    namespace: str,
+    action: str,
+    campaign_id: int,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """``pause``, ``resume`` or ``cancel``: one conditional transition (a cancel also cancels the campaign's
     still-queued sends); then the sends it parked go back to the company's lane, unless it is paused now."""
     async with pool.connection() as conn, conn.transaction():
-        row = await store.transition(conn, action, campaign_id, SOURCES[action])
+        row = await store.transition(conn, action, campaign_id, SOURCES[action], reason)
         if row is None:
             current = await store.get(conn, campaign_id)
             if current is None:
@@ -221,10 +260,25 @@ async def _move(
 
 
 async def pause_campaign(
-    pool: AsyncConnectionPool[Any], redis_client: aioredis.Redis, namespace: str, campaign_id: int
+    pool: AsyncConnectionPool[Any],
+    redis_client: aioredis.Redis,
+    namespace: str,
+    campaign_id: int,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """running → paused (its queued sends wait)."""
-    return await _move(pool, redis_client, namespace, "pause", campaign_id)
+    """running → paused (its queued sends wait); ``reason`` is shown with the campaign and in its event."""
+    return await _move(pool, redis_client, namespace, "pause", campaign_id, reason)
+
+
+def pause_by_rule(session: Session, campaign_ids: Iterable[int], reason: str) -> list[int]:
+    """Pause the running ones of ``campaign_ids`` because a WhatsApp rule stops them (a template paused or
+    disabled by Meta), in the caller's transaction: the same transition as :func:`pause_campaign`, with its
+    ``campaign.status`` event carrying ``reason``. Their queued sends wait (the sender holds or parks each);
+    a user resumes the campaign once the rule allows it. Returns the ids paused now (safe to run twice)."""
+    paused = [cid for cid in campaign_ids if store.transition_sync(session, "pause", cid, SOURCES["pause"], reason)]
+    for campaign_id in paused:
+        logger.warning("campaign %s paused: %s", campaign_id, reason)
+    return paused
 
 
 async def resume_campaign(

@@ -19,7 +19,7 @@ from libs.events import outbox_store as events
 
 COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
 queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at, started_at,
-finished_at"""
+finished_at, status_reason"""
 
 INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template)
 VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s) RETURNING {COLUMNS}"""
@@ -54,15 +54,16 @@ SELECT * FROM moved"""
 
 #: action → (the state it enters, the ``campaign.status`` it announces)
 MOVES = {"pause": ("paused", "paused"), "resume": ("running", "resumed"), "cancel": ("cancelled", "cancelled")}
-#: The statement of each action of :data:`MOVES`.
+#: The statement of each action of :data:`MOVES` (``%(reason)s``: why a rule paused it; any move sets it).
 TRANSITION_SQL = {
     action: _transition_sql(
-        f"status = '{target}', finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END",
+        f"status = '{target}', status_reason = %(reason)s::text, "
+        f"finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END",
         announce,
     )
     for action, (target, announce) in MOVES.items()
 }
-_START_SET = "status = 'running', start_at = COALESCE(%(start_at)s, start_at), started_at = now()"
+_START_SET = "status = 'running', status_reason = NULL, start_at = COALESCE(%(start_at)s, start_at), started_at = now()"
 #: Run now (``%(start_at)s``: a new start time to note, or NULL).
 START_NOW = _transition_sql(_START_SET, "started")
 #: Run now if its start time has come (the scheduler's start).
@@ -207,12 +208,12 @@ async def add_recipients(conn: AsyncConnection[Any], campaign_id: int, count: in
 
 
 async def transition(
-    conn: AsyncConnection[Any], action: str, campaign_id: int, sources: Sequence[str]
+    conn: AsyncConnection[Any], action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
 ) -> dict[str, Any] | None:
-    """Move the campaign out of one of ``sources`` by ``action`` (:data:`MOVES`); the campaign, or ``None`` when
-    it was in none of them."""
+    """Move the campaign out of one of ``sources`` by ``action`` (:data:`MOVES`), noting ``reason``; the
+    campaign, or ``None`` when it was in none of them."""
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources)})
+    await cursor.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources), "reason": reason})
     return await cursor.fetchone()
 
 
@@ -222,6 +223,15 @@ async def transition(
 def get_sync(session: Session, campaign_id: int) -> dict[str, Any] | None:
     """:func:`get` in the session's transaction."""
     row = session.connection().exec_driver_sql(GET, {"id": campaign_id}).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+def transition_sync(
+    session: Session, action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
+) -> dict[str, Any] | None:
+    """:func:`transition` in the session's transaction (a rule's pause, from the ingest worker or a sync)."""
+    params = {"id": campaign_id, "sources": list(sources), "reason": reason}
+    row = session.connection().exec_driver_sql(TRANSITION_SQL[action], params).mappings().one_or_none()
     return None if row is None else dict(row)
 
 

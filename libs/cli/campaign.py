@@ -82,6 +82,8 @@ def render_status(campaign: dict[str, Any]) -> str:
     head = f"campaign {campaign['id']} {campaign['name']!r}: {campaign['status']}"
     if campaign["status"] == "scheduled" and campaign.get("start_at"):
         head += f" for {campaign['start_at']}"
+    if campaign.get("status_reason"):  # why a rule paused it (a template paused by Meta)
+        head += f" ({campaign['status_reason']})"
     counters = "  ".join(f"{name} {campaign[f'{name}_count']:,}" for name in COUNTERS)
     now = campaign.get("now") or {}
     states = "  ".join(f"{name} {count:,}" for name, count in now.items() if count)

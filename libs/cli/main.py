@@ -30,6 +30,7 @@ from libs.cli import (
     secrets,
     send,
     stats,
+    templates,
 )
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, UsageError
 from libs.errors import RecordNotFoundError, ZapqError
@@ -47,6 +48,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list
     send.register,  # send, retry
     optouts.register,  # opt-outs list|add|rm|import
+    templates.register,  # templates sync|list
     events.register,  # events tail|list|show
     endpoints.register,  # endpoints list|add|rm|test|enable|disable|rotate-secret|replay
     demo.register,  # demo

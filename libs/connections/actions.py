@@ -22,6 +22,7 @@ from libs.ingest import unmatched
 from libs.outbound import AddressGuard
 from libs.refusals import ConflictError, InvalidError, NotFoundError
 from libs.secrets import Secrets, new_webhook_key, new_webhook_secret
+from libs.templates import store as templates
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ async def patch_connection(
     """Change the given fields (``status: active`` reactivates; secrets in clear, stored encrypted).
 
     New credentials (token, bridge address or key) for a connection that needs attention reactivate it too:
-    that is what it needed. Sends held for an inactive connection go out once it is active again.
+    that is what it needed. Sends held for an inactive connection go out once it is active again. A new
+    ``waba_id`` forgets the template catalogue of the old one: template sends go unchecked until the scheduler
+    (at once) or ``zapq templates sync`` reads the new one.
     """
     changes = dict(changes)
     current = await get_connection(pool, connection_id)
@@ -135,6 +138,8 @@ async def patch_connection(
     async with pool.connection() as conn, conn.transaction():
         if changes:
             await store.update(conn, connection_id, _encrypted(secrets, changes))
+        if "waba_id" in changes and changes["waba_id"] != current["waba_id"]:  # another WABA: its own templates
+            await templates.forget(conn, connection_id)
         if status is not None:
             await store.set_status(conn, connection_id, status, None)
         row = await store.get(conn, connection_id)

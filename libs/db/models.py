@@ -387,6 +387,8 @@ class Campaign(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    #: Why a rule paused it (a template paused or disabled by Meta); ``None`` otherwise.
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class CampaignRecipient(Base):
@@ -598,3 +600,36 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(120))
     target: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any] | None]
+
+
+class WhatsAppTemplate(Base):
+    """One template of a Meta connection's WhatsApp Business Account, as Meta last reported it."""
+
+    __tablename__ = "whatsapp_templates"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: Meta's id of the template.
+    template_id: Mapped[str | None] = mapped_column(String(64))
+    #: APPROVED, PENDING, REJECTED, PAUSED, DISABLED, … (Meta's words, kept as sent).
+    status: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    #: Meta's components (``None``: known from a webhook only, until the next sync).
+    components: Mapped[list[Any] | None] = mapped_column(JSONB)
+    #: Meta's reason for its last status change (a rejection's or a pause's).
+    reason: Mapped[str | None] = mapped_column(Text)
+    synced_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+
+
+class TemplateCatalogue(Base):
+    """Per Meta connection: when its template catalogue last synced in full (never: sends are not validated)."""
+
+    __tablename__ = "template_catalogues"
+
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    synced_at: Mapped[dt.datetime | None]
+    template_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempted_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -65,16 +65,17 @@ FROM {rows} r ORDER BY r.id"""
 
 #: The campaign columns :func:`campaign_status` reads.
 CAMPAIGN_RETURNING = """id, company_id, connection_id, name, start_at, recipients_count, queued_count, sent_count,
-delivered_count, read_count, failed_count"""
+delivered_count, read_count, failed_count, status_reason"""
 
 
 def campaign_status(rows: str, transition: str) -> str:
-    """``campaign.status`` with ``transition`` (started, paused, …) for each campaign of ``rows``."""
+    """``campaign.status`` with ``transition`` (started, paused, …) for each campaign of ``rows`` (``reason``: why a
+    rule paused it, else ``null``)."""
     return f"""{INSERT_EVENTS}
 SELECT c.company_id, '{CAMPAIGN_STATUS}', 'campaign:' || c.id, now(),
        jsonb_build_object(
          'campaign_id', c.id, 'company_id', c.company_id, 'connection_id', c.connection_id, 'name', c.name,
-         'status', '{transition}', 'start_at', zapq_iso(c.start_at),
+         'status', '{transition}', 'reason', c.status_reason, 'start_at', zapq_iso(c.start_at),
          'counters', jsonb_build_object(
            'recipients', c.recipients_count, 'queued', c.queued_count, 'sent', c.sent_count,
            'delivered', c.delivered_count, 'read', c.read_count, 'failed', c.failed_count),

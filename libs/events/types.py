@@ -170,6 +170,8 @@ class CampaignStatusData(_Data):
     connection_id: int
     name: str
     status: Literal["scheduled", "started", "paused", "resumed", "completed", "cancelled"]
+    #: Why a rule paused it (a template paused or disabled by Meta); ``None`` for a pause by a user.
+    reason: str | None = None
     start_at: dt.datetime | None
     counters: CampaignCounters
     timestamp: dt.datetime

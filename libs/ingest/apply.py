@@ -11,6 +11,9 @@
 * Statuses move outbound messages of the connection they arrived on forward only
   (:mod:`libs.messages.status_store`, which writes ``message.status``); early ones are kept. A status for a
   number with no connection is skipped.
+* Template status changes (``message_template_status_update``) update the catalogue of every Meta connection
+  of the WABA; a template PAUSED or DISABLED pauses the running campaigns using it
+  (:func:`libs.templates.actions.apply_status_update`).
 * Baileys ``connection.update``: ``close``/``refused`` deactivate the connection, ``open`` reactivates it
   (with a ``connection.status`` event).
 * Inbound messages for a number (phone_number_id, bridge instance) without a connection are kept: the
@@ -35,6 +38,7 @@ from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
+from libs.templates import actions as templates
 from libs.tracing import span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -64,6 +68,7 @@ class Outcome:
     duplicates: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     connection_changes: int = 0
+    template_changes: int = 0
     skipped: int = 0
     #: Inbound messages kept for numbers without a connection, and those numbers.
     kept: int = 0
@@ -78,6 +83,7 @@ class Outcome:
             + self.duplicates
             + sum(self.statuses.values())
             + self.connection_changes
+            + self.template_changes
             + self.skipped
             + self.kept
         )
@@ -280,6 +286,9 @@ def apply_meta(
             continue
         with status_span(status.wamid, str(status.status)):
             outcome.count_status(apply_status(session, _meta_status(status, key[1])))
+    for update in batch.template_statuses:
+        outcome.template_changes += 1
+        templates.apply_status_update(session, update)
     for error in batch.system_errors:
         outcome.skipped += 1
         outcome.notes.append(f"system error {error.code}: {error.title}")

@@ -8,7 +8,8 @@ job is enqueued before that commits: if the enqueue fails, nothing was created
 and ends as a dead letter naming the missing message.) WhatsApp's rules are applied first
 (:class:`~libs.refusals.RuleViolationError`, 422 with the reason): a free-form message outside the contact's
 customer-service window (:mod:`libs.rules.window`), a message to a number on the company's opt-out list unless
-it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
+it is a transactional reply inside the window (:mod:`libs.rules.optouts`), a template the connection's
+catalogue does not have approved, or with parameters that do not fit it (:mod:`libs.templates.catalogue`).
 
 **Retry.** A message the sender failed for good is ``failed``, and the sender leaves ``failed`` rows alone (a
 redelivered job must never send twice). Reopening it, under the row's lock, moves its failure (error, time,
@@ -45,6 +46,8 @@ from libs.rules import store as rules_store
 from libs.rules import window
 from libs.rules.reasons import OPTED_OUT
 from libs.sending.jobs import send_job, send_job_id
+from libs.templates import catalogue
+from libs.templates.catalogue import TemplateCache
 from libs.tracing import span
 
 logger = logging.getLogger(__name__)
@@ -120,16 +123,24 @@ async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
 
 
 async def create_message(
-    pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, new: NewMessage
+    pool: AsyncConnectionPool[Any],
+    redis: aioredis.Redis,
+    namespace: str,
+    new: NewMessage,
+    *,
+    templates: TemplateCache | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Store the message as ``queued`` and enqueue its send job; returns the row and whether it was created
-    (``False``: its idempotency key was used before, and that message is returned)."""
+    (``False``: its idempotency key was used before, and that message is returned). A template is checked
+    against the connection's catalogue through ``templates`` (``None``: not checked)."""
     key = new.idempotency_key
     async with pool.connection() as conn:
         if key is not None and (row := await store.by_idempotency_key(conn, new.company_id, key)) is not None:
             return row, False
         connection_id = await _connection_for(conn, new)
         await _check_rules(conn, new, connection_id)
+        if new.template is not None and templates is not None:
+            await catalogue.check(templates, conn, connection_id, new.template, new.template.get("components") or [])
         payload = {"template": new.template} if new.template is not None else {}
         async with conn.transaction():
             row = await store.insert(

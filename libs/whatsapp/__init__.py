@@ -28,6 +28,7 @@ from libs.whatsapp.meta_types import (
     MetaBatch,
     MetaSystemError,
     StatusUpdate,
+    TemplateStatusUpdate,
 )
 from libs.whatsapp.signature import sign_meta, verify_meta_signature, verify_shared_secret
 
@@ -42,6 +43,7 @@ __all__ = [
     "MetaBatch",
     "MetaSystemError",
     "StatusUpdate",
+    "TemplateStatusUpdate",
     "jid_phone",
     "map_baileys_status",
     "meta_dedup_key",

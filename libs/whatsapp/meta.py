@@ -12,9 +12,10 @@ Failure policy — *structure and identity strict, content lenient*:
   ``id``/``status``/``timestamp``, contact ``wa_id``, ``metadata.phone_number_id`` when there are messages or
   statuses). Nothing is half-applied: a caller either gets every item or none, and a ``ParseError`` is a
   :class:`~libs.errors.PermanentError`, so the job dead-letters with the raw body kept for inspection.
-* Everything else is tolerated: unknown ``changes[].field`` values are skipped and counted in
-  ``skipped_changes``; unknown message types and status values are kept as sent; unknown keys are ignored;
-  an optional field of the wrong type reads as absent (the untouched dict stays in ``raw``).
+* Everything else is tolerated: unknown ``changes[].field`` values (and a ``message_template_status_update``
+  without a template name, language or event) are skipped and counted in ``skipped_changes``; unknown message
+  types and status values are kept as sent; unknown keys are ignored; an optional field of the wrong type
+  reads as absent (the untouched dict stays in ``raw``).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from libs.whatsapp.meta_types import (
     META_MEDIA_TYPES,
     META_MESSAGES_FIELD,
     META_OBJECT,
+    META_TEMPLATE_STATUS_FIELD,
     ContactInfo,
     InboundMessage,
     MetaBatch,
     MetaSystemError,
     StatusUpdate,
+    TemplateStatusUpdate,
 )
 
 
@@ -69,16 +72,23 @@ def parse_meta_webhook(payload: bytes | dict[str, Any]) -> MetaBatch:
         waba_id = req_str(entry, "id", f"{entry_path}.id")
         changes_path = f"{entry_path}.changes"
         for change_path, change in iter_objects(req_list(entry, "changes", changes_path), changes_path):
-            if req_str(change, "field", f"{change_path}.field") != META_MESSAGES_FIELD:
+            kind = req_str(change, "field", f"{change_path}.field")
+            value_path = f"{change_path}.value"
+            if kind == META_TEMPLATE_STATUS_FIELD:
+                update = _parse_template_status(opt_dict(change, "value"), waba_id)
+                if update is not None:
+                    acc.template_statuses.append(update)
+                    continue
+            if kind != META_MESSAGES_FIELD:
                 acc.skipped_changes += 1
                 continue
-            value_path = f"{change_path}.value"
             _parse_value(req_dict(change, "value", value_path), value_path, waba_id, acc)
     return MetaBatch(
         inbound=tuple(acc.inbound),
         statuses=tuple(acc.statuses),
         contacts=tuple(acc.contacts),
         system_errors=tuple(acc.system_errors),
+        template_statuses=tuple(acc.template_statuses),
         skipped_changes=acc.skipped_changes,
     )
 
@@ -86,13 +96,14 @@ def parse_meta_webhook(payload: bytes | dict[str, Any]) -> MetaBatch:
 class _Accumulator:
     """Mutable lists filled while walking the payload, frozen into a :class:`MetaBatch` at the end."""
 
-    __slots__ = ("contacts", "inbound", "skipped_changes", "statuses", "system_errors")
+    __slots__ = ("contacts", "inbound", "skipped_changes", "statuses", "system_errors", "template_statuses")
 
     def __init__(self) -> None:
         self.inbound: list[InboundMessage] = []
         self.statuses: list[StatusUpdate] = []
         self.contacts: list[ContactInfo] = []
         self.system_errors: list[MetaSystemError] = []
+        self.template_statuses: list[TemplateStatusUpdate] = []
         self.skipped_changes = 0
 
 
@@ -206,6 +217,32 @@ def _content(msg_type: str, body: JsonObject | None) -> _Content:
         emoji = opt_str(body, "emoji") or None  # absent (or empty) emoji = reaction removed
         return _Content(text=emoji, reaction_to=opt_str(body, "message_id"), reaction_removed=emoji is None)
     return _Content()
+
+
+def _parse_template_status(value: JsonObject | None, waba_id: str) -> TemplateStatusUpdate | None:
+    """Build a :class:`TemplateStatusUpdate` from a ``message_template_status_update`` value; ``None`` (the change
+    is skipped and counted, never failing the batch's messages) without an event, a name or a language."""
+    event = opt_str(value, "event")
+    name = opt_str(value, "message_template_name")
+    language = opt_str(value, "message_template_language")
+    if value is None or not event or not name or not language:
+        return None
+    template_id = value.get("message_template_id")
+    reason = opt_str(value, "reason")
+    if reason is None or reason.upper() == "NONE":
+        reason = opt_str(opt_dict(value, "other_info"), "title") or opt_str(opt_dict(value, "rejection_info"), "reason")
+    return TemplateStatusUpdate(
+        waba_id=waba_id,
+        event=event.upper(),
+        name=name,
+        language=language,
+        template_id=str(template_id)
+        if isinstance(template_id, (int, str)) and not isinstance(template_id, bool)
+        else None,
+        category=opt_str(value, "message_template_category"),
+        reason=reason,
+        raw=value,
+    )
 
 
 def _parse_status(status: JsonObject, path: str, waba_id: str, phone_number_id: str) -> StatusUpdate:

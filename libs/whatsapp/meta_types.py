@@ -15,6 +15,9 @@ META_OBJECT = "whatsapp_business_account"
 META_MESSAGES_FIELD = "messages"
 """The ``changes[].field`` holding inbound messages, statuses and system errors; other fields are skipped."""
 
+META_TEMPLATE_STATUS_FIELD = "message_template_status_update"
+"""The ``changes[].field`` of a template's status change (approved, rejected, paused, disabled, …)."""
+
 META_MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 """Message types whose type object carries a media ``id`` and ``mime_type``."""
 
@@ -139,6 +142,29 @@ class MetaSystemError:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TemplateStatusUpdate:
+    """One ``message_template_status_update`` change: Meta changed the status of one of the WABA's templates."""
+
+    waba_id: str
+    """``entry[].id``: the WhatsApp Business Account the template belongs to."""
+    event: str
+    """The new status: APPROVED, REJECTED, PAUSED, DISABLED, PENDING, FLAGGED, REINSTATED, … (kept as sent)."""
+    name: str
+    """``message_template_name``."""
+    language: str
+    """``message_template_language`` (``en_US``)."""
+    template_id: str | None = None
+    """``message_template_id`` (a JSON number in Meta's payload)."""
+    category: str | None = None
+    """``message_template_category``, when sent."""
+    reason: str | None = None
+    """Why: ``reason`` (``INVALID_FORMAT``, …; ``NONE`` reads as absent), else ``other_info.title``
+    (``FIRST_PAUSE``, …) or ``rejection_info.reason``."""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The change's ``value`` exactly as received."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetaBatch:
     """Everything one webhook POST carried, flattened over every ``entry[]`` and ``changes[]`` in order."""
 
@@ -150,5 +176,7 @@ class MetaBatch:
     """Contact profiles."""
     system_errors: tuple[MetaSystemError, ...] = ()
     """System-level errors."""
+    template_statuses: tuple[TemplateStatusUpdate, ...] = ()
+    """Template status changes (``message_template_status_update``)."""
     skipped_changes: int = 0
-    """Number of ``changes[]`` whose ``field`` is not ``messages`` (e.g. template or account updates)."""
+    """Number of ``changes[]`` of other fields than ``messages`` and the template status (account updates, …)."""

@@ -41,6 +41,7 @@ from services.scheduler.actors import (  # noqa: E402
     sweep_event_deliveries,
     sweep_sends,
     sweep_webhooks,
+    sync_templates,
     unpark_campaigns,
 )
 
@@ -57,5 +58,6 @@ __all__ = [
     "sweep_event_deliveries",
     "sweep_sends",
     "sweep_webhooks",
+    "sync_templates",
     "unpark_campaigns",
 ]

@@ -16,8 +16,11 @@ from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
+from libs.secrets import Secrets
 from libs.sending import holds
 from libs.sending.sweep import sweep_sends as sweep_send_jobs
+from libs.templates import actions as templates
+from libs.templates.graph import Graph, graph_client
 from services.scheduler import broker, resources, settings
 
 
@@ -150,3 +153,14 @@ def sweep_event_deliveries() -> None:
 def prune_events() -> None:
     """Daily: drop delivered events older than the retention period (30 days by default)."""
     events.prune_events(resources.db, settings.event_retention_days)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("*/5 * * * *"), time_limit=600_000)
+def sync_templates() -> None:
+    """Every 5 minutes: sync the template catalogue of each active Meta connection (with a ``waba_id``) not
+    synced for ``ZAPQ_TEMPLATE_SYNC_SECONDS`` (an hour), a new one at once (``libs.templates.actions``)."""
+    graph = Graph(settings.meta_graph_url, settings.meta_api_version)
+    with graph_client() as http:
+        templates.sync_due(
+            resources.db, http, graph, Secrets(settings.secrets_key_list), max_age_s=settings.template_sync_seconds
+        )

@@ -79,6 +79,11 @@ CASES: dict[str, Callable[[World], list[Probe]]] = {
         (f"/api/connections/{w.b.connection}/deactivate", {}, NOT_FOUND)],
     "POST /api/connections/{id:int}/webhook-secret": lambda w: [
         (f"/api/connections/{w.b.connection}/webhook-secret", {}, NOT_FOUND)],
+    "GET /api/templates": lambda w: [(f"/api/templates?company_id={w.b.id}", {}, FORBIDDEN),
+        ("/api/templates", {}, OWN), (f"/api/templates?connection_id={w.b.connection}", {}, NOT_FOUND)],
+    "POST /api/templates/sync": lambda w: [
+        ("/api/templates/sync", {"json": {"connection_id": w.b.connection}}, NOT_FOUND),
+        ("/api/templates/sync", {"json": {"company_id": w.b.id}}, FORBIDDEN)],
     "POST /api/campaigns": lambda w: [("/api/campaigns", {"json": {
         "company_id": w.b.id, "connection_id": w.b.connection, "name": "x", "text": "x"}}, FORBIDDEN),
         ("/api/campaigns", {"json": {

@@ -26,7 +26,8 @@ Behaviour of ``POST /{version}/{phone_number_id}/messages``, in order:
 Every answer waits ``latency_ms`` first. Control: ``GET/POST /_fake/config`` (POST a partial config; a
 ``forced_errors`` list is appended to the queue), ``POST /_fake/reset``, ``GET /_fake/sends``,
 ``GET /_fake/webhooks``, ``GET /_fake/health``, ``POST /_fake/inbound``, ``GET /_fake/calls`` (every
-``/messages`` request seen, accepted or not).
+``/messages`` request seen, accepted or not). Templates (the WABA's catalogue, template sends checked against
+it, status webhooks): :mod:`tests.fakes.meta_templates`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tests.fakes import meta_templates
 from tests.fakes import meta_wire as wire
 from tests.fakes.common import (
     HANG_MS_DEFAULT,
@@ -117,6 +119,8 @@ class MetaFake:
         self.inbound: dict[str, float] = {}
         #: Every ``/messages`` request seen.
         self.calls = 0
+        #: Each WABA's templates (``tests.fakes.meta_templates``): listed, and template sends checked against them.
+        self.templates = meta_templates.TemplateCatalogues()
 
     def reset(self) -> None:
         """Back to the start-up config with no sends, no forced errors and empty rate windows."""
@@ -127,6 +131,7 @@ class MetaFake:
         self.webhooks.deliveries.clear()
         self.inbound.clear()
         self.calls = 0
+        self.templates.clear()
 
     async def handle_send(self, request: Request) -> Response:
         """Answer one ``/messages`` call (see the module docstring for the order of checks)."""
@@ -159,6 +164,8 @@ class MetaFake:
         if problem:
             return await self._error(100, details=problem)
 
+        if payload.get("type") == "template" and (code := self.templates.refusal(cfg.waba_id, payload["template"])):
+            return await self._error(code)
         to = payload["to"]
         if cfg.rate_per_second and not self.windows.hit(
             f"number:{phone_number_id}", limit=cfg.rate_per_second, window_s=cfg.rate_window_s
@@ -263,6 +270,7 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
         Route("/{version}/{phone_number_id}/messages", messages, methods=["POST"]),
         Route("/_fake/inbound", inbound, methods=["POST"]),
         Route("/_fake/calls", calls, methods=["GET"]),
+        *meta_templates.routes(fake),
     ]
     return fake_app(fake, routes)
 
