@@ -15,7 +15,19 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from libs.api import campaigns, companies, connections, contacts, events, keys, messages, metrics, ops, optouts
+from libs.api import (
+    campaigns,
+    companies,
+    connections,
+    contacts,
+    events,
+    keys,
+    media,
+    messages,
+    metrics,
+    ops,
+    optouts,
+)
 from libs.api.access import guarded
 from libs.api.auth import BearerAuth
 from libs.api.http import ApiContext, ApiError, error_response, json_response
@@ -84,6 +96,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/messages/{id:int}/retry", messages.retry_message,
              "Send a failed message again (fresh attempts, its failure kept in history)", "messages",
              scope="messages:write"),
+    Endpoint("POST", "/api/media", media.upload_media,
+             "Upload a media file to send by id (multipart 'file'; 413/415 past Meta's limits)", "media",
+             content="multipart/form-data", status=201, scope="messages:write"),
+    Endpoint("GET", "/api/media/{id}", media.get_media, "A stored media file (an upload or inbound media)", "media",
+             produces="application/octet-stream", scope="messages:read"),
     Endpoint("GET", "/api/contacts", contacts.list_contacts, "A company's contacts with their last message",
              "messages", scope="messages:read"),
     Endpoint("GET", "/api/contacts/{id:int}/messages", contacts.contact_messages,

@@ -24,6 +24,7 @@ from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, surrogate_paths
+from libs.media.storage import MediaStorage, storage_from_settings
 from libs.outbound import AddressGuard
 from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
@@ -120,6 +121,14 @@ class ApiContext:
         self._hub: EventHub | None = None
         self._http: httpx.AsyncClient | None = None
         self._secrets: Secrets | None = None
+        self._media: MediaStorage | None = None
+
+    @property
+    def media_storage(self) -> MediaStorage:
+        """Where media files are kept (``ZAPQ_MEDIA_DIR`` or the S3 bucket), built once."""
+        if self._media is None:
+            self._media = storage_from_settings(self.settings)
+        return self._media
 
     @property
     def secrets(self) -> Secrets:
@@ -216,6 +225,8 @@ class ApiContext:
                         middleware.close()
                 self._broker.close()
             self._db.close()
+            if self._media is not None:
+                self._media.close()
             await self._redis.aclose()
             await self._pool.close()
 

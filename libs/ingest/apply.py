@@ -32,6 +32,7 @@ from libs.connections import store as connections_store
 from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
+from libs.media.limits import media_kind
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
@@ -70,6 +71,8 @@ class Outcome:
     kept: int = 0
     unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Inbound media messages stored now: their files are fetched by ``media`` jobs once this commits.
+    media: list[int] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -147,6 +150,8 @@ def _store_message(
         outcome.duplicates += 1
         return
     outcome.stored += 1
+    if values["direction"] == Direction.INBOUND and media_kind(values["type"]) is not None:
+        outcome.media.append(message_id)
 
 
 def received_data(

@@ -16,6 +16,8 @@ from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
+from libs.media import actions as media
+from libs.media.storage import storage_from_settings
 from libs.sending import holds
 from libs.sending.sweep import sweep_sends as sweep_send_jobs
 from services.scheduler import broker, resources, settings
@@ -150,3 +152,13 @@ def sweep_event_deliveries() -> None:
 def prune_events() -> None:
     """Daily: drop delivered events older than the retention period (30 days by default)."""
     events.prune_events(resources.db, settings.event_retention_days)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("29 3 * * *"), time_limit=3_600_000)
+def prune_media() -> None:
+    """Daily: delete stored media (uploads and inbound files) past their retention (90 days by default)."""
+    storage = storage_from_settings(settings)
+    try:
+        media.prune(resources.db, storage)
+    finally:
+        storage.close()
