@@ -56,6 +56,7 @@ from tests.fakes.common import (
     serve_forever,
     sleep_unless_disconnected,
 )
+from tests.fakes.meta_media import MetaMediaFake, media_routes
 
 DEFAULT_TOKEN = "fake-meta-token"
 DEFAULT_RATE_PER_SECOND = 80
@@ -264,7 +265,11 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
         Route("/_fake/inbound", inbound, methods=["POST"]),
         Route("/_fake/calls", calls, methods=["GET"]),
     ]
-    return fake_app(fake, routes)
+    app = fake_app(fake, routes)
+    media = MetaMediaFake()  # the media API (tests/fakes/meta_media.py), after /_fake/*: its GET /{v}/{id} is wide
+    app.router.routes.extend(media_routes(media, fake))
+    app.state.media = media
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
