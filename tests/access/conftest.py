@@ -38,6 +38,7 @@ class Company:
     contact: int = 0
     campaign: int = 0
     endpoint: int = 0
+    media: str = ""
     secrets: list[str] = field(default_factory=list)
 
 
@@ -103,6 +104,10 @@ def _company(client: TestClient, admin: dict[str, str], db: Database, name: str,
     company.campaign = post("/api/campaigns", {
         "company_id": company.id, "connection_id": company.connection, "name": f"campaign {name}", "text": "hi {name}",
     })["id"]  # fmt: skip
+    upload = client.post(f"/api/media?company_id={company.id}", headers=admin,
+                         files={"file": (f"{name}.pdf", b"%PDF-1.4 " + name.encode(), "application/pdf")})  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    company.media = upload.json()["id"]
     endpoint = post("/api/webhook-endpoints", {"company_id": company.id, "url": f"http://127.0.0.1:9/{name}"})
     company.endpoint = endpoint["id"]
     company.secrets.append(endpoint["secret"])

@@ -39,8 +39,9 @@ def bridge_media_routes(media: BridgeMediaFake, fake: Any) -> list[Route]:
             await asyncio.sleep(fake.config.latency_ms / 1000)
         entry = media.files.get(str(key_id))
         if entry is None:
-            return JSONResponse({"status": 400, "error": "Bad Request", "response": {"message": ["not found"]}},
-                                status_code=400)  # fmt: skip
+            return JSONResponse(
+                {"status": 400, "error": "Bad Request", "response": {"message": ["not found"]}}, status_code=400
+            )
         if entry.get("garbage"):
             return JSONResponse({"mediaType": "imageMessage", "base64": None, "buffer": None}, status_code=201)
         return JSONResponse(

@@ -9,7 +9,9 @@
   hash mismatch); every answer waits the fake's ``latency_ms``.
 * Control: ``POST /_fake/media`` ``{"id", "mime_type", "data_b64"}`` or ``{"id", "mime_type", "size"}`` (that many
   pseudo-random bytes, ``seed`` optional) registers a file as if a user had sent it; ``POST /_fake/media/config``
-  ``{"url_ttl_s"?, "corrupt_next"?}``; ``GET /_fake/media/uploads``; ``GET /_fake/media/downloads`` (count).
+  ``{"url_ttl_s"?, "corrupt_next"?, "reset"?}``
+  (``reset``: forget files, uploads and the download count); ``GET /_fake/media/uploads``;
+  ``GET /_fake/media/downloads`` (count).
 """
 
 from __future__ import annotations
@@ -91,14 +93,23 @@ def media_routes(media: MetaMediaFake, fake: Any) -> list[Route]:
         form = await request.form(max_part_size=200 * 1024 * 1024)
         part = form.get("file")
         if form.get("messaging_product") != "whatsapp" or part is None or isinstance(part, str):
-            return JSONResponse(wire.error_envelope(100, details="messaging_product and file are required"),
-                                status_code=400)  # fmt: skip
+            return JSONResponse(
+                wire.error_envelope(100, details="messaging_product and file are required"), status_code=400
+            )
         data = await part.read()
         mime = str(form.get("type") or part.content_type or "")
         stored = StoredFile(media.new_id(), mime, data, request.path_params["phone_number_id"], part.filename)
         media.files[stored.id] = stored
-        media.uploads.append({"id": stored.id, "phone_number_id": stored.phone_number_id, "mime_type": mime,
-                              "size": len(data), "sha256": stored.sha256, "filename": part.filename})  # fmt: skip
+        media.uploads.append(
+            {
+                "id": stored.id,
+                "phone_number_id": stored.phone_number_id,
+                "mime_type": mime,
+                "size": len(data),
+                "sha256": stored.sha256,
+                "filename": part.filename,
+            }
+        )
         await latency()
         return JSONResponse({"id": stored.id})
 
@@ -111,8 +122,16 @@ def media_routes(media: MetaMediaFake, fake: Any) -> list[Route]:
             return JSONResponse(wire.error_envelope(100, details="media not found"), status_code=400)
         expires = time.time() + media.url_ttl_s
         url = f"{request.base_url}_media/{stored.id}?exp={expires:.3f}"
-        return JSONResponse({"messaging_product": "whatsapp", "url": url, "mime_type": stored.mime_type,
-                             "sha256": stored.sha256, "file_size": str(len(stored.data)), "id": stored.id})  # fmt: skip
+        return JSONResponse(
+            {
+                "messaging_product": "whatsapp",
+                "url": url,
+                "mime_type": stored.mime_type,
+                "sha256": stored.sha256,
+                "file_size": str(len(stored.data)),
+                "id": stored.id,
+            }
+        )
 
     async def download(request: Request) -> Response:
         if _token(request) not in fake.config.valid_tokens:
@@ -146,6 +165,10 @@ def media_routes(media: MetaMediaFake, fake: Any) -> list[Route]:
 
     async def configure(request: Request) -> Response:
         body = await request.json()
+        if body.get("reset"):
+            media.files.clear()
+            media.uploads.clear()
+            media.downloads = 0
         media.url_ttl_s = float(body.get("url_ttl_s", media.url_ttl_s))
         media.corrupt_next = int(body.get("corrupt_next", media.corrupt_next))
         return JSONResponse({"url_ttl_s": media.url_ttl_s, "corrupt_next": media.corrupt_next})

@@ -41,8 +41,14 @@ class S3Endpoint:
     bucket: str
 
     def storage(self, spool_dir: str) -> S3Storage:
-        return S3Storage(url=self.url, bucket=self.bucket, region="us-east-1", access_key="test",
-                         secret_key="test", spool_dir=spool_dir)  # fmt: skip
+        return S3Storage(
+            url=self.url,
+            bucket=self.bucket,
+            region="us-east-1",
+            access_key="test",
+            secret_key="test",
+            spool_dir=spool_dir,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +109,9 @@ def evolution_server() -> Iterator[str]:
 def fake_meta(meta_server: str) -> str:
     """The fake Graph API with fresh defaults (5-minute URLs, no corruption)."""
     httpx.post(f"{meta_server}/_fake/reset").raise_for_status()
-    httpx.post(f"{meta_server}/_fake/media/config", json={"url_ttl_s": 300, "corrupt_next": 0}).raise_for_status()
+    httpx.post(
+        f"{meta_server}/_fake/media/config", json={"url_ttl_s": 300, "corrupt_next": 0, "reset": True}
+    ).raise_for_status()
     return meta_server
 
 
@@ -132,12 +140,23 @@ def add_company(db: Database, settings: Settings, meta_url: str, bridge_url: str
         company = Company(name=name)
         session.add(company)
         session.flush()
-        meta = Connection(company_id=company.id, provider=Provider.META, status=ConnectionStatus.ACTIVE,
-                          phone_number_id=number, waba_id="waba", display_phone_number="15550783881",
-                          access_token=secrets.encrypt(DEFAULT_TOKEN))  # fmt: skip
-        bridge = Connection(company_id=company.id, provider=Provider.BAILEYS, status=ConnectionStatus.ACTIVE,
-                            bridge_url=bridge_url, bridge_instance=DEFAULT_INSTANCE if name == "Acme" else name,
-                            bridge_api_key=secrets.encrypt(DEFAULT_API_KEY))  # fmt: skip
+        meta = Connection(
+            company_id=company.id,
+            provider=Provider.META,
+            status=ConnectionStatus.ACTIVE,
+            phone_number_id=number,
+            waba_id="waba",
+            display_phone_number="15550783881",
+            access_token=secrets.encrypt(DEFAULT_TOKEN),
+        )
+        bridge = Connection(
+            company_id=company.id,
+            provider=Provider.BAILEYS,
+            status=ConnectionStatus.ACTIVE,
+            bridge_url=bridge_url,
+            bridge_instance=DEFAULT_INSTANCE if name == "Acme" else name,
+            bridge_api_key=secrets.encrypt(DEFAULT_API_KEY),
+        )
         session.add_all([meta, bridge])
         session.flush()
         return Numbers(company.id, meta.id, bridge.id, number)

@@ -69,8 +69,14 @@ def test_storage_keys_cannot_leave_the_store(tmp_path: Path) -> None:
 
 def test_the_api_uploads_to_and_streams_from_s3(settings: Settings, db: Database, broker: Any, s3: S3Endpoint) -> None:
     # Given the API configured for the S3-compatible store
-    on_s3 = settings.model_copy(update={"media_s3_url": s3.url, "media_s3_bucket": s3.bucket,
-                                        "media_s3_access_key": "test", "media_s3_secret_key": "test"})  # fmt: skip
+    on_s3 = settings.model_copy(
+        update={
+            "media_s3_url": s3.url,
+            "media_s3_bucket": s3.bucket,
+            "media_s3_access_key": "test",
+            "media_s3_secret_key": "test",
+        }
+    )
     with TestClient(create_app(on_s3)) as api:
         api.headers["authorization"] = f"Bearer {settings.api_token}"
         company = api.post("/api/companies", json={"name": "S3 Co"}).json()
@@ -98,8 +104,15 @@ def test_prune_deletes_expired_media_and_their_files(settings: Settings, db: Dat
         try:
             with spool(storage.spool_dir, 100) as target:
                 target.write(b"hello")
-                row = await actions.keep(ctx.pool, storage, target, company_id=company_id, direction="out",
-                                         mime_type="text/plain", retention_days=retention_days)  # fmt: skip
+                row = await actions.keep(
+                    ctx.pool,
+                    storage,
+                    target,
+                    company_id=company_id,
+                    direction="out",
+                    mime_type="text/plain",
+                    retention_days=retention_days,
+                )
         finally:
             await close_context(ctx)
         assert row is not None
