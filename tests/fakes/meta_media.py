@@ -21,19 +21,17 @@ import base64
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes import meta_wire as wire
 
 #: Meta's download URLs live 5 minutes.
 URL_TTL_S = 300.0
-CHUNK = 64 * 1024
 
 
 @dataclass
@@ -147,12 +145,7 @@ def media_routes(media: MetaMediaFake, fake: Any) -> list[Route]:
             media.corrupt_next -= 1
             data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
 
-        async def body() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), CHUNK):
-                yield data[start : start + CHUNK]
-
-        headers = {"content-length": str(len(data))}
-        return StreamingResponse(body(), media_type=stored.mime_type, headers=headers)
+        return Response(data, media_type=stored.mime_type)
 
     async def register(request: Request) -> Response:
         body = await request.json()
