@@ -260,6 +260,16 @@ class Message(Base):
         Index("ix_messages_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
         #: Messages failed by a WhatsApp rule, counted per reason over a recent window.
         Index("ix_messages_rule_failures", "failed_at", postgresql_where=text("failure_reason IS NOT NULL")),
+        #: Inbound media messages whose file is neither stored nor given up (the media sweep; migration 0013).
+        Index(
+            "ix_messages_media_pending",
+            "created_at",
+            postgresql_where=text(
+                "direction = 'in' AND type IN ('image', 'video', 'audio', 'document', 'sticker', 'imageMessage', "
+                "'videoMessage', 'audioMessage', 'documentMessage', 'documentWithCaptionMessage', 'stickerMessage') "
+                "AND NOT payload ? 'stored_media' AND NOT payload ? 'media_error'"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

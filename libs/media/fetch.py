@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ import httpx
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from libs import contracts
+from libs.db.engine import Database
+from libs.enqueue import enqueue_many
 from libs.errors import RecordNotFoundError
 from libs.media import actions, limits, store
 from libs.media.errors import MediaIntegrityError, MediaTooLargeError
@@ -29,6 +33,11 @@ from libs.media.storage import MediaStorage
 from libs.secrets import Secrets
 
 logger = logging.getLogger(__name__)
+
+#: Meta keeps an inbound media id this long: older files cannot be fetched any more.
+MEDIA_ID_LIFETIME = dt.timedelta(days=7)
+#: Messages enqueued again per sweep.
+SWEEP_LIMIT = 1_000
 
 
 @dataclass
@@ -153,3 +162,28 @@ async def _fetch_bridge(ctx: FetchContext, message: dict[str, Any]) -> dict[str,
             target=target,
         )
         return await _keep(ctx, message, target, limits.normalize(info.mime_type), info.filename)
+
+
+async def give_up(ctx: FetchContext, message_id: int, error: BaseException) -> None:
+    """Note on the message that its file will not be fetched (a permanent failure, or the last attempt's):
+    the sweep then leaves it alone. The failure itself goes to the dead-letter ledger as any job's."""
+    async with ctx.pool.connection() as conn:
+        await store.mark_failed(conn, message_id, f"{type(error).__name__}: {error}")
+
+
+def sweep(db: Database, broker_client: Any, namespace: str, *, grace_seconds: int, limit: int = SWEEP_LIMIT) -> int:
+    """Enqueue a ``media`` job for each inbound media message left without its file for ``grace_seconds`` (its
+    job lost between the ingest commit and the enqueue, or with Redis) — within Meta's 7 days; how many."""
+    now = dt.datetime.now(dt.UTC)
+    with db.session() as session:
+        ids = store.pending(
+            session,
+            older_than=now - dt.timedelta(seconds=grace_seconds),
+            newer_than=now - MEDIA_ID_LIFETIME,
+            limit=limit,
+        )
+    if ids:
+        jobs = (contracts.FETCH_MEDIA.message(contracts.FetchMedia(i)) for i in ids)
+        enqueue_many(broker_client, namespace, jobs)
+        logger.info("media sweep: enqueued %d fetch(es) again", len(ids))
+    return len(ids)

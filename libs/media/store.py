@@ -16,6 +16,13 @@ from sqlalchemy.orm import Session
 from libs.events import outbox_store as events
 from libs.events.types import MESSAGE_MEDIA
 
+#: The rows of ``ix_messages_media_pending`` (migration 0013): inbound media messages not yet stored nor given up.
+MEDIA_PENDING = (
+    "direction = 'in' AND type IN ('image', 'video', 'audio', 'document', 'sticker', 'imageMessage', "
+    "'videoMessage', 'audioMessage', 'documentMessage', 'documentWithCaptionMessage', 'stickerMessage') "
+    "AND NOT payload ? 'stored_media' AND NOT payload ? 'media_error'"
+)
+
 COLUMNS = """id, company_id, connection_id, message_id, direction, mime_type, size, sha256, filename, storage_key,
 provider_ids, created_at, expires_at"""
 
@@ -64,6 +71,21 @@ WHERE id = %(id)s
 
 #: Serialises the uploads of one file to one connection (held until the caller's transaction ends).
 LOCK_UPLOAD = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+
+#: A message whose file could not be fetched for good: the sweep leaves it alone (``payload.media_error``).
+MARK_FAILED = """
+UPDATE messages SET payload = payload || jsonb_build_object('media_error', %(error)s::text), updated_at = now()
+WHERE id = %(message_id)s AND NOT payload ? 'stored_media'
+"""
+
+#: Inbound media messages whose file is neither stored nor given up (their job was lost): the partial index
+#: ``ix_messages_media_pending`` holds exactly these rows.
+PENDING = f"""
+SELECT id FROM messages
+WHERE {MEDIA_PENDING}
+  AND created_at BETWEEN %(newer_than)s AND %(older_than)s
+ORDER BY created_at LIMIT %(limit)s
+"""
 
 EXPIRED = "SELECT id, storage_key FROM media WHERE expires_at < %(now)s ORDER BY expires_at LIMIT %(limit)s"
 DELETE = "DELETE FROM media WHERE id = ANY(%(ids)s)"
@@ -117,6 +139,18 @@ async def cache_provider_id(
 async def lock_upload(conn: AsyncConnection[Any], media_id: str, connection_id: int) -> None:
     """Wait for (then hold, until the transaction ends) the right to upload ``media_id`` to ``connection_id``."""
     await conn.execute(LOCK_UPLOAD, {"key": f"media-upload:{media_id}:{connection_id}"})
+
+
+async def mark_failed(conn: AsyncConnection[Any], message_id: int, error: str) -> None:
+    """:data:`MARK_FAILED`."""
+    await conn.execute(MARK_FAILED, {"message_id": message_id, "error": error[:500]})
+
+
+def pending(session: Session, *, older_than: dt.datetime, newer_than: dt.datetime, limit: int) -> list[int]:
+    """Ids of inbound media messages created in ``[newer_than, older_than]`` whose file is neither stored nor
+    given up, oldest first."""
+    params = {"older_than": older_than, "newer_than": newer_than, "limit": limit}
+    return [row[0] for row in session.connection().exec_driver_sql(PENDING, params)]
 
 
 def expired(session: Session, now: dt.datetime, limit: int) -> list[tuple[str, str]]:

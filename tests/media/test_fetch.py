@@ -13,6 +13,7 @@ from typing import Any
 
 import dramatiq
 import httpx
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -23,7 +24,7 @@ from libs.errors import PermanentError, ProviderPermanentError, TransientError
 from libs.events.types import DATA_MODELS
 from libs.ingest import process
 from libs.media.errors import MediaIntegrityError, MediaTooLargeError, MediaUrlExpiredError
-from libs.media.fetch import fetch_inbound, hash_matches
+from libs.media.fetch import fetch_inbound, give_up, hash_matches, sweep
 from libs.middleware.policy import RetryPolicy
 from libs.middleware.retry import RetryMiddleware
 from libs.settings import Settings
@@ -305,3 +306,67 @@ def test_hashes_are_compared_as_hex_or_base64() -> None:
 
 def test_storage_is_local_by_default(settings: Settings) -> None:
     assert type(local_storage(settings)).__name__ == "LocalStorage"
+
+
+def test_the_sweep_enqueues_lost_fetches_only(
+    db: Database, settings: Settings, numbers: Numbers, fake_meta: str, broker: Any
+) -> None:
+    # Given three inbound images: one stored, one given up, one whose job was lost
+    done, failed, lost = (inbound_image(db, numbers, register(fake_meta, size=1000)) for _ in range(3))
+    fetch(settings, fake_meta, done)
+
+    async def give_up_on(message_id: int) -> None:
+        ctx = await fetch_context(settings, fake_meta)
+        try:
+            await give_up(ctx, message_id, MediaTooLargeError("too big"))
+        finally:
+            await close_context(ctx)
+
+    run(give_up_on(failed))
+    with db.session() as session:  # received a minute ago (the fixture's webhook timestamp is from 2025)
+        session.execute(text("UPDATE messages SET created_at = now() - interval '1 minute'"))
+    # When the sweep runs
+    enqueued = sweep(db, broker.client, settings.redis_namespace, grace_seconds=0)
+    # Then only the lost one gets a job again
+    assert enqueued == 1
+    [job] = [orjson.loads(raw) for raw in broker.client.hvals(f"{settings.redis_namespace}:{contracts.MEDIA}.msgs")]
+    assert job["kwargs"] == {"message_id": lost}
+    # And a message newer than the grace is left to its own job
+    assert sweep(db, broker.client, settings.redis_namespace, grace_seconds=3600) == 0
+
+
+def test_a_permanent_failure_is_noted_on_the_message(
+    db: Database, settings: Settings, numbers: Numbers, fake_evolution: str, fetcher: Any, worker: dramatiq.Worker
+) -> None:
+    # Given a bridge that answers garbage for a message's file
+    key_id = f"3EB0{uuid.uuid4().hex[:16].upper()}"
+    httpx.post(
+        f"{fake_evolution}/_fake/bridge-media",
+        json={"key_id": key_id, "mimetype": "image/jpeg", "data_b64": "", "garbage": True},
+    ).raise_for_status()
+    data = {
+        "key": {"remoteJid": "5511999999999@s.whatsapp.net", "fromMe": False, "id": key_id},
+        "message": {"imageMessage": {"mimetype": "image/jpeg"}},
+        "messageType": "imageMessage",
+        "messageTimestamp": 1717000000,
+    }
+    body = f.dumps(f.evolution("messages.upsert", data, instance=DEFAULT_INSTANCE))
+    outcome = process.process_webhook(db, f.webhook_row(db, body, source=WebhookSource.BAILEYS))
+    assert outcome is not None
+    [message_id] = outcome.media
+    # When its media job runs (one attempt: the failure is permanent)
+    contracts.FETCH_MEDIA.send(contracts.FetchMedia(message_id))
+
+    def error() -> Any:
+        with db.session() as session:
+            payload = session.execute(text("SELECT payload FROM messages WHERE id = :id"), {"id": message_id}).scalar()
+        return payload.get("media_error")
+
+    wait_for(lambda: error() is not None, "the give-up note")
+    # Then the message says why, and the sweep leaves it alone
+    assert error().startswith("ProviderPermanentError")
+    assert sweep(db, fetcher_broker().client, settings.redis_namespace, grace_seconds=0) == 0
+
+
+def fetcher_broker() -> Any:
+    return dramatiq.get_broker()

@@ -9,7 +9,11 @@ Create Date: 2026-12-07
   names the object in the local directory or S3 bucket; ``provider_ids`` caches each connection's provider
   media id of an upload with its expiry; ``expires_at`` drives the retention prune.
 
-A new empty table: nothing is rewritten; the previous version ignores it.
+* ``ix_messages_media_pending``: a partial index of the inbound media messages whose file is neither stored
+  (``payload.stored_media``) nor given up (``payload.media_error``) — what the scheduler's media sweep reads;
+  built concurrently (no write lock on ``messages``), outside the migration's transaction.
+
+A new empty table and a small partial index: nothing is rewritten; the previous version ignores both.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ revision = '0013'
 down_revision = '0010'
 branch_labels = None
 depends_on = None
+
+#: Inbound media messages not yet stored nor given up (as ``libs.media.store.MEDIA_PENDING``, frozen here).
+MEDIA_PENDING = (
+    "direction = 'in' AND type IN ('image', 'video', 'audio', 'document', 'sticker', 'imageMessage', "
+    "'videoMessage', 'audioMessage', 'documentMessage', 'documentWithCaptionMessage', 'stickerMessage') "
+    "AND NOT payload ? 'stored_media' AND NOT payload ? 'media_error'"
+)
 
 
 def upgrade() -> None:
@@ -45,7 +56,14 @@ def upgrade() -> None:
                     postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index('ix_media_expires_at', 'media', ['expires_at'])
     op.create_index('ix_media_company_created', 'media', ['company_id', 'created_at'])
+    with op.get_context().autocommit_block():
+        op.create_index(
+            'ix_messages_media_pending', 'messages', ['created_at'], postgresql_concurrently=True, if_not_exists=True,
+            postgresql_where=sa.text(MEDIA_PENDING),
+        )
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index('ix_messages_media_pending', table_name='messages', postgresql_concurrently=True, if_exists=True)
     op.drop_table('media')
