@@ -24,6 +24,8 @@ DEAD_LETTER = "dead-letter"
 MAINTENANCE = "maintenance"
 #: The event dispatcher's queue: one pump job per endpoint with due deliveries, and replays.
 EVENT_DELIVERY = "event-delivery"
+#: The media fetcher's queue: one job per inbound media message (download and keep its file).
+MEDIA = "media"
 
 #: Queues whose jobs take seconds (a campaign slice, a sweep): their consumers keep Dramatiq's small prefetch
 #: window, so such jobs spread over every process instead of piling up in the first one to fetch.
@@ -104,6 +106,13 @@ class RedeliverEvent:
     delivery_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class FetchMedia:
+    """Fetch the file of one inbound media message from its provider and keep it."""
+
+    message_id: int
+
+
 @dataclass(frozen=True)
 class Contract(Generic[P]):
     """How to reach one actor of another service: its name, queue and payload type."""
@@ -143,3 +152,4 @@ EXPAND_CAMPAIGN_BATCH: Contract[ExpandCampaignBatch] = Contract("expand_campaign
 RECORD_DEAD_LETTER: Contract[RecordDeadLetter] = Contract("record_dead_letter", DEAD_LETTER, RecordDeadLetter)
 DELIVER_EVENTS: Contract[DeliverEvents] = Contract("deliver_events", EVENT_DELIVERY, DeliverEvents)
 REDELIVER_EVENT: Contract[RedeliverEvent] = Contract("redeliver_event", EVENT_DELIVERY, RedeliverEvent)
+FETCH_MEDIA: Contract[FetchMedia] = Contract("fetch_media", MEDIA, FetchMedia)

@@ -190,6 +190,20 @@ class Settings(BaseSettings):
     #: An API process keeps each connection's template catalogue this long before reading it again (seconds).
     template_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
+    #: Where media files (uploads, fetched inbound media) are kept when no object store is set.
+    media_dir: str = "/var/tmp/zapq-media"
+    #: An S3-compatible object store for media instead of ``media_dir`` (e.g. ``https://s3.eu-west-1.amazonaws.com``
+    #: or a MinIO URL); empty: the local directory. The bucket must exist.
+    media_s3_url: str = ""
+    media_s3_bucket: str = "zapq-media"
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key: str = ""
+    media_s3_secret_key: str = ""
+    #: Stored media (uploads and inbound files) is deleted this long after it was stored.
+    media_retention_days: int = Field(default=90, ge=1)
+    #: Largest file one inbound media job downloads (Meta: inbound media up to 100 MB).
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+
     @model_validator(mode="after")
     def _check_schedule(self) -> Settings:
         parse_schedule(self.event_retry_schedule)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ os.environ["ZAPQ_DATABASE_URL"] = (
     + f"/zapq_test_{SESSION}"
 )
 os.environ.setdefault("ZAPQ_SENTRY_DSN", "")
+os.environ["ZAPQ_MEDIA_DIR"] = f"/tmp/zapq-test-media-{SESSION}"
 
 SERVICE_MODULES = (
     "services.webhook_ingest",
@@ -30,6 +32,7 @@ SERVICE_MODULES = (
     "services.campaign_runner",
     "services.scheduler",
     "services.event_dispatcher",
+    "services.media_fetcher",
 )
 
 import dramatiq  # noqa: E402
@@ -54,6 +57,7 @@ def migrated(settings: Settings) -> Iterator[str]:
     upgrade(settings.sqlalchemy_url)
     yield settings.sqlalchemy_url
     drop_database(settings.sqlalchemy_url)
+    shutil.rmtree(settings.media_dir, ignore_errors=True)  # this session's media files
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ EXPECTED = {
     "services.campaign_runner": {"campaigns"},
     "services.scheduler": {"dead-letter", "maintenance"},
     "services.event_dispatcher": {"event-delivery"},
+    "services.media_fetcher": {"media"},
 }
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from bench.harness import BenchRun
 from bench.report import ScenarioResult
-from bench.scenarios import core, events, fanout, ingest, peak, send, tracing
+from bench.scenarios import core, events, fanout, ingest, media, peak, send, tracing
 
 Scenario = Callable[[BenchRun, ScenarioResult], None]
 
@@ -18,6 +18,7 @@ SCENARIOS: dict[str, Scenario] = {
     "events": events.run,
     "peak": peak.run,
     "tracing": tracing.run,
+    "media": media.run,
 }
 #: Scenarios run only when named (``python -m bench tracing``), not by a plain or ``--quick`` run.
 ON_REQUEST = frozenset({"tracing"})

@@ -25,6 +25,7 @@ from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, surrogate_paths
+from libs.media.storage import MediaStorage, storage_from_settings
 from libs.outbound import AddressGuard
 from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
@@ -126,6 +127,14 @@ class ApiContext:
         self._secrets: Secrets | None = None
         self.templates = TemplateCache(ttl_s=settings.template_cache_seconds)
         self.graph = Graph(settings.meta_graph_url, settings.meta_api_version)
+        self._media: MediaStorage | None = None
+
+    @property
+    def media_storage(self) -> MediaStorage:
+        """Where media files are kept (``ZAPQ_MEDIA_DIR`` or the S3 bucket), built once."""
+        if self._media is None:
+            self._media = storage_from_settings(self.settings)
+        return self._media
 
     @property
     def secrets(self) -> Secrets:
@@ -232,6 +241,8 @@ class ApiContext:
                         middleware.close()
                 self._broker.close()
             self._db.close()
+            if self._media is not None:
+                self._media.close()
             await self._redis.aclose()
             await self._pool.close()
 

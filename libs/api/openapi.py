@@ -119,7 +119,14 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             operation["responses"]["400"] = {"description": "malformed JSON", **error}
             operation["responses"]["422"] = {"description": "invalid input, with reasons", **error}
         elif endpoint.content is not None:
-            operation["requestBody"] = {"required": True, "content": {endpoint.content: {"schema": {"type": "string"}}}}
+            body: dict[str, Any] = {"type": "string"}
+            if endpoint.content == "multipart/form-data":  # one binary part named ``file`` (an upload)
+                body = {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            operation["requestBody"] = {"required": True, "content": {endpoint.content: {"schema": body}}}
             operation["responses"]["400"] = {"description": "unreadable upload", **error}
         operation["x-scopes"] = [] if endpoint.scope in ("public", "authenticated") else [endpoint.scope]
         if endpoint.auth:

@@ -260,6 +260,16 @@ class Message(Base):
         Index("ix_messages_external_id", "external_id", postgresql_where=text("external_id IS NOT NULL")),
         #: Messages failed by a WhatsApp rule, counted per reason over a recent window.
         Index("ix_messages_rule_failures", "failed_at", postgresql_where=text("failure_reason IS NOT NULL")),
+        #: Inbound media messages whose file is neither stored nor given up (the media sweep; migration 0013).
+        Index(
+            "ix_messages_media_pending",
+            "created_at",
+            postgresql_where=text(
+                "direction = 'in' AND type IN ('image', 'video', 'audio', 'document', 'sticker', 'imageMessage', "
+                "'videoMessage', 'audioMessage', 'documentMessage', 'documentWithCaptionMessage', 'stickerMessage') "
+                "AND NOT payload ? 'stored_media' AND NOT payload ? 'media_error'"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -633,3 +643,35 @@ class TemplateCatalogue(Base):
     template_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempted_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Media(Base):
+    """A media file zapq keeps (an upload to send, or an inbound message's file fetched from the provider).
+
+    The bytes live in the media storage (:mod:`libs.media.storage`) under ``storage_key``; this row says what
+    they are. ``provider_ids`` caches, per connection, the provider's id of the file once uploaded there
+    (``{"<connection_id>": {"id": …, "expires_at": …}}``: Meta keeps an upload 30 days).
+    """
+
+    __tablename__ = "media"
+    __table_args__ = (
+        #: One stored file per inbound message: fetching it twice keeps the first.
+        Index("uq_media_message", "message_id", unique=True, postgresql_where=text("message_id IS NOT NULL")),
+        Index("ix_media_expires_at", "expires_at"),
+        Index("ix_media_company_created", "company_id", "created_at"),
+    )
+
+    #: ``med_`` and 32 hex digits.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id", ondelete="SET NULL"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    direction: Mapped[Direction] = mapped_column(_enum(Direction))
+    mime_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(Text)
+    storage_key: Mapped[str] = mapped_column(Text)
+    provider_ids: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
+    expires_at: Mapped[dt.datetime]

@@ -19,6 +19,8 @@ CAMPAIGN_STATUS = "campaign.status"
 CONNECTION_STATUS = "connection.status"
 CONTACT_OPTED_OUT = "contact.opted_out"
 CONTACT_OPTED_IN = "contact.opted_in"
+#: An inbound message's media file was fetched from the provider and stored (``GET /api/media/{id}``).
+MESSAGE_MEDIA = "message.media"
 #: Sent by ``POST /api/webhook-endpoints/{id}/test`` only; never stored.
 PING = "ping"
 
@@ -30,6 +32,7 @@ EVENT_TYPES: tuple[str, ...] = (
     CONNECTION_STATUS,
     CONTACT_OPTED_OUT,
     CONTACT_OPTED_IN,
+    MESSAGE_MEDIA,
 )
 
 #: Public id of an event: ``evt_`` and 16 hex digits (sortable, no ``.`` as Standard Webhooks requires).
@@ -201,6 +204,29 @@ class ContactOptOutData(_Data):
     timestamp: dt.datetime
 
 
+class StoredMedia(_Data):
+    """A media file zapq keeps: its id (``GET /api/media/{id}``), MIME type, size in bytes and SHA-256 (hex)."""
+
+    id: str
+    mime_type: str
+    size: int
+    sha256: str
+
+
+class MessageMediaData(_Data):
+    """``message.media``: the file of an inbound media message (image, video, audio, document, sticker) was
+    fetched from the provider, checked and stored; follows that message's ``message.received``."""
+
+    message_id: int
+    company_id: int
+    connection_id: int | None
+    external_id: str | None
+    contact: ContactRef
+    type: str
+    media: StoredMedia
+    timestamp: dt.datetime
+
+
 DATA_MODELS: dict[str, type[BaseModel]] = {
     MESSAGE_RECEIVED: MessageReceivedData,
     MESSAGE_STATUS: MessageStatusData,
@@ -209,6 +235,7 @@ DATA_MODELS: dict[str, type[BaseModel]] = {
     CONNECTION_STATUS: ConnectionStatusData,
     CONTACT_OPTED_OUT: ContactOptOutData,
     CONTACT_OPTED_IN: ContactOptOutData,
+    MESSAGE_MEDIA: MessageMediaData,
 }
 
 
@@ -224,6 +251,7 @@ class EventOut(BaseModel):
         "connection.status",
         "contact.opted_out",
         "contact.opted_in",
+        "message.media",
     ]
     company_id: int
     sequence: int = Field(description="per-company sequence: consecutive, so a gap means a missed event")
@@ -237,6 +265,7 @@ class EventOut(BaseModel):
         | CampaignStatusData
         | ConnectionStatusData
         | ContactOptOutData
+        | MessageMediaData
     )
 
 

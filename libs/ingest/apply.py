@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from libs.connections import store as connections_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.ingest import unmatched
+from libs.media.limits import media_kind
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
@@ -74,6 +75,8 @@ class Outcome:
     kept: int = 0
     unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Inbound media messages stored now: their files are fetched by ``media`` jobs once this commits.
+    media: list[int] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -164,14 +167,18 @@ def _store_message(
 
 def write_pending(session: Session) -> None:
     """Write the messages noted by :func:`_store_message` (and their contacts and events) in one statement, and
-    the service windows the transaction touched; the rows found already stored are counted as duplicates."""
+    the service windows the transaction touched; the rows found already stored are counted as duplicates, the
+    new inbound media messages noted in their outcome (``media``)."""
     pending: list[tuple[Outcome, dict[str, Any]]] = session.info.pop(_PENDING, [])
     if pending:
         stored = messages_store.insert_received_many(session, [row for _, row in pending])
-        for position, (outcome, _) in enumerate(pending):
-            if position not in stored:
+        for position, (outcome, row) in enumerate(pending):
+            message_id = stored.get(position)
+            if message_id is None:
                 outcome.stored -= 1
                 outcome.duplicates += 1
+            elif row["direction"] == Direction.INBOUND and media_kind(row["type"]) is not None:
+                outcome.media.append(message_id)  # its file is fetched once the transaction commits
     rules_store.write_windows(session)
 
 

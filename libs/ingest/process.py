@@ -99,7 +99,12 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     return applied.outcome
 
 
-def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None) -> int:
+def process_webhooks(
+    db: Database,
+    webhook_ids: list[int],
+    traces: Callable[[int], str | None] | None = None,
+    media: list[int] | None = None,
+) -> int:
     """Apply a group of webhooks in **one** transaction; returns how many were applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
@@ -119,6 +124,8 @@ def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int
                 done.append((webhook_id, applied))
         if done:
             _mark(session, done)
+    if media is not None:  # committed: the stored inbound media messages' files may be fetched now
+        media.extend(m for _, applied in done for m in applied.outcome.media)
     return len(done)
 
 
@@ -127,15 +134,17 @@ def process_group(
     webhook_ids: list[int],
     process_each: Callable[[list[int]], None],
     traces: Callable[[int], str | None] | None = None,
+    media: list[int] | None = None,
 ) -> None:
-    """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails.
+    """:func:`process_webhooks` (``media`` collects the stored inbound media messages), falling back to
+    ``process_each`` (one job per webhook) when the group fails.
 
     A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
     that cannot be parsed or applied — hands every webhook of the group on, so the bad one fails alone.
     Nothing of the group was applied then (one transaction).
     """
     try:
-        process_webhooks(db, webhook_ids, traces)
+        process_webhooks(db, webhook_ids, traces, media)
     except DependencyUnavailableError:
         raise
     except Exception as exc:

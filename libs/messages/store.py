@@ -50,7 +50,7 @@ BY_IDEMPOTENCY_KEY = f"SELECT {COLUMNS} FROM messages WHERE company_id = %(compa
 #: Every message the ingest worker read in one transaction, in one statement: the contacts upserted, the rows
 #: inserted once per external id (the first of duplicates within the batch; one already stored is skipped),
 #: each new inbound one's ``message.received`` event written, in the batch's order (``ord``). Returns the
-#: ``ord`` of each row stored.
+#: ``ord`` and the new id of each row stored.
 INSERT_RECEIVED_MANY = f"""
 WITH input AS (
   SELECT * FROM unnest(%(ords)s::int[], %(company_ids)s::bigint[], %(connection_ids)s::bigint[],
@@ -80,7 +80,7 @@ WITH input AS (
   WHERE f.event IS NOT NULL
   ORDER BY s.id
 )
-SELECT f.ord FROM stored s JOIN firsts f ON f.connection_id = s.connection_id AND f.external_id = s.external_id
+SELECT f.ord, s.id FROM stored s JOIN firsts f ON f.connection_id = s.connection_id AND f.external_id = s.external_id
 """
 
 #: The columns of one row of :data:`INSERT_RECEIVED_MANY`, in its parameters' names.
@@ -336,13 +336,14 @@ async def cancel_queued_of_campaign(conn: AsyncConnection[Any], campaign_id: int
 # -- sync (the workers, a dead-letter replay) -----------------------------------------------------------
 
 
-def insert_received_many(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+def insert_received_many(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     """Store the messages the ingest worker read (:data:`INSERT_RECEIVED_MANY`; each row has the keys of
-    :data:`RECEIVED_COLUMNS`); the positions in ``rows`` of those stored (the others were duplicates)."""
+    :data:`RECEIVED_COLUMNS`): position in ``rows`` → new message id, for those stored (the others were
+    duplicates)."""
     params: dict[str, Any] = {"ords": list(range(len(rows)))}
     for column, name in RECEIVED_COLUMNS.items():
         params[name] = [row[column] for row in rows]
-    return {ord_ for (ord_,) in session.connection().exec_driver_sql(INSERT_RECEIVED_MANY, params)}
+    return {ord_: message_id for ord_, message_id in session.connection().exec_driver_sql(INSERT_RECEIVED_MANY, params)}
 
 
 def insert_campaign_slice(session: Session, values: dict[str, Any]) -> tuple[list[int], int]:

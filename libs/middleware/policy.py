@@ -61,6 +61,9 @@ DEFAULT_POLICIES: dict[str, RetryPolicy] = {
     # The recorder must outlive a Postgres outage: it retries until it succeeds, at most every 30 s.
     contracts.DEAD_LETTER: RetryPolicy(attempts=None, kind="exponential", base_ms=1_000, cap_ms=30_000),
     contracts.MAINTENANCE: RetryPolicy(attempts=2, kind="fixed", base_ms=5_000),
+    # A download refused (size or hash) or whose URL expired is tried again with a fresh URL; Meta keeps an
+    # inbound media id 7 days, so the last attempts wait long enough to outlive a provider outage.
+    contracts.MEDIA: RetryPolicy(attempts=6, kind="exponential", base_ms=5_000, cap_ms=600_000, jitter=0.1),
 }
 
 #: For a queue the design does not name.

@@ -36,6 +36,7 @@ QUEUES: tuple[str, ...] = (
     contracts.DEAD_LETTER,
     contracts.MAINTENANCE,
     contracts.EVENT_DELIVERY,
+    contracts.MEDIA,
 )
 #: Per-minute history returned by :func:`queue_stats_plan`.
 WINDOW_MINUTES = 60

@@ -13,11 +13,14 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import async_pool
+from libs.media.runtime import media_http_client
+from libs.media.storage import storage_from_settings
 from libs.outbound import AddressGuard
 from libs.providers.transport import provider_http_client
 from libs.redis_clients import async_redis_client
 from libs.secrets import Secrets
 from libs.sending.holds import release_ended_async
+from libs.sending.media_ref import MediaResolver
 from libs.sending.send import SenderContext
 from libs.sending.throttle import Throttle
 from libs.settings import Settings
@@ -73,7 +76,16 @@ class SenderResources(Middleware):
                         transport=self.settings.http_transport,
                     )
                     client = async_redis_client(self.settings)
+                    media = MediaResolver(
+                        pool=pool,
+                        http=media_http_client(),
+                        storage=storage_from_settings(self.settings),
+                        secrets=Secrets(self.settings.secrets_key_list),
+                        graph_url=self.settings.meta_graph_url,
+                        api_version=self.settings.meta_api_version,
+                    )
                     self._context = SenderContext(
+                        media=media,
                         pool=pool,
                         http=http,
                         throttle=Throttle(client, self.settings.redis_namespace),
@@ -122,6 +134,9 @@ class SenderResources(Middleware):
             with contextlib.suppress(Exception):
                 await context.metrics.flush(context.throttle.client, self.settings.redis_namespace)
             await context.http.aclose()
+            if context.media is not None:
+                await context.media.http.aclose()
+                context.media.storage.close()
             if context.bridge_http is not None:
                 await context.bridge_http.aclose()
             await context.throttle.client.aclose()

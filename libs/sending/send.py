@@ -57,6 +57,7 @@ from libs.sending import store
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
 from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
+from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
 from libs.tracing import WamidLinks, annotate, fail, span
@@ -94,6 +95,8 @@ class SenderContext:
     lanes: Lanes | None = None
     #: Longest a held send waits (from its queue time); past it the message fails with the hold as reason.
     hold_max_age_s: int = DEFAULT_HOLD_MAX_AGE_S
+    #: Turns a zapq media id (``med_…``) of a media send into the provider's (``libs.sending.media_ref``).
+    media: MediaResolver | None = None
     #: Claims and records of the sends in flight, each batch in one statement (see ``libs.batching``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
     records: Coalescer[tuple[int, str], None] = field(init=False)

@@ -16,12 +16,18 @@ from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
+from libs.media import actions as media
+from libs.media import fetch as media_fetch
+from libs.media.storage import storage_from_settings
 from libs.secrets import Secrets
 from libs.sending import holds
 from libs.sending.sweep import sweep_sends as sweep_send_jobs
 from libs.templates import actions as templates
 from libs.templates.graph import Graph, graph_client
 from services.scheduler import broker, resources, settings
+
+#: An inbound media message still without its file after this long lost its job (retries end within ~10 min).
+MEDIA_SWEEP_GRACE_S = 1_800
 
 
 @dramatiq.actor(
@@ -164,3 +170,20 @@ def sync_templates() -> None:
         templates.sync_due(
             resources.db, http, graph, Secrets(settings.secrets_key_list), max_age_s=settings.template_sync_seconds
         )
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("29 3 * * *"), time_limit=3_600_000)
+def prune_media() -> None:
+    """Daily: delete stored media (uploads and inbound files) past their retention (90 days by default)."""
+    storage = storage_from_settings(settings)
+    try:
+        media.prune(resources.db, storage)
+    finally:
+        storage.close()
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("*/5 * * * *"), time_limit=120_000)
+def sweep_media() -> None:
+    """Every 5 minutes: enqueue again the fetch of inbound media left without their file for 30 minutes (a job
+    lost between the ingest commit and its enqueue); those given up are left alone."""
+    media_fetch.sweep(resources.db, broker.client, settings.redis_namespace, grace_seconds=MEDIA_SWEEP_GRACE_S)

@@ -22,11 +22,13 @@ from services.webhook_ingest import broker, resources, settings
 def process_webhook(webhook_id: int) -> None:
     """Parse and apply one stored webhook; on its last failure the row is marked failed."""
     try:
-        process.process_webhook(resources.db, webhook_id)
+        outcome = process.process_webhook(resources.db, webhook_id)
     except Exception as exc:
         if isinstance(exc, PermanentError) or is_final_attempt(broker, CurrentMessage.get_current_message()):
             process.mark_failed(resources.db, webhook_id, f"{type(exc).__name__}: {exc}")
         raise
+    if outcome is not None:
+        _fetch_media(outcome.media)
 
 
 @dramatiq.actor(
@@ -37,7 +39,16 @@ def process_webhook(webhook_id: int) -> None:
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
     message = CurrentMessage.get_current_message()
-    process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
+    media: list[int] = []
+    process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message), media)
+    _fetch_media(media)
+
+
+def _fetch_media(message_ids: list[int]) -> None:
+    """One ``media`` job per inbound media message just stored (the media fetcher downloads its file)."""
+    if message_ids:
+        jobs = (contracts.FETCH_MEDIA.message(contracts.FetchMedia(m)) for m in message_ids)
+        enqueue_many(broker.client, settings.redis_namespace, jobs)
 
 
 def _process_each(webhook_ids: list[int]) -> None:

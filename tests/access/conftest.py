@@ -19,9 +19,8 @@ from starlette.testclient import TestClient
 from libs.access import store as key_store
 from libs.access.keys import GLOBAL_ONLY_SCOPES, SCOPES, generate
 from libs.api.app import create_app
-from libs.contacts import store as contacts
 from libs.db.engine import Database
-from libs.db.models import Base
+from libs.db.models import Base, Contact
 from libs.settings import Settings
 from tests.conftest import flush_namespace
 
@@ -38,6 +37,7 @@ class Company:
     contact: int = 0
     campaign: int = 0
     endpoint: int = 0
+    media: str = ""
     secrets: list[str] = field(default_factory=list)
 
 
@@ -103,11 +103,18 @@ def _company(client: TestClient, admin: dict[str, str], db: Database, name: str,
     company.campaign = post("/api/campaigns", {
         "company_id": company.id, "connection_id": company.connection, "name": f"campaign {name}", "text": "hi {name}",
     })["id"]  # fmt: skip
+    upload = client.post(f"/api/media?company_id={company.id}", headers=admin,
+                         files={"file": (f"{name}.pdf", b"%PDF-1.4 " + name.encode(), "application/pdf")})  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    company.media = upload.json()["id"]
     endpoint = post("/api/webhook-endpoints", {"company_id": company.id, "url": f"http://127.0.0.1:9/{name}"})
     company.endpoint = endpoint["id"]
     company.secrets.append(endpoint["secret"])
     with db.session() as session:
-        company.contact = contacts.upsert(session, company.id, phone.lstrip("+"), f"contact {name}")
+        contact = Contact(company_id=company.id, wa_id=phone.lstrip("+"), name=f"contact {name}")
+        session.add(contact)
+        session.flush()
+        company.contact = contact.id
     return company
 
 

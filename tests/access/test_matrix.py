@@ -41,6 +41,9 @@ CASES: dict[str, Callable[[World], list[Probe]]] = {
         (f"/api/messages?campaign_id={w.b.campaign}", {}, OWN)],
     "GET /api/messages/{id:int}": lambda w: [(f"/api/messages/{w.b.message}", {}, NOT_FOUND)],
     "POST /api/messages/{id:int}/retry": lambda w: [(f"/api/messages/{w.b.message}/retry", {}, NOT_FOUND)],
+    "POST /api/media": lambda w: [(f"/api/media?company_id={w.b.id}", {
+        "files": {"file": ("a.pdf", b"%PDF-1.4 x", "application/pdf")}}, FORBIDDEN)],
+    "GET /api/media/{id}": lambda w: [(f"/api/media/{w.b.media}", {}, NOT_FOUND)],
     "GET /api/contacts": lambda w: [(f"/api/contacts?company_id={w.b.id}", {}, FORBIDDEN), ("/api/contacts", {}, OWN)],
     "GET /api/contacts/{id:int}/messages": lambda w: [(f"/api/contacts/{w.b.contact}/messages", {}, NOT_FOUND)],
     "GET /api/events": lambda w: [(f"/api/events?company_id={w.b.id}", {}, FORBIDDEN), ("/api/events", {}, OWN)],

@@ -144,6 +144,22 @@ def test_no_handler_reads_a_body_but_through_the_capped_reader() -> None:
     assert found == []
 
 
+def test_streamed_uploads_read_their_body_through_the_capped_reader_too() -> None:
+    # The media upload parses multipart as it streams (libs/api/multipart.py, which never sees the request):
+    # every call of its parser is fed by body_chunks with an explicit cap.
+    calls = []
+    for path in sorted((ROOT / "libs" / "api").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "read_upload":
+                source = node.args[0]
+                assert isinstance(source, ast.Call) and getattr(source.func, "id", "") == "body_chunks", path.name
+                assert len(source.args) == 2, f"{path.name}: body_chunks without its cap"
+                calls.append(path.name)
+    assert calls == ["media.py"]
+    multipart = ast.parse((ROOT / "libs" / "api" / "multipart.py").read_text())
+    assert not any(isinstance(n, ast.Name) and n.id == "request" for n in ast.walk(multipart))
+
+
 def test_changes_are_audited_with_the_key_and_target(api: TestClient, app_client: TestClient) -> None:
     company = make_company(api)
     created = _key(api, scopes=["admin"], name="ops")

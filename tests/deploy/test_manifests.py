@@ -67,6 +67,7 @@ QUEUE_TIME_LIMIT_S = {
     "maintenance": 60,
     "dead-letter": 60,
     "event-delivery": 120,
+    "media": 300,
 }
 #: Queues consumed by each dramatiq worker module.
 WORKER_MODULE_QUEUES = {
@@ -75,6 +76,7 @@ WORKER_MODULE_QUEUES = {
     "services.campaign_runner": {"campaigns"},
     "services.scheduler": {"maintenance", "dead-letter"},
     "services.event_dispatcher": {"event-delivery"},
+    "services.media_fetcher": {"media"},
 }
 #: Seconds of grace beyond the longest time limit (shutdown hooks, requeueing prefetched messages).
 GRACE_MARGIN_S = 15
@@ -402,6 +404,7 @@ APP_SERVICES = {
     "campaign-runner": ["dramatiq", "services.campaign_runner"],
     "ops-worker": ["dramatiq", "services.scheduler"],
     "event-dispatcher": ["dramatiq", "services.event_dispatcher", "--processes", "1", "--threads", "2"],
+    "media-fetcher": ["dramatiq", "services.media_fetcher", "--processes", "1", "--threads", "2"],
     "scheduler": ["periodiq", "services.scheduler"],
     "api": ["uvicorn", "services.api.app:app", "--host", "0.0.0.0", "--port", "8080"],
 }
@@ -488,7 +491,14 @@ def test_compose_http_services_have_healthchecks(compose_config: dict[str, Any])
 def test_compose_stop_grace_covers_time_limits(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     workers = [name for name, svc in services.items() if (svc.get("command") or [None])[0] == "dramatiq"]
-    assert set(workers) == {"webhook-worker", "message-sender", "campaign-runner", "ops-worker", "event-dispatcher"}
+    assert set(workers) == {
+        "webhook-worker",
+        "message-sender",
+        "campaign-runner",
+        "ops-worker",
+        "event-dispatcher",
+        "media-fetcher",
+    }
     for name in workers:
         command = services[name]["command"]
         assert "--processes" in command, f"{name}: dramatiq defaults --processes to the host CPU count"
@@ -792,6 +802,7 @@ EXPECTED_PROCESSES = {
     ("dramatiq", "services.campaign_runner"),
     ("dramatiq", "services.scheduler"),
     ("dramatiq", "services.event_dispatcher"),
+    ("dramatiq", "services.media_fetcher"),
     ("periodiq", "services.scheduler"),
 }
 

@@ -43,6 +43,7 @@ from tests.fakes.common import (
     serve_forever,
     sleep_unless_disconnected,
 )
+from tests.fakes.evolution_media import BridgeMediaFake, bridge_media_routes
 
 DEFAULT_API_KEY = "fake-evolution-key"
 DEFAULT_INSTANCE = "main"
@@ -227,14 +228,18 @@ def create_app(config: EvolutionFakeConfig | None = None) -> Starlette:
         bad_states = [s for s in (changes.get("instances") or {}).values() if s not in STATE_VALUES]
         return f"unknown states: {bad_states}" if bad_states else None
 
-    return fake_app(
+    media = BridgeMediaFake()  # the media export: tests/fakes/evolution_media.py
+    app = fake_app(
         fake,
         [
             Route("/message/sendText/{instance}", send_text, methods=["POST"]),
             Route("/instance/connectionState/{instance}", connection_state, methods=["GET"]),
+            *bridge_media_routes(media, fake),
         ],
         validate=validate,
     )
+    app.state.media = media
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:

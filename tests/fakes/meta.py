@@ -58,6 +58,7 @@ from tests.fakes.common import (
     serve_forever,
     sleep_unless_disconnected,
 )
+from tests.fakes.meta_media import MetaMediaFake, media_routes
 
 DEFAULT_TOKEN = "fake-meta-token"
 DEFAULT_RATE_PER_SECOND = 80
@@ -272,7 +273,11 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
         Route("/_fake/calls", calls, methods=["GET"]),
         *meta_templates.routes(fake),
     ]
-    return fake_app(fake, routes)
+    app = fake_app(fake, routes)
+    media = MetaMediaFake()  # the media API (tests/fakes/meta_media.py), after /_fake/*: its GET /{v}/{id} is wide
+    app.router.routes.extend(media_routes(media, fake))
+    app.state.media = media
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:

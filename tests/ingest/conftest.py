@@ -9,8 +9,10 @@ from typing import Any
 import dramatiq
 import httpx
 import pytest
+from dramatiq.common import dq_name
 from starlette.testclient import TestClient
 
+from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Webhook
 from libs.ingest.edge import create_app
@@ -61,6 +63,21 @@ def edge(settings: Settings, db: Database, broker: Any) -> Iterator[Edge]:
         yield Edge(client, settings)
 
 
+#: Queues the ingest tests' worker leaves alone: inbound media files are fetched by tests/media's fixtures.
+NOT_CONSUMED = frozenset({contracts.MEDIA, dq_name(contracts.MEDIA)})
+
+
+@pytest.fixture
+def worker(broker: Any) -> Iterator[dramatiq.Worker]:
+    """A real worker on every declared queue but :data:`NOT_CONSUMED`, stopped after the test."""
+    queues = {q for q in broker.get_declared_queues() if q not in NOT_CONSUMED}
+    w = dramatiq.Worker(broker, queues=queues, worker_timeout=50, worker_threads=4)
+    w.start()
+    yield w
+    w.stop()
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not w]
+
+
 class Ingest:
     """Post through the edge, then drain the real worker: each call returns the processed webhook row."""
 
@@ -71,8 +88,9 @@ class Ingest:
         self.worker = worker
 
     def drain(self) -> None:
-        """Wait until every declared queue is empty and the worker idle."""
-        drain(self.broker, self.worker)
+        """Wait until every declared queue is empty and the worker idle (the ``media`` jobs that inbound media
+        messages enqueue are left waiting: this worker does not consume them, ``tests/media`` does)."""
+        drain(self.broker, self.worker, [q for q in self.broker.get_declared_queues() if q not in NOT_CONSUMED])
 
     def _finish(self, response: httpx.Response) -> Webhook:
         assert response.status_code == 200, response.text
