@@ -23,6 +23,7 @@ os.environ["ZAPQ_DATABASE_URL"] = (
     + f"/zapq_test_{SESSION}"
 )
 os.environ.setdefault("ZAPQ_SENTRY_DSN", "")
+os.environ.setdefault("ZAPQ_TEST_CLOCK", "1")  # the messaging-limit budget's clock can be moved forward
 
 SERVICE_MODULES = (
     "services.webhook_ingest",

@@ -19,7 +19,7 @@ from libs.events import outbox_store as events
 
 COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
 queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at, started_at,
-finished_at"""
+finished_at, pause_reason"""
 
 INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template)
 VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s) RETURNING {COLUMNS}"""
@@ -55,13 +55,21 @@ SELECT * FROM moved"""
 #: action → (the state it enters, the ``campaign.status`` it announces)
 MOVES = {"pause": ("paused", "paused"), "resume": ("running", "resumed"), "cancel": ("cancelled", "cancelled")}
 #: The statement of each action of :data:`MOVES`.
+#: What each action does to ``pause_reason``: a pause notes why (``%(reason)s``: NULL for an operator's), a resume
+#: clears it, a cancel keeps it.
+PAUSE_REASON = {"pause": "%(reason)s::text", "resume": "NULL", "cancel": "pause_reason"}
 TRANSITION_SQL = {
     action: _transition_sql(
-        f"status = '{target}', finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END",
+        f"status = '{target}', finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END, "
+        f"pause_reason = {PAUSE_REASON[action]}",
         announce,
     )
     for action, (target, announce) in MOVES.items()
 }
+#: Running campaigns of some connections (``%(connections)s``), for a pause by the system (a quality flag).
+RUNNING_OF_CONNECTIONS = (
+    "SELECT id FROM campaigns WHERE connection_id = ANY(%(connections)s) AND status = 'running' ORDER BY id"
+)
 _START_SET = "status = 'running', start_at = COALESCE(%(start_at)s, start_at), started_at = now()"
 #: Run now (``%(start_at)s``: a new start time to note, or NULL).
 START_NOW = _transition_sql(_START_SET, "started")
@@ -207,16 +215,31 @@ async def add_recipients(conn: AsyncConnection[Any], campaign_id: int, count: in
 
 
 async def transition(
-    conn: AsyncConnection[Any], action: str, campaign_id: int, sources: Sequence[str]
+    conn: AsyncConnection[Any], action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
 ) -> dict[str, Any] | None:
     """Move the campaign out of one of ``sources`` by ``action`` (:data:`MOVES`); the campaign, or ``None`` when
-    it was in none of them."""
+    it was in none of them. ``reason``: why a pause happened (the system's pauses)."""
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources)})
+    await cursor.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources), "reason": reason})
     return await cursor.fetchone()
 
 
 # -- sync (the start, the scheduler, the campaign runner, the sweep) -------------------------------------
+
+
+def transition_sync(
+    session: Session, action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
+) -> dict[str, Any] | None:
+    """:func:`transition` in the session's transaction (the system's pauses, from the ingest worker)."""
+    params = {"id": campaign_id, "sources": list(sources), "reason": reason}
+    row = session.connection().exec_driver_sql(TRANSITION_SQL[action], params).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+def running_of_connections(session: Session, connection_ids: Sequence[int]) -> list[int]:
+    """The running campaigns of ``connection_ids``."""
+    rows = session.connection().exec_driver_sql(RUNNING_OF_CONNECTIONS, {"connections": list(connection_ids)})
+    return [int(row[0]) for row in rows]
 
 
 def get_sync(session: Session, campaign_id: int) -> dict[str, Any] | None:

@@ -65,7 +65,7 @@ FROM {rows} r ORDER BY r.id"""
 
 #: The campaign columns :func:`campaign_status` reads.
 CAMPAIGN_RETURNING = """id, company_id, connection_id, name, start_at, recipients_count, queued_count, sent_count,
-delivered_count, read_count, failed_count"""
+delivered_count, read_count, failed_count, pause_reason"""
 
 
 def campaign_status(rows: str, transition: str) -> str:
@@ -74,7 +74,7 @@ def campaign_status(rows: str, transition: str) -> str:
 SELECT c.company_id, '{CAMPAIGN_STATUS}', 'campaign:' || c.id, now(),
        jsonb_build_object(
          'campaign_id', c.id, 'company_id', c.company_id, 'connection_id', c.connection_id, 'name', c.name,
-         'status', '{transition}', 'start_at', zapq_iso(c.start_at),
+         'status', '{transition}', 'start_at', zapq_iso(c.start_at), 'reason', c.pause_reason,
          'counters', jsonb_build_object(
            'recipients', c.recipients_count, 'queued', c.queued_count, 'sent', c.sent_count,
            'delivered', c.delivered_count, 'read', c.read_count, 'failed', c.failed_count),

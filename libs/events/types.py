@@ -171,6 +171,8 @@ class CampaignStatusData(_Data):
     name: str
     status: Literal["scheduled", "started", "paused", "resumed", "completed", "cancelled"]
     start_at: dt.datetime | None
+    #: Why the system paused it (its number was flagged: quality RED, a throughput downgrade); null otherwise.
+    reason: str | None = None
     counters: CampaignCounters
     timestamp: dt.datetime
 

@@ -16,6 +16,7 @@ from libs.deadletters import alerts
 from libs.events import maintenance as events
 from libs.ingest import unmatched
 from libs.ingest.sweep import sweep_webhooks as sweep
+from libs.rules.budget import Budget
 from libs.sending import holds
 from libs.sending.sweep import sweep_sends as sweep_send_jobs
 from services.scheduler import broker, resources, settings
@@ -121,9 +122,11 @@ def finish_campaigns() -> None:
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def unpark_campaigns() -> None:
-    """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
+    """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed),
+    and campaign sends waiting for tier budget as room freed up (the senders do this every second)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
     campaigns.unpark_campaigns(resources.db, broker.client, lanes)
+    Budget.from_settings(settings).release(broker.client, lanes)
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)

@@ -68,6 +68,7 @@ def test_a_campaign_is_created_as_draft(api: TestClient, company: dict[str, Any]
     got = api.get(f"/api/campaigns/{campaign['id']}").json()
     assert got.pop("now") == {"pending": 0, "queued": 0, "sending": 0, "sent": 0, "delivered": 0, "read": 0,
                               "failed": 0, "cancelled": 0}  # fmt: skip
+    assert got.pop("budget") is None  # nothing waits for tier budget
     assert got == campaign
     template = make_campaign(
         api, company, text=None, template={"name": "promo", "language": "pt_BR", "variables": ["name"]}
