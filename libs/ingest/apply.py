@@ -70,6 +70,8 @@ class Outcome:
     kept: int = 0
     unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Sentry messages for after the commit (a number flagged by Meta: :mod:`libs.rules.quality`).
+    alerts: list[str] = field(default_factory=list)
 
     @property
     def items(self) -> int:

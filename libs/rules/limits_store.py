@@ -44,7 +44,8 @@ APPLY_QUALITY = """
 WITH old AS (
   SELECT id, quality_rating, messaging_tier, throughput_level FROM connections
   WHERE provider = 'meta'
-    AND (phone_number_id = %(phone_number_id)s OR display_phone_number = %(display)s
+    AND (phone_number_id = %(phone_number_id)s
+         OR regexp_replace(display_phone_number, '[^0-9]', '', 'g') = %(display)s
          OR (%(whole_waba)s AND waba_id = %(waba_id)s))
     AND (waba_id IS NULL OR %(waba_id)s::text IS NULL OR waba_id = %(waba_id)s)
   FOR UPDATE

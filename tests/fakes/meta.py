@@ -26,7 +26,8 @@ Behaviour of ``POST /{version}/{phone_number_id}/messages``, in order:
 Every answer waits ``latency_ms`` first. Control: ``GET/POST /_fake/config`` (POST a partial config; a
 ``forced_errors`` list is appended to the queue), ``POST /_fake/reset``, ``GET /_fake/sends``,
 ``GET /_fake/webhooks``, ``GET /_fake/health``, ``POST /_fake/inbound``, ``GET /_fake/calls`` (every
-``/messages`` request seen, accepted or not).
+``/messages`` request seen, accepted or not). Phone-number fields (``GET /{version}/{phone_number_id}``) and
+quality / capability webhooks (``POST /_fake/quality``, ``/_fake/capability``): :mod:`tests.fakes.meta_quality`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tests.fakes import meta_quality
 from tests.fakes import meta_wire as wire
 from tests.fakes.common import (
     HANG_MS_DEFAULT,
@@ -84,6 +86,10 @@ class MetaFakeConfig:
     record_payloads: bool = True
     #: Meta's customer-service window in seconds (86,400); ``None``: free-form messages are always accepted.
     service_window_s: float | None = None
+    #: Every number's fields until ``POST /_fake/quality`` changes one (:mod:`tests.fakes.meta_quality`).
+    quality_rating: str = "GREEN"
+    messaging_limit_tier: str = "TIER_2K"
+    throughput_level: str = "STANDARD"
 
 
 @dataclass
@@ -117,6 +123,8 @@ class MetaFake:
         self.inbound: dict[str, float] = {}
         #: Every ``/messages`` request seen.
         self.calls = 0
+        #: Fields changed per phone number id (:mod:`tests.fakes.meta_quality`).
+        self.numbers: dict[str, dict[str, Any]] = {}
 
     def reset(self) -> None:
         """Back to the start-up config with no sends, no forced errors and empty rate windows."""
@@ -127,6 +135,7 @@ class MetaFake:
         self.webhooks.deliveries.clear()
         self.inbound.clear()
         self.calls = 0
+        self.numbers.clear()
 
     async def handle_send(self, request: Request) -> Response:
         """Answer one ``/messages`` call (see the module docstring for the order of checks)."""
@@ -264,7 +273,9 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
         Route("/_fake/inbound", inbound, methods=["POST"]),
         Route("/_fake/calls", calls, methods=["GET"]),
     ]
-    return fake_app(fake, routes)
+    app = fake_app(fake, routes)
+    app.router.routes.extend(meta_quality.routes(fake))  # after /_fake/*: its GET /{version}/{id} matches them too
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
