@@ -70,6 +70,14 @@ SELECT c.company_id, '{CONNECTION_STATUS}', 'connection:' || c.id, now(),
 FROM connections c WHERE c.id = %(id)s
 """
 
+#: A connection of a portfolio key (``p-<portfolio id>`` or ``c-<connection id>``:
+#: :func:`libs.rules.limits.portfolio_key`).
+CONNECTION_OF_PORTFOLIO = """
+SELECT id FROM connections
+WHERE (%(portfolio_id)s::text IS NOT NULL AND portfolio_id = %(portfolio_id)s) OR id = %(connection_id)s::bigint
+ORDER BY id LIMIT 1
+"""
+
 #: The Meta connections whose fields are read from the Graph API.
 META_CONNECTIONS = (
     "SELECT id, phone_number_id, access_token FROM connections "
@@ -110,3 +118,14 @@ def meta_connections(session: Session, connection_id: int | None = None) -> list
     """The Meta connections (one, or all) whose fields can be read from the Graph API."""
     rows = session.connection().exec_driver_sql(META_CONNECTIONS, {"id": connection_id}).mappings()
     return [dict(row) for row in rows]
+
+
+def connection_of_portfolio(session: Session, key: str) -> int | None:
+    """A connection of the portfolio ``key`` names, or ``None``."""
+    kind, _, rest = key.partition("-")
+    params = {
+        "portfolio_id": rest if kind == "p" else None,
+        "connection_id": int(rest) if kind == "c" and rest.isdigit() else None,
+    }
+    row = session.connection().exec_driver_sql(CONNECTION_OF_PORTFOLIO, params).one_or_none()
+    return None if row is None else int(row[0])

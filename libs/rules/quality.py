@@ -11,8 +11,8 @@ than before — in the same transaction (the ingest worker's):
   messages — replies to customers — continue);
 
 and after the commit one Sentry event per flagged number (:func:`report`). Resuming the campaigns is the
-operator's decision (``zapq campaign resume``). A new limit tier reaches waiting campaign sends at the next
-budget refresh (:func:`libs.rules.tiers.refresh_limits`).
+operator's decision (``zapq campaign resume``); a number still RED does not pause them again. A new limit tier
+reaches waiting campaign sends at the next budget refresh (:func:`libs.rules.tiers.refresh_limits`, every minute).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def flag_reason(update: AccountUpdate, before: dict[str, Any]) -> str | None:
     ``None`` when it does not."""
     if update.event in FLAGGING_EVENTS:
         return f"Meta {update.field}: {update.event}"
-    if update.quality_rating == "RED":
+    if update.quality_rating == "RED" and before.get("old_rating") != "RED":  # newly RED: not every poll again
         return "Meta quality rating RED"
     if _lower(tier_limit(update.current_limit), tier_limit(update.old_limit or before.get("old_tier"))):
         return f"Meta lowered the messaging limit to {update.current_limit}"
@@ -76,9 +76,9 @@ def apply_account_updates(session: Session, updates: Iterable[AccountUpdate]) ->
     outcome = QualityOutcome()
     for update in updates:
         display = "".join(ch for ch in update.display_phone_number or "" if ch.isdigit()) or None
-        whole_waba = update.field == CAPABILITY_FIELD or display is None
+        whole_waba = update.field == CAPABILITY_FIELD or (display is None and update.phone_number_id is None)
         values = {
-            "phone_number_id": None,
+            "phone_number_id": update.phone_number_id,
             "display": display,
             "whole_waba": whole_waba and bool(update.waba_id),
             "waba_id": update.waba_id or None,

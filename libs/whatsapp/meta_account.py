@@ -43,6 +43,8 @@ class AccountUpdate:
     old_limit: str | None = None
     quality_rating: str | None = None
     throughput_level: str | None = None
+    #: The number's id, when the update is about one known by it (the Graph API's fields, not a webhook).
+    phone_number_id: str | None = None
 
 
 def _text(value: Any) -> str | None:

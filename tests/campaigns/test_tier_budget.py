@@ -14,6 +14,7 @@ from libs.campaigns import actions
 from libs.campaigns.expand import expand_batch
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
+from libs.rules import tiers
 from libs.rules.budget import Budget, TestClockDisabledError, digest
 from libs.rules.limits import tier_limit
 from libs.settings import Settings
@@ -170,3 +171,22 @@ def test_tiers_as_meta_spells_them() -> None:
 def test_the_test_clock_is_refused_when_off(broker: Any, settings: Settings) -> None:
     with pytest.raises(TestClockDisabledError):
         Budget(settings.redis_namespace).advance_test_clock(broker.client, DAY_S)
+
+
+def test_a_raised_limit_frees_waiting_sends_at_the_next_refresh(
+    db: Database, broker: Any, settings: Settings, budget: Budget
+) -> None:
+    # Given a campaign of 30 on a number limited to 10: 20 wait
+    campaign_id, first, last = make_campaign(db, 30)
+    connection_id = connection_of(db, campaign_id)
+    set_connection(db, connection_id, messaging_limit=10)
+    lanes = Lanes(settings.redis_namespace)
+    expand_batch(db, broker.client, lanes, contracts.ExpandCampaignBatch(campaign_id, first, last), budget)
+    assert budget.release(broker.client, lanes) == 0
+    # When the operator raises the override to 25 and the scheduler refreshes the limits
+    set_connection(db, connection_id, messaging_limit=25)
+    assert tiers.refresh_limits(db, broker.client, budget) == {f"c-{connection_id}": 25}
+    # Then 15 more go; 5 still wait
+    assert budget.release(broker.client, lanes) == 15
+    assert low_tier_waiting(broker.client, settings.redis_namespace) == 25
+    assert broker.client.llen(budget.names.wait(campaign_id)) == 5

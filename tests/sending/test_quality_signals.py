@@ -21,6 +21,8 @@ from libs.db.engine import Database
 from libs.db.models import Campaign, CampaignStatus, Connection, Event, MessageStatus
 from libs.ingest.edge import create_app
 from libs.observability import init_sentry
+from libs.rules import tiers
+from libs.secrets import Secrets
 from libs.settings import Settings
 from libs.whatsapp.meta_account import parse_account_updates
 from tests.fakes.meta_quality import capability_webhook
@@ -189,3 +191,45 @@ def test_an_unflagging_update_changes_fields_only_and_the_number_fields_are_serv
 def test_capability_updates_read_the_integer_limit() -> None:
     [update] = parse_account_updates(capability_webhook(waba_id="1", max_daily_conversations_per_business=2_000))
     assert (update.field, update.waba_id, update.current_limit) == ("business_capability_update", "1", "2000")
+
+
+def test_the_graph_fields_are_read_and_a_newly_red_number_pauses_once(
+    db: Database, broker: Any, settings: Settings, fake_meta: str
+) -> None:
+    # Given a number with a running campaign, which Meta now rates RED with a 250 limit (no webhook sent)
+    company, connection = make_connection(db, phone_number_id=FLAGGED_NUMBER)
+    campaign = make_campaign(db, company, connection, CampaignStatus.RUNNING)
+    changed = {"phone_number_id": FLAGGED_NUMBER, "quality_rating": "RED", "current_limit": "TIER_250"}
+    assert httpx.post(f"{fake_meta}/_fake/quality", json=changed).json()["delivered"] is None
+    secrets = Secrets(settings.secrets_key_list)
+
+    def refresh() -> list[dict[str, Any]]:
+        with httpx.Client(timeout=5.0) as http:
+            return tiers.refresh_from_meta(
+                db, http, graph_url=fake_meta, api_version="v21.0", secrets=secrets, connection_id=connection
+            )
+
+    # When zapq reads the number's fields
+    [result] = refresh()
+    # Then it has Meta's values and the campaign is paused for it
+    assert (result["messaging_tier"], result["quality_rating"], result["throughput_level"]) == (
+        "TIER_250",
+        "RED",
+        "STANDARD",
+    )
+    assert result["flagged"] == "Meta quality rating RED"
+    assert campaign_row(db, campaign).status == CampaignStatus.PAUSED
+    # When the operator resumes it and the next hourly read still says RED
+    with db.session() as session:
+        session.execute(text("UPDATE campaigns SET status = 'running' WHERE id = :c"), {"c": campaign})
+    [again] = refresh()
+    # Then it is not paused again (only a change flags)
+    assert again["flagged"] is None and campaign_row(db, campaign).status == CampaignStatus.RUNNING
+    # And a bad token is reported per connection, not raised
+    with db.session() as session:
+        session.execute(
+            text("UPDATE connections SET access_token = :t WHERE id = :id"),
+            {"t": secrets.encrypt("wrong-token"), "id": connection},
+        )
+    [failed] = refresh()
+    assert "error" in failed and "wrong-token" not in failed["error"]
