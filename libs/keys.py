@@ -319,8 +319,13 @@ class BudgetKeys:
 
     @property
     def entries(self) -> str:
-        """HASH Redis message id → ``<company>|<recipient digest>`` of each waiting send."""
+        """HASH Redis message id → ``<company>|<recipient digest>|<message row id>`` of each waiting send."""
         return f"{self.prefix}entries"
+
+    @property
+    def waiting_rows(self) -> str:
+        """HASH message row id → Redis message id of each waiting send (a redelivered fan-out parks none twice)."""
+        return f"{self.prefix}rows"
 
     @property
     def messages(self) -> str:

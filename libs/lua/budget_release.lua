@@ -1,7 +1,7 @@
 -- Moves campaign sends waiting for messaging-limit budget into their company's lane as room frees up
 -- (libs.rules.budget); returns how many moved.
 -- KEYS: the portfolios set, the limits hash, the waiting payloads, the test-clock key, the campaign-portfolio
--- hash, the entries hash (id -> company|digest). ARGV: the reached prefix, the campaigns prefix, the wait prefix, the window (ms), the most sends to
+-- hash, the entries hash (id -> company|digest|row id), the waiting rows hash (row id -> id). ARGV: the reached prefix, the campaigns prefix, the wait prefix, the window (ms), the most sends to
 -- move, the lanes' payload hash, lane prefix, backlog counter, members set, ring. The clock is Redis's plus the
 -- test clock's offset (only ever set when ZAPQ_TEST_CLOCK is on).
 -- Each portfolio's campaigns are served oldest first, each campaign's sends in order; a send whose recipient
@@ -30,7 +30,7 @@ for _, portfolio in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       if not entry or not payload then
         redis.call('LPOP', wait)  -- a duplicate already moved, or dropped with its cancelled campaign
       else
-        local company, digest = string.match(entry, '^([^|]*)|(.*)$')
+        local company, digest, row = string.match(entry, '^([^|]*)|([^|]*)|(.*)$')
         local known = redis.call('ZSCORE', reached, digest)
         if not known and limit >= 0 and count >= limit then
           blocked = true
@@ -40,6 +40,7 @@ for _, portfolio in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         redis.call('ZADD', reached, now, digest)
         redis.call('LPOP', wait)
         redis.call('HDEL', KEYS[6], id)
+        redis.call('HDEL', KEYS[7], row)
         redis.call('HSET', queue_msgs, id, payload)
         redis.call('HDEL', KEYS[3], id)
         redis.call('RPUSH', lane_prefix .. company, id)

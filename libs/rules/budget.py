@@ -155,8 +155,11 @@ class Budget:
         flags = flags.decode() if isinstance(flags, bytes) else str(flags)
         admitted = free + [t.message_id for t, flag in zip(counted, flags, strict=True) if flag == "1"]
         refused = [(t, d) for t, d, flag in zip(counted, digests, flags, strict=True) if flag != "1"]
-        if refused:
-            self._park(client, portfolio, campaign_id, company_id, refused, message_of)
+        if refused:  # a redelivered slice: those already waiting stay as they are
+            known: Any = client.hmget(self.names.waiting_rows, [str(t.message_id) for t, _ in refused])
+            new = [pair for pair, found in zip(refused, known, strict=True) if found is None]
+            if new:
+                self._park(client, portfolio, campaign_id, company_id, new, message_of)
         frees = int(oldest) + self.window_ms if int(oldest) >= 0 else None
         return Admission(admitted, [t.message_id for t, _ in refused], int(count), frees)
 
@@ -173,8 +176,9 @@ class Budget:
         names = self.names
         pipe = client.pipeline(transaction=True)
         pipe.hset(names.messages, mapping={row.redis_id: row.data for row in rows})
-        entries = {row.redis_id: f"{company_id}|{d}" for row, (_, d) in zip(rows, refused, strict=True)}
-        pipe.hset(names.entries, mapping=entries)
+        pairs = list(zip(rows, refused, strict=True))
+        pipe.hset(names.entries, mapping={row.redis_id: f"{company_id}|{d}|{t.message_id}" for row, (t, d) in pairs})
+        pipe.hset(names.waiting_rows, mapping={str(t.message_id): row.redis_id for row, (t, _) in pairs})
         pipe.rpush(names.wait(campaign_id), *(row.redis_id for row in rows))
         pipe.zadd(names.campaigns(portfolio), {str(campaign_id): time.time()}, nx=True)  # release order only
         pipe.sadd(names.portfolios, portfolio)
@@ -192,6 +196,7 @@ class Budget:
             names.test_clock,
             names.campaign_portfolio,
             names.entries,
+            names.waiting_rows,
         )
         argv = (
             names.reached_prefix,
@@ -224,10 +229,14 @@ class Budget:
         names = self.names
         ids: Any = await client.lrange(names.wait(campaign_id), 0, -1)  # type: ignore[misc]
         portfolio: Any = await client.hget(names.campaign_portfolio, str(campaign_id))  # type: ignore[misc]
+        entries: Any = await client.hmget(names.entries, ids) if ids else []  # type: ignore[misc]
+        rows = [(e.decode() if isinstance(e, bytes) else e).rsplit("|", 1)[1] for e in entries if e is not None]
         pipe: Any = client.pipeline(transaction=True)
         if ids:
             pipe.hdel(names.messages, *ids)
             pipe.hdel(names.entries, *ids)
+        if rows:
+            pipe.hdel(names.waiting_rows, *rows)
         pipe.delete(names.wait(campaign_id))
         pipe.hdel(names.campaign_portfolio, str(campaign_id))
         if portfolio is not None:

@@ -17,6 +17,7 @@ from libs.campaigns.expand import expand_batch
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import CampaignRecipient, Message, MessageStatus
+from libs.rules.budget import Budget
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 from tests.helpers import queue_length
@@ -330,6 +331,11 @@ def test_a_start_over_the_tier_budget_warns_and_the_campaign_shows_what_waits(
     expand_batch(db, broker.client, Lanes(settings.redis_namespace), batch)
     shown = api.get(f"/api/campaigns/{campaign['id']}").json()["budget"]
     assert shown["state"] == "waiting for tier budget" and shown["waiting"] == 6 and shown["frees_at"] > "2026"
+    # When it is cancelled, its waiting sends are dropped with it
+    assert api.post(f"/api/campaigns/{campaign['id']}/cancel").json()["status"] == "cancelled"
+    assert api.get(f"/api/campaigns/{campaign['id']}").json()["budget"] is None
+    names = Budget(settings.redis_namespace).names
+    assert broker.client.hlen(names.entries) == broker.client.hlen(names.waiting_rows) == 0
     # And a Baileys connection cannot be given a messaging limit
     refused = api.post(
         "/api/connections",
