@@ -285,6 +285,16 @@ class Budget:
         count: Any = client.zcount(self.names.reached(portfolio), now - self.window_ms + 1, "+inf")
         return int(count), now
 
+    def waiting_in(self, client: redis.Redis, portfolio: str) -> int:
+        """Campaign sends of ``portfolio`` waiting for budget."""
+        campaigns: Any = client.zrange(self.names.campaigns(portfolio), 0, -1)
+        if not campaigns:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        for campaign in campaigns:
+            pipe.llen(self.names.wait(campaign.decode() if isinstance(campaign, bytes) else campaign))
+        return sum(int(n) for n in pipe.execute())
+
     def finish_estimate(self, client: redis.Redis, portfolio: str, limit: int, needed: int) -> dict[str, Any] | None:
         """When ``needed`` new recipients would all have been admitted at the limit's pace, or ``None`` when they
         fit in what is left now. Each slot of the limit frees 24 h after it was used: the free ones now, then

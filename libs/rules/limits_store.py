@@ -80,7 +80,8 @@ ORDER BY id LIMIT 1
 
 #: The Meta connections whose fields are read from the Graph API.
 META_CONNECTIONS = (
-    "SELECT id, phone_number_id, access_token FROM connections "
+    "SELECT id, company_id, phone_number_id, access_token, quality_rating, throughput_level, quality_event "
+    "FROM connections "
     "WHERE provider = 'meta' AND phone_number_id IS NOT NULL AND (%(id)s::bigint IS NULL OR id = %(id)s) ORDER BY id"
 )
 

@@ -47,6 +47,35 @@ def refresh_limits(db: Database, client: redis.Redis, budget: Budget) -> dict[st
     return written
 
 
+def report(db: Database, client: redis.Redis, budget: Budget, connection_id: int | None = None) -> list[dict[str, Any]]:
+    """Each Meta connection's budget (``zapq limits``): its portfolio, limit and where it came from, what Meta
+    said of the number, recipients reached in the last 24 h and campaign sends waiting."""
+    rows: list[dict[str, Any]] = []
+    with db.session() as session:
+        for connection in limits_store.meta_connections(session, connection_id):
+            found = limits_store.portfolio(session, connection["id"])
+            portfolio = limits.resolve(found, budget.limit_override)
+            if portfolio is None or found is None:
+                continue
+            rows.append(
+                {
+                    "connection": connection["id"],
+                    "company": connection["company_id"],
+                    "portfolio": portfolio.key,
+                    "limit": "unlimited" if portfolio.limit < 0 else portfolio.limit,
+                    "source": portfolio.source,
+                    "tier": found["tier"],
+                    "quality": connection["quality_rating"],
+                    "throughput": connection["throughput_level"],
+                    "last_event": connection["quality_event"],
+                }
+            )
+    for row in rows:
+        row["reached_24h"] = budget.reached(client, row["portfolio"])[0]
+        row["waiting"] = budget.waiting_in(client, row["portfolio"])
+    return rows
+
+
 def refresh_from_meta(
     db: Database,
     http: httpx.Client,
