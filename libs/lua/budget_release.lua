@@ -18,7 +18,8 @@ for _, portfolio in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local campaigns = campaigns_prefix .. portfolio
   redis.call('ZREMRANGEBYSCORE', reached, '-inf', now - window)
   local count = redis.call('ZCARD', reached)
-  local limit = tonumber(redis.call('HGET', KEYS[2], portfolio) or '-1')
+  -- no limit recorded (lost): only recipients already reached move, until the minute refresh writes it again
+  local limit = tonumber(redis.call('HGET', KEYS[2], portfolio) or '0')
   local blocked = false
   for _, campaign in ipairs(redis.call('ZRANGE', campaigns, 0, -1)) do
     local wait = wait_prefix .. campaign
