@@ -80,6 +80,11 @@ def _send(message_id: int) -> Message[Any]:
     return contracts.SEND_LOW.message(contracts.SendMessage(message_id))
 
 
+def _targets(session: Any, ids: list[int]) -> list[Target]:
+    """The sends as the budget sees them (recipient, window open), in the slice's own transaction."""
+    return [Target(*row) for row in limits_store.targets(session, ids, WINDOW_SECONDS)] if ids else []
+
+
 def expand_batch(
     db: Database,
     client: redis.Redis,
@@ -134,12 +139,13 @@ def expand_batch(
         company_id = campaign["company_id"]
         weight = companies.campaign_weight(session, company_id)
         portfolio = limits.resolve(limits_store.portfolio(session, campaign["connection_id"]), budget.limit_override)
-    if created + suppressed < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
+        repeat = created + suppressed < len(numbers)
+        targets = _targets(session, ids) if portfolio is not None and not repeat else []
+    if repeat:  # some rows existed; their sends may never have been enqueued
         with db.session() as session:
             ids = messages.queued_in_slice(session, batch.campaign_id, numbers)
+            targets = _targets(session, ids) if portfolio is not None else []
     if portfolio is not None and ids:
-        with db.session() as session:
-            targets = [Target(*row) for row in limits_store.targets(session, ids, WINDOW_SECONDS)]
         admission = budget.admit(client, portfolio.key, portfolio.limit, campaign["id"], company_id, targets, _send)
         ids = admission.admitted
         if admission.waiting:
