@@ -15,6 +15,7 @@ ids                                     payloads            what waits there
 ``q.XQ`` (zset)                         ``q.XQ.msgs``       dead (an operator decides)
 lanes ``…:lane:<company>`` (lists)      ``q.msgs``          campaign sends waiting their turn (``Lanes``)
 lanes ``…:parked:<campaign>`` (lists)   ``…:parked.msgs``   sends of a paused campaign
+budget ``…:wait:<campaign>`` (lists)    ``budget.msgs``     campaign sends waiting for messaging-limit budget
 ======================================  ==================  =============================================
 
 Workers are the members of ``__heartbeats__`` (an ack set of a worker not listed there is never requeued, so
@@ -24,10 +25,10 @@ payloads are read together inside Redis and only the value of one keyword argume
 hundred kilobytes — nothing is decoded in Python. Lists are read from the tail in negative ranges: producers
 push at the tail and consumers pop at the head, so an id only ever moves towards chunks not read yet.
 
-The places are read one after the other, in the order a job travels (parked → lane → queue → fetched →
-delayed → fetched delayed → queue again → dead → parked again), so a job moving during the scan is normally
-found where it arrives. A scan is still not atomic: the sweeps act only on what two scans a while apart both
-found missing (:class:`Suspects`).
+The places are read one after the other, in the order a job travels (budget wait → parked → lane → queue →
+fetched → delayed → fetched delayed → queue again → dead → parked, budget wait again), so a job moving during
+the scan is normally found where it arrives. A scan is still not atomic: the sweeps act only on what two scans a
+while apart both found missing (:class:`Suspects`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import redis
 
 from libs.campaigns.lanes import Lanes
 from libs.dramatiq_ext import dq_name
-from libs.keys import BrokerKeys, LaneKeys, SweepKeys
+from libs.keys import BrokerKeys, BudgetKeys, LaneKeys, SweepKeys
 
 #: Ids read per Lua call.
 CHUNK = 1_000
@@ -114,7 +115,9 @@ class JobScan:
         waiting = Place("list", keys.queue(queue), payloads)
         parked = self._parked(lanes) if lanes is not None else []
         in_lanes = self._lanes(lanes) if lanes is not None else []
+        budget = self._budget_waiting() if lanes is not None else []
         return [
+            *budget,
             *parked,
             *in_lanes,
             waiting,
@@ -125,6 +128,15 @@ class JobScan:
             *fetched,
             Place("zset", keys.dead(queue), keys.dead_messages(queue)),
             *parked,
+            *budget,
+        ]
+
+    def _budget_waiting(self) -> list[Place]:
+        """Campaign sends waiting for messaging-limit budget (:mod:`libs.rules.budget`)."""
+        keys = BudgetKeys(self.namespace)
+        campaigns: Any = self.client.hkeys(keys.campaign_portfolio)
+        return [
+            Place("list", keys.wait(c.decode() if isinstance(c, bytes) else str(c)), keys.messages) for c in campaigns
         ]
 
     def _lanes(self, lanes: Lanes) -> list[Place]:

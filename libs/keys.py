@@ -15,6 +15,7 @@ All keys live under the broker's namespace (``ZAPQ_REDIS_NAMESPACE``, ``dramatiq
     <ns>:zapq:sent:<message id>  provider id journal (JournalKeys)
     <ns>:zapq:holds…             held sends (HoldKeys)
     <ns>:zapq:lanes:<q>:…        fair campaign lanes (LaneKeys)
+    <ns>:zapq:budget:…           messaging-limit budget per portfolio, sends waiting for it (BudgetKeys)
     <ns>:zapq:events:endpoint:<id>:<flag>   event pump kicks (EndpointKeys)
     <ns>:zapq:provider:…         provider call metrics (ProviderMetricKeys)
     <ns>:zapq:alerts:dead-letters[:<bucket>]   dead-letter alert window (AlertKeys)
@@ -260,6 +261,81 @@ class HoldKeys:
     def messages(self) -> str:
         """Payloads of parked sends by Redis message id."""
         return f"{self.holds}{MSGS}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetKeys:
+    """Meta's messaging-limit budget per business portfolio and the campaign sends waiting for it
+    (:mod:`libs.rules.budget`)."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        """``<namespace>:zapq:budget:``."""
+        return f"{zapq_prefix(self.namespace)}budget{SEP}"
+
+    @property
+    def reached_prefix(self) -> str:
+        """A portfolio's reached recipients: this plus the portfolio key."""
+        return f"{self.prefix}reached{SEP}"
+
+    def reached(self, portfolio: str) -> str:
+        """ZSET recipient digest → when the portfolio last started a conversation with it (ms)."""
+        return f"{self.reached_prefix}{portfolio}"
+
+    @property
+    def wait_prefix(self) -> str:
+        """A campaign's sends waiting for budget: this plus the campaign id."""
+        return f"{self.prefix}wait{SEP}"
+
+    def wait(self, campaign_id: int | str) -> str:
+        """LIST of the Redis message ids of one campaign's waiting sends, oldest first."""
+        return f"{self.wait_prefix}{campaign_id}"
+
+    @property
+    def campaigns_prefix(self) -> str:
+        """A portfolio's campaigns with waiting sends: this plus the portfolio key."""
+        return f"{self.prefix}campaigns{SEP}"
+
+    def campaigns(self, portfolio: str) -> str:
+        """ZSET campaign id → when its first send started waiting (release order)."""
+        return f"{self.campaigns_prefix}{portfolio}"
+
+    @property
+    def portfolios(self) -> str:
+        """SET of portfolios with waiting sends."""
+        return f"{self.prefix}portfolios"
+
+    @property
+    def limits(self) -> str:
+        """HASH portfolio → its limit (-1: unlimited), as the last fan-out or quality update saw it."""
+        return f"{self.prefix}limits"
+
+    @property
+    def campaign_portfolio(self) -> str:
+        """HASH campaign id → portfolio key, for campaigns with waiting sends."""
+        return f"{self.prefix}campaign-portfolio"
+
+    @property
+    def entries(self) -> str:
+        """HASH Redis message id → ``<company>|<recipient digest>|<message row id>`` of each waiting send."""
+        return f"{self.prefix}entries"
+
+    @property
+    def waiting_rows(self) -> str:
+        """HASH message row id → Redis message id of each waiting send (a redelivered fan-out parks none twice)."""
+        return f"{self.prefix}rows"
+
+    @property
+    def messages(self) -> str:
+        """Payloads of waiting sends by Redis message id (not the queue's: idle, not waiting there)."""
+        return f"{zapq_prefix(self.namespace)}budget{MSGS}"
+
+    @property
+    def test_clock(self) -> str:
+        """Milliseconds added to Redis's clock by the budget scripts when ``ZAPQ_TEST_CLOCK`` is on."""
+        return f"{self.prefix}test-clock"
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,13 @@ class Settings(BaseSettings):
     template_sync_seconds: int = Field(default=3_600, ge=60)
     #: An API process keeps each connection's template catalogue this long before reading it again (seconds).
     template_cache_seconds: float = Field(default=30.0, ge=0, le=3_600)
+    #: Meta's messaging limit (distinct business-initiated recipients per rolling 24 h per business portfolio)
+    #: for every portfolio, overriding what Meta reports and the connections' own overrides; 0: not overridden.
+    messaging_limit: int = Field(default=0, ge=0)
+    #: Tests only: the messaging-limit budget reads its clock as Redis's plus an offset kept in Redis
+    #: (:func:`libs.rules.budget.Budget.advance_test_clock`), so a test moves 24 h forward without waiting.
+    #: Ignored in ``prod`` (:attr:`test_clock_on`).
+    test_clock: bool = False
 
     #: Where media files (uploads, fetched inbound media) are kept when no object store is set.
     media_dir: str = "/var/tmp/zapq-media"
@@ -258,6 +265,11 @@ class Settings(BaseSettings):
             return self
         missing = {name: value for name, value in DEV_DEFAULTS.items() if not getattr(self, name)}
         return self.model_copy(update=missing) if missing else self
+
+    @property
+    def test_clock_on(self) -> bool:
+        """Whether the budget's test clock may be moved: ``test_clock``, never in ``prod``."""
+        return self.test_clock and self.env != "prod"
 
     @property
     def stack_heartbeat_dir(self) -> str:

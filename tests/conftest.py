@@ -25,6 +25,7 @@ os.environ["ZAPQ_DATABASE_URL"] = (
 )
 os.environ.setdefault("ZAPQ_SENTRY_DSN", "")
 os.environ["ZAPQ_MEDIA_DIR"] = f"/tmp/zapq-test-media-{SESSION}"
+os.environ.setdefault("ZAPQ_TEST_CLOCK", "1")  # the messaging-limit budget's clock can be moved forward
 
 SERVICE_MODULES = (
     "services.webhook_ingest",

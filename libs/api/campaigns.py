@@ -19,6 +19,7 @@ from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, body_chunks, context, json_response, path_id, read_model
 from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns import actions, store
+from libs.rules.budget import Budget
 
 #: Rejected CSV rows reported back in detail.
 MAX_REPORTED_ERRORS = 20
@@ -63,9 +64,12 @@ async def get_campaign(request: Request) -> Response:
     ``pending``: recipients the fan-out has not made messages yet). The ``*_count`` fields are running totals
     (``sent_count``: messages that ever reached sent)."""
     campaign_id = path_id(request)
-    row = await actions.get_campaign(context(request).pool, campaign_id)
+    ctx = context(request)
+    row = await actions.get_campaign(ctx.pool, campaign_id)
     check_row(request, row, "campaign", campaign_id)
-    return json_response(_out(row))
+    return json_response(
+        {**_out(row), "budget": await actions.waiting_for_budget(ctx.redis, ctx.namespace, campaign_id)}
+    )
 
 
 async def owned(request: Request) -> int:
@@ -147,7 +151,10 @@ async def upload_recipients(request: Request) -> Response:
 
 async def start_campaign(request: Request) -> Response:
     """``POST /api/campaigns/{id}/start``: run now (enqueue its expansion) or schedule for ``start_at``; 422 when
-    its template is not (or no longer) approved or its parameters do not fit (:mod:`libs.templates.catalogue`)."""
+    its template is not (or no longer) approved or its parameters do not fit (:mod:`libs.templates.catalogue`).
+
+    Started now, the answer has ``warnings``: a ``tier_budget`` entry when the recipients exceed what is left of
+    the portfolio's messaging limit, with when the campaign finishes at that pace (not an error)."""
     campaign_id = await owned(request)
     body = await read_model(request, CampaignStartIn, empty=CampaignStartIn())
     ctx = context(request)
@@ -156,11 +163,16 @@ async def start_campaign(request: Request) -> Response:
     def start() -> actions.Started | None:  # in a worker thread: the start is written for sync callers too
         return actions.start_campaign(ctx.db, ctx.sync_redis, ctx.namespace, campaign_id, start_at=body.start_at)
 
+    def warnings() -> list[dict[str, Any]]:
+        return actions.tier_budget_warnings(ctx.db, ctx.sync_redis, Budget.from_settings(ctx.settings), campaign_id)
+
+    ahead = await run_in_threadpool(warnings)  # before the fan-out starts using the budget
     started = await run_in_threadpool(start)
     assert started is not None
     if started.scheduled:
         return json_response(_out(started.campaign))
-    return json_response({**_out(started.campaign), "expansion_jobs": [job.message_id for job in started.jobs]})
+    jobs = [job.message_id for job in started.jobs]
+    return json_response({**_out(started.campaign), "expansion_jobs": jobs, "warnings": ahead})
 
 
 async def pause_campaign(request: Request) -> Response:

@@ -112,7 +112,7 @@ class CompanyIn(_Strict):
         return values
 
 
-META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number")
+META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number", "portfolio_id", "messaging_limit")
 BAILEYS_FIELDS = ("bridge_url", "bridge_instance", "bridge_api_key")
 
 
@@ -134,6 +134,18 @@ class ConnectionIn(_Strict):
         default="enforce",
         description="enforce: free-form messages only within 24 h of the contact's last message (Meta's rule); "
         "off: for test numbers and load tests. Baileys connections are exempt either way.",
+    )
+    portfolio_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="meta: the business portfolio whose messaging limit this number shares (empty: its own)",
+    )
+    messaging_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000_000,
+        description="meta: override of the portfolio's messaging limit (new recipients per 24 h); null: Meta's tier",
     )
 
     @model_validator(mode="after")
@@ -161,6 +173,18 @@ class ConnectionPatch(_Strict):
     bridge_api_key: str | None = Field(default=None, min_length=1)
     rate_per_second: int | None = Field(default=None, ge=1, le=1000)
     service_window: Literal["enforce", "off"] | None = None
+    portfolio_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="meta: the business portfolio whose messaging limit this number shares (empty: its own)",
+    )
+    messaging_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000_000,
+        description="meta: override of the portfolio's messaging limit (new recipients per 24 h); null: Meta's tier",
+    )
     status: Literal["active"] | None = None
 
     @model_validator(mode="after")

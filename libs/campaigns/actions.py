@@ -35,6 +35,8 @@ from libs.db.engine import Database
 from libs.enqueue import enqueue_many
 from libs.messages import store as messages
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
+from libs.rules import limits, limits_store
+from libs.rules.budget import Budget
 from libs.templates import catalogue
 from libs.templates import store as templates_store
 from libs.templates.catalogue import TemplateCache
@@ -224,6 +226,37 @@ def _pause_if_template_stopped(session: Session, campaign: dict[str, Any]) -> No
         pause_by_rule(session, [campaign["id"]], reason)
 
 
+def tier_budget_warnings(db: Database, client: redis.Redis, budget: Budget, campaign_id: int) -> list[dict[str, Any]]:
+    """A started campaign's ``warnings``: when its recipients exceed what is left of its portfolio's messaging limit
+    (:mod:`libs.rules.budget`), when it will finish at that pace. Not a refusal: the rest wait for budget.
+
+    The count is an upper bound — recipients already reached within 24 h, or whose window is open, cost
+    nothing — so the finish time is the latest it can be."""
+    with db.session() as session:
+        campaign = store.get_sync(session, campaign_id)
+        if campaign is None:
+            return []
+        portfolio = limits.resolve(limits_store.portfolio(session, campaign["connection_id"]), budget.limit_override)
+    if portfolio is None:
+        return []
+    needed = int(campaign["recipients_count"]) - int(campaign["suppressed_count"])
+    estimate = budget.finish_estimate(client, portfolio.key, portfolio.limit, needed)
+    if estimate is None:
+        return []
+    when = estimate["finishes_at"] or "never (the limit is 0)"
+    message = (
+        f"up to {needed} recipients but {estimate['remaining']} of the messaging limit ({portfolio.limit} new "
+        f"recipients per 24 h) are left: the rest wait for tier budget; at that pace the last is sent around {when}"
+    )
+    return [{"code": "tier_budget", "message": message, "portfolio": portfolio.key, **estimate}]
+
+
+async def waiting_for_budget(redis_client: aioredis.Redis, namespace: str, campaign_id: int) -> dict[str, Any] | None:
+    """The campaign's sends waiting for tier budget (``state``, ``waiting``, ``frees_at``), or ``None``."""
+    waiting = await Budget(namespace).waiting_async(redis_client, campaign_id)
+    return None if waiting is None else waiting.as_dict()
+
+
 def start_due_campaigns(db: Database, client: redis.Redis, namespace: str) -> list[int]:
     """Start every scheduled campaign whose time has come (:func:`start_campaign`); returns their ids. Of two
     schedulers (or overlapping ticks) only one starts each campaign."""
@@ -241,7 +274,8 @@ async def _move(
     reason: str | None = None,
 ) -> dict[str, Any]:
     """``pause``, ``resume`` or ``cancel``: one conditional transition (a cancel also cancels the campaign's
-    still-queued sends); then the sends it parked go back to the company's lane, unless it is paused now."""
+    still-queued sends and drops those waiting for tier budget); then the sends it parked go back to the
+    company's lane, unless it is paused now."""
     async with pool.connection() as conn, conn.transaction():
         row = await store.transition(conn, action, campaign_id, SOURCES[action], reason)
         if row is None:
@@ -253,6 +287,8 @@ async def _move(
             await messages.cancel_queued_of_campaign(conn, campaign_id)
     if row["status"] != "paused":  # its parked sends go back to the company's lane (cancelled ones are then skipped)
         try:
+            if row["status"] == "cancelled":
+                await Budget(namespace).forget_campaign_async(redis_client, campaign_id)
             await Lanes(namespace).unpark_async(redis_client, campaign_id)
         except Exception:  # the scheduler's unpark sweep releases them within a minute
             logger.warning("campaign %s: parked sends not released yet", campaign_id, exc_info=True)
@@ -278,6 +314,18 @@ def pause_by_rule(session: Session, campaign_ids: Iterable[int], reason: str) ->
     paused = [cid for cid in campaign_ids if store.transition_sync(session, "pause", cid, SOURCES["pause"], reason)]
     for campaign_id in paused:
         logger.warning("campaign %s paused: %s", campaign_id, reason)
+    return paused
+
+
+def pause_campaigns_of_connections(session: Session, connection_ids: list[int], reason: str) -> list[dict[str, Any]]:
+    """The system's pause (:func:`pause_campaign`'s statement, in the caller's transaction — the ingest worker's
+    quality update): every running campaign of ``connection_ids`` → paused with ``reason``. A pause touches no
+    Redis state (its sends park themselves), so nothing is left to do after the commit."""
+    paused = []
+    for campaign_id in store.running_of_connections(session, connection_ids):
+        row = store.transition_sync(session, "pause", campaign_id, SOURCES["pause"], reason)
+        if row is not None:
+            paused.append(row)
     return paused
 
 

@@ -3,7 +3,8 @@ company's fair lane, :mod:`libs.campaigns.lanes`).
 
 Recipients on the company's suppression list (:mod:`libs.rules.optouts`) get a ``cancelled`` row with reason
 ``opted_out`` and no send, in the same insert (a set-based anti-join, not a lookup per row), and are counted in
-the campaign's ``suppressed_count``."""
+the campaign's ``suppressed_count``. Sends beyond the portfolio's messaging limit wait for budget
+(:mod:`libs.rules.budget`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 import redis
+from dramatiq import Message
 
 from libs import contracts
 from libs.campaigns import store
@@ -22,6 +24,9 @@ from libs.db.engine import Database
 from libs.db.models import CampaignStatus
 from libs.errors import PermanentError, RecordNotFoundError
 from libs.messages import store as messages
+from libs.rules import limits, limits_store
+from libs.rules.budget import Budget, Target
+from libs.rules.store import WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +76,30 @@ def _template_payload(template: dict[str, Any], variables: dict[str, Any]) -> di
     }
 
 
-def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contracts.ExpandCampaignBatch) -> int:
-    """Create the slice's message rows (once per recipient) and enqueue every still-queued one.
+def _send(message_id: int) -> Message[Any]:
+    return contracts.SEND_LOW.message(contracts.SendMessage(message_id))
 
-    Safe to run twice: rows are unique per campaign + recipient, and a send enqueued twice is claimed once.
-    Returns how many rows this call created.
+
+def _targets(session: Any, ids: list[int]) -> list[Target]:
+    """The sends as the budget sees them (recipient, window open), in the slice's own transaction."""
+    return [Target(*row) for row in limits_store.targets(session, ids, WINDOW_SECONDS)] if ids else []
+
+
+def expand_batch(
+    db: Database,
+    client: redis.Redis,
+    lanes: Lanes,
+    batch: contracts.ExpandCampaignBatch,
+    budget: Budget | None = None,
+) -> int:
+    """Create the slice's message rows (once per recipient) and enqueue every still-queued one — those the
+    portfolio's messaging-limit budget admits (:mod:`libs.rules.budget`, one Redis call for the slice); the rest
+    wait for budget.
+
+    Safe to run twice: rows are unique per campaign + recipient, a send enqueued twice is claimed once, and a
+    recipient admitted twice is counted once. Returns how many rows this call created.
     """
+    budget = budget or Budget(lanes.namespace)
     with db.session() as session:
         campaign = store.for_expansion(session, batch.campaign_id)
         if campaign is None:
@@ -115,10 +138,25 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
             store.add_queued(session, campaign["id"], created, suppressed)
         company_id = campaign["company_id"]
         weight = companies.campaign_weight(session, company_id)
-    if created + suppressed < len(numbers):  # a repeat: some rows existed; their sends may never have been enqueued
+        portfolio = limits.resolve(limits_store.portfolio(session, campaign["connection_id"]), budget.limit_override)
+        repeat = created + suppressed < len(numbers)
+        targets = _targets(session, ids) if portfolio is not None and not repeat else []
+    if repeat:  # some rows existed; their sends may never have been enqueued
         with db.session() as session:
             ids = messages.queued_in_slice(session, batch.campaign_id, numbers)
-    sends = (contracts.SEND_LOW.message(contracts.SendMessage(i)) for i in ids)
+            targets = _targets(session, ids) if portfolio is not None else []
+    if portfolio is not None and ids:
+        admission = budget.admit(client, portfolio.key, portfolio.limit, campaign["id"], company_id, targets, _send)
+        ids = admission.admitted
+        if admission.waiting:
+            logger.info(
+                "campaign %s: %d send(s) wait for tier budget (portfolio %s, limit %d)",
+                campaign["id"],
+                len(admission.waiting),
+                portfolio.key,
+                portfolio.limit,
+            )
+    sends = (_send(i) for i in ids)
     lanes.push(client, company_id, sends, weight=weight)
     lanes.feed(client)
     return created

@@ -54,15 +54,22 @@ SELECT * FROM moved"""
 
 #: action → (the state it enters, the ``campaign.status`` it announces)
 MOVES = {"pause": ("paused", "paused"), "resume": ("running", "resumed"), "cancel": ("cancelled", "cancelled")}
-#: The statement of each action of :data:`MOVES` (``%(reason)s``: why a rule paused it; any move sets it).
+#: The statement of each action of :data:`MOVES`.
+#: What each action does to ``status_reason``: a pause notes why (``%(reason)s``: NULL for an operator's; a rule's
+#: or a quality flag's reason otherwise), a resume clears it, a cancel keeps it.
+STATUS_REASON = {"pause": "%(reason)s::text", "resume": "NULL", "cancel": "status_reason"}
 TRANSITION_SQL = {
     action: _transition_sql(
-        f"status = '{target}', status_reason = %(reason)s::text, "
-        f"finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END",
+        f"status = '{target}', finished_at = CASE WHEN '{target}' = 'cancelled' THEN now() ELSE finished_at END, "
+        f"status_reason = {STATUS_REASON[action]}",
         announce,
     )
     for action, (target, announce) in MOVES.items()
 }
+#: Running campaigns of some connections (``%(connections)s``), for a pause by the system (a quality flag).
+RUNNING_OF_CONNECTIONS = (
+    "SELECT id FROM campaigns WHERE connection_id = ANY(%(connections)s) AND status = 'running' ORDER BY id"
+)
 _START_SET = "status = 'running', status_reason = NULL, start_at = COALESCE(%(start_at)s, start_at), started_at = now()"
 #: Run now (``%(start_at)s``: a new start time to note, or NULL).
 START_NOW = _transition_sql(_START_SET, "started")
@@ -210,8 +217,8 @@ async def add_recipients(conn: AsyncConnection[Any], campaign_id: int, count: in
 async def transition(
     conn: AsyncConnection[Any], action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
 ) -> dict[str, Any] | None:
-    """Move the campaign out of one of ``sources`` by ``action`` (:data:`MOVES`), noting ``reason``; the
-    campaign, or ``None`` when it was in none of them."""
+    """Move the campaign out of one of ``sources`` by ``action`` (:data:`MOVES`); the campaign, or ``None`` when
+    it was in none of them. ``reason``: why a pause happened (the system's pauses)."""
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(TRANSITION_SQL[action], {"id": campaign_id, "sources": list(sources), "reason": reason})
     return await cursor.fetchone()
@@ -220,18 +227,25 @@ async def transition(
 # -- sync (the start, the scheduler, the campaign runner, the sweep) -------------------------------------
 
 
-def get_sync(session: Session, campaign_id: int) -> dict[str, Any] | None:
-    """:func:`get` in the session's transaction."""
-    row = session.connection().exec_driver_sql(GET, {"id": campaign_id}).mappings().one_or_none()
-    return None if row is None else dict(row)
-
-
 def transition_sync(
     session: Session, action: str, campaign_id: int, sources: Sequence[str], reason: str | None = None
 ) -> dict[str, Any] | None:
-    """:func:`transition` in the session's transaction (a rule's pause, from the ingest worker or a sync)."""
+    """:func:`transition` in the session's transaction (the system's pauses: a rule or a quality flag, from the
+    ingest worker, a template sync or the scheduler)."""
     params = {"id": campaign_id, "sources": list(sources), "reason": reason}
     row = session.connection().exec_driver_sql(TRANSITION_SQL[action], params).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+def running_of_connections(session: Session, connection_ids: Sequence[int]) -> list[int]:
+    """The running campaigns of ``connection_ids``."""
+    rows = session.connection().exec_driver_sql(RUNNING_OF_CONNECTIONS, {"connections": list(connection_ids)})
+    return [int(row[0]) for row in rows]
+
+
+def get_sync(session: Session, campaign_id: int) -> dict[str, Any] | None:
+    """:func:`get` in the session's transaction."""
+    row = session.connection().exec_driver_sql(GET, {"id": campaign_id}).mappings().one_or_none()
     return None if row is None else dict(row)
 
 

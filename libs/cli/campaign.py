@@ -82,13 +82,16 @@ def render_status(campaign: dict[str, Any]) -> str:
     head = f"campaign {campaign['id']} {campaign['name']!r}: {campaign['status']}"
     if campaign["status"] == "scheduled" and campaign.get("start_at"):
         head += f" for {campaign['start_at']}"
-    if campaign.get("status_reason"):  # why a rule paused it (a template paused by Meta)
+    if campaign.get("status_reason") and campaign["status"] == "paused":  # why a rule or a quality flag paused it
         head += f" ({campaign['status_reason']})"
     counters = "  ".join(f"{name} {campaign[f'{name}_count']:,}" for name in COUNTERS)
     now = campaign.get("now") or {}
     states = "  ".join(f"{name} {count:,}" for name, count in now.items() if count)
     progress = float(campaign.get("progress") or 0.0)
     lines = [head, f"now: {states or 'no messages yet'}", f"totals: {counters}", f"{bar(progress)} {progress:6.1%}"]
+    budget = campaign.get("budget")
+    if budget:  # sends beyond the portfolio's messaging limit (libs.rules.budget)
+        lines.append(f"{budget['state']}: {budget['waiting']:,} send(s), room from {budget['frees_at'] or 'now'}")
     return "\n".join(lines)
 
 
@@ -231,7 +234,8 @@ def cmd_transition(args: argparse.Namespace, api: CampaignApi) -> int:
 def _show_new_status(args: argparse.Namespace, campaign: dict[str, Any]) -> int:
     def render(c: dict[str, Any]) -> str:
         when = f" for {c['start_at']}" if c["status"] == "scheduled" else ""
-        return f"campaign {c['id']}: {c['status']}{when}"
+        warnings = [f"\nwarning: {w['message']}" for w in c.get("warnings") or []]  # e.g. tier budget exceeded
+        return f"campaign {c['id']}: {c['status']}{when}" + "".join(warnings)
 
     print_result(campaign, args.json, render)
     return EXIT_OK

@@ -20,7 +20,8 @@ from libs.cli.output import EXIT_OK, UsageError, key_values, print_result, table
 COLUMNS = ("id", "company_id", "provider", "name", "status", "status_reason", "phone_number_id", "bridge_instance")
 #: Options → API fields, shared by ``create`` and ``patch``.
 FIELDS = ("name", "phone_number_id", "access_token", "waba_id", "display_phone_number", "bridge_url",
-          "bridge_instance", "bridge_api_key", "rate_per_second", "service_window")  # fmt: skip
+          "bridge_instance", "bridge_api_key", "rate_per_second", "service_window", "portfolio_id",
+          "messaging_limit")  # fmt: skip
 
 
 #: Options whose value ``-`` means "read it from standard input".
@@ -95,6 +96,10 @@ def _options(p: argparse.ArgumentParser, *, create: bool) -> None:
     p.add_argument("--bridge-url", help="baileys: the bridge's base URL")
     p.add_argument("--bridge-api-key", help="baileys: the bridge's API key (secret; never printed; - reads stdin)")
     p.add_argument("--rate-per-second", type=int, metavar="N", help="send rate limit of this number")
+    p.add_argument("--portfolio-id", help="meta: the business portfolio sharing this number's messaging limit")
+    p.add_argument(
+        "--messaging-limit", type=int, metavar="N", help="meta: override the portfolio's messaging limit (per 24 h)"
+    )
     p.add_argument(
         "--service-window",
         choices=("enforce", "off"),

@@ -24,6 +24,7 @@ from libs.cli import (
     endpoints,
     events,
     keys,
+    limits,
     message,
     migrate,
     optouts,
@@ -43,6 +44,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     dev.register,  # dev up|seed|webhook
     company.register,  # company create|list
     connection.register,  # connection create|list|patch|webhook-secret
+    limits.register,  # limits
     message.register,  # message ID
     stats.register,  # stats, job, top
     campaign.register,  # campaign create|import|start|pause|resume|cancel|status|list

@@ -21,7 +21,8 @@ from libs.events.outbox_store import SET_CONNECTION_STATUS
 
 #: Every column but the secrets, plus whether each secret is set.
 COLUMNS = """id, company_id, name, provider, status, status_reason, phone_number_id, waba_id, display_phone_number,
-bridge_url, bridge_instance, rate_per_second, service_window, webhook_key, created_at, updated_at,
+bridge_url, bridge_instance, rate_per_second, service_window, portfolio_id, messaging_limit, messaging_tier,
+quality_rating, throughput_level, quality_event, quality_updated_at, webhook_key, created_at, updated_at,
 access_token IS NOT NULL AS has_access_token, bridge_api_key IS NOT NULL AS has_bridge_api_key,
 webhook_secret IS NOT NULL AS has_webhook_secret"""
 #: The encrypted columns.
@@ -43,6 +44,8 @@ INSERTED = (
     "webhook_key",
     "webhook_secret",
     "service_window",
+    "portfolio_id",
+    "messaging_limit",
 )
 #: The columns a patch may change (its status goes through :data:`SET_STATUS`).
 PATCHABLE = frozenset(
@@ -57,6 +60,8 @@ PATCHABLE = frozenset(
         "webhook_key",
         "webhook_secret",
         "service_window",
+        "portfolio_id",
+        "messaging_limit",
     }
 )
 

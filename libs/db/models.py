@@ -162,6 +162,7 @@ class Connection(Base):
             postgresql_where=text("webhook_key IS NOT NULL"),
         ),
         CheckConstraint("service_window IN ('enforce', 'off')", name="ck_connections_service_window"),
+        CheckConstraint("messaging_limit IS NULL OR messaging_limit >= 0", name="ck_connections_messaging_limit"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -190,6 +191,16 @@ class Connection(Base):
     rate_per_second: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
     #: ``enforce``: free-form messages only inside the 24 h customer-service window (Meta); ``off``: test numbers.
     service_window: Mapped[str] = mapped_column(String(16), default="enforce", server_default="enforce")
+    #: Meta's messaging limit (:mod:`libs.rules.budget`): the business portfolio whose limit this number shares
+    #: (empty: its own), an operator's override of that limit, and what Meta last said of the number — its
+    #: limit tier (``TIER_2K``…), quality rating (GREEN/YELLOW/RED), throughput level and last quality event.
+    portfolio_id: Mapped[str | None] = mapped_column(String(64))
+    messaging_limit: Mapped[int | None] = mapped_column(Integer)
+    messaging_tier: Mapped[str | None] = mapped_column(String(32))
+    quality_rating: Mapped[str | None] = mapped_column(String(16))
+    throughput_level: Mapped[str | None] = mapped_column(String(32))
+    quality_event: Mapped[str | None] = mapped_column(String(64))
+    quality_updated_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
 
@@ -397,7 +408,7 @@ class Campaign(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
-    #: Why a rule paused it (a template paused or disabled by Meta); ``None`` otherwise.
+    #: Why the system paused it (a template paused or disabled by Meta, a quality flag); ``None`` otherwise.
     status_reason: Mapped[str | None] = mapped_column(Text)
 
 

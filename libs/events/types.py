@@ -173,7 +173,8 @@ class CampaignStatusData(_Data):
     connection_id: int
     name: str
     status: Literal["scheduled", "started", "paused", "resumed", "completed", "cancelled"]
-    #: Why a rule paused it (a template paused or disabled by Meta); ``None`` for a pause by a user.
+    #: Why zapq paused it (a template Meta paused or disabled; its number flagged: quality RED, a throughput
+    #: downgrade); ``None`` for a pause by a user and for every other status.
     reason: str | None = None
     start_at: dt.datetime | None
     counters: CampaignCounters

@@ -77,6 +77,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     #: Inbound media messages stored now: their files are fetched by ``media`` jobs once this commits.
     media: list[int] = field(default_factory=list)
+    #: Sentry messages for after the commit (a number flagged by Meta: :mod:`libs.rules.quality`).
+    alerts: list[str] = field(default_factory=list)
 
     @property
     def items(self) -> int:

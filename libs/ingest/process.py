@@ -21,8 +21,11 @@ from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta, write_pending
 from libs.ingest.unmatched import merge_notes
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
+from libs.rules import quality
+from libs.rules.quality import apply_account_updates
 from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
+from libs.whatsapp.meta_account import parse_account_updates
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,13 @@ def _apply(
     """Apply one webhook body (``only``: just the kept messages of those numbers)."""
     payload = without_nul(bytes(body))
     if source == WebhookSource.META:
-        return apply_meta(session, parse_meta_webhook(payload), connections, only=only)
+        batch = parse_meta_webhook(payload)
+        outcome = apply_meta(session, batch, connections, only=only)
+        if batch.skipped_changes and only is None:  # account changes (quality, capability) ride in the same body
+            quality = apply_account_updates(session, parse_account_updates(payload))
+            outcome.connection_changes += quality.updated
+            outcome.alerts += quality.alerts
+        return outcome
     return apply_baileys(session, parse_baileys_events(payload), only=only)
 
 
@@ -96,6 +105,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         if applied is None:
             return None
         _mark(session, [(webhook_id, applied)])
+    quality.report(applied.outcome.alerts)
     return applied.outcome
 
 
@@ -126,6 +136,7 @@ def process_webhooks(
             _mark(session, done)
     if media is not None:  # committed: the stored inbound media messages' files may be fetched now
         media.extend(m for _, applied in done for m in applied.outcome.media)
+    quality.report(alert for _, applied in done for alert in applied.outcome.alerts)
     return len(done)
 
 

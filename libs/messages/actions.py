@@ -42,8 +42,9 @@ from libs.connections import store as connections
 from libs.enqueue import enqueue_many_async
 from libs.messages import store
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
+from libs.rules import limits, limits_store, window
 from libs.rules import store as rules_store
-from libs.rules import window
+from libs.rules.budget import Budget
 from libs.rules.reasons import OPTED_OUT
 from libs.sending.jobs import send_job, send_job_id
 from libs.templates import catalogue
@@ -101,7 +102,7 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
     return connection_id
 
 
-async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
+async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> dict[str, Any] | None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
     outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
     company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
@@ -120,6 +121,21 @@ async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
                 "window may reach it"
             )
             raise RuleViolationError(OPTED_OUT, text, transactional=new.transactional, window_open=in_window)
+    return state
+
+
+async def _count_toward_budget(conn: Any, redis: aioredis.Redis, namespace: str, connection_id: int, to: str) -> None:
+    """Count a business-initiated direct send (a template outside the window) in its portfolio's messaging-limit
+    budget (:mod:`libs.rules.budget`): Meta counts it, so campaigns get that much less. Never refused or held; a
+    Redis failure here loses one count, not the message."""
+    try:
+        portfolio = limits.resolve(await limits_store.portfolio_async(conn, connection_id))
+        if portfolio is not None:
+            await Budget(namespace).count_direct_async(redis, portfolio.key, to)
+    except Exception:
+        logger.warning(
+            "a direct send to connection %s was not counted in its tier budget", connection_id, exc_info=True
+        )
 
 
 async def create_message(
@@ -138,7 +154,7 @@ async def create_message(
         if key is not None and (row := await store.by_idempotency_key(conn, new.company_id, key)) is not None:
             return row, False
         connection_id = await _connection_for(conn, new)
-        await _check_rules(conn, new, connection_id)
+        state = await _check_rules(conn, new, connection_id)
         if new.template is not None and templates is not None:
             await catalogue.check(templates, conn, connection_id, new.template, new.template.get("components") or [])
         payload = {"template": new.template} if new.template is not None else {}
@@ -168,6 +184,8 @@ async def create_message(
             existing = await store.by_idempotency_key(conn, new.company_id, key)
             assert existing is not None
             return existing, False
+        if new.template is not None and not (state is not None and state["open"]):
+            await _count_toward_budget(conn, redis, namespace, connection_id, new.to)
     return row, True
 
 

@@ -18,6 +18,7 @@ from libs.media.storage import storage_from_settings
 from libs.outbound import AddressGuard
 from libs.providers.transport import provider_http_client
 from libs.redis_clients import async_redis_client
+from libs.rules.budget import Budget
 from libs.secrets import Secrets
 from libs.sending.holds import release_ended_async
 from libs.sending.media_ref import MediaResolver
@@ -56,6 +57,7 @@ class SenderResources(Middleware):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.budget = Budget.from_settings(settings)
         self._context: SenderContext | None = None
         self._lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -111,12 +113,15 @@ class SenderResources(Middleware):
                 logger.warning("could not flush provider metrics", exc_info=True)
 
     async def _release_holds(self, context: SenderContext) -> None:
-        """Release held sends whose hold ended, and those past the maximum age, about every ``HOLD_POLL_S``."""
+        """Release held sends whose hold ended, and those past the maximum age, and campaign sends waiting for
+        messaging-limit budget as room frees up (:mod:`libs.rules.budget`), about every ``HOLD_POLL_S``."""
         failing = False
         while True:
             await asyncio.sleep(HOLD_POLL_S)
             try:
                 await release_ended_async(context.pool, context.throttle.client, context.holds)
+                if context.lanes is not None:  # campaign sends waiting for tier budget, as room frees up
+                    await self.budget.release_async(context.throttle.client, context.lanes)
             except Exception:  # Postgres or Redis unavailable: the next poll (or the scheduler's sweep) does it
                 if not failing:
                     logger.warning("could not check held sends", exc_info=True)

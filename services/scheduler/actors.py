@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+import httpx
 from periodiq import cron
 
 from libs import contracts
@@ -19,6 +20,8 @@ from libs.ingest.sweep import sweep_webhooks as sweep
 from libs.media import actions as media
 from libs.media import fetch as media_fetch
 from libs.media.storage import storage_from_settings
+from libs.rules import tiers
+from libs.rules.budget import Budget
 from libs.secrets import Secrets
 from libs.sending import holds
 from libs.sending.sweep import sweep_sends as sweep_send_jobs
@@ -28,6 +31,8 @@ from services.scheduler import broker, resources, settings
 
 #: An inbound media message still without its file after this long lost its job (retries end within ~10 min).
 MEDIA_SWEEP_GRACE_S = 1_800
+#: The Graph API reads of the hourly refresh: fail fast, never hang the maintenance queue.
+GRAPH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 @dramatiq.actor(
@@ -130,9 +135,27 @@ def finish_campaigns() -> None:
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)
 def unpark_campaigns() -> None:
-    """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed)."""
+    """Every minute: release the parked sends of campaigns no longer paused (if a resume's own unpark failed),
+    and campaign sends waiting for tier budget as room freed up (the senders do this every second)."""
     lanes = Lanes(settings.redis_namespace, buffer=settings.campaign_feed_buffer)
     campaigns.unpark_campaigns(resources.db, broker.client, lanes)
+    budget = Budget.from_settings(settings)
+    tiers.refresh_limits(resources.db, broker.client, budget)  # a changed tier or override frees waiting sends
+    budget.release(broker.client, lanes)
+
+
+@dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("17 * * * *"), time_limit=300_000)
+def refresh_meta_fields() -> None:
+    """Every hour: each Meta number's messaging-limit tier, quality rating and throughput from the Graph API (a
+    number newly RED or downgraded pauses its campaigns, as the quality webhook does)."""
+    with httpx.Client(timeout=GRAPH_TIMEOUT) as http:
+        tiers.refresh_from_meta(
+            resources.db,
+            http,
+            graph_url=settings.meta_graph_url,
+            api_version=settings.meta_api_version,
+            secrets=Secrets(settings.secrets_key_list),
+        )
 
 
 @dramatiq.actor(queue_name=contracts.MAINTENANCE, periodic=cron("* * * * *"), time_limit=120_000)

@@ -17,6 +17,7 @@ from libs.campaigns.expand import expand_batch
 from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import CampaignRecipient, Message, MessageStatus
+from libs.rules.budget import Budget
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 from tests.helpers import queue_length
@@ -68,6 +69,7 @@ def test_a_campaign_is_created_as_draft(api: TestClient, company: dict[str, Any]
     got = api.get(f"/api/campaigns/{campaign['id']}").json()
     assert got.pop("now") == {"pending": 0, "queued": 0, "sending": 0, "sent": 0, "delivered": 0, "read": 0,
                               "failed": 0, "cancelled": 0}  # fmt: skip
+    assert got.pop("budget") is None  # nothing waits for tier budget
     assert got == campaign
     template = make_campaign(
         api, company, text=None, template={"name": "promo", "language": "pt_BR", "variables": ["name"]}
@@ -300,3 +302,44 @@ def test_now_counts_the_messages_in_each_status_at_this_moment(
     assert (now["pending"], now["queued"], now["sent"], now["failed"], now["delivered"]) == (6, 2, 1, 1, 0)
     listed = next(c for c in api.get("/api/campaigns").json() if c["id"] == campaign["id"])
     assert listed["now"] == now
+
+
+def test_a_start_over_the_tier_budget_warns_and_the_campaign_shows_what_waits(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings, db: Database
+) -> None:
+    # Given a number whose portfolio may reach 4 new people per 24 h (an operator's override) and 10 recipients
+    connection = company["connection"]
+    patched = api.patch(f"/api/connections/{connection['id']}", json={"messaging_limit": 4, "portfolio_id": "acme"})
+    assert patched.status_code == 200 and patched.json()["messaging_limit"] == 4
+    campaign = make_campaign(api, company)
+    upload(api, campaign["id"], csv_rows(10))
+    # When it starts
+    started = api.post(f"/api/campaigns/{campaign['id']}/start")
+    # Then it runs, with a warning (not an error) saying when it will finish at that pace
+    assert started.status_code == 200 and started.json()["status"] == "running"
+    [warning] = started.json()["warnings"]
+    assert warning["code"] == "tier_budget" and warning["remaining"] == 4 and warning["limit"] == 4
+    assert warning["finishes_at"] > "2026" and "wait for tier budget" in warning["message"]
+    # When it fans out, the campaign shows the 6 sends waiting for tier budget and when room frees up
+    with db.session() as session:
+        recipient_ids = (
+            session.execute(select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign["id"]))
+            .scalars()
+            .all()
+        )
+    batch = contracts.ExpandCampaignBatch(campaign["id"], min(recipient_ids), max(recipient_ids))
+    expand_batch(db, broker.client, Lanes(settings.redis_namespace), batch)
+    shown = api.get(f"/api/campaigns/{campaign['id']}").json()["budget"]
+    assert shown["state"] == "waiting for tier budget" and shown["waiting"] == 6 and shown["frees_at"] > "2026"
+    # When it is cancelled, its waiting sends are dropped with it
+    assert api.post(f"/api/campaigns/{campaign['id']}/cancel").json()["status"] == "cancelled"
+    assert api.get(f"/api/campaigns/{campaign['id']}").json()["budget"] is None
+    names = Budget(settings.redis_namespace).names
+    assert broker.client.hlen(names.entries) == broker.client.hlen(names.waiting_rows) == 0
+    # And a Baileys connection cannot be given a messaging limit
+    refused = api.post(
+        "/api/connections",
+        json={"company_id": company["id"], "provider": "baileys", "bridge_url": "http://bridge", "bridge_instance": "x",
+              "bridge_api_key": "k", "messaging_limit": 10},
+    )  # fmt: skip
+    assert refused.status_code == 422

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from starlette.testclient import TestClient
 
 from libs import contracts
 from libs.db.engine import Database
 from libs.db.models import Direction, Message, MessageStatus
+from libs.rules.budget import Budget
 from libs.settings import Settings
 from tests.api.conftest import make_company, make_connection
 from tests.helpers import queue_length
@@ -173,3 +174,25 @@ def test_contact_names_the_other_party_in_both_directions(
     by_direction = {m["direction"]: m for m in page}
     assert by_direction["in"]["contact"] == by_direction["in"]["recipient"] == "5511911112222"
     assert by_direction["out"]["contact"] == sent["contact"] == "5511933334444"
+
+
+def test_direct_template_sends_count_toward_the_tier_budget_but_are_never_held(
+    api: TestClient, company: dict[str, Any], broker: Any, settings: Settings, db: Database
+) -> None:
+    # Given a number whose portfolio may reach 1 new person per 24 h, and a customer who wrote an hour ago
+    connection = company["connection"]
+    assert api.patch(f"/api/connections/{connection['id']}", json={"messaging_limit": 1}).status_code == 200
+    with db.session() as session:
+        session.execute(
+            text("INSERT INTO service_windows VALUES (:c, '5511977776666', now() - interval '1 hour')"),
+            {"c": connection["id"]},
+        )
+    template = {"name": "order_update", "language": "en_US", "components": []}
+    # When three templates go to two people outside their window and one to the customer inside it
+    for to in ("14155550100", "14155550101", "14155550100", "5511977776666"):
+        response = api.post("/api/messages", json={"company_id": company["id"], "to": to, "template": template})
+        # Then each is queued at once: a direct send is never held for the budget
+        assert response.status_code == 201, response.text
+    # And the portfolio counted the two people outside their window once each (over the limit: Meta counts them)
+    budget = Budget.from_settings(settings)
+    assert budget.reached(broker.client, f"c-{connection['id']}")[0] == 2

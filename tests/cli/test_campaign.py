@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.cli.campaign import UploadProgress
+from libs.cli.campaign import UploadProgress, render_status
 from libs.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from libs.ops.processes import free_port
 from tests.cli.conftest import zapq
@@ -216,3 +216,18 @@ def test_the_progress_bar_is_redrawn_in_place_on_a_terminal() -> None:
     assert len(frames) >= 3 and terminal.getvalue().endswith("\n")
     assert frames[0].startswith("[" + "#" * 15 + "-" * 15 + "]  50%  0.5 kB / 1.0 kB")
     assert frames[-1].startswith("[" + "#" * 30 + "] 100%") and "rows/s" in frames[-1]
+
+
+def test_status_shows_sends_waiting_for_tier_budget_and_a_quality_pause() -> None:
+    # Given a campaign paused by a quality flag, with sends waiting for tier budget (as the API answers it)
+    campaign = {
+        "id": 7, "name": "Promo", "status": "paused", "status_reason": "Meta quality rating RED", "progress": 0.5,
+        "now": {"sent": 1000, "queued": 500}, "recipients_count": 1500, "queued_count": 1500, "sent_count": 1000,
+        "delivered_count": 0, "read_count": 0, "failed_count": 0, "suppressed_count": 0,
+        "budget": {"state": "waiting for tier budget", "waiting": 500, "frees_at": "2026-12-08T02:00:00Z"},
+    }  # fmt: skip
+    # When it is rendered
+    text = render_status({name: value for name, value in campaign.items()})
+    # Then both show
+    assert "paused (Meta quality rating RED)" in text
+    assert "waiting for tier budget: 500 send(s), room from 2026-12-08T02:00:00Z" in text

@@ -27,7 +27,8 @@ Every answer waits ``latency_ms`` first. Control: ``GET/POST /_fake/config`` (PO
 ``forced_errors`` list is appended to the queue), ``POST /_fake/reset``, ``GET /_fake/sends``,
 ``GET /_fake/webhooks``, ``GET /_fake/health``, ``POST /_fake/inbound``, ``GET /_fake/calls`` (every
 ``/messages`` request seen, accepted or not). Templates (the WABA's catalogue, template sends checked against
-it, status webhooks): :mod:`tests.fakes.meta_templates`.
+it, status webhooks): :mod:`tests.fakes.meta_templates`. Phone-number fields (``GET /{version}/{phone_number_id}``)
+and quality / capability webhooks (``POST /_fake/quality``, ``/_fake/capability``): :mod:`tests.fakes.meta_quality`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.fakes import meta_templates
+from tests.fakes import meta_quality, meta_templates
 from tests.fakes import meta_wire as wire
 from tests.fakes.common import (
     HANG_MS_DEFAULT,
@@ -61,6 +62,11 @@ from tests.fakes.common import (
 from tests.fakes.meta_media import MetaMediaFake, media_routes
 
 DEFAULT_TOKEN = "fake-meta-token"
+#: The Graph API path of one object, as the media and quality fakes declare it (a media id, a phone number id),
+#: and as this app serves it (one route for both: :func:`create_app`).
+MEDIA_PATH = "/{version}/{media_id}"
+NUMBER_PATH = "/{version}/{phone_number_id}"
+OBJECT_ROUTE = "/{version}/{object_id}"
 DEFAULT_RATE_PER_SECOND = 80
 
 
@@ -87,6 +93,10 @@ class MetaFakeConfig:
     record_payloads: bool = True
     #: Meta's customer-service window in seconds (86,400); ``None``: free-form messages are always accepted.
     service_window_s: float | None = None
+    #: Every number's fields until ``POST /_fake/quality`` changes one (:mod:`tests.fakes.meta_quality`).
+    quality_rating: str = "GREEN"
+    messaging_limit_tier: str = "TIER_2K"
+    throughput_level: str = "STANDARD"
 
 
 @dataclass
@@ -122,6 +132,8 @@ class MetaFake:
         self.calls = 0
         #: Each WABA's templates (``tests.fakes.meta_templates``): listed, and template sends checked against them.
         self.templates = meta_templates.TemplateCatalogues()
+        #: Fields changed per phone number id (:mod:`tests.fakes.meta_quality`).
+        self.numbers: dict[str, dict[str, Any]] = {}
 
     def reset(self) -> None:
         """Back to the start-up config with no sends, no forced errors and empty rate windows."""
@@ -133,6 +145,7 @@ class MetaFake:
         self.inbound.clear()
         self.calls = 0
         self.templates.clear()
+        self.numbers.clear()
 
     async def handle_send(self, request: Request) -> Response:
         """Answer one ``/messages`` call (see the module docstring for the order of checks)."""
@@ -274,8 +287,24 @@ def create_app(config: MetaFakeConfig | None = None) -> Starlette:
         *meta_templates.routes(fake),
     ]
     app = fake_app(fake, routes)
-    media = MetaMediaFake()  # the media API (tests/fakes/meta_media.py), after /_fake/*: its GET /{v}/{id} is wide
-    app.router.routes.extend(media_routes(media, fake))
+    media = MetaMediaFake()  # the media API (tests/fakes/meta_media.py)
+    extra = [*media_routes(media, fake), *meta_quality.routes(fake)]
+    lookup = next(r.endpoint for r in extra if r.path == MEDIA_PATH)
+    fields = next(r.endpoint for r in extra if r.path == NUMBER_PATH)
+    rest = [r for r in extra if r.path not in (MEDIA_PATH, NUMBER_PATH)]
+
+    async def graph_get(request: Request) -> Response:
+        """``GET /{version}/{id}``: a phone number's fields when ``fields=`` is asked for (zapq always asks),
+        else a media id's lookup — one path in the Graph API, two kinds of object."""
+        object_id = request.path_params["object_id"]
+        if "fields" in request.query_params:
+            request.path_params["phone_number_id"] = object_id
+            return await fields(request)
+        request.path_params["media_id"] = object_id
+        return await lookup(request)
+
+    # after /_fake/*: GET /{version}/{id} would match those paths too
+    app.router.routes.extend([*rest, Route(OBJECT_ROUTE, graph_get, methods=["GET"])])
     app.state.media = media
     return app
 

@@ -1,7 +1,7 @@
 """media: uploaded and fetched inbound media files (their bytes in the media storage)
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07
 
 * ``media``: one row per file zapq keeps — an upload (``POST /api/media``) or the file of an inbound media
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
