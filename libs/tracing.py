@@ -12,6 +12,13 @@ its span's context under the hashed wamid in Redis, :func:`remember_wamid`, for 
 An inbound message: ``POST /webhooks/<source>`` → ``webhook.store`` → (job) ``webhook.apply`` → ``message.received``
 / ``message.status``.
 
+Events: the span that writes an event (``message.received``, ``message.status``) notes it (:func:`note_event`);
+the notes of a transaction are written to Redis in one round trip before it commits (:func:`event_links`), keyed
+by the event's subject (type, wamid, status) hashed, for ``EVENT_TTL_S``. The event dispatcher reads them for the
+deliveries it claims (:func:`traceparents`) and makes each attempt an ``event.deliver`` span under the event's
+span — or, for a ``message.status`` written by the sender, under the send's (its wamid link). A delivery of an
+event no traced span wrote is not traced.
+
 Attributes carry hashed ids only (:func:`hashed`): never a phone number, a message's text or a token.
 """
 
@@ -19,7 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -38,6 +46,8 @@ from libs.batching import Coalescer
 WAMID_TTL_S = 7 * 86_400
 #: The W3C header and Dramatiq message option that carry a span's context.
 TRACEPARENT = "traceparent"
+#: How long an event's deliveries can find the span that wrote it (its retries run for about 28 h).
+EVENT_TTL_S = 2 * 86_400
 
 _tracer: trace.Tracer | None = None
 _provider: TracerProvider | None = None
@@ -45,6 +55,8 @@ _provider: TracerProvider | None = None
 _wamids: tuple[Any, str] | None = None
 _propagator = TraceContextTextMapPropagator()
 _NOOP = contextlib.nullcontext()
+#: The events noted in this thread's open :func:`event_links` block: (subject digest, traceparent).
+_noted = threading.local()
 
 
 def enabled() -> bool:
@@ -242,3 +254,60 @@ def traceparent_of_wamid(wamid: str) -> str | None:
     except Exception:  # tracing never fails the work it traces
         return None
     return value.decode() if isinstance(value, bytes) else value
+
+
+def event_key(namespace: str, *subject: object) -> str:
+    """Where the context of the span that wrote the event ``subject`` (type, wamid[, status]) is kept."""
+    return keys.trace_of_event(namespace, hashed("\x1f".join(str(part) for part in subject)))
+
+
+def note_event(*subject: object) -> None:
+    """The current span wrote the event ``subject`` (type, wamid[, status]): its deliveries join this trace.
+
+    Kept in memory until the enclosing :func:`event_links` block ends (nothing outside one, nothing while
+    tracing is off or the span is not sampled)."""
+    if _tracer is None or _wamids is None:
+        return
+    pending: list[tuple[str, str]] | None = getattr(_noted, "pending", None)
+    if pending is None or not trace.get_current_span().is_recording():
+        return
+    traceparent = current_traceparent()
+    if traceparent:
+        pending.append((event_key(_wamids[1], *subject), traceparent))
+
+
+@contextlib.contextmanager
+def _collect_events() -> Iterator[None]:
+    assert _wamids is not None
+    pending: list[tuple[str, str]] = []
+    _noted.pending = pending
+    try:
+        yield
+    finally:
+        _noted.pending = None
+    if pending:  # the block ended without an error: write before the caller commits the events
+        client = _wamids[0]
+        with contextlib.suppress(Exception):  # a lost link loses the delivery spans, never the work
+            pipe = client.pipeline(transaction=False)
+            for key, traceparent in pending:
+                pipe.set(key, traceparent, ex=EVENT_TTL_S)
+            pipe.execute()
+
+
+def event_links() -> contextlib.AbstractContextManager[Any]:
+    """A block whose :func:`note_event` calls are written to Redis in one round trip when it ends without an
+    error — end it before committing the events (the shared no-op while tracing is off or wamids not followed)."""
+    if _tracer is None or _wamids is None:
+        return _NOOP
+    return _collect_events()
+
+
+async def traceparents(client: Any, keys_: Sequence[str]) -> list[str | None]:
+    """The contexts kept under ``keys_`` (one ``MGET``; all None on a Redis error or while tracing is off)."""
+    if _tracer is None or not keys_:
+        return [None] * len(keys_)
+    try:
+        values = await client.mget(list(keys_))
+    except Exception:  # tracing never fails the work it traces
+        return [None] * len(keys_)
+    return [value.decode() if isinstance(value, bytes) else value for value in values]

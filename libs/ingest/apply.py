@@ -31,12 +31,13 @@ from sqlalchemy.orm import Session
 from libs.connections import store as connections_store
 from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
+from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS
 from libs.ingest import unmatched
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
-from libs.tracing import span, status_span
+from libs.tracing import note_event, span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -245,6 +246,7 @@ def apply_meta(
             attributes={"zapq.type": str(item.type)},
         ):
             _store_message(session, outcome, values, _meta_received(values, item, name))
+            note_event(MESSAGE_RECEIVED, item.wamid)
         if item.type not in NOT_FROM_CUSTOMER:
             rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
         if item.type == "text":
@@ -259,6 +261,7 @@ def apply_meta(
             continue
         with status_span(status.wamid, str(status.status)):
             outcome.count_status(apply_status(session, _meta_status(status, key[1])))
+            note_event(MESSAGE_STATUS, status.wamid, status.status)
     for error in batch.system_errors:
         outcome.skipped += 1
         outcome.notes.append(f"system error {error.code}: {error.title}")

@@ -21,7 +21,7 @@ from libs.ingest import store
 from libs.ingest.apply import ConnectionCache, Outcome, apply_baileys, apply_meta
 from libs.ingest.unmatched import merge_notes
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
-from libs.tracing import span
+from libs.tracing import event_links, span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        with span("webhook.apply", ids={"zapq.webhook": webhook_id}):
+        with event_links(), span("webhook.apply", ids={"zapq.webhook": webhook_id}):
             applied = _apply_row(session, row)
         if applied is None:
             return None
@@ -110,12 +110,13 @@ def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int
         rows = store.lock_many(session, webhook_ids)
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
-        for webhook_id, *row in rows:
-            parent = traces(webhook_id) if traces is not None else None
-            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
-                applied = _apply_row(session, row, connections)
-            if applied is not None:
-                done.append((webhook_id, applied))
+        with event_links():  # the events' trace links, written in one round trip before the commit
+            for webhook_id, *row in rows:
+                parent = traces(webhook_id) if traces is not None else None
+                with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
+                    applied = _apply_row(session, row, connections)
+                if applied is not None:
+                    done.append((webhook_id, applied))
         if done:
             _mark(session, done)
     return len(done)
