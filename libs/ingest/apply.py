@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from libs.connections import store as connections_store
 from libs.contacts import store as contacts_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
 from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS
-from libs.ingest import unmatched
+from libs.ingest import metrics, unmatched
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
@@ -71,6 +72,8 @@ class Outcome:
     kept: int = 0
     unmatched: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Inbound messages stored, by company, connection and type (:mod:`libs.ingest.metrics`).
+    received: Counter[str] = field(default_factory=Counter)
 
     @property
     def items(self) -> int:
@@ -148,6 +151,8 @@ def _store_message(
         outcome.duplicates += 1
         return
     outcome.stored += 1
+    if values["direction"] == Direction.INBOUND:
+        outcome.received[metrics.field(values["company_id"], values["connection_id"], values["type"])] += 1
 
 
 def received_data(

@@ -98,8 +98,10 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     return applied.outcome
 
 
-def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None) -> int:
-    """Apply a group of webhooks in **one** transaction; returns how many were applied.
+def process_webhooks(
+    db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None
+) -> list[Outcome]:
+    """Apply a group of webhooks in **one** transaction; returns the outcomes of those applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
     written with their changes), with one lock statement, one mark statement and one commit for the whole
@@ -119,7 +121,7 @@ def process_webhooks(db: Database, webhook_ids: list[int], traces: Callable[[int
                     done.append((webhook_id, applied))
         if done:
             _mark(session, done)
-    return len(done)
+    return [applied.outcome for _, applied in done]
 
 
 def process_group(
@@ -127,20 +129,22 @@ def process_group(
     webhook_ids: list[int],
     process_each: Callable[[list[int]], None],
     traces: Callable[[int], str | None] | None = None,
-) -> None:
-    """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails.
+) -> list[Outcome]:
+    """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails;
+    the outcomes of the webhooks applied (none after a fallback).
 
     A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
     that cannot be parsed or applied — hands every webhook of the group on, so the bad one fails alone.
     Nothing of the group was applied then (one transaction).
     """
     try:
-        process_webhooks(db, webhook_ids, traces)
+        return process_webhooks(db, webhook_ids, traces)
     except DependencyUnavailableError:
         raise
     except Exception as exc:
         logger.info("group of %d webhooks failed (%s): processing them one by one", len(webhook_ids), exc)
         process_each(webhook_ids)
+        return []
 
 
 #: A ``\\u0000`` or a ``\\ud800``–``\\udfff`` escape (paired or not: telling them apart needs the parse).

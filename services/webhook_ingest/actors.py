@@ -8,7 +8,7 @@ from dramatiq.middleware import CurrentMessage
 from libs import contracts
 from libs.enqueue import enqueue_many
 from libs.errors import PermanentError
-from libs.ingest import process
+from libs.ingest import metrics, process
 from libs.middleware.retry import is_final_attempt
 from libs.middleware.tracing import TraceContext
 from services.webhook_ingest import broker, resources, settings
@@ -22,11 +22,13 @@ from services.webhook_ingest import broker, resources, settings
 def process_webhook(webhook_id: int) -> None:
     """Parse and apply one stored webhook; on its last failure the row is marked failed."""
     try:
-        process.process_webhook(resources.db, webhook_id)
+        outcome = process.process_webhook(resources.db, webhook_id)
     except Exception as exc:
         if isinstance(exc, PermanentError) or is_final_attempt(broker, CurrentMessage.get_current_message()):
             process.mark_failed(resources.db, webhook_id, f"{type(exc).__name__}: {exc}")
         raise
+    if outcome is not None:
+        metrics.record(broker.client, settings.redis_namespace, [outcome.received])
 
 
 @dramatiq.actor(
@@ -37,7 +39,8 @@ def process_webhook(webhook_id: int) -> None:
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
     message = CurrentMessage.get_current_message()
-    process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
+    outcomes = process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
+    metrics.record(broker.client, settings.redis_namespace, [outcome.received for outcome in outcomes])
 
 
 def _process_each(webhook_ids: list[int]) -> None:
