@@ -121,14 +121,16 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and
         lambda done: len(delivery_of(done, "message.status")) == 2,  # "sent" (by the sender), "delivered"
     )
 
-    # Then one trace runs POST → enqueue → send (throttle wait, provider call) → the status
+    # Then one trace runs POST → enqueue → send (throttle acquired, provider call) → the status
     post = one(finished, "POST /api/messages")
     assert post.parent is None
     enqueue = one(finished, "message.enqueue")
     send = one(finished, "message.send")
     assert child_of(enqueue, post) and child_of(send, enqueue)
-    throttle, provider = one(finished, "throttle.wait"), one(finished, "provider.send")
-    assert child_of(throttle, send) and child_of(provider, send)
+    provider = one(finished, "provider.send")
+    assert child_of(provider, send)
+    assert [e.name for e in send.events] == ["throttle.acquired"]  # an event on the send, not a span of its own
+    assert provider.start_time >= send.events[0].timestamp
     assert provider.attributes is not None and provider.attributes["http.response.status_code"] == 200
     status = one(finished, "message.status")
     assert child_of(status, send), "the status webhook joins the message's trace through its wamid"
@@ -232,3 +234,26 @@ def test_tracing_off_creates_no_span_and_stamps_no_option(
     assert tracing.event_links() is tracing.span("anything")  # no event is noted, nothing is written
     [row] = prepared([contracts.SEND_NORMAL.message(contracts.SendMessage(1))])
     assert tracing.TRACEPARENT not in row.message.options and b"traceparent" not in row.data
+
+
+def test_a_trace_sampled_out_makes_no_span_even_below_it(spans: InMemorySpanExporter) -> None:
+    # Given a job whose message was sampled out (its traceparent's flags 00)
+    unsampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    # When the job opens its span and spans inside it
+    with tracing.span("message.send", parent=unsampled, ids={"zapq.message": 1}):
+        assert tracing.current_traceparent() == unsampled  # the context still travels on (e.g. to a new job)
+        with tracing.span("provider.send"):
+            tracing.event("throttle.acquired", ids={"zapq.connection": 2})
+        with tracing.span("any.child", ids={"zapq.wamid": "w"}):
+            pass
+    # Then nothing is recorded and no root trace is started below it
+    assert list(spans.get_finished_spans()) == []
+    assert tracing.current_traceparent() is None
+
+
+def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError), tracing.span("message.send"):
+        raise ValueError(f"bad number {PHONE}")
+    [failed] = spans.get_finished_spans()
+    assert not failed.status.is_ok and failed.status.description == "ValueError"
+    assert not failed.events  # no exception event: its message may carry a phone number or a text
