@@ -7,8 +7,11 @@ HTTP. Attributes never carry the phone number, the text or the token.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -85,6 +88,29 @@ def delivery_of(finished: list[ReadableSpan], event_type: str, status: str | Non
     return out
 
 
+def dump(name: str, finished: list[ReadableSpan]) -> None:
+    """With ``ZAPQ_TRACE_DUMP=<dir>``, write the spans as JSON for ``docs/trace_waterfall.py`` (the docs' pictures)."""
+    target = os.environ.get("ZAPQ_TRACE_DUMP")
+    if not target:
+        return
+    rows = [
+        {
+            "name": s.name,
+            "trace_id": f"{s.context.trace_id:032x}",
+            "span_id": f"{s.context.span_id:016x}",
+            "parent_id": f"{s.parent.span_id:016x}" if s.parent is not None else None,
+            "start": s.start_time,
+            "end": s.end_time,
+            "error": not s.status.is_ok,
+            "attributes": dict(s.attributes or {}),
+            "events": [{"name": e.name, "time": e.timestamp} for e in s.events],
+        }
+        for s in finished
+    ]
+    Path(target).mkdir(parents=True, exist_ok=True)
+    (Path(target) / f"{name}.json").write_text(json.dumps(rows, indent=1))
+
+
 def no_secrets(finished: list[ReadableSpan], *secrets: str) -> None:
     for span in finished:
         for key, value in (span.attributes or {}).items():
@@ -127,6 +153,7 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and
     enqueue = one(finished, "message.enqueue")
     send = one(finished, "message.send")
     assert child_of(enqueue, post) and child_of(send, enqueue)
+    assert not by_name(finished, "job send_message")  # an async job's span is its own (message.send), not two
     provider = one(finished, "provider.send")
     assert child_of(provider, send)
     assert [e.name for e in send.events] == ["throttle.acquired"]  # an event on the send, not a span of its own
@@ -148,6 +175,7 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and
     assert child_of(sent, send)
     assert {d.type for d in crm[0].received} == {"message.status"}
     no_secrets(finished, PHONE, TEXT, DEFAULT_TOKEN, wamid, crm[1])
+    dump("outbound", finished)
 
 
 def test_a_failed_send_records_the_meta_error_code(
@@ -195,6 +223,7 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert deliver.attributes is not None and deliver.attributes["zapq.event.type"] == "message.received"
     assert [d.type for d in crm[0].received] == ["message.received"]
     no_secrets(finished, PHONE, TEXT, wamid, crm[1])
+    dump("inbound", finished)
 
 
 def test_a_failed_event_delivery_and_its_retry_are_spans_of_the_message_trace(
