@@ -286,3 +286,61 @@ def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemoryS
     [failed] = spans.get_finished_spans()
     assert not failed.status.is_ok and failed.status.description == "ValueError"
     assert not failed.events  # no exception event: its message may carry a phone number or a text
+
+
+def test_a_delivery_finds_its_trace_by_its_event_then_by_the_wamid() -> None:
+    from libs.events.dispatch import trace_keys
+
+    status = {"type": "message.status", "data": {"external_id": "wamid.X", "status": "read"}}
+    assert trace_keys("ns", status) == (
+        tracing.event_key("ns", "message.status", "wamid.X", "read"),
+        tracing.wamid_key("ns", "wamid.X"),
+    )
+    received = {"type": "message.received", "data": {"external_id": "wamid.Y"}}
+    assert trace_keys("ns", received) == (tracing.event_key("ns", "message.received", "wamid.Y"),)
+    assert trace_keys("ns", {"type": "campaign.status", "data": {"campaign_id": 1}}) == ()
+    assert trace_keys("ns", {"type": "message.status", "data": {"external_id": None}}) == ()
+    # the keys hold the hashed wamid, never the wamid
+    assert "wamid" not in trace_keys("ns", status)[0].split("event")[-1]
+
+
+def test_a_redis_error_loses_the_delivery_spans_never_the_delivery(spans: InMemorySpanExporter) -> None:
+    import asyncio
+
+    class Broken:
+        async def mget(self, keys: list[str]) -> list[Any]:
+            raise ConnectionError("redis down")
+
+    assert asyncio.run(tracing.traceparents(Broken(), ["a", "b"])) == [None, None]
+    assert asyncio.run(tracing.traceparents(Broken(), [])) == []
+
+
+def test_tracing_off_reads_no_trace_link() -> None:
+    import asyncio
+
+    class Unused:
+        async def mget(self, keys: list[str]) -> list[Any]:
+            raise AssertionError("tracing is off: no Redis call")
+
+    assert not tracing.enabled()
+    assert asyncio.run(tracing.traceparents(Unused(), ["a"])) == [None]
+    tracing.note_event("message.received", "wamid.Z")  # nothing noted, nothing raised
+
+
+def test_event_links_are_written_only_when_their_block_succeeds(
+    settings: Settings, broker: Any, spans: InMemorySpanExporter
+) -> None:
+    ns = settings.redis_namespace
+    # Given a span that writes two events, one in a block that fails (its transaction rolls back)
+    with tracing.span("message.received"):
+        expected = tracing.current_traceparent()
+        with pytest.raises(RuntimeError), tracing.event_links():
+            tracing.note_event("message.received", "wamid.ROLLED")
+            raise RuntimeError("rolled back")
+        with tracing.event_links():
+            tracing.note_event("message.received", "wamid.KEPT")
+    # Then only the committed one's link is in Redis, with the span's context and an expiry
+    assert broker.client.get(tracing.event_key(ns, "message.received", "wamid.ROLLED")) is None
+    kept = tracing.event_key(ns, "message.received", "wamid.KEPT")
+    assert broker.client.get(kept).decode() == expected
+    assert 0 < broker.client.ttl(kept) <= tracing.EVENT_TTL_S
