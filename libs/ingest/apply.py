@@ -397,7 +397,15 @@ def _apply_upsert(
             reaction = {"message_id": event.reaction_to, "emoji": event.text, "removed": event.reaction_removed}
         context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
         received = received_data(values, contact_name=name, context=context, reaction=reaction)
-    _store_message(session, outcome, values, received)
+        with span(
+            "message.received",
+            ids={"zapq.wamid": event.key_id, "zapq.connection": connection_id},
+            attributes={"zapq.type": str(event.message_type)},
+        ):
+            _store_message(session, outcome, values, received)
+            note_event(MESSAGE_RECEIVED, event.key_id)
+    else:
+        _store_message(session, outcome, values, received)
     if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional
         rules_store.touch_window(session, connection_id, event.phone, _at(event.timestamp))
         if event.reaction_to is None:

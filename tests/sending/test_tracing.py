@@ -226,6 +226,38 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     dump("inbound", finished)
 
 
+def test_a_bridge_message_is_traced_to_its_event_delivery_too(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+    crm: tuple[CrmReceiver, str],  # noqa: F811 - fixture
+) -> None:
+    # Given a company with a Baileys-bridge connection and a CRM endpoint
+    company = f.company(db)
+    f.baileys_connection(db, company)
+    with TestClient(create_api(settings)) as api:
+        api.headers["authorization"] = f"Bearer {settings.api_token}"
+        make_endpoint(api, company, crm[1] + "/hooks", event_types=["message.received"])
+    # When the bridge posts a customer's message
+    data = {
+        "key": {"remoteJid": f"{PHONE}@s.whatsapp.net", "fromMe": False, "id": "3EBTRACE1"},
+        "pushName": "Maria",
+        "message": {"conversation": TEXT},
+        "messageType": "conversation",
+        "messageTimestamp": 1717000000,
+    }
+    with TestClient(create_edge(settings)) as client:
+        Ingest(Edge(client, settings), db, broker, worker).baileys(f.evolution("messages.upsert", data))
+    finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
+    # Then its delivery is a span under the message.received span, in the webhook's trace
+    received = one(finished, "message.received")
+    assert child_of(one(finished, "event.deliver"), received)
+    assert received.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
+    no_secrets(finished, PHONE, TEXT, "3EBTRACE1")
+
+
 def test_a_failed_event_delivery_and_its_retry_are_spans_of_the_message_trace(
     settings: Settings,
     db: Database,
