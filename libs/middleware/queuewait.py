@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
 from collections import Counter
 from typing import Any
 
@@ -44,6 +43,9 @@ def bucket_label(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
+_LABELS = tuple(bucket_label(bound) for bound in BUCKETS)
+
+
 def waited(message: Any, now_s: float) -> float:
     """Seconds ``message`` waited until ``now_s`` (from its ``eta`` when it had one, else its enqueue time)."""
     since_ms = message.options.get("eta") or message.message_timestamp
@@ -51,31 +53,32 @@ def waited(message: Any, now_s: float) -> float:
 
 
 class QueueWaits:
-    """In-process wait counts per queue, taken by each flush."""
+    """In-process waits per queue, counted into buckets by each flush (off the job's path).
+
+    :meth:`observe` only appends to a list (atomic under the GIL, no lock): ~0.3 µs per job start. A start
+    observed in the instant a flush swaps the list may be missed — monitoring is best effort."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._sums: dict[str, float] = {}
+        self._pending: list[tuple[str, float]] = []
 
     def observe(self, queue: str, seconds: float) -> None:
-        """Count one job of ``queue`` that waited ``seconds``."""
-        bound = BUCKETS[bisect.bisect_left(BUCKETS, seconds)]
-        with self._lock:
-            self._counts[f"{queue}|{bucket_label(bound)}"] += 1
-            self._counts[f"{queue}|count"] += 1
-            self._sums[queue] = self._sums.get(queue, 0.0) + seconds
+        """Note one job of ``queue`` that waited ``seconds``."""
+        self._pending.append((queue, seconds))
 
     def write(self, pipe: Any, keys: LifecycleKeys) -> bool:
-        """Add the counts since the last call to ``pipe`` (a Redis pipeline); False when there were none."""
-        with self._lock:
-            counts, sums = self._counts, self._sums
-            self._counts, self._sums = Counter(), {}
-        if not counts:
+        """Add the waits noted since the last call to ``pipe`` (a Redis pipeline); False when there were none."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return False
-        for field, count in counts.items():
-            pipe.hincrby(keys.queue_waits, field, count)
+        counts: Counter[tuple[str, int]] = Counter()
+        sums: dict[str, float] = {}
+        for queue, seconds in pending:
+            counts[(queue, bisect.bisect_left(BUCKETS, seconds))] += 1
+            sums[queue] = sums.get(queue, 0.0) + seconds
+        for (queue, index), count in counts.items():
+            pipe.hincrby(keys.queue_waits, f"{queue}|{_LABELS[index]}", count)
         for queue, total in sums.items():
+            pipe.hincrby(keys.queue_waits, f"{queue}|count", sum(n for (q, _), n in counts.items() if q == queue))
             pipe.hincrbyfloat(keys.queue_waits, f"{queue}|sum", total)
         return True
 
