@@ -57,6 +57,16 @@ def trace_of_wamid(namespace: str, digest: str) -> str:
     return f"{zapq_prefix(namespace)}trace{SEP}wamid{SEP}{digest}"
 
 
+def inbound_messages(namespace: str) -> str:
+    """Inbound messages stored, by company, connection and type (:mod:`libs.ingest.metrics`)."""
+    return f"{zapq_prefix(namespace)}inbound_messages"
+
+
+def trace_of_event(namespace: str, digest: str) -> str:
+    """The trace context of the span that wrote the event hashed to ``digest`` (:mod:`libs.tracing`)."""
+    return f"{zapq_prefix(namespace)}trace{SEP}event{SEP}{digest}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerKeys:
     """Dramatiq's own keys in one namespace (the layout of its ``dispatch.lua``)."""
@@ -180,6 +190,11 @@ class LifecycleKeys:
     def taken(self, queue: str) -> str:
         """Jobs of ``queue`` a worker started."""
         return f"{self.taken_prefix}{queue}"
+
+    @property
+    def queue_waits(self) -> str:
+        """The queue wait histograms of every queue (:mod:`libs.middleware.queuewait`)."""
+        return f"{self.prefix}queue_waits"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Read fresh on every scrape (one stats read of every queue, two grouped ledger queries, one grouped count of the
 messages failed by a WhatsApp rule in the last 24 h, one ``TIME`` and one ``ZCOUNT``: heartbeats are on Redis's
-clock) — nothing is kept in this process, so any API replica answers
+clock; the provider, queue-wait and inbound hashes) — nothing is kept in this process, so any API replica answers
 the same.
 """
 
@@ -18,8 +18,10 @@ from starlette.responses import Response
 
 from libs.api.http import context
 from libs.deadletters import store as dead_letters
+from libs.ingest import metrics as inbound_metrics
 from libs.keys import BrokerKeys
 from libs.messages import store as messages
+from libs.middleware import queuewait
 from libs.ops.stats import queue_stats_async
 from libs.rules.reasons import REASONS
 from libs.sending import metrics as provider_metrics
@@ -95,6 +97,7 @@ async def metrics(request: Request) -> Response:
         rules,
     ]
     families.extend(await _provider_families(ctx))
+    families.extend(await _flow_families(ctx))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))  # type: ignore[arg-type]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -129,3 +132,22 @@ async def _provider_families(ctx: Any) -> list[Metric]:
     for (company, connection), count in sorted(throttled.items()):
         waits.add_metric([company, connection], float(count))
     return [latency, errors, sends, waits]
+
+
+async def _flow_families(ctx: Any) -> list[Metric]:
+    """Queue wait time per queue (histogram, from every worker's starts) and inbound messages per type."""
+    waits = HistogramMetricFamily(
+        "zapq_queue_wait_seconds",
+        "Time from a job entering its queue (or its eta) to a worker starting it",
+        labels=["queue"],
+    )
+    for queue, data in (await queuewait.read(ctx.redis, ctx.namespace)).items():
+        waits.add_metric([queue], data["buckets"], data["sum"])
+    inbound = CounterMetricFamily(
+        "zapq_inbound_messages",
+        "Inbound messages stored, by company, connection and message type",
+        labels=["company", "connection", "type"],
+    )
+    for company, connection, message_type, count in await inbound_metrics.read(ctx.redis, ctx.namespace):
+        inbound.add_metric([company, connection, message_type], float(count))
+    return [waits, inbound]

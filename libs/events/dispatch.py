@@ -21,6 +21,7 @@ a dead pump and delivers them again (same ``webhook-id``): at least once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -40,12 +41,12 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from libs import contracts
+from libs import contracts, tracing
 from libs.batching import Coalescer
 from libs.events import signing, store
 from libs.events.client import EndpointClient
 from libs.events.kicks import Kicks
-from libs.events.types import event_id
+from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS, event_id
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ MAX_WAKE_S = 600.0
 RECHECK_S = 1.0
 #: How often a busy pump reloads its endpoint's settings (enabled, secret, limits) (seconds).
 RELOAD_S = 5.0
+#: The context manager of an attempt not traced (shared, no allocation).
+_UNTRACED = contextlib.nullcontext()
 #: Random spread added to each retry delay (a fraction of it), so a recovering endpoint is not stampeded.
 JITTER = 0.1
 
@@ -482,19 +485,63 @@ async def _claim(ctx: DispatcherContext, endpoint_id: int, limit: int) -> list[d
         return await cursor.fetchall()
 
 
-async def deliver_one(ctx: DispatcherContext, endpoint: Endpoint, claimed: dict[str, Any]) -> None:
-    """Attempt one claimed delivery and record the outcome (in a batch with the others)."""
+def trace_keys(namespace: str, claimed: dict[str, Any]) -> tuple[str, ...]:
+    """Where the trace of a claimed delivery's event may be kept, best first (:mod:`libs.tracing`): the span
+    that wrote the event, then — for a ``message.status`` — the send of its wamid. Empty: not traceable."""
+    data, kind = claimed["data"], claimed["type"]
+    wamid = data.get("external_id") if isinstance(data, dict) else None
+    if not wamid:
+        return ()
+    if kind == MESSAGE_RECEIVED:
+        return (tracing.event_key(namespace, kind, wamid),)
+    if kind == MESSAGE_STATUS:
+        return (tracing.event_key(namespace, kind, wamid, data.get("status")), tracing.wamid_key(namespace, wamid))
+    return ()
+
+
+async def trace_parents(ctx: DispatcherContext, claimed: list[dict[str, Any]]) -> list[str | None]:
+    """The ``traceparent`` each claimed delivery's attempt continues (None: not traced); one ``MGET``."""
+    per_row = [trace_keys(ctx.kicks.namespace, row) for row in claimed]
+    found = iter(await tracing.traceparents(ctx.redis, [key for keys in per_row for key in keys]))
+    parents: list[str | None] = []
+    for keys in per_row:
+        values = [next(found) for _ in keys]
+        parents.append(next((value for value in values if value), None))
+    return parents
+
+
+async def deliver_one(
+    ctx: DispatcherContext, endpoint: Endpoint, claimed: dict[str, Any], trace: str | None = None
+) -> None:
+    """Attempt one claimed delivery and record the outcome (in a batch with the others).
+
+    ``trace``: the event's ``traceparent`` — the attempt is then an ``event.deliver`` span of that trace."""
     payload = signing.body(claimed["type"], claimed["occurred_at"], claimed["data"])
-    result = await attempt(
-        ctx.http,
-        endpoint.url,
-        event_id(claimed["event_id"]),
-        payload,
-        endpoint.secrets,
-        timeout_s=ctx.settings.timeout_s,
-    )
-    now = dt.datetime.now(dt.UTC)
     attempt_no = claimed["attempts"] + 1
+    traced = (
+        tracing.span(
+            "event.deliver",
+            parent=trace,
+            ids={"zapq.event": claimed["event_id"]},
+            attributes={"zapq.event.type": claimed["type"], "zapq.endpoint": endpoint.id, "zapq.attempt": attempt_no},
+        )
+        if trace
+        else _UNTRACED
+    )
+    with traced:
+        result = await attempt(
+            ctx.http,
+            endpoint.url,
+            event_id(claimed["event_id"]),
+            payload,
+            endpoint.secrets,
+            timeout_s=ctx.settings.timeout_s,
+        )
+        if trace:
+            tracing.annotate(**{"http.response.status_code": result.status})
+            if not result.ok:
+                tracing.fail(f"HTTP {result.status}" if result.status is not None else "no answer")
+    now = dt.datetime.now(dt.UTC)
     if result.ok:
         state, next_at = "delivered", None
     else:
@@ -580,9 +627,11 @@ async def _run(ctx: DispatcherContext, endpoint_id: int, generation: int) -> boo
                     claimed = await _claim(ctx, endpoint_id, room)
                     last_claim = loop.time()
                     claim = len(claimed) == room
-                    for row in claimed:
+                    parents = await trace_parents(ctx, claimed) if tracing.enabled() and claimed else None
+                    for i, row in enumerate(claimed):
                         await pacer.wait()
-                        in_flight.add(loop.create_task(deliver_one(ctx, endpoint, row)))
+                        trace = parents[i] if parents else None
+                        in_flight.add(loop.create_task(deliver_one(ctx, endpoint, row, trace)))
             if not in_flight:
                 if stopping:
                     return not gone

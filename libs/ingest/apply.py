@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,14 +34,15 @@ from sqlalchemy.orm import Session
 
 from libs.connections import store as connections_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
-from libs.ingest import unmatched
+from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS
+from libs.ingest import metrics, unmatched
 from libs.media.limits import media_kind
 from libs.messages import store as messages_store
 from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
-from libs.tracing import span, status_span
+from libs.tracing import note_event, span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -79,6 +81,8 @@ class Outcome:
     media: list[int] = field(default_factory=list)
     #: Sentry messages for after the commit (a number flagged by Meta: :mod:`libs.rules.quality`).
     alerts: list[str] = field(default_factory=list)
+    #: Inbound messages stored, by company, connection and type (:mod:`libs.ingest.metrics`).
+    received: Counter[str] = field(default_factory=Counter)
 
     @property
     def items(self) -> int:
@@ -170,7 +174,7 @@ def _store_message(
 def write_pending(session: Session) -> None:
     """Write the messages noted by :func:`_store_message` (and their contacts and events) in one statement, and
     the service windows the transaction touched; the rows found already stored are counted as duplicates, the
-    new inbound media messages noted in their outcome (``media``)."""
+    new inbound ones counted (``received``) and those with media noted (``media``) in their outcome."""
     pending: list[tuple[Outcome, dict[str, Any]]] = session.info.pop(_PENDING, [])
     if pending:
         stored = messages_store.insert_received_many(session, [row for _, row in pending])
@@ -179,8 +183,10 @@ def write_pending(session: Session) -> None:
             if message_id is None:
                 outcome.stored -= 1
                 outcome.duplicates += 1
-            elif row["direction"] == Direction.INBOUND and media_kind(row["type"]) is not None:
-                outcome.media.append(message_id)  # its file is fetched once the transaction commits
+            elif row["direction"] == Direction.INBOUND:
+                outcome.received[metrics.field(row["company_id"], row["connection_id"], row["type"])] += 1
+                if media_kind(row["type"]) is not None:
+                    outcome.media.append(message_id)  # its file is fetched once the transaction commits
     rules_store.write_windows(session)
 
 
@@ -279,6 +285,7 @@ def apply_meta(
             attributes={"zapq.type": str(item.type)},
         ):
             _store_message(session, outcome, values, _meta_received(values, item, name))
+            note_event(MESSAGE_RECEIVED, item.wamid)
         if item.type not in NOT_FROM_CUSTOMER:
             rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
         if item.type == "text":
@@ -295,6 +302,7 @@ def apply_meta(
             continue
         with status_span(status.wamid, str(status.status)):
             outcome.count_status(apply_status(session, _meta_status(status, key[1])))
+            note_event(MESSAGE_STATUS, status.wamid, status.status)
     for update in batch.template_statuses:
         outcome.template_changes += 1
         templates.apply_status_update(session, update)
@@ -431,7 +439,15 @@ def _apply_upsert(
             reaction = {"message_id": event.reaction_to, "emoji": event.text, "removed": event.reaction_removed}
         context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
         received = received_data(values, contact_name=name, context=context, reaction=reaction)
-    _store_message(session, outcome, values, received)
+        with span(
+            "message.received",
+            ids={"zapq.wamid": event.key_id, "zapq.connection": connection_id},
+            attributes={"zapq.type": str(event.message_type)},
+        ):
+            _store_message(session, outcome, values, received)
+            note_event(MESSAGE_RECEIVED, event.key_id)
+    else:
+        _store_message(session, outcome, values, received)
     if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional
         rules_store.touch_window(session, connection_id, event.phone, _at(event.timestamp))
         if event.reaction_to is None:

@@ -23,7 +23,7 @@ from libs.ingest.unmatched import merge_notes
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
 from libs.rules import quality
 from libs.rules.quality import apply_account_updates
-from libs.tracing import span
+from libs.tracing import event_links, span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 from libs.whatsapp.meta_account import parse_account_updates
 
@@ -100,7 +100,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        with span("webhook.apply", ids={"zapq.webhook": webhook_id}):
+        with event_links(), span("webhook.apply", ids={"zapq.webhook": webhook_id}):
             applied = _apply_row(session, row)
         if applied is None:
             return None
@@ -110,12 +110,9 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
 
 
 def process_webhooks(
-    db: Database,
-    webhook_ids: list[int],
-    traces: Callable[[int], str | None] | None = None,
-    media: list[int] | None = None,
-) -> int:
-    """Apply a group of webhooks in **one** transaction; returns how many were applied.
+    db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None
+) -> list[Outcome]:
+    """Apply a group of webhooks in **one** transaction; returns the outcomes of those applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
     written with their changes), with one lock statement, one mark statement and one commit for the whole
@@ -126,18 +123,17 @@ def process_webhooks(
         rows = store.lock_many(session, webhook_ids)
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
-        for webhook_id, *row in rows:
-            parent = traces(webhook_id) if traces is not None else None
-            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
-                applied = _apply_row(session, row, connections)
-            if applied is not None:
-                done.append((webhook_id, applied))
+        with event_links():  # the events' trace links, written in one round trip before the commit
+            for webhook_id, *row in rows:
+                parent = traces(webhook_id) if traces is not None else None
+                with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
+                    applied = _apply_row(session, row, connections)
+                if applied is not None:
+                    done.append((webhook_id, applied))
         if done:
             _mark(session, done)
-    if media is not None:  # committed: the stored inbound media messages' files may be fetched now
-        media.extend(m for _, applied in done for m in applied.outcome.media)
     quality.report(alert for _, applied in done for alert in applied.outcome.alerts)
-    return len(done)
+    return [applied.outcome for _, applied in done]
 
 
 def process_group(
@@ -145,22 +141,22 @@ def process_group(
     webhook_ids: list[int],
     process_each: Callable[[list[int]], None],
     traces: Callable[[int], str | None] | None = None,
-    media: list[int] | None = None,
-) -> None:
-    """:func:`process_webhooks` (``media`` collects the stored inbound media messages), falling back to
-    ``process_each`` (one job per webhook) when the group fails.
+) -> list[Outcome]:
+    """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails;
+    the outcomes of the webhooks applied (none after a fallback).
 
     A Postgres outage propagates (the whole group is deferred and retried); any other failure — a webhook
     that cannot be parsed or applied — hands every webhook of the group on, so the bad one fails alone.
     Nothing of the group was applied then (one transaction).
     """
     try:
-        process_webhooks(db, webhook_ids, traces, media)
+        return process_webhooks(db, webhook_ids, traces)
     except DependencyUnavailableError:
         raise
     except Exception as exc:
         logger.info("group of %d webhooks failed (%s): processing them one by one", len(webhook_ids), exc)
         process_each(webhook_ids)
+        return []
 
 
 #: A ``\\u0000`` or a ``\\ud800``–``\\udfff`` escape (paired or not: telling them apart needs the parse).

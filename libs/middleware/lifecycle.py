@@ -16,6 +16,7 @@ not the awaited :class:`libs.batching.Coalescer`: see that module). Keys
   attempts), ``dead``, ``deferred``, ``duration_ms_sum`` (of completed jobs).
 * ``totals:<queue>`` HASH, no TTL: the same counters since the beginning (Prometheus counters).
 * ``durations:<queue>`` LIST: the last ``durations_kept`` (1,000) durations of completed jobs, newest first.
+* ``queue_waits`` HASH: the wait of every started job, as a histogram per queue (:mod:`libs.middleware.queuewait`).
 * ``seq:<queue>``: INCR per job entering the queue (stored in the job hash as ``seq``);
   ``taken:<queue>``: INCR per job a worker starts. A waiting job's position is ``seq − taken``.
 
@@ -50,6 +51,7 @@ from libs.dramatiq_ext import q_name
 from libs.errors import Defer
 from libs.keys import SEP, LifecycleKeys
 from libs.middleware.deadletter import FAILURES, AnyMessage, qualified_name
+from libs.middleware.queuewait import QueueWaits, waited
 from libs.middleware.retry import OUTCOME
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,7 @@ class Lifecycle(Middleware):
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._started: dict[str, float] = {}
+        self.waits = QueueWaits()
         self._client: Any = None
         self._keys: LifecycleKeys | None = None
         self._thread: threading.Thread | None = None
@@ -158,6 +161,7 @@ class Lifecycle(Middleware):
         self._started[_delivery(message)] = now
         worker = f"{self._host}:{threading.current_thread().name}"
         queue = q_name(message.queue_name)
+        self.waits.observe(queue, waited(message, now))
         self._push(broker, ("S", queue, message.message_id, message.actor_name, now, worker, *_PAD5))
 
     def after_process_message(
@@ -231,7 +235,7 @@ class Lifecycle(Middleware):
         self.flush()
 
     def _after_fork(self) -> None:
-        self._ops, self._started, self._thread = [], {}, None
+        self._ops, self._started, self._thread, self.waits = [], {}, None, QueueWaits()
         self._lock, self._flush_lock = threading.Lock(), threading.Lock()
         self._host = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -262,6 +266,7 @@ class Lifecycle(Middleware):
         for start in range(0, len(ops), CHUNK):
             records = [field for op in ops[start : start + CHUNK] for field in op]
             pipe.eval(APPLY_LUA, 0, *header, *records)
+        self.waits.write(pipe, self._keys)  # every start pushed an op: the waits go with them
         pipe.execute()
 
 

@@ -15,7 +15,7 @@ While tracing is off every hook returns at its first line and no option is writt
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -95,7 +95,7 @@ class TraceContext(Middleware):
         if parent is None:
             return
         actor = broker.get_actor(message.actor_name)
-        if asyncio.iscoroutinefunction(actor.fn):
+        if inspect.iscoroutinefunction(inspect.unwrap(actor.fn)):  # under Dramatiq's sync wrapper of async actors
             return
         span = tracing.span(
             f"job {message.actor_name}", parent=parent, attributes={"messaging.destination": message.queue_name}

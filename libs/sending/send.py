@@ -60,7 +60,7 @@ from libs.sending.journal import Journal
 from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.tracing import WamidLinks, annotate, fail, span
+from libs.tracing import WamidLinks, annotate, event, fail, span
 
 logger = logging.getLogger(__name__)
 
@@ -300,10 +300,11 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         return None
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
-        with span("throttle.wait", ids={"zapq.connection": row["connection_id"]}):
-            pair_hits = await ctx.throttle.acquire(
-                row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
-            )
+        pair_hits = await ctx.throttle.acquire(
+            row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
+        )
+        # an event, not a span: the acquire is one Redis call (a wait is a deferral, a new job and span)
+        event("throttle.acquired", ids={"zapq.connection": row["connection_id"]})
         started = time.monotonic()
         with span("provider.send", attributes={"zapq.provider": provider.name}):
             try:

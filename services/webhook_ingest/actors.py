@@ -8,7 +8,7 @@ from dramatiq.middleware import CurrentMessage
 from libs import contracts
 from libs.enqueue import enqueue_many
 from libs.errors import PermanentError
-from libs.ingest import process
+from libs.ingest import metrics, process
 from libs.middleware.retry import is_final_attempt
 from libs.middleware.tracing import TraceContext
 from services.webhook_ingest import broker, resources, settings
@@ -28,6 +28,7 @@ def process_webhook(webhook_id: int) -> None:
             process.mark_failed(resources.db, webhook_id, f"{type(exc).__name__}: {exc}")
         raise
     if outcome is not None:
+        metrics.record(broker.client, settings.redis_namespace, [outcome.received])
         _fetch_media(outcome.media)
 
 
@@ -39,9 +40,9 @@ def process_webhook(webhook_id: int) -> None:
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
     message = CurrentMessage.get_current_message()
-    media: list[int] = []
-    process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message), media)
-    _fetch_media(media)
+    outcomes = process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
+    metrics.record(broker.client, settings.redis_namespace, [outcome.received for outcome in outcomes])
+    _fetch_media([m for outcome in outcomes for m in outcome.media])
 
 
 def _fetch_media(message_ids: list[int]) -> None:

@@ -134,6 +134,8 @@ ZAPQ_METRICS = {
     "zapq_campaign_last_progress_timestamp",
     "zapq_sends_total",
     "zapq_throttle_waits_total",
+    "zapq_queue_wait_seconds_bucket",
+    "zapq_inbound_messages_total",
 }
 #: A histogram's _sum/_count series exist whenever its _bucket series do.
 HISTOGRAM_COMPANIONS = {

@@ -1,13 +1,17 @@
 """One trace per message, exported in-process: the parent/child chain of an outbound and an inbound message.
 
-The API, the webhook edge, the sender and the ingest worker run in this process with tracing on (an
-in-memory exporter); the provider is the fake Graph API. Attributes never carry the phone number, the text or
-the token.
+The API, the webhook edge, the sender, the ingest worker and the event dispatcher run in this process with
+tracing on (an in-memory exporter); the provider is the fake Graph API and the events go to a fake CRM over real
+HTTP. Attributes never carry the phone number, the text or the token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -23,6 +27,8 @@ from libs.db.models import Message
 from libs.enqueue import prepared
 from libs.ingest.edge import create_app as create_edge
 from libs.settings import Settings
+from tests.events.conftest import crm, make_endpoint  # noqa: F401 - fixture
+from tests.fakes.crm import CrmReceiver
 from tests.helpers import drain
 from tests.ingest import factories as f
 from tests.ingest.conftest import Edge, Ingest
@@ -56,19 +62,75 @@ def child_of(child: ReadableSpan, parent: ReadableSpan) -> bool:
     return child.parent.span_id == parent.context.span_id and child.context.trace_id == parent.context.trace_id
 
 
+def wait_for(
+    finished: Callable[[], list[ReadableSpan]], found: Callable[[list[ReadableSpan]], bool]
+) -> list[ReadableSpan]:
+    """The finished spans once ``found`` holds for them (polled until a deadline)."""
+    deadline = time.monotonic() + 15
+    while True:
+        spans = finished()
+        if found(spans):
+            return spans
+        assert time.monotonic() < deadline, f"not found in {[s.name for s in spans]}"
+        time.sleep(0.05)
+
+
+def delivery_of(finished: list[ReadableSpan], event_type: str, status: str | None = None) -> list[ReadableSpan]:
+    """The ``event.deliver`` spans of the deliveries of ``event_type`` whose parent is a span with ``status``."""
+    by_id = {span.context.span_id: span for span in finished}
+    out = []
+    for span in by_id.values():
+        if span.name != "event.deliver" or (span.attributes or {}).get("zapq.event.type") != event_type:
+            continue
+        parent = by_id.get(span.parent.span_id) if span.parent is not None else None
+        if status is None or (parent is not None and (parent.attributes or {}).get("zapq.status") == status):
+            out.append(span)
+    return out
+
+
+def dump(name: str, finished: list[ReadableSpan]) -> None:
+    """With ``ZAPQ_TRACE_DUMP=<dir>``, write the spans as JSON for ``docs/trace_waterfall.py`` (the docs' pictures)."""
+    target = os.environ.get("ZAPQ_TRACE_DUMP")
+    if not target:
+        return
+    rows = [
+        {
+            "name": s.name,
+            "trace_id": f"{s.context.trace_id:032x}",
+            "span_id": f"{s.context.span_id:016x}",
+            "parent_id": f"{s.parent.span_id:016x}" if s.parent is not None else None,
+            "start": s.start_time,
+            "end": s.end_time,
+            "error": not s.status.is_ok,
+            "attributes": dict(s.attributes or {}),
+            "events": [{"name": e.name, "time": e.timestamp} for e in s.events],
+        }
+        for s in finished
+    ]
+    Path(target).mkdir(parents=True, exist_ok=True)
+    (Path(target) / f"{name}.json").write_text(json.dumps(rows, indent=1))
+
+
 def no_secrets(finished: list[ReadableSpan], *secrets: str) -> None:
     for span in finished:
         for key, value in (span.attributes or {}).items():
             assert not any(secret in str(value) for secret in secrets), (span.name, key, value)
 
 
-def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook(
-    settings: Settings, db: Database, broker: Any, sender: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and_event_deliveries(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    sender: Any,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+    crm: tuple[CrmReceiver, str],  # noqa: F811 - fixture
 ) -> None:
     company, _ = make_connection(db, phone_number_id=f.NUMBER_ID)
-    # Given a message created through the API
+    # Given a company whose events go to a CRM, and a message created through the API
     with TestClient(create_api(settings)) as api:
         api.headers["authorization"] = f"Bearer {settings.api_token}"
+        make_endpoint(api, company, crm[1] + "/hooks", event_types=["message.status"])
         response = api.post("/api/messages", json={"company_id": company, "to": PHONE, "text": TEXT})
     assert response.status_code == 201, response.text
     message_id = response.json()["id"]
@@ -80,16 +142,22 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook(
         wamid = row.external_id
     with TestClient(create_edge(settings)) as client:
         Ingest(Edge(client, settings), db, broker, worker).meta(f.meta_statuses(f.meta_status(wamid, "delivered")))
-    finished = list(spans.get_finished_spans())
+    finished = wait_for(
+        spans.get_finished_spans,
+        lambda done: len(delivery_of(done, "message.status")) == 2,  # "sent" (by the sender), "delivered"
+    )
 
-    # Then one trace runs POST → enqueue → send (throttle wait, provider call) → the status
+    # Then one trace runs POST → enqueue → send (throttle acquired, provider call) → the status
     post = one(finished, "POST /api/messages")
     assert post.parent is None
     enqueue = one(finished, "message.enqueue")
     send = one(finished, "message.send")
     assert child_of(enqueue, post) and child_of(send, enqueue)
-    throttle, provider = one(finished, "throttle.wait"), one(finished, "provider.send")
-    assert child_of(throttle, send) and child_of(provider, send)
+    assert not by_name(finished, "job send_message")  # an async job's span is its own (message.send), not two
+    provider = one(finished, "provider.send")
+    assert child_of(provider, send)
+    assert [e.name for e in send.events] == ["throttle.acquired"]  # an event on the send, not a span of its own
+    assert provider.start_time >= send.events[0].timestamp
     assert provider.attributes is not None and provider.attributes["http.response.status_code"] == 200
     status = one(finished, "message.status")
     assert child_of(status, send), "the status webhook joins the message's trace through its wamid"
@@ -98,7 +166,16 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook(
     assert [link.context.span_id for link in status.links] == [apply.context.span_id]
     assert apply.context.trace_id != post.context.trace_id
     assert send.attributes is not None and send.attributes["zapq.message"] == tracing.hashed(message_id)
-    no_secrets(finished, PHONE, TEXT, DEFAULT_TOKEN, wamid)
+    # And each message.status event's delivery to the CRM is a span of that trace: "delivered" under the
+    # status span that wrote it, "sent" (written by the sender's record) under the send
+    [delivered] = delivery_of(finished, "message.status", status="delivered")
+    assert child_of(delivered, status)
+    assert delivered.attributes is not None and delivered.attributes["http.response.status_code"] == 200
+    [sent] = [d for d in delivery_of(finished, "message.status") if d is not delivered]
+    assert child_of(sent, send)
+    assert {d.type for d in crm[0].received} == {"message.status"}
+    no_secrets(finished, PHONE, TEXT, DEFAULT_TOKEN, wamid, crm[1])
+    dump("outbound", finished)
 
 
 def test_a_failed_send_records_the_meta_error_code(
@@ -114,17 +191,26 @@ def test_a_failed_send_records_the_meta_error_code(
     assert not provider.status.is_ok
 
 
-def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_storage(
-    settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_delivery(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+    crm: tuple[CrmReceiver, str],  # noqa: F811 - fixture
 ) -> None:
-    make_connection(db, phone_number_id=f.NUMBER_ID)
+    company, _ = make_connection(db, phone_number_id=f.NUMBER_ID)
+    with TestClient(create_api(settings)) as api:
+        api.headers["authorization"] = f"Bearer {settings.api_token}"
+        make_endpoint(api, company, crm[1] + "/hooks", event_types=["message.received"])
     wamid = "wamid.TRACEINBOUND1"
     payload = f.meta_payload(f.meta_change(messages=[f.meta_message(wamid, "text", {"body": TEXT}, sender=PHONE)]))
     with TestClient(create_edge(settings)) as client:
         hook = Ingest(Edge(client, settings), db, broker, worker).meta(payload)
     assert hook.status.value == "processed"
-    finished = list(spans.get_finished_spans())
+    finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
+    # Then one trace runs POST → store → job → apply → received → the event's delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
     assert post.parent is None
     store = one(finished, "webhook.store")
@@ -132,7 +218,73 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_storage(
     apply = one(finished, "webhook.apply")
     received = one(finished, "message.received")
     assert child_of(store, post) and child_of(job, store) and child_of(apply, job) and child_of(received, apply)
-    no_secrets(finished, PHONE, TEXT, wamid)
+    deliver = one(finished, "event.deliver")
+    assert child_of(deliver, received)
+    assert deliver.attributes is not None and deliver.attributes["zapq.event.type"] == "message.received"
+    assert [d.type for d in crm[0].received] == ["message.received"]
+    no_secrets(finished, PHONE, TEXT, wamid, crm[1])
+    dump("inbound", finished)
+
+
+def test_a_bridge_message_is_traced_to_its_event_delivery_too(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+    crm: tuple[CrmReceiver, str],  # noqa: F811 - fixture
+) -> None:
+    # Given a company with a Baileys-bridge connection and a CRM endpoint
+    company = f.company(db)
+    f.baileys_connection(db, company)
+    with TestClient(create_api(settings)) as api:
+        api.headers["authorization"] = f"Bearer {settings.api_token}"
+        make_endpoint(api, company, crm[1] + "/hooks", event_types=["message.received"])
+    # When the bridge posts a customer's message
+    data = {
+        "key": {"remoteJid": f"{PHONE}@s.whatsapp.net", "fromMe": False, "id": "3EBTRACE1"},
+        "pushName": "Maria",
+        "message": {"conversation": TEXT},
+        "messageType": "conversation",
+        "messageTimestamp": 1717000000,
+    }
+    with TestClient(create_edge(settings)) as client:
+        Ingest(Edge(client, settings), db, broker, worker).baileys(f.evolution("messages.upsert", data))
+    finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
+    # Then its delivery is a span under the message.received span, in the webhook's trace
+    received = one(finished, "message.received")
+    assert child_of(one(finished, "event.deliver"), received)
+    assert received.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
+    no_secrets(finished, PHONE, TEXT, "3EBTRACE1")
+
+
+def test_a_failed_event_delivery_and_its_retry_are_spans_of_the_message_trace(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+    crm: tuple[CrmReceiver, str],  # noqa: F811 - fixture
+) -> None:
+    # Given a CRM that answers the first delivery 500
+    company, _ = make_connection(db, phone_number_id=f.NUMBER_ID)
+    crm[0].config.script = [500]
+    with TestClient(create_api(settings)) as api:
+        api.headers["authorization"] = f"Bearer {settings.api_token}"
+        make_endpoint(api, company, crm[1] + "/hooks", event_types=["message.received"])
+    # When a customer writes
+    payload = f.meta_payload(f.meta_change(messages=[f.meta_message("wamid.TRACEFAIL1", "text", {"body": TEXT})]))
+    with TestClient(create_edge(settings)) as client:
+        Ingest(Edge(client, settings), db, broker, worker).meta(payload)
+    finished = wait_for(spans.get_finished_spans, lambda done: len(by_name(done, "event.deliver")) == 2)
+    # Then both attempts are spans of the message's trace: the first failed with the CRM's status, the retry not
+    received = one(finished, "message.received")
+    first, retry = sorted(by_name(finished, "event.deliver"), key=lambda s: (s.attributes or {})["zapq.attempt"])
+    assert child_of(first, received) and child_of(retry, received)
+    assert first.attributes is not None and first.attributes["http.response.status_code"] == 500
+    assert not first.status.is_ok
+    assert retry.attributes is not None and retry.attributes["http.response.status_code"] == 200
+    assert retry.attributes["zapq.attempt"] == 2 and retry.status.is_ok
 
 
 def test_tracing_off_creates_no_span_and_stamps_no_option(
@@ -140,5 +292,87 @@ def test_tracing_off_creates_no_span_and_stamps_no_option(
 ) -> None:
     assert not tracing.enabled()
     assert tracing.span("anything") is tracing.span("other")  # the one shared no-op context manager
+    assert tracing.event_links() is tracing.span("anything")  # no event is noted, nothing is written
     [row] = prepared([contracts.SEND_NORMAL.message(contracts.SendMessage(1))])
     assert tracing.TRACEPARENT not in row.message.options and b"traceparent" not in row.data
+
+
+def test_a_trace_sampled_out_makes_no_span_even_below_it(spans: InMemorySpanExporter) -> None:
+    # Given a job whose message was sampled out (its traceparent's flags 00)
+    unsampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    # When the job opens its span and spans inside it
+    with tracing.span("message.send", parent=unsampled, ids={"zapq.message": 1}):
+        assert tracing.current_traceparent() == unsampled  # the context still travels on (e.g. to a new job)
+        with tracing.span("provider.send"):
+            tracing.event("throttle.acquired", ids={"zapq.connection": 2})
+        with tracing.span("any.child", ids={"zapq.wamid": "w"}):
+            pass
+    # Then nothing is recorded and no root trace is started below it
+    assert list(spans.get_finished_spans()) == []
+    assert tracing.current_traceparent() is None
+
+
+def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError), tracing.span("message.send"):
+        raise ValueError(f"bad number {PHONE}")
+    [failed] = spans.get_finished_spans()
+    assert not failed.status.is_ok and failed.status.description == "ValueError"
+    assert not failed.events  # no exception event: its message may carry a phone number or a text
+
+
+def test_a_delivery_finds_its_trace_by_its_event_then_by_the_wamid() -> None:
+    from libs.events.dispatch import trace_keys
+
+    status = {"type": "message.status", "data": {"external_id": "wamid.X", "status": "read"}}
+    assert trace_keys("ns", status) == (
+        tracing.event_key("ns", "message.status", "wamid.X", "read"),
+        tracing.wamid_key("ns", "wamid.X"),
+    )
+    received = {"type": "message.received", "data": {"external_id": "wamid.Y"}}
+    assert trace_keys("ns", received) == (tracing.event_key("ns", "message.received", "wamid.Y"),)
+    assert trace_keys("ns", {"type": "campaign.status", "data": {"campaign_id": 1}}) == ()
+    assert trace_keys("ns", {"type": "message.status", "data": {"external_id": None}}) == ()
+    # the keys hold the hashed wamid, never the wamid
+    assert "wamid" not in trace_keys("ns", status)[0].split("event")[-1]
+
+
+def test_a_redis_error_loses_the_delivery_spans_never_the_delivery(spans: InMemorySpanExporter) -> None:
+    import asyncio
+
+    class Broken:
+        async def mget(self, keys: list[str]) -> list[Any]:
+            raise ConnectionError("redis down")
+
+    assert asyncio.run(tracing.traceparents(Broken(), ["a", "b"])) == [None, None]
+    assert asyncio.run(tracing.traceparents(Broken(), [])) == []
+
+
+def test_tracing_off_reads_no_trace_link() -> None:
+    import asyncio
+
+    class Unused:
+        async def mget(self, keys: list[str]) -> list[Any]:
+            raise AssertionError("tracing is off: no Redis call")
+
+    assert not tracing.enabled()
+    assert asyncio.run(tracing.traceparents(Unused(), ["a"])) == [None]
+    tracing.note_event("message.received", "wamid.Z")  # nothing noted, nothing raised
+
+
+def test_event_links_are_written_only_when_their_block_succeeds(
+    settings: Settings, broker: Any, spans: InMemorySpanExporter
+) -> None:
+    ns = settings.redis_namespace
+    # Given a span that writes two events, one in a block that fails (its transaction rolls back)
+    with tracing.span("message.received"):
+        expected = tracing.current_traceparent()
+        with pytest.raises(RuntimeError), tracing.event_links():
+            tracing.note_event("message.received", "wamid.ROLLED")
+            raise RuntimeError("rolled back")
+        with tracing.event_links():
+            tracing.note_event("message.received", "wamid.KEPT")
+    # Then only the committed one's link is in Redis, with the span's context and an expiry
+    assert broker.client.get(tracing.event_key(ns, "message.received", "wamid.ROLLED")) is None
+    kept = tracing.event_key(ns, "message.received", "wamid.KEPT")
+    assert broker.client.get(kept).decode() == expected
+    assert 0 < broker.client.ttl(kept) <= tracing.EVENT_TTL_S
