@@ -39,7 +39,7 @@ from libs import contracts
 from libs.companies import store as companies
 from libs.connections import store as connections
 from libs.enqueue import enqueue_many_async
-from libs.messages import store
+from libs.messages import kinds, store
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
 from libs.rules import store as rules_store
 from libs.rules import window
@@ -56,12 +56,18 @@ VIA_REPLAY = "replay"
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """An outbound message a producer asks for: text or template (``{"name", "language", "components"}``)."""
+    """An outbound message a producer asks for: text, a template (``{"name", "language", "components"}``) or
+    another kind's ``content`` (:mod:`libs.messages.kinds`, validated by the API), maybe a reply (``reply_to``)."""
 
     company_id: int
     to: str
     text: str | None = None
     template: dict[str, Any] | None = None
+    #: ``text``, ``template`` or another kind of :data:`libs.messages.kinds.KINDS` (then with ``content``).
+    kind: str = kinds.TEXT
+    content: Any = None
+    #: The provider id (wamid / key id) of the message this one quotes.
+    reply_to: str | None = None
     priority: str = "normal"
     #: Default: the company's first active connection.
     connection_id: int | None = None
@@ -102,8 +108,12 @@ async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
     outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
     company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
-    message_type = "template" if new.template is not None else "text"
+    message_type = kind_of(new)
     state = await rules_store.window(conn, connection_id, new.to)
+    if state is not None and state["provider"] != "meta":
+        content = new.template if message_type == kinds.TEMPLATE else new.content
+        if (why := kinds.bridge_refusal(message_type, content)) is not None:
+            raise InvalidError(why)
     refused = window.refusal(state, message_type)
     if refused is not None:
         reason, closed_at = refused
@@ -119,6 +129,23 @@ async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
             raise RuleViolationError(OPTED_OUT, text, transactional=new.transactional, window_open=in_window)
 
 
+def kind_of(new: NewMessage) -> str:
+    """The kind of ``new`` (a ``template`` given the old way counts as one)."""
+    return kinds.TEMPLATE if new.template is not None else new.kind
+
+
+def payload_of(new: NewMessage) -> dict[str, Any]:
+    """The stored payload of ``new``: its kind's content under the kind's name, and ``reply_to``."""
+    payload: dict[str, Any] = {}
+    if new.template is not None:
+        payload[kinds.TEMPLATE] = new.template
+    elif new.kind != kinds.TEXT:
+        payload[new.kind] = new.content
+    if new.reply_to is not None:
+        payload["reply_to"] = new.reply_to
+    return payload
+
+
 async def create_message(
     pool: AsyncConnectionPool[Any], redis: aioredis.Redis, namespace: str, new: NewMessage
 ) -> tuple[dict[str, Any], bool]:
@@ -130,7 +157,7 @@ async def create_message(
             return row, False
         connection_id = await _connection_for(conn, new)
         await _check_rules(conn, new, connection_id)
-        payload = {"template": new.template} if new.template is not None else {}
+        payload = payload_of(new)
         async with conn.transaction():
             row = await store.insert(
                 conn,
@@ -139,8 +166,8 @@ async def create_message(
                     "connection_id": connection_id,
                     "priority": new.priority,
                     "recipient": new.to,
-                    "type": "template" if new.template is not None else "text",
-                    "body": new.text,
+                    "type": kind_of(new),
+                    "body": new.text if new.text is not None else kinds.summary(new.kind, new.content),
                     "payload": Jsonb(payload),
                     "key": key,
                 },
