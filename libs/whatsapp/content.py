@@ -153,7 +153,7 @@ BAILEYS_MEDIA = {
     "documentMessage": "document",
     "stickerMessage": "sticker",
 }
-_VCARD_TEL = re.compile(r"^TEL[^:]*?(?:waid=(\d+))?[^:]*:(.+)$", re.MULTILINE)
+_VCARD_TEL = re.compile(r"^TEL(?:[^:\n]*?waid=(\d+))?[^:\n]*:(.+)$", re.MULTILINE)
 
 
 def _vcard_contact(card: object) -> dict[str, Any] | None:
@@ -161,7 +161,7 @@ def _vcard_contact(card: object) -> dict[str, Any] | None:
     if not isinstance(card, dict):
         return None
     vcard: str = opt_str(card, "vcard") or ""
-    phones = [_clean({"phone": phone.strip(), "wa_id": wa_id}) for wa_id, phone in _VCARD_TEL.findall(vcard)]
+    phones = [_clean({"phone": phone.strip(), "wa_id": wa_id or None}) for wa_id, phone in _VCARD_TEL.findall(vcard)]
     name = opt_str(card, "displayName")
     return {"name": {"formatted_name": name or ""}, "phones": phones, "vcard": vcard}
 
