@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.api.http import MAX_ID
 from libs.api.kinds import (
+    MAX_CAPTION,
     AudioIn,
     ContactIn,
     DocumentIn,
@@ -230,14 +231,24 @@ class CampaignTemplateIn(TemplateIn):
     variables: list[str] = Field(default_factory=list)
 
 
+#: The media kinds a campaign may send (its ``text`` is then the caption, with ``{var}`` placeholders).
+CAMPAIGN_MEDIA = ("image", "video", "audio", "document", "sticker")
+
+
 class CampaignIn(_Strict):
-    """``POST /api/campaigns``: a text body with ``{var}`` placeholders, or a template."""
+    """``POST /api/campaigns``: a text body with ``{var}`` placeholders, a template, or one medium (``image``,
+    ``video``, ``audio``, ``document``, ``sticker``: by ``link`` or ``id``, its caption in ``text``)."""
 
     company_id: int = Field(gt=0, le=MAX_ID)
     connection_id: int = Field(gt=0, le=MAX_ID)
     name: str = Field(min_length=1, max_length=200)
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: CampaignTemplateIn | None = None
+    image: ImageIn | None = None
+    video: VideoIn | None = None
+    audio: AudioIn | None = None
+    document: DocumentIn | None = None
+    sticker: StickerIn | None = None
 
     @field_validator("text")
     @classmethod
@@ -252,9 +263,29 @@ class CampaignIn(_Strict):
 
     @model_validator(mode="after")
     def _one_content(self) -> CampaignIn:
-        if (self.text is None) == (self.template is None):
-            raise ValueError("give exactly one of text or template")
+        media = [name for name in CAMPAIGN_MEDIA if getattr(self, name) is not None]
+        if len(media) > 1 or (media and self.template is not None):
+            raise ValueError("give exactly one of text or template, or one medium (its caption in text)")
+        if media:
+            medium = getattr(self, media[0])
+            if getattr(medium, "caption", None) is not None:
+                raise ValueError(
+                    f"a campaign's caption is its text (with {{var}} placeholders), not {media[0]}.caption"
+                )
+            if self.text is not None and media[0] in ("audio", "sticker"):
+                raise ValueError(f"{media[0]} takes no caption: leave text out")
+            if self.text is not None and len(self.text) > MAX_CAPTION:
+                raise ValueError(f"text is the caption here: at most {MAX_CAPTION} characters")
+        elif (self.text is None) == (self.template is None):
+            raise ValueError("give exactly one of text or template (or one medium)")
         return self
+
+    @property
+    def kind(self) -> str:
+        """``text``, ``template`` or the medium given."""
+        if self.template is not None:
+            return "template"
+        return next((name for name in CAMPAIGN_MEDIA if getattr(self, name) is not None), "text")
 
 
 class CampaignStartIn(_Strict):

@@ -32,6 +32,7 @@ from libs.campaigns.lanes import Lanes
 from libs.connections import store as connections
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
+from libs.messages import kinds
 from libs.messages import store as messages
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
 
@@ -69,7 +70,8 @@ def expansion_jobs(campaign_id: int, slices: Iterable[tuple[int, int]]) -> list[
 
 
 async def create_campaign(pool: AsyncConnectionPool[Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template)."""
+    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template, or a media
+    ``kind`` with its ``content`` and ``text`` as caption)."""
     async with pool.connection() as conn:
         found = await connections.owner(conn, values["connection_id"])
         if found is None or found["company_id"] != values["company_id"]:
@@ -77,15 +79,20 @@ async def create_campaign(pool: AsyncConnectionPool[Any], values: dict[str, Any]
                 f"connection {values['connection_id']} does not belong to company {values['company_id']}"
             )
         template = values.get("template")
+        content = values.get("content")
+        kind = "template" if template else values.get("kind") or "text"
+        if found["provider"] != "meta" and (why := kinds.bridge_refusal(kind, content)) is not None:
+            raise InvalidError(why)
         return await store.insert(
             conn,
             {
                 "company_id": values["company_id"],
                 "connection_id": values["connection_id"],
                 "name": values["name"],
-                "content_type": "template" if template else "text",
+                "content_type": kind,
                 "body": values.get("text"),
                 "template": Jsonb(template) if template else None,
+                "content": Jsonb(content) if content is not None else None,
             },
         )
 

@@ -21,6 +21,7 @@ from libs.companies import store as companies
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus
 from libs.errors import PermanentError, RecordNotFoundError
+from libs.messages import kinds
 from libs.messages import store as messages
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ def _template_payload(template: dict[str, Any], variables: dict[str, Any]) -> di
     }
 
 
+def _media_payload(kind: str, content: dict[str, Any], caption: str | None) -> dict[str, Any]:
+    """A media message's payload: the campaign's reference with the recipient's rendered caption."""
+    return {kind: {**content, "caption": caption} if caption else dict(content)}
+
+
 def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contracts.ExpandCampaignBatch) -> int:
     """Create the slice's message rows (once per recipient) and enqueue every still-queued one.
 
@@ -89,9 +95,14 @@ def expand_batch(db: Database, client: redis.Redis, lanes: Lanes, batch: contrac
             session, batch.campaign_id, batch.first_recipient_id, batch.last_recipient_id
         )
         numbers = [recipient for recipient, _ in recipients]
-        if campaign["content_type"] == "template":
+        kind = campaign["content_type"]
+        if kind == "template":
             bodies: list[str | None] = [None] * len(recipients)
             payloads = [orjson.dumps(_template_payload(campaign["template"], v)).decode() for _, v in recipients]
+        elif kind in kinds.MEDIA_KINDS:
+            caption = campaign["body"]
+            bodies = [render(caption, v) if caption else None for _, v in recipients]
+            payloads = [orjson.dumps(_media_payload(kind, campaign["content"] or {}, b)).decode() for b in bodies]
         else:
             bodies = [render(campaign["body"] or "", variables) for _, variables in recipients]
             payloads = ["{}"] * len(recipients)

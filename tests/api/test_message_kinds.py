@@ -217,3 +217,44 @@ def test_the_openapi_document_describes_every_kind(api: TestClient) -> None:
     for kind in ("image", "video", "audio", "document", "sticker", "interactive", "location", "contacts", "reaction"):
         assert kind in props
     assert "ButtonInteractive" in spec["components"]["schemas"]
+
+
+def campaign(api: TestClient, company: dict[str, Any], **body: Any) -> Any:
+    connection_id = company["connection"]["id"] if "connection" in company else body.pop("connection_id")
+    request = {"company_id": company["id"], "connection_id": connection_id, "name": "Launch", **body}
+    return api.post("/api/campaigns", json=request)
+
+
+def test_a_media_campaign_keeps_its_medium_and_caption(api: TestClient, company: dict[str, Any]) -> None:
+    created = campaign(api, company, document={"link": "https://x.io/c.pdf", "filename": "c.pdf"}, text="Hi {name}")
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["content_type"], body["body"]) == ("document", "Hi {name}")
+    assert body["content"] == {"link": "https://x.io/c.pdf", "filename": "c.pdf"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"image": {"link": "https://x.io/a.jpg", "caption": "x"}}, "caption is its text"),
+        ({"audio": {"link": "https://x.io/a.ogg"}, "text": "x"}, "audio takes no caption"),
+        ({"image": {"link": "https://x.io/a.jpg"}, "text": "x" * 1025}, "at most 1024"),
+        ({"image": {"link": "https://x.io/a.jpg"}, "video": {"link": "https://x.io/a.mp4"}}, "one medium"),
+        ({"image": {"link": "gopher://x.io/a.jpg"}}, "http"),
+        ({"image": {"link": "https://x.io/a.jpg"}, "text": "{0}"}, "placeholder"),
+    ],
+)
+def test_a_bad_media_campaign_is_422(
+    api: TestClient, company: dict[str, Any], body: dict[str, Any], reason: str
+) -> None:
+    response = campaign(api, company, **body)
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["error"]
+
+
+def test_a_bridge_campaign_of_a_template_is_refused(api: TestClient, bridge_company: dict[str, Any]) -> None:
+    [connection] = api.get("/api/connections", params={"company_id": bridge_company["id"]}).json()
+    refused = campaign(api, bridge_company, connection_id=connection["id"], template={"name": "hello_world"})
+    assert refused.status_code == 422 and "cannot send template" in refused.json()["error"]
+    image = campaign(api, bridge_company, connection_id=connection["id"], image={"link": "https://x.io/a.jpg"})
+    assert image.status_code == 201, image.text

@@ -8,11 +8,16 @@ from typing import Any
 import dramatiq
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from libs import contracts
 from libs.api.schemas import MessageIn
+from libs.campaigns.expand import expand_batch
+from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
-from libs.db.models import MessageStatus
+from libs.db.models import Campaign, CampaignRecipient, CampaignStatus, Message, MessageStatus
 from libs.messages import actions
+from libs.settings import Settings
 from tests.helpers import drain
 from tests.sending.conftest import enqueue, make_baileys_connection, make_connection, make_messages, messages, sends
 
@@ -307,3 +312,49 @@ def test_meta_refusing_a_kind_fails_the_message_for_good(
     [row] = messages(db, [message_id])
     assert (row.status, row.error_code) == (MessageStatus.FAILED, 100)
     assert sends(fake_meta) == []
+
+
+def test_a_media_campaign_sends_each_recipient_the_image_with_their_caption(
+    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker, settings: Settings
+) -> None:
+    # Given a running image campaign whose caption has a placeholder, with three recipients
+    company, connection = make_connection(db)
+    with db.session() as session:
+        campaign = Campaign(
+            company_id=company,
+            connection_id=connection,
+            name="Launch",
+            status=CampaignStatus.RUNNING,
+            content_type="image",
+            body="Hi {name}, meet the new shoe",
+            content={"link": "https://x.io/shoe.jpg"},
+        )
+        session.add(campaign)
+        session.flush()
+        session.add_all(
+            CampaignRecipient(campaign_id=campaign.id, recipient=f"551190000000{i}", variables={"name": f"n{i}"})
+            for i in range(3)
+        )
+        session.flush()
+        campaign_id = campaign.id
+        first, last = session.execute(
+            select(func.min(CampaignRecipient.id), func.max(CampaignRecipient.id)).where(
+                CampaignRecipient.campaign_id == campaign_id
+            )
+        ).one()
+    # When its slice is expanded and the sends run
+    lanes = Lanes(settings.redis_namespace)
+    assert expand_batch(db, broker.client, lanes, contracts.ExpandCampaignBatch(campaign_id, first, last)) == 3
+    with db.session() as session:
+        rows = session.execute(select(Message).where(Message.campaign_id == campaign_id)).scalars().all()
+        ids = [row.id for row in rows]
+        assert {(row.type, row.body) for row in rows} == {("image", f"Hi n{i}, meet the new shoe") for i in range(3)}
+    lanes.feed(broker.client)
+    drain(broker, worker)
+    # Then Meta received one image per recipient, the caption rendered for each
+    got = {s["to"]: s["payload"]["image"] for s in sends(fake_meta)}
+    assert got == {
+        f"551190000000{i}": {"link": "https://x.io/shoe.jpg", "caption": f"Hi n{i}, meet the new shoe"}
+        for i in range(3)
+    }
+    assert all(row.status == MessageStatus.SENT for row in messages(db, ids))
