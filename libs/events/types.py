@@ -158,6 +158,9 @@ class MessageCreatedData(_Data):
     type: str
     text: str | None
     template: dict[str, Any] | None
+    content: dict[str, Any] | list[Any] | None = Field(
+        default=None, description="another kind's content in Meta's shape (image, interactive, contacts, …)"
+    )
     priority: Literal["urgent", "normal", "low"]
     status: Literal["queued"]
     timestamp: dt.datetime

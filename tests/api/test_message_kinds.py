@@ -10,8 +10,10 @@ from starlette.testclient import TestClient
 
 from libs.api.kinds import MAX_CAPTION
 from libs.db.engine import Database
+from libs.events.types import MessageCreatedData
 from tests.api.conftest import make_company
 from tests.api.test_messages import count_messages
+from tests.ingest.factories import events
 from tests.sending.test_send_kinds import KINDS
 
 TO = "16505551234"
@@ -258,3 +260,10 @@ def test_a_bridge_campaign_of_a_template_is_refused(api: TestClient, bridge_comp
     assert refused.status_code == 422 and "cannot send template" in refused.json()["error"]
     image = campaign(api, bridge_company, connection_id=connection["id"], image={"link": "https://x.io/a.jpg"})
     assert image.status_code == 201, image.text
+
+
+def test_message_created_carries_the_kind_and_content(api: TestClient, company: dict[str, Any], db: Database) -> None:
+    created = post(api, company, **KINDS["location"]).json()
+    [event] = [e for e in events(db, "message.created") if e["message_id"] == created["id"]]
+    assert (event["type"], event["content"], event["template"]) == ("location", KINDS["location"]["location"], None)
+    MessageCreatedData.model_validate(event)
