@@ -1,9 +1,10 @@
 """Every message kind on the fake Evolution bridge: the send endpoints besides ``sendText`` (checked against
 Evolution 2.3.6's ``message.schema.ts``, ``whatsapp-more.md`` section 6) and ``messages.upsert`` builders.
 
-Each endpoint answers 201 with a Baileys message like ``sendText`` and records ``{endpoint, number, body,
-key_id}`` in ``fake.kind_sends`` (``GET /_fake/kind-sends``); a body missing a required field → 400 in
-Evolution's envelope (``instance requires property "…"``).
+Each endpoint answers 201 with a Baileys message like ``sendText``, records ``{endpoint, number, body, key_id}``
+in ``fake.kind_sends`` (``GET /_fake/kind-sends``) and posts the same ``messages.update`` statuses as a text
+send when ``webhook_url`` is set; a body missing a required field → 400 in Evolution's envelope (``instance
+requires property "…"``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _problem(endpoint: str, body: Any) -> str | None:
 
 async def send_kind(fake: EvolutionFake, request: Request) -> Response:
     """``POST /message/{endpoint}/{instance}`` for every endpoint of :data:`ENDPOINTS`."""
-    from tests.fakes.evolution import envelope, jid
+    from tests.fakes.evolution import EvolutionSend, envelope, jid
 
     endpoint = request.path_params["endpoint"]
     if endpoint not in ENDPOINTS:
@@ -85,6 +86,10 @@ async def send_kind(fake: EvolutionFake, request: Request) -> Response:
     fake.kind_sends.append(
         {"endpoint": endpoint, "instance": instance, "number": number, "body": body, "key_id": key_id}
     )
+    instance_id = fake.instance_ids.setdefault(instance, secrets.token_hex(8))
+    if fake.config.webhook_url:  # the same messages.update statuses as a text send
+        status_of = EvolutionSend(instance, number, "", key_id, None, time.time())
+        fake._schedule_webhooks(status_of, instance_id, fake.config.webhook_url, str(request.base_url))
     message_type = ENDPOINTS[endpoint][1]
     if endpoint == "sendMedia":
         message_type = f"{body['mediatype']}Message"
@@ -95,7 +100,7 @@ async def send_kind(fake: EvolutionFake, request: Request) -> Response:
         "message": {message_type: {}},
         "messageType": message_type,
         "messageTimestamp": int(time.time()),
-        "instanceId": fake.instance_ids.setdefault(instance, secrets.token_hex(8)),
+        "instanceId": instance_id,
         "source": "unknown",
     }
     return JSONResponse(answer, status_code=201)

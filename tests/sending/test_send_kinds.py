@@ -17,6 +17,7 @@ from libs.campaigns.lanes import Lanes
 from libs.db.engine import Database
 from libs.db.models import Campaign, CampaignRecipient, CampaignStatus, Message, MessageStatus
 from libs.messages import actions
+from libs.sending import media_ref
 from libs.settings import Settings
 from tests.helpers import drain
 from tests.sending.conftest import enqueue, make_baileys_connection, make_connection, make_messages, messages, sends
@@ -358,3 +359,35 @@ def test_a_media_campaign_sends_each_recipient_the_image_with_their_caption(
         for i in range(3)
     }
     assert all(row.status == MessageStatus.SENT for row in messages(db, ids))
+
+
+def test_media_references_pass_the_resolve_seam_and_the_stored_payload_stays(
+    db: Database, broker: Any, sender: Any, fake_meta: str, worker: dramatiq.Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a resolver that turns zapq media ids into Meta ids (as media storage will), per connection
+    seen: list[tuple[dict[str, Any], str]] = []
+
+    async def resolve(ref: dict[str, Any], connection: Any) -> dict[str, Any]:
+        seen.append((dict(ref), connection["provider"]))
+        return {**ref, "id": "meta-" + ref["id"]} if "id" in ref else ref
+
+    monkeypatch.setattr(media_ref, "resolve_media", resolve)
+    company, connection = make_connection(db)
+    document = stored(db, company, connection, {"document": {"id": "zq_1", "filename": "a.pdf"}})
+    header = stored(db, company, connection, KINDS["buttons"])
+    template = stored(db, company, connection, KINDS["template_media"])
+    text = stored(db, company, connection, {"text": "plain"})
+    # When they are sent
+    enqueue(broker, [document, header, template, text])
+    drain(broker, worker)
+    # Then Meta received the resolved references: the document, the interactive header, the template header
+    by_ref = {int(s["client_ref"]): s["payload"] for s in sends(fake_meta)}
+    assert by_ref[document]["document"] == {"id": "meta-zq_1", "filename": "a.pdf"}
+    assert by_ref[header]["interactive"]["header"]["image"] == {"id": "meta-2762702990552401"}
+    assert by_ref[template]["template"]["components"][0]["parameters"][0]["document"]["link"] == "https://x.io/i.pdf"
+    # And each reference went through the seam once with its connection; a text message never did
+    assert sorted(ref.get("id") or ref["link"] for ref, _ in seen) == ["2762702990552401", "https://x.io/i.pdf", "zq_1"]
+    assert {provider for _, provider in seen} == {"meta"}
+    # And the stored payload keeps what the producer gave
+    [row] = messages(db, [document])
+    assert row.payload == {"document": {"id": "zq_1", "filename": "a.pdf"}}
