@@ -88,3 +88,19 @@ def summary(kind: str, content: Any) -> str | None:
     if kind == REACTION:
         return content.get("emoji") or None
     return None
+
+
+def media_line(kind: str, payload: Any) -> str | None:
+    """A stored message's medium in one line (``https://…/a.jpg`` or ``media id 123 (audio/ogg)``): an outbound
+    message's reference, or an inbound one's parsed content; ``None`` without one."""
+    if not isinstance(payload, dict):
+        return None
+    ref = payload.get(kind) if kind in MEDIA_KINDS else payload.get("content")
+    if not isinstance(ref, dict):
+        return None
+    link = ref.get("link") or ref.get("url")
+    if isinstance(link, str):
+        return link
+    if isinstance(ref.get("id"), str):
+        return f"media id {ref['id']}" + (f" ({ref['mime_type']})" if ref.get("mime_type") else "")
+    return None

@@ -232,3 +232,17 @@ def test_bad_kind_options_exit_2_and_create_nothing(
     assert (code, out) == (EXIT_USAGE, "")
     assert reason in err, err
     assert waiting(broker, settings) == {"urgent": 0, "normal": 0, "low": 0}
+
+
+def test_zapq_message_shows_the_kind_and_its_media(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:
+    # Given an image and a voice note sent by media id
+    image = json.loads(send(capsys, company, "--image", IMAGE, "--caption", "New shoe", "--json")[1])
+    voice = json.loads(send(capsys, company, "--audio", "1013859600285441", "--voice", "--json")[1])
+    # When each is shown
+    _, out, _ = zapq(capsys, "message", str(image["id"]))
+    _, voice_out, _ = zapq(capsys, "message", str(voice["id"]))
+    # Then its kind and its medium are named; a text message has no media line
+    assert "(out, image)" in out and f"media: {IMAGE}" in out
+    assert "(out, audio)" in voice_out and "media: media id 1013859600285441" in voice_out
+    text = json.loads(send(capsys, company, "--text", "plain", "--json")[1])
+    assert "media:" not in zapq(capsys, "message", str(text["id"]))[1]
