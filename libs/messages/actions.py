@@ -107,7 +107,9 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
 async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
     outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
-    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
+    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
+    A kind the connection's Baileys bridge cannot send is refused here too (:class:`~libs.refusals.InvalidError`,
+    422), never failed later by the sender."""
     message_type = kind_of(new)
     state = await rules_store.window(conn, connection_id, new.to)
     if state is not None and state["provider"] != "meta":
