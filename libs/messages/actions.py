@@ -104,12 +104,12 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
     return connection_id
 
 
-async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
+async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> str | None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
     outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
     company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
     A kind the connection's Baileys bridge cannot send is refused here too (:class:`~libs.refusals.InvalidError`,
-    422), never failed later by the sender."""
+    422), never failed later by the sender. Returns the connection's provider."""
     message_type = kind_of(new)
     state = await rules_store.window(conn, connection_id, new.to)
     if state is not None and state["provider"] != "meta":
@@ -129,6 +129,7 @@ async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> None:
                 "window may reach it"
             )
             raise RuleViolationError(OPTED_OUT, text, transactional=new.transactional, window_open=in_window)
+    return None if state is None else str(state["provider"])
 
 
 def kind_of(new: NewMessage) -> str:
@@ -158,8 +159,12 @@ async def create_message(
         if key is not None and (row := await store.by_idempotency_key(conn, new.company_id, key)) is not None:
             return row, False
         connection_id = await _connection_for(conn, new)
-        await _check_rules(conn, new, connection_id)
+        provider = await _check_rules(conn, new, connection_id)
         payload = payload_of(new)
+        if new.kind == kinds.REACTION and provider is not None and provider != "meta":
+            # A bridge names the reacted-to message by its whole key, whose fromMe zapq knows from its own rows.
+            target = str(new.content["message_id"])
+            payload["reaction_from_me"] = await store.direction_by_external_id(conn, connection_id, target) == "out"
         async with conn.transaction():
             row = await store.insert(
                 conn,

@@ -14,9 +14,9 @@ Meta's shape (:class:`~libs.providers.base.OutboundContent`). Pure: no I/O.
                                                                    buttonText, sections}
 
 ``media`` is the reference's ``link`` (or, once resolved by :mod:`libs.sending.media_ref`, its ``id``); a reply
-quotes the original with ``quoted.key.id`` as text does. A reaction's target is taken as the customer's message
-(``fromMe: false``): the bridge's reaction key cannot be known from a wamid alone, and replying to the customer
-is what a CRM reacts to.
+quotes the original with ``quoted.key.id`` as text does. A reaction's key says whether its target is one of ours
+(``fromMe``): the API looks the target up among the connection's messages when the reaction is created
+(``target_from_me``; a target zapq does not have is taken as the customer's).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def bridge_request(message: OutboundContent) -> tuple[str, dict[str, Any]]:
     elif message.kind == kinds.CONTACTS:
         endpoint, body = "sendContact", {"number": number, "contact": [_contact(card) for card in content]}
     elif message.kind == kinds.REACTION:
-        key = {"remoteJid": _jid(number), "fromMe": False, "id": content["message_id"]}
+        key = {"remoteJid": _jid(number), "fromMe": message.target_from_me, "id": content["message_id"]}
         return "sendReaction", {"key": key, "reaction": content.get("emoji") or ""}
     else:
         endpoint, body = _interactive(content, number)

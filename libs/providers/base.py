@@ -56,6 +56,8 @@ class OutboundContent:
     content: Any
     reply_to: str | None = None
     client_ref: str | None = None
+    #: A reaction's target is one of our own messages (a bridge keys it with ``fromMe``; Meta needs no hint).
+    target_from_me: bool = False
 
 
 OutboundMessage: TypeAlias = OutboundText | OutboundTemplate | OutboundContent

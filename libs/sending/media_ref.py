@@ -40,7 +40,7 @@ async def resolve_outbound(message: OutboundMessage, connection: Claimed) -> Out
         ref.clear()
         ref.update(resolved)
     if isinstance(message, OutboundContent):
-        return OutboundContent(message.to, kind, content, message.reply_to, message.client_ref)
+        return OutboundContent(message.to, kind, content, message.reply_to, message.client_ref, message.target_from_me)
     return OutboundTemplate(
         message.to, message.name, message.language, content["components"], message.client_ref, message.reply_to
     )

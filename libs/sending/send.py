@@ -204,6 +204,7 @@ def build_outbound(row: store.Claimed) -> OutboundMessage:
             content=payload[kind],
             reply_to=payload.get("reply_to"),
             client_ref=client_ref,
+            target_from_me=bool(payload.get("reaction_from_me")),
         )
     return OutboundText(
         to=row["recipient"], body=row["body"] or "", reply_to=payload.get("reply_to"), client_ref=client_ref

@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from libs.api.kinds import MAX_CAPTION
 from libs.db.engine import Database
+from libs.db.models import Direction, Message, MessageStatus
 from libs.events.types import MessageCreatedData
 from tests.api.conftest import make_company
 from tests.api.test_messages import count_messages
@@ -267,3 +268,20 @@ def test_message_created_carries_the_kind_and_content(api: TestClient, company: 
     [event] = [e for e in events(db, "message.created") if e["message_id"] == created["id"]]
     assert (event["type"], event["content"], event["template"]) == ("location", KINDS["location"]["location"], None)
     MessageCreatedData.model_validate(event)
+
+
+def test_a_bridge_reaction_knows_whether_its_target_is_ours(
+    api: TestClient, bridge_company: dict[str, Any], db: Database
+) -> None:
+    # Given one message of ours on the bridge connection (its provider id known)
+    [connection] = api.get("/api/connections", params={"company_id": bridge_company["id"]}).json()
+    with db.session() as session:
+        ids = {"company_id": bridge_company["id"], "connection_id": connection["id"]}
+        session.add(Message(**ids, direction=Direction.OUTBOUND, status=MessageStatus.SENT, recipient=TO, body="ours",
+                            external_id="3EB0OURS"))  # fmt: skip
+    # When reactions to it and to a message zapq does not have are posted
+    ours = post(api, bridge_company, reaction={"message_id": "3EB0OURS", "emoji": "👍"}).json()
+    theirs = post(api, bridge_company, reaction={"message_id": "3EB0THEIRS", "emoji": "👍"}).json()
+    # Then the first is marked as reacting to our own message, for the bridge's key
+    assert ours["payload"]["reaction_from_me"] is True
+    assert theirs["payload"]["reaction_from_me"] is False

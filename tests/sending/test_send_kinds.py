@@ -391,3 +391,15 @@ def test_media_references_pass_the_resolve_seam_and_the_stored_payload_stays(
     # And the stored payload keeps what the producer gave
     [row] = messages(db, [document])
     assert row.payload == {"document": {"id": "zq_1", "filename": "a.pdf"}}
+
+
+def test_a_bridge_reaction_to_our_own_message_keys_it_from_me(
+    db: Database, broker: Any, sender: Any, fake_evolution: str, worker: dramatiq.Worker
+) -> None:
+    company, connection = make_baileys_connection(db, fake_evolution)
+    payload = {"reaction": {"message_id": "3EB0OURS", "emoji": "👍"}, "reaction_from_me": True}
+    [message_id] = make_messages(db, company, connection, [TO], body="👍", type="reaction", payload=payload)
+    enqueue(broker, [message_id])
+    drain(broker, worker)
+    [send] = kind_sends(fake_evolution)
+    assert send["body"]["key"] == {"remoteJid": f"{TO}@s.whatsapp.net", "fromMe": True, "id": "3EB0OURS"}
