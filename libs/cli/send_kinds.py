@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, content: Any) -> None:
     parser.add_argument("--reply-to", metavar="WAMID", help="quote this message (its wamid / key id)")
 
 
-def _media(value: str) -> dict[str, Any]:
+def media_ref(value: str) -> dict[str, Any]:
+    """``{"link": value}`` for a URL (anything with ``://``), else ``{"id": value}``."""
     return {"link": value} if "://" in value else {"id": value}  # the API refuses a link that is not http(s)
 
 
@@ -88,7 +89,7 @@ def kind_fields(args: argparse.Namespace) -> dict[str, Any]:
     _check_modifiers(args, kind)
     fields: dict[str, Any] = {}
     if kind in MEDIA:
-        medium: dict[str, Any] = _media(getattr(args, kind))
+        medium: dict[str, Any] = media_ref(getattr(args, kind))
         if args.caption is not None:
             medium["caption"] = args.caption
         if args.filename is not None:
