@@ -17,7 +17,8 @@ from starlette.responses import Response
 from libs.api.access import check_body_company, check_owner, check_row, principal
 from libs.api.csvstream import CsvError, CsvStream
 from libs.api.http import ApiError, body_chunks, context, json_response, path_id, read_model
-from libs.api.schemas import CampaignIn, CampaignStartIn, normalize_phone
+from libs.api.kinds import dump
+from libs.api.schemas import CAMPAIGN_MEDIA, CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns import actions, store
 from libs.rules.budget import Budget
 
@@ -43,6 +44,8 @@ async def create_campaign(request: Request) -> Response:
         "name": body.name,
         "text": body.text,
         "template": body.template.model_dump() if body.template is not None else None,
+        "kind": body.kind,
+        "content": dump(getattr(body, body.kind)) if body.kind in CAMPAIGN_MEDIA else None,
     }
     ctx = context(request)
     return json_response(_out(await actions.create_campaign(ctx.pool, values, templates=ctx.templates)), 201)

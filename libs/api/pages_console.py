@@ -58,6 +58,7 @@ nav a { color: #fff; margin-right: 12px; }
 #messages td.text { white-space: normal; overflow-wrap: anywhere; max-width: 360px; color: #5b6570; }
 #messages td, #messages th { white-space: nowrap; }
 #messages a { color: #10343a; }
+img.thumb { max-width: 160px; max-height: 120px; vertical-align: middle; }
 #timeline { list-style: none; padding: 0; margin: 8px 0; }
 #timeline li { padding: 3px 0 3px 14px; border-left: 3px solid #2f9e6e; margin-left: 4px; }
 #timeline li.failed { border-color: #b3261e; } #timeline li.earlier { border-color: #d8a200; }
@@ -122,6 +123,25 @@ function errorName(code, title) {
   const name = ERROR_NAMES[String(code)] || "Provider error";
   return el("span", {class: "err", title: title || name}, `${name} (Meta ${code})`);
 }
+function kindOf(m) {
+  const content = (m.payload || {}).content;  // an inbound message's structured content: its kind
+  const inner = m.type === "interactive" ? ((m.payload || {}).interactive || {}).type : null;
+  return [m.type, inner || (content && content.kind !== m.type ? content.kind : null)].filter(Boolean).join(" / ");
+}
+function mediaOf(m) {
+  const payload = m.payload || {};
+  const ref = payload[m.type] || payload.content;  // outbound: the kind's content; inbound: what was parsed
+  if (!ref || typeof ref !== "object" || Array.isArray(ref)) return null;
+  if (typeof ref.link === "string" && /^https?:\\/\\//.test(ref.link)) {
+    const link = el("a", {href: ref.link, target: "_blank", rel: "noopener noreferrer"}, ref.filename || ref.link);
+    if (m.type !== "image") return link;
+    const thumb = el("img", {src: ref.link, alt: "image", loading: "lazy", referrerpolicy: "no-referrer",
+      class: "thumb"});
+    return el("span", {}, thumb, " ", link);
+  }
+  if (typeof ref.id === "string") return `media id ${ref.id}${ref.mime_type ? ` (${ref.mime_type})` : ""}`;
+  return null;
+}
 let cursor = null;
 function query() {
   const q = document.getElementById("q").value.trim();
@@ -142,7 +162,8 @@ function row(m) {
     el("td", {}, el("a", {href: `#message/${m.id}`}, `#${m.id}`)),
     el("td", {}, new Date(m.created_at).toLocaleString()), el("td", {}, m.direction),
     el("td", {class: `status status-${m.status}`}, m.status), el("td", {}, m.contact),
-    el("td", {}, m.company_id), el("td", {class: "text"}, m.body || (m.type !== "text" ? m.type : "")));
+    el("td", {}, m.company_id), el("td", {class: "text"},
+      m.type !== "text" ? `[${m.type}]${m.body ? " " + m.body : ""}` : m.body || ""));
 }
 async function search(more) {
   const status = document.getElementById("status");
@@ -172,7 +193,9 @@ async function openMessage(id) {
     ["direction", m.direction], ["contact", m.contact], ["company", m.company_id], ["connection", m.connection_id],
     ["campaign", m.campaign_id ?? "–"], ["provider id", m.external_id || "–"], ["attempts", m.attempts],
     ["error", m.error_code || m.error_title ? errorName(m.error_code, m.error_title) : "–"],
-    ["text", m.body || m.type]];
+    ["kind", kindOf(m)], ["text", m.body || m.type]];
+  const media = mediaOf(m);
+  if (media) facts.push(["media", media]);
   document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const items = [];
   for (const earlier of m.history || []) {

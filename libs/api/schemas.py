@@ -9,6 +9,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.api.http import MAX_ID
+from libs.api.kinds import (
+    MAX_CAPTION,
+    AudioIn,
+    ContactIn,
+    DocumentIn,
+    ImageIn,
+    InteractiveIn,
+    LocationIn,
+    ReactionIn,
+    StickerIn,
+    TemplateComponent,
+    VideoIn,
+    dump,
+)
 from libs.campaigns.expand import bad_placeholder
 
 NON_DIGITS = re.compile(r"\D+")
@@ -27,20 +41,57 @@ class _Strict(BaseModel):
 
 
 class TemplateIn(_Strict):
-    """An approved WhatsApp template."""
+    """An approved WhatsApp template; ``components`` fill its header (text or media), body and button
+    (``quick_reply`` payload, ``url`` suffix) parameters in Meta's shape."""
 
     name: str = Field(min_length=1, max_length=512)
     language: str = Field(default="en_US", min_length=2, max_length=16)
-    components: list[dict[str, Any]] = Field(default_factory=list)
+    components: list[TemplateComponent] = Field(default_factory=list, max_length=20)
+
+    def content(self) -> dict[str, Any]:
+        """As stored and sent: ``{"name", "language", "components"}`` (unset fields left out)."""
+        return {"name": self.name, "language": self.language, "components": dump(list(self.components))}
+
+
+class ReplyTo(_Strict):
+    """The message a new one quotes (Meta ``context``)."""
+
+    message_id: str = Field(min_length=1, max_length=200, description="its wamid (Meta) or key id (Baileys)")
+
+
+#: The content fields of ``MessageIn``, one per kind besides ``text``: exactly one is given.
+KIND_FIELDS = (
+    "template",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "interactive",
+    "location",
+    "contacts",
+    "reaction",
+)
 
 
 class MessageIn(_Strict):
-    """``POST /api/messages``: one outbound message, text or template."""
+    """``POST /api/messages``: one outbound message of one kind — ``text`` or exactly one of the kind objects
+    (Meta's wire shape; see the README's "Message kinds") — optionally quoting a message (``context``)."""
 
     company_id: int = Field(gt=0, le=MAX_ID)
     to: str = Field(description="recipient phone number; normalised to digits")
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: TemplateIn | None = None
+    image: ImageIn | None = None
+    video: VideoIn | None = None
+    audio: AudioIn | None = None
+    document: DocumentIn | None = None
+    sticker: StickerIn | None = None
+    interactive: InteractiveIn | None = None
+    location: LocationIn | None = None
+    contacts: list[ContactIn] | None = Field(default=None, min_length=1, max_length=5)
+    reaction: ReactionIn | None = None
+    context: ReplyTo | None = Field(default=None, description="reply to (quote) this message")
     priority: Literal["urgent", "normal", "low"] = "normal"
     connection_id: int | None = Field(
         default=None, gt=0, le=MAX_ID, description="default: the company's first active one"
@@ -57,9 +108,24 @@ class MessageIn(_Strict):
 
     @model_validator(mode="after")
     def _one_content(self) -> MessageIn:
-        if (self.text is None) == (self.template is None):
-            raise ValueError("give exactly one of text or template")
+        given = [name for name in ("text", *KIND_FIELDS) if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of text or template (or one of {', '.join(KIND_FIELDS[1:])})")
+        if self.reaction is not None and self.context is not None:
+            raise ValueError("a reaction names its message in reaction.message_id, not context")
         return self
+
+    @property
+    def kind(self) -> str:
+        """The message's kind: ``text`` or the one kind field given."""
+        return next((name for name in KIND_FIELDS if getattr(self, name) is not None), "text")
+
+    def content(self) -> Any:
+        """The kind's content as stored and sent (``None`` for text: its body is ``text``)."""
+        if self.template is not None:
+            return self.template.content()
+        value = getattr(self, self.kind) if self.kind != "text" else None
+        return None if value is None else dump(value)
 
 
 class OptOutIn(_Strict):
@@ -202,14 +268,24 @@ class CampaignTemplateIn(TemplateIn):
     variables: list[str] = Field(default_factory=list)
 
 
+#: The media kinds a campaign may send (its ``text`` is then the caption, with ``{var}`` placeholders).
+CAMPAIGN_MEDIA = ("image", "video", "audio", "document", "sticker")
+
+
 class CampaignIn(_Strict):
-    """``POST /api/campaigns``: a text body with ``{var}`` placeholders, or a template."""
+    """``POST /api/campaigns``: a text body with ``{var}`` placeholders, a template, or one medium (``image``,
+    ``video``, ``audio``, ``document``, ``sticker``: by ``link`` or ``id``, its caption in ``text``)."""
 
     company_id: int = Field(gt=0, le=MAX_ID)
     connection_id: int = Field(gt=0, le=MAX_ID)
     name: str = Field(min_length=1, max_length=200)
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: CampaignTemplateIn | None = None
+    image: ImageIn | None = None
+    video: VideoIn | None = None
+    audio: AudioIn | None = None
+    document: DocumentIn | None = None
+    sticker: StickerIn | None = None
 
     @field_validator("text")
     @classmethod
@@ -224,9 +300,29 @@ class CampaignIn(_Strict):
 
     @model_validator(mode="after")
     def _one_content(self) -> CampaignIn:
-        if (self.text is None) == (self.template is None):
-            raise ValueError("give exactly one of text or template")
+        media = [name for name in CAMPAIGN_MEDIA if getattr(self, name) is not None]
+        if len(media) > 1 or (media and self.template is not None):
+            raise ValueError("give exactly one of text or template, or one medium (its caption in text)")
+        if media:
+            medium = getattr(self, media[0])
+            if getattr(medium, "caption", None) is not None:
+                raise ValueError(
+                    f"a campaign's caption is its text (with {{var}} placeholders), not {media[0]}.caption"
+                )
+            if self.text is not None and media[0] in ("audio", "sticker"):
+                raise ValueError(f"{media[0]} takes no caption: leave text out")
+            if self.text is not None and len(self.text) > MAX_CAPTION:
+                raise ValueError(f"text is the caption here: at most {MAX_CAPTION} characters")
+        elif (self.text is None) == (self.template is None):
+            raise ValueError("give exactly one of text or template (or one medium)")
         return self
+
+    @property
+    def kind(self) -> str:
+        """``text``, ``template`` or the medium given."""
+        if self.template is not None:
+            return "template"
+        return next((name for name in CAMPAIGN_MEDIA if getattr(self, name) is not None), "text")
 
 
 class CampaignStartIn(_Strict):

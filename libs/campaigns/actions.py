@@ -33,6 +33,7 @@ from libs.campaigns.lanes import Lanes
 from libs.connections import store as connections
 from libs.db.engine import Database
 from libs.enqueue import enqueue_many
+from libs.messages import kinds
 from libs.messages import store as messages
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError
 from libs.rules import limits, limits_store
@@ -78,9 +79,10 @@ def expansion_jobs(campaign_id: int, slices: Iterable[tuple[int, int]]) -> list[
 async def create_campaign(
     pool: AsyncConnectionPool[Any], values: dict[str, Any], *, templates: TemplateCache | None = None
 ) -> dict[str, Any]:
-    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template). A template is
-    checked against the connection's catalogue through ``templates`` (:mod:`libs.templates.catalogue`; its
-    body parameters are the ``variables`` columns plus any given in ``components``)."""
+    """A new ``draft`` campaign (``values``: company_id, connection_id, name, text or template, or a media
+    ``kind`` with its ``content`` and ``text`` as caption). A template is checked against the connection's
+    catalogue through ``templates`` (:mod:`libs.templates.catalogue`; its body parameters are the ``variables``
+    columns plus any given in ``components``)."""
     async with pool.connection() as conn:
         found = await connections.owner(conn, values["connection_id"])
         if found is None or found["company_id"] != values["company_id"]:
@@ -91,15 +93,20 @@ async def create_campaign(
         if template and templates is not None:
             components = campaign_components(template)
             await catalogue.check(templates, conn, values["connection_id"], template, components)
+        content = values.get("content")
+        kind = "template" if template else values.get("kind") or "text"
+        if found["provider"] != "meta" and (why := kinds.bridge_refusal(kind, content)) is not None:
+            raise InvalidError(why)
         return await store.insert(
             conn,
             {
                 "company_id": values["company_id"],
                 "connection_id": values["connection_id"],
                 "name": values["name"],
-                "content_type": "template" if template else "text",
+                "content_type": kind,
                 "body": values.get("text"),
                 "template": Jsonb(template) if template else None,
+                "content": Jsonb(content) if content is not None else None,
             },
         )
 

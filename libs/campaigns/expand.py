@@ -23,6 +23,7 @@ from libs.companies import store as companies
 from libs.db.engine import Database
 from libs.db.models import CampaignStatus
 from libs.errors import PermanentError, RecordNotFoundError
+from libs.messages import kinds
 from libs.messages import store as messages
 from libs.rules import limits, limits_store
 from libs.rules.budget import Budget, Target
@@ -80,6 +81,11 @@ def _send(message_id: int) -> Message[Any]:
     return contracts.SEND_LOW.message(contracts.SendMessage(message_id))
 
 
+def _media_payload(kind: str, content: dict[str, Any], caption: str | None) -> dict[str, Any]:
+    """A media message's payload: the campaign's reference with the recipient's rendered caption."""
+    return {kind: {**content, "caption": caption} if caption else dict(content)}
+
+
 def _targets(session: Any, ids: list[int]) -> list[Target]:
     """The sends as the budget sees them (recipient, window open), in the slice's own transaction."""
     return [Target(*row) for row in limits_store.targets(session, ids, WINDOW_SECONDS)] if ids else []
@@ -112,9 +118,14 @@ def expand_batch(
             session, batch.campaign_id, batch.first_recipient_id, batch.last_recipient_id
         )
         numbers = [recipient for recipient, _ in recipients]
-        if campaign["content_type"] == "template":
+        kind = campaign["content_type"]
+        if kind == "template":
             bodies: list[str | None] = [None] * len(recipients)
             payloads = [orjson.dumps(_template_payload(campaign["template"], v)).decode() for _, v in recipients]
+        elif kind in kinds.MEDIA_KINDS:
+            caption = campaign["body"]
+            bodies = [render(caption, v) if caption else None for _, v in recipients]
+            payloads = [orjson.dumps(_media_payload(kind, campaign["content"] or {}, b)).decode() for b in bodies]
         else:
             bodies = [render(campaign["body"] or "", variables) for _, variables in recipients]
             payloads = ["{}"] * len(recipients)

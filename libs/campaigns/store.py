@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 
 from libs.events import outbox_store as events
 
-COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, start_at, recipients_count,
-queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at, started_at,
-finished_at, status_reason"""
+COLUMNS = """id, company_id, connection_id, name, status, content_type, body, template, content, start_at,
+recipients_count, queued_count, sent_count, delivered_count, read_count, failed_count, suppressed_count, created_at,
+started_at, finished_at, status_reason"""
 
-INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template)
-VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s) RETURNING {COLUMNS}"""
+INSERT = f"""INSERT INTO campaigns (company_id, connection_id, name, content_type, body, template, content)
+VALUES (%(company_id)s, %(connection_id)s, %(name)s, %(content_type)s, %(body)s, %(template)s, %(content)s)
+RETURNING {COLUMNS}"""
 GET = f"SELECT {COLUMNS} FROM campaigns WHERE id = %(id)s"
 LIST = (
     f"SELECT {COLUMNS} FROM campaigns WHERE (%(company_id)s::bigint IS NULL OR company_id = %(company_id)s) "
@@ -107,7 +108,8 @@ PAUSED_AMONG = "SELECT id FROM campaigns WHERE id = ANY(%(ids)s) AND status = 'p
 
 #: What the expansion of a slice needs of its campaign.
 FOR_EXPANSION = (
-    "SELECT id, company_id, connection_id, status, content_type, body, template FROM campaigns WHERE id = %(id)s"
+    "SELECT id, company_id, connection_id, status, content_type, body, template, content FROM campaigns "
+    "WHERE id = %(id)s"
 )
 RECIPIENTS_IN_SLICE = """
 SELECT recipient, variables FROM campaign_recipients

@@ -19,6 +19,7 @@ from typing import IO, Any, TextIO
 
 import httpx
 
+from libs.cli import send_kinds
 from libs.cli.api import ApiClient, api_group
 from libs.cli.output import EXIT_FAILED, EXIT_OK, UsageError, print_result, table
 
@@ -193,10 +194,22 @@ def _csv_source(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
 def cmd_create(args: argparse.Namespace, api: CampaignApi) -> int:
     """Create a draft campaign; print its id."""
     body: dict[str, Any] = {"company_id": args.company, "connection_id": args.connection, "name": args.name}
-    if args.text is not None:
+    if args.text is None and args.template is None and args.media is None:
+        raise UsageError("give --text, --template or --media")
+    if args.media is not None:
+        kind, sep, ref = args.media.partition("=")
+        if not sep or kind not in send_kinds.MEDIA or not ref:
+            raise UsageError(f"--media is KIND=URL|MEDIA_ID, KIND one of {', '.join(send_kinds.MEDIA)}")
+        if args.template is not None:
+            raise UsageError("--media goes with --text (its caption), not --template")
+        body[kind] = send_kinds.media_ref(ref) | ({"filename": args.filename} if args.filename else {})
+    elif args.filename is not None:
+        raise UsageError("--filename goes with --media document=…")
+    if args.text is not None or args.media is not None:
         if args.language is not None or args.variable:
             raise UsageError("--language and --variable go with --template")
-        body["text"] = args.text
+        if args.text is not None:
+            body["text"] = args.text
     else:
         template: dict[str, Any] = {"name": args.template, "variables": args.variable}
         if args.language is not None:
@@ -304,9 +317,13 @@ def register(sub: Any) -> None:
     p.add_argument("--company", type=int, required=True, metavar="ID")
     p.add_argument("--connection", type=int, required=True, metavar="ID")
     p.add_argument("--name", required=True)
-    content = p.add_mutually_exclusive_group(required=True)
-    content.add_argument("--text", metavar="BODY", help="message text; {column} placeholders come from the CSV")
+    content = p.add_mutually_exclusive_group()
+    content.add_argument("--text", metavar="BODY", help="message text (or a --media caption); {column} placeholders "
+                         "come from the CSV")  # fmt: skip
     content.add_argument("--template", metavar="NAME", help="an approved WhatsApp template")
+    p.add_argument("--media", metavar="KIND=URL|MEDIA_ID", help="send one medium: image, video, audio, document or "
+                   "sticker (e.g. image=https://x.io/a.jpg); --text is its caption")  # fmt: skip
+    p.add_argument("--filename", help="file name the recipients see (--media document=…)")
     p.add_argument("--language", help="template language (the API's default: en_US)")
     p.add_argument("--variable", action="append", default=[], metavar="COLUMN",
                    help="CSV column filling the template's next body parameter (repeat, in order)")  # fmt: skip

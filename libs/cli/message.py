@@ -12,6 +12,7 @@ from typing import Any
 
 from libs.cli.api import API_URL_HELP, ApiClient, ApiRefusedError, with_api
 from libs.cli.output import EXIT_OK, print_result
+from libs.messages import kinds
 
 #: The timestamps of a message, in the order of its life.
 STAGES = ("created", "queued", "sending", "sent", "delivered", "read", "failed")
@@ -44,6 +45,7 @@ def render(data: dict[str, Any]) -> str:
         f"connection {m['connection_id']}" + (f", campaign {m['campaign_id']}" if m.get("campaign_id") else ""),
         f"contact: {contact}",
         f"provider id: {m.get('external_id') or '-'}",
+        *([f"media: {media}"] if (media := kinds.media_line(m["type"], m.get("payload"))) else []),
         f"job: {m.get('job_id') or '- (campaign and inbound messages have no fixed job id)'}",
         f"attempts: {m.get('attempts', 0)}",
     ]

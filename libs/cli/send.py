@@ -1,5 +1,5 @@
 """``zapq send`` / ``zapq retry``: one outbound message through zapq's HTTP API (``POST /api/messages``), as a
-producer sends it.
+producer sends it: text, template, or another kind (:mod:`libs.cli.send_kinds`).
 
 The API stores the message ``queued`` and enqueues its send job on the tier's queue; the command prints the
 message id and the job id. ``--idempotency-key`` is sent as the ``Idempotency-Key`` header: a repeat answers
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from libs.cli import send_kinds
 from libs.cli.api import API_URL_HELP, ApiClient, with_api
 from libs.cli.output import EXIT_OK, UsageError, print_result
 from libs.contracts import TIER_QUEUES
@@ -25,11 +26,16 @@ def message_body(args: argparse.Namespace) -> dict[str, Any]:
         body["priority"] = args.priority
     if args.connection is not None:
         body["connection_id"] = args.connection
-    if args.text is not None:
-        if args.language is not None or args.variable:
-            raise UsageError("--language and --variable go with --template")
-        body["text"] = args.text
-        return body
+    if args.template is None and (args.language is not None or args.variable):
+        raise UsageError("--language and --variable go with --template")
+    kind = send_kinds.kind_fields(args)
+    if "interactive" in kind:  # --text is the body of the buttons or list
+        return {**body, **kind}
+    if args.template is None:
+        if args.text is not None:
+            body["text"] = args.text
+        return {**body, **kind}
+    body.update(kind)
     template: dict[str, Any] = {"name": args.template}
     if args.language is not None:
         template["language"] = args.language
@@ -60,12 +66,15 @@ def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
 
 def register(sub: Any) -> None:
     """Add ``send`` and ``retry`` to the ``zapq`` subparsers."""
-    p = sub.add_parser("send", help="send one text or template message through the API; prints its ids")
+    p = sub.add_parser(
+        "send", help="send one message (text, template, media, buttons, list, location, reaction); prints its ids"
+    )
     p.add_argument("--company", type=int, required=True, metavar="ID")
     p.add_argument("--to", required=True, metavar="PHONE", help="recipient, country code first (e.g. +55 11 …)")
     content = p.add_mutually_exclusive_group(required=True)
     content.add_argument("--text", metavar="BODY", help="message text")
     content.add_argument("--template", metavar="NAME", help="an approved WhatsApp template")
+    send_kinds.add_arguments(p, content)
     p.add_argument("--language", help="template language (the API's default: en_US)")
     p.add_argument("--variable", action="append", default=[], metavar="VALUE",
                    help="value of the template's next body parameter (repeat, in order)")  # fmt: skip

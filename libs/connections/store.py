@@ -73,7 +73,7 @@ LIST = f"SELECT {COLUMNS} FROM connections ORDER BY id LIMIT 1000"
 LIST_OF_COMPANY = f"SELECT {COLUMNS} FROM connections WHERE company_id = %(company_id)s ORDER BY id LIMIT 1000"
 GET = f"SELECT {COLUMNS} FROM connections WHERE id = %(id)s"
 #: Whose connection it is, and whether it is active.
-OWNER = "SELECT company_id, status FROM connections WHERE id = %(id)s"
+OWNER = "SELECT company_id, status, provider FROM connections WHERE id = %(id)s"
 #: The default connection of a company: its first active one.
 FIRST_ACTIVE = "SELECT id FROM connections WHERE company_id = %(company_id)s AND status = 'active' ORDER BY id LIMIT 1"
 #: Set one connection's status and reason, with its ``connection.status`` event when it changed.
@@ -151,7 +151,7 @@ async def get(conn: AsyncConnection[Any], connection_id: int) -> dict[str, Any] 
 
 
 async def owner(conn: AsyncConnection[Any], connection_id: int) -> dict[str, Any] | None:
-    """``company_id`` and ``status`` of a connection, or ``None``."""
+    """``company_id``, ``status`` and ``provider`` of a connection, or ``None``."""
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(OWNER, {"id": connection_id})
     return await cursor.fetchone()

@@ -392,10 +392,13 @@ class Campaign(Base):
     status: Mapped[CampaignStatus] = mapped_column(
         _enum(CampaignStatus), default=CampaignStatus.DRAFT, server_default="draft"
     )
-    #: ``text`` (body with ``{var}`` placeholders) or ``template`` (name, language, components).
+    #: ``text`` (body with ``{var}`` placeholders), ``template`` (name, language, components) or a media kind
+    #: (``image``, ``video``, ``audio``, ``document``, ``sticker``: ``content`` + ``body`` as its caption).
     content_type: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
     body: Mapped[str | None] = mapped_column(Text)
     template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: A media kind's reference (``{"link"|"id", "filename"?, "voice"?}``), without its caption (``body``).
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     start_at: Mapped[dt.datetime | None]
     recipients_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     queued_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -36,7 +36,9 @@ SELECT r.company_id, '{MESSAGE_CREATED}', {conversation_of_contact("r.recipient"
        jsonb_build_object(
          'message_id', r.id, 'company_id', r.company_id, 'connection_id', r.connection_id,
          'campaign_id', r.campaign_id, 'contact', jsonb_build_object('wa_id', r.recipient), 'type', r.type,
-         'text', r.body, 'template', r.payload -> 'template', 'priority', r.priority, 'status', 'queued',
+         'text', r.body, 'template', r.payload -> 'template',
+         'content', CASE WHEN r.type IN ('text', 'template') THEN NULL ELSE r.payload -> r.type END,
+         'priority', r.priority, 'status', 'queued',
          'timestamp', zapq_iso(r.created_at))
 FROM {rows} r ORDER BY r.id"""
 

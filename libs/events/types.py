@@ -79,10 +79,13 @@ class MediaRef(_Data):
 
 
 class ReplyContext(_Data):
-    """The message an inbound message replies to."""
+    """The message an inbound message replies to, and whether it was forwarded."""
 
-    message_id: str = Field(description="the provider id (wamid) of the message replied to")
+    message_id: str | None = Field(default=None, description="the provider id (wamid) of the message replied to")
     from_: str | None = Field(default=None, alias="from")
+    forwarded: bool = False
+    frequently_forwarded: bool = Field(default=False, description="forwarded more than 5 times")
+    referred_product: dict[str, Any] | None = Field(default=None, description="{catalog_id, product_retailer_id}")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -100,6 +103,7 @@ class ErrorInfo(_Data):
 
     code: int | None = None
     title: str | None = None
+    details: str | None = Field(default=None, description="Meta's error_data.details, when it sent them")
     #: ``outside_service_window``, ``marketing_limit``, … (``libs.rules.reasons``); ``null`` for a fault.
     reason: str | None = None
 
@@ -118,6 +122,14 @@ class MessageReceivedData(_Data):
     context: ReplyContext | None = None
     reply_id: str | None = Field(default=None, description="the id of the button or list row the user chose")
     reaction: Reaction | None = None
+    content: dict[str, Any] | None = Field(
+        default=None,
+        description="the kind's structured content, one shape for both providers: {kind, …} — media {id?, url?, "
+        "mime_type?, sha256?, caption?, filename?, voice?, animated?}, location {latitude, longitude, name?, "
+        "address?}, contacts {contacts}, button_reply/list_reply {id, title, description?}, button {payload, "
+        "text}, reaction {message_id, emoji?}, unsupported {}; null for plain text",
+    )
+    errors: list[ErrorInfo] | None = Field(default=None, description="Meta's errors of an unsupported message")
     timestamp: dt.datetime
 
 
@@ -149,6 +161,9 @@ class MessageCreatedData(_Data):
     type: str
     text: str | None
     template: dict[str, Any] | None
+    content: dict[str, Any] | list[Any] | None = Field(
+        default=None, description="another kind's content in Meta's shape (image, interactive, contacts, …)"
+    )
     priority: Literal["urgent", "normal", "low"]
     status: Literal["queued"]
     timestamp: dt.datetime

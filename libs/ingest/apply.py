@@ -198,6 +198,8 @@ def received_data(
     context: dict[str, Any] | None = None,
     reply_id: str | None = None,
     reaction: dict[str, Any] | None = None,
+    content: dict[str, Any] | None = None,
+    errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ``message.received`` data of the inbound message row ``values`` (``message_id`` is added by SQL)."""
     created: dt.datetime = values["created_at"]
@@ -212,6 +214,8 @@ def received_data(
         "context": context,
         "reply_id": reply_id,
         "reaction": reaction,
+        "content": content,
+        "errors": errors,
         "timestamp": created.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
     }
 
@@ -227,6 +231,8 @@ def _inbound_payload(item: InboundMessage) -> dict[str, Any]:
     payload: dict[str, Any] = {k: v for k, v in extras.items() if v is not None}
     if item.type == "reaction":
         payload["reaction_removed"] = item.reaction_removed
+    structured = {"content": item.content, "context": item.context, "errors": item.errors, "referral": item.referral}
+    payload.update((k, v) for k, v in structured.items() if v is not None)
     payload["raw"] = item.raw
     return payload
 
@@ -335,12 +341,19 @@ def apply_keywords(session: Session, company_id: int, phone: str, text: str | No
 
 def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | None) -> dict[str, Any]:
     media = {"id": item.media_id, "mime_type": item.mime_type} if item.media_id else None
-    context = {"message_id": item.context_wamid, "from": item.context_from} if item.context_wamid else None
+    context = item.context
     reaction = None
     if item.type == "reaction":
         reaction = {"message_id": item.reaction_to, "emoji": item.text, "removed": item.reaction_removed}
     return received_data(
-        values, contact_name=name, media=media, context=context, reply_id=item.reply_id, reaction=reaction
+        values,
+        contact_name=name,
+        media=media,
+        context=context,
+        reply_id=item.reply_id,
+        reaction=reaction,
+        content=item.content,
+        errors=item.errors,
     )
 
 
@@ -418,6 +431,10 @@ def _apply_upsert(
         payload["context_wamid"] = event.quoted_id
     if event.reaction_to:
         payload.update(reaction_to=event.reaction_to, reaction_removed=event.reaction_removed)
+    if event.content is not None:
+        payload["content"] = event.content
+    if event.context is not None:
+        payload["context"] = event.context
     values = {
         "company_id": company_id,
         "connection_id": connection_id,
@@ -437,8 +454,11 @@ def _apply_upsert(
         reaction = None
         if event.reaction_to:
             reaction = {"message_id": event.reaction_to, "emoji": event.text, "removed": event.reaction_removed}
-        context = {"message_id": event.quoted_id, "from": None} if event.quoted_id else None
-        received = received_data(values, contact_name=name, context=context, reaction=reaction)
+        content = event.content
+        reply_id = content.get("id") or content.get("payload") if content is not None else None
+        received = received_data(
+            values, contact_name=name, context=event.context, reaction=reaction, content=content, reply_id=reply_id
+        )
         with span(
             "message.received",
             ids={"zapq.wamid": event.key_id, "zapq.connection": connection_id},

@@ -40,7 +40,7 @@ from libs import contracts
 from libs.companies import store as companies
 from libs.connections import store as connections
 from libs.enqueue import enqueue_many_async
-from libs.messages import store
+from libs.messages import kinds, store
 from libs.refusals import ConflictError, InvalidError, NotFoundError, QueueUnavailableError, RuleViolationError
 from libs.rules import limits, limits_store, window
 from libs.rules import store as rules_store
@@ -60,12 +60,18 @@ VIA_REPLAY = "replay"
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """An outbound message a producer asks for: text or template (``{"name", "language", "components"}``)."""
+    """An outbound message a producer asks for: text, a template (``{"name", "language", "components"}``) or
+    another kind's ``content`` (:mod:`libs.messages.kinds`, validated by the API), maybe a reply (``reply_to``)."""
 
     company_id: int
     to: str
     text: str | None = None
     template: dict[str, Any] | None = None
+    #: ``text``, ``template`` or another kind of :data:`libs.messages.kinds.KINDS` (then with ``content``).
+    kind: str = kinds.TEXT
+    content: Any = None
+    #: The provider id (wamid / key id) of the message this one quotes.
+    reply_to: str | None = None
     priority: str = "normal"
     #: Default: the company's first active connection.
     connection_id: int | None = None
@@ -105,9 +111,16 @@ async def _connection_for(conn: Any, new: NewMessage) -> int:
 async def _check_rules(conn: Any, new: NewMessage, connection_id: int) -> dict[str, Any] | None:
     """Refuse what a WhatsApp rule forbids now (:class:`~libs.refusals.RuleViolationError`): a free-form message
     outside the contact's customer-service window (:mod:`libs.rules.window`), a message to a number on the
-    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`)."""
-    message_type = "template" if new.template is not None else "text"
+    company's suppression list unless it is a transactional reply inside the window (:mod:`libs.rules.optouts`).
+    A kind the connection's Baileys bridge cannot send is refused here too (:class:`~libs.refusals.InvalidError`,
+    422), never failed later by the sender. Returns the contact's window state (with the connection's
+    ``provider``), ``None`` for an unknown connection."""
+    message_type = kind_of(new)
     state = await rules_store.window(conn, connection_id, new.to)
+    if state is not None and state["provider"] != "meta":
+        content = new.template if message_type == kinds.TEMPLATE else new.content
+        if (why := kinds.bridge_refusal(message_type, content)) is not None:
+            raise InvalidError(why)
     refused = window.refusal(state, message_type)
     if refused is not None:
         reason, closed_at = refused
@@ -138,6 +151,23 @@ async def _count_toward_budget(conn: Any, redis: aioredis.Redis, namespace: str,
         )
 
 
+def kind_of(new: NewMessage) -> str:
+    """The kind of ``new`` (a ``template`` given the old way counts as one)."""
+    return kinds.TEMPLATE if new.template is not None else new.kind
+
+
+def payload_of(new: NewMessage) -> dict[str, Any]:
+    """The stored payload of ``new``: its kind's content under the kind's name, and ``reply_to``."""
+    payload: dict[str, Any] = {}
+    if new.template is not None:
+        payload[kinds.TEMPLATE] = new.template
+    elif new.kind != kinds.TEXT:
+        payload[new.kind] = new.content
+    if new.reply_to is not None:
+        payload["reply_to"] = new.reply_to
+    return payload
+
+
 async def create_message(
     pool: AsyncConnectionPool[Any],
     redis: aioredis.Redis,
@@ -157,7 +187,12 @@ async def create_message(
         state = await _check_rules(conn, new, connection_id)
         if new.template is not None and templates is not None:
             await catalogue.check(templates, conn, connection_id, new.template, new.template.get("components") or [])
-        payload = {"template": new.template} if new.template is not None else {}
+        provider = None if state is None else str(state["provider"])
+        payload = payload_of(new)
+        if new.kind == kinds.REACTION and provider is not None and provider != "meta":
+            # A bridge names the reacted-to message by its whole key, whose fromMe zapq knows from its own rows.
+            target = str(new.content["message_id"])
+            payload["reaction_from_me"] = await store.direction_by_external_id(conn, connection_id, target) == "out"
         async with conn.transaction():
             row = await store.insert(
                 conn,
@@ -166,8 +201,8 @@ async def create_message(
                     "connection_id": connection_id,
                     "priority": new.priority,
                     "recipient": new.to,
-                    "type": "template" if new.template is not None else "text",
-                    "body": new.text,
+                    "type": kind_of(new),
+                    "body": new.text if new.text is not None else kinds.summary(new.kind, new.content),
                     "payload": Jsonb(payload),
                     "key": key,
                 },

@@ -44,6 +44,10 @@ SELECT * FROM created
 
 GET = f"SELECT {COLUMNS} FROM messages WHERE id = %(id)s"
 BY_IDEMPOTENCY_KEY = f"SELECT {COLUMNS} FROM messages WHERE company_id = %(company_id)s AND idempotency_key = %(key)s"
+#: Whether a connection's message with a provider id is ours (``out``) or the customer's (``in``).
+DIRECTION_BY_EXTERNAL_ID = (
+    "SELECT direction FROM messages WHERE connection_id = %(connection_id)s AND external_id = %(external_id)s"
+)
 
 # -- created by the ingest worker -----------------------------------------------------------------------
 
@@ -290,6 +294,14 @@ async def by_idempotency_key(conn: AsyncConnection[Any], company_id: int, key: s
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(BY_IDEMPOTENCY_KEY, {"company_id": company_id, "key": key})
     return await cursor.fetchone()
+
+
+async def direction_by_external_id(conn: AsyncConnection[Any], connection_id: int, external_id: str) -> str | None:
+    """``in`` or ``out`` for the connection's message ``external_id``, or ``None`` when zapq does not have it."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(DIRECTION_BY_EXTERNAL_ID, {"connection_id": connection_id, "external_id": external_id})
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def page(

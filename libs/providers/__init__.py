@@ -8,12 +8,20 @@ bridge. Each translates its provider's failures into :mod:`libs.errors` in exact
 from __future__ import annotations
 
 from libs.providers.baileys import BaileysBridgeClient, map_bridge_error
-from libs.providers.base import OutboundMessage, OutboundTemplate, OutboundText, Provider, SendResult
+from libs.providers.base import (
+    OutboundContent,
+    OutboundMessage,
+    OutboundTemplate,
+    OutboundText,
+    Provider,
+    SendResult,
+)
 from libs.providers.meta import MetaCloudClient, map_meta_error
 
 __all__ = [
     "BaileysBridgeClient",
     "MetaCloudClient",
+    "OutboundContent",
     "OutboundMessage",
     "OutboundTemplate",
     "OutboundText",

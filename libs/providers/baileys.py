@@ -29,7 +29,8 @@ from libs.errors import (
     ProviderTransientError,
 )
 from libs.providers._http import excerpt, json_object, map_transport_error, redact
-from libs.providers.base import OutboundTemplate, OutboundText, SendResult
+from libs.providers.baileys_kinds import bridge_request
+from libs.providers.base import OutboundMessage, OutboundTemplate, OutboundText, SendResult
 
 PROVIDER = "baileys"
 
@@ -132,7 +133,7 @@ def parse_send_response(body: bytes) -> SendResult:
 
 
 class BaileysBridgeClient:
-    """Sends text messages through one instance of an Evolution API v2 (Baileys) bridge.
+    """Sends messages through one instance of an Evolution API v2 (Baileys) bridge.
 
     Templates do not exist on the unofficial WhatsApp Web protocol and are refused with
     ``ProviderPermanentError`` before any request. The API key is kept out of ``repr`` and of exceptions.
@@ -153,14 +154,19 @@ class BaileysBridgeClient:
     def __repr__(self) -> str:
         return f"BaileysBridgeClient(base_url={self.base_url!r}, instance={self.instance!r})"
 
-    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
-        """POST a text message once; return its ``key.id`` or raise the mapped ``libs.errors`` exception.
+    async def send(self, message: OutboundMessage, *, pair_hits: int = 0) -> SendResult:
+        """POST a message once (text to ``sendText``, other kinds to their endpoint:
+        :mod:`libs.providers.baileys_kinds`); return its ``key.id`` or raise the mapped ``libs.errors`` exception.
 
         ``pair_hits`` is ignored: the bridge has no per-recipient limit.
         """
         if isinstance(message, OutboundTemplate):
             raise ProviderPermanentError("template messages are not supported by the Baileys bridge", provider=PROVIDER)
-        response = await self._request("POST", f"/message/sendText/{self.instance}", build_send_text(message))
+        if isinstance(message, OutboundText):
+            endpoint, payload = "sendText", build_send_text(message)
+        else:
+            endpoint, payload = bridge_request(message)
+        response = await self._request("POST", f"/message/{endpoint}/{self.instance}", payload)
         return parse_send_response(response.content)
 
     async def connection_state(self) -> str:

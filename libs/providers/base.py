@@ -38,9 +38,29 @@ class OutboundTemplate:
     language: str
     components: list[dict[str, Any]] = field(default_factory=list)
     client_ref: str | None = None
+    reply_to: str | None = None
 
 
-OutboundMessage: TypeAlias = OutboundText | OutboundTemplate
+@dataclass(frozen=True, slots=True)
+class OutboundContent:
+    """Any other kind (:mod:`libs.messages.kinds`): image, video, audio, document, sticker, interactive,
+    location, contacts, reaction.
+
+    ``content`` is the kind's object in Meta's Cloud API shape (validated by the API against Meta's limits),
+    e.g. ``{"link": "https://…/a.jpg", "caption": "…"}`` for an image, a list of contact cards for
+    ``contacts``; each provider client maps it to its own wire format.
+    """
+
+    to: str
+    kind: str
+    content: Any
+    reply_to: str | None = None
+    client_ref: str | None = None
+    #: A reaction's target is one of our own messages (a bridge keys it with ``fromMe``; Meta needs no hint).
+    target_from_me: bool = False
+
+
+OutboundMessage: TypeAlias = OutboundText | OutboundTemplate | OutboundContent
 """Any message a :class:`Provider` can be asked to send."""
 
 
@@ -64,7 +84,7 @@ class Provider(Protocol):
 
     name: str
 
-    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
+    async def send(self, message: OutboundMessage, *, pair_hits: int = 0) -> SendResult:
         """Send ``message`` once and return the provider's ids, or raise a ``ProviderError`` subclass.
 
         ``pair_hits``: the provider's per-recipient refusals in a row so far (``PairRateLimited`` backs off by it).

@@ -41,7 +41,7 @@ from libs.errors import (
     TemplateError,
 )
 from libs.providers._http import excerpt, json_object, map_transport_error, redact
-from libs.providers.base import OutboundTemplate, OutboundText, SendResult
+from libs.providers.base import OutboundMessage, OutboundTemplate, OutboundText, SendResult
 from libs.rules.reasons import rule_reason
 
 PROVIDER = "meta"
@@ -183,8 +183,9 @@ def _by_status(http_status: int, body: bytes | dict[str, Any] | None) -> Provide
     return _build(_first_match(NO_CODE_BY_STATUS, http_status), message, common)
 
 
-def build_payload(message: OutboundText | OutboundTemplate) -> dict[str, Any]:
-    """The JSON body of ``POST /{version}/{phone_number_id}/messages`` for ``message`` (doc section B1)."""
+def build_payload(message: OutboundMessage) -> dict[str, Any]:
+    """The JSON body of ``POST /{version}/{phone_number_id}/messages`` for ``message`` (doc section B1; other
+    kinds: ``whatsapp-more.md`` section 1 — the content goes under the kind's name as it is)."""
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -195,12 +196,17 @@ def build_payload(message: OutboundText | OutboundTemplate) -> dict[str, Any]:
         payload["text"] = {"preview_url": False, "body": message.body}
         if message.reply_to:
             payload["context"] = {"message_id": message.reply_to}
-    else:
+    elif isinstance(message, OutboundTemplate):
         payload["type"] = "template"
         template: dict[str, Any] = {"name": message.name, "language": {"code": message.language}}
         if message.components:
             template["components"] = list(message.components)
         payload["template"] = template
+    else:
+        payload["type"] = message.kind
+        payload[message.kind] = message.content
+    if not isinstance(message, OutboundText) and message.reply_to:
+        payload["context"] = {"message_id": message.reply_to}
     if message.client_ref:
         payload["biz_opaque_callback_data"] = message.client_ref
     return payload
@@ -268,7 +274,7 @@ class MetaCloudClient:
     def __repr__(self) -> str:
         return f"MetaCloudClient(url={self.url!r})"
 
-    async def send(self, message: OutboundText | OutboundTemplate, *, pair_hits: int = 0) -> SendResult:
+    async def send(self, message: OutboundMessage, *, pair_hits: int = 0) -> SendResult:
         """POST ``message`` once; return its wamid or raise the mapped ``libs.errors`` exception.
 
         ``pair_hits`` is the number of 131056 replies already seen in a row for this recipient; it only

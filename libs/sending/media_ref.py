@@ -1,17 +1,21 @@
-"""A media reference of an outbound message made sendable on its connection: the seam between sends and
+"""The one seam where a message's media references are resolved just before it is sent, between sends and
 :mod:`libs.media`.
 
-``{"id": "med_…"}`` (a file uploaded to zapq, ``POST /api/media``) becomes, for a Meta connection, Meta's own
-media id: the file is uploaded to ``POST /{phone-number-id}/media`` once per connection (uploads of one file to
-one connection are serialised by a Postgres advisory lock) and Meta's id is cached on the media row until it
-expires (30 days; reused while more than a day is left). For a Baileys bridge it becomes the file inline
-(``base64``, ``mime_type``, ``filename``: Evolution's ``sendMedia`` takes raw base64), up to
-:data:`BRIDGE_INLINE_MAX_BYTES`. Any other reference (a link, a provider's id) is returned unchanged.
+A media reference (``{"id": …}`` or ``{"link": …}``, :func:`libs.messages.kinds.media_refs`) is stored as the
+producer gave it; :func:`resolve_outbound` passes each one of a message through :func:`resolve_media` (the
+stored payload is never changed). ``{"id": "med_…"}`` (a file uploaded to zapq, ``POST /api/media``) becomes,
+for a Meta connection, Meta's own media id: the file is uploaded to ``POST /{phone-number-id}/media`` once per
+connection (uploads of one file to one connection are serialised by a Postgres advisory lock) and Meta's id is
+cached on the media row until it expires (30 days; reused while more than a day is left). For a Baileys bridge
+it becomes the file inline (``base64``, ``mime_type``, ``filename``: Evolution's ``sendMedia`` takes raw
+base64), up to :data:`BRIDGE_INLINE_MAX_BYTES`. Any other reference (a link, a provider's id) is returned
+unchanged.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +29,10 @@ from libs.media import actions, store
 from libs.media.errors import MediaNotFoundError, MediaTooLargeError
 from libs.media.provider import MetaMediaClient
 from libs.media.storage import MediaStorage
+from libs.messages import kinds
+from libs.providers.base import OutboundContent, OutboundMessage, OutboundTemplate
 from libs.secrets import Secrets
+from libs.sending.store import Claimed
 
 #: Meta keeps an uploaded file this long.
 UPLOAD_TTL = dt.timedelta(days=30)
@@ -59,7 +66,7 @@ def _cached(row: Mapping[str, Any], connection_id: int, now: dt.datetime) -> str
 
 
 async def resolve_media(
-    ref: dict[str, Any], connection: Mapping[str, Any], *, resolver: MediaResolver | None = None
+    ref: dict[str, Any], connection: Mapping[str, Any] | Claimed, *, resolver: MediaResolver | None = None
 ) -> dict[str, Any]:
     """``ref`` ready to send on ``connection`` (a claimed send's row: ``company_id``, ``connection_id``,
     ``provider``, ``phone_number_id``, encrypted ``access_token``); unchanged unless its ``id`` is a zapq
@@ -78,7 +85,7 @@ async def resolve_media(
     return await _inline(resolver, row, ref)
 
 
-async def _meta_id(resolver: MediaResolver, row: dict[str, Any], connection: Mapping[str, Any]) -> str:
+async def _meta_id(resolver: MediaResolver, row: dict[str, Any], connection: Mapping[str, Any] | Claimed) -> str:
     connection_id = int(connection["connection_id"])
     cached = _cached(row, connection_id, dt.datetime.now(dt.UTC))
     if cached is not None:
@@ -115,3 +122,28 @@ async def _inline(resolver: MediaResolver, row: dict[str, Any], ref: dict[str, A
     inline = {k: v for k, v in ref.items() if k != "id"}
     filename = row["filename"] or inline.get("filename")
     return {**inline, "base64": base64.b64encode(data).decode(), "mime_type": row["mime_type"], "filename": filename}
+
+
+async def resolve_outbound(
+    message: OutboundMessage, connection: Claimed, *, resolver: MediaResolver | None = None
+) -> OutboundMessage:
+    """``message`` with every media reference passed through :func:`resolve_media` (the stored payload is
+    never changed: the content is copied when it holds any reference)."""
+    if isinstance(message, OutboundContent):
+        kind, content = message.kind, message.content
+    elif isinstance(message, OutboundTemplate):
+        kind, content = kinds.TEMPLATE, {"components": message.components}
+    else:
+        return message
+    if next(kinds.media_refs(kind, content), None) is None:
+        return message
+    content = copy.deepcopy(content)
+    for ref in kinds.media_refs(kind, content):
+        resolved = await resolve_media(dict(ref), connection, resolver=resolver)
+        ref.clear()
+        ref.update(resolved)
+    if isinstance(message, OutboundContent):
+        return OutboundContent(message.to, kind, content, message.reply_to, message.client_ref, message.target_from_me)
+    return OutboundTemplate(
+        message.to, message.name, message.language, content["components"], message.client_ref, message.reply_to
+    )

@@ -49,11 +49,19 @@ from libs.errors import (
     RuleRefusedError,
 )
 from libs.messages.status_store import record_failed_async, record_sent_async, record_sent_many_async
-from libs.providers import BaileysBridgeClient, MetaCloudClient, OutboundTemplate, OutboundText, Provider
+from libs.providers import (
+    BaileysBridgeClient,
+    MetaCloudClient,
+    OutboundContent,
+    OutboundMessage,
+    OutboundTemplate,
+    OutboundText,
+    Provider,
+)
 from libs.rules import window
 from libs.rules.reasons import OUTSIDE_SERVICE_WINDOW
 from libs.secrets import Secrets
-from libs.sending import store
+from libs.sending import media_ref, store
 from libs.sending.holds import CAMPAIGN, CONNECTION, Holds, hold_name
 from libs.sending.holds import send_job as holds_send_job
 from libs.sending.journal import Journal
@@ -178,17 +186,28 @@ def _new_provider(ctx: SenderContext, row: store.Claimed) -> Provider:
     )
 
 
-def build_outbound(row: store.Claimed) -> OutboundText | OutboundTemplate:
-    """The provider-neutral message for a claimed row."""
+def build_outbound(row: store.Claimed) -> OutboundMessage:
+    """The provider-neutral message for a claimed row (:mod:`libs.messages.kinds`: text is the plain path)."""
     payload: dict[str, Any] = row["payload"] or {}
     client_ref = str(row["id"])
-    if row["type"] == "template":
+    kind = row["type"]
+    if kind == "template":
         return OutboundTemplate(
             to=row["recipient"],
             name=payload["template"]["name"],
             language=payload["template"].get("language", "en_US"),
             components=payload["template"].get("components", []),
             client_ref=client_ref,
+            reply_to=payload.get("reply_to"),
+        )
+    if kind != "text" and kind in payload:
+        return OutboundContent(
+            to=row["recipient"],
+            kind=kind,
+            content=payload[kind],
+            reply_to=payload.get("reply_to"),
+            client_ref=client_ref,
+            target_from_me=bool(payload.get("reaction_from_me")),
         )
     return OutboundText(
         to=row["recipient"], body=row["body"] or "", reply_to=payload.get("reply_to"), client_ref=client_ref
@@ -308,7 +327,10 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         started = time.monotonic()
         with span("provider.send", attributes={"zapq.provider": provider.name}):
             try:
-                result = await provider.send(build_outbound(row), pair_hits=pair_hits)
+                outbound = build_outbound(row)
+                if not isinstance(outbound, OutboundText):  # media ids resolved per connection (text: nothing)
+                    outbound = await media_ref.resolve_outbound(outbound, row, resolver=ctx.media)
+                result = await provider.send(outbound, pair_hits=pair_hits)
             except ProviderError as exc:
                 code = exc.code if exc.code is not None else exc.http_status
                 ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))

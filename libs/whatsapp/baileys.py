@@ -44,6 +44,7 @@ from libs.whatsapp.baileys_types import (
     BaileysMessageUpsert,
     BaileysOther,
 )
+from libs.whatsapp.content import baileys_content, baileys_context
 
 _PERSON_SERVERS = frozenset({"s.whatsapp.net", "c.us"})
 _WRAPPERS = (
@@ -151,6 +152,8 @@ def _upsert(item: JsonObject, path: str, instance: str) -> BaileysMessageUpsert:
         quoted_id=_quoted_id(item, message),
         reaction_to=opt_str(opt_dict(reaction, "key"), "id"),
         reaction_removed=reaction_removed,
+        content=baileys_content(message),
+        context=baileys_context(item, message),
         raw=item,
     )
 

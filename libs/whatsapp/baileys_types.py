@@ -62,6 +62,10 @@ class BaileysMessageUpsert:
     """``reactionMessage.key.id``: the message a reaction applies to."""
     reaction_removed: bool = False
     """``True`` for a reaction with an empty emoji (the user removed their reaction)."""
+    content: dict[str, Any] | None = None
+    """The kind's structured content (:mod:`libs.whatsapp.content`); ``None`` for plain text."""
+    context: dict[str, Any] | None = None
+    """``{message_id?, from?, forwarded, frequently_forwarded}`` from ``contextInfo``."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The ``data`` item exactly as received."""
 

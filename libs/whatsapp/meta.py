@@ -38,6 +38,7 @@ from libs.whatsapp._json import (
     req_str,
     req_timestamp,
 )
+from libs.whatsapp.content import meta_content, meta_context, meta_errors
 from libs.whatsapp.meta_types import (
     META_MEDIA_TYPES,
     META_MESSAGES_FIELD,
@@ -183,6 +184,10 @@ def _parse_message(
         reply_id=content.reply_id,
         reaction_to=content.reaction_to,
         reaction_removed=content.reaction_removed,
+        content=meta_content(msg_type, message),
+        context=meta_context(message),
+        errors=meta_errors(message),
+        referral=opt_dict(message, "referral"),
         raw=message,
     )
 

@@ -58,6 +58,14 @@ class InboundMessage:
     """``True`` for a reaction without an emoji, i.e. the user removed their reaction."""
     contact_name: str | None = None
     """``contacts[].profile.name`` of the contact whose ``wa_id`` equals ``from_wa_id``."""
+    content: dict[str, Any] | None = None
+    """The kind's structured content (:mod:`libs.whatsapp.content`); ``None`` for plain text."""
+    context: dict[str, Any] | None = None
+    """``context``: ``{message_id?, from?, forwarded, frequently_forwarded, referred_product?}``."""
+    errors: list[dict[str, Any]] | None = None
+    """The item's ``errors`` (``unsupported`` messages): ``[{code, title, details}]``."""
+    referral: dict[str, Any] | None = None
+    """``referral``: the click-to-WhatsApp ad the user came from, as sent."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The message dict exactly as received."""
 

@@ -231,3 +231,25 @@ def test_status_shows_sends_waiting_for_tier_budget_and_a_quality_pause() -> Non
     # Then both show
     assert "paused (Meta quality rating RED)" in text
     assert "waiting for tier budget: 500 send(s), room from 2026-12-08T02:00:00Z" in text
+
+
+def test_a_media_campaign_from_the_command_line(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:
+    # When a document campaign is created with its caption and file name
+    cid = create(
+        capsys, company, "--media", "document=https://x.io/c.pdf", "--filename", "c.pdf", "--text", "Hi {name}"
+    )
+    # Then it keeps the medium and the caption
+    code, out, _ = zapq(capsys, "campaign", "status", str(cid), "--json")
+    shown = json.loads(out)
+    assert code == EXIT_OK and (shown["content_type"], shown["body"]) == ("document", "Hi {name}")
+    assert shown["content"] == {"link": "https://x.io/c.pdf", "filename": "c.pdf"}
+    # And bad combinations exit 2 before any request
+    ids = ["--company", str(company["id"]), "--connection", str(company["connection"]["id"]), "--name", "x"]
+    for argv, reason in [
+        (["--media", "gif=https://x.io/a.gif"], "KIND=URL|MEDIA_ID"),
+        (["--media", "image=https://x.io/a.jpg", "--template", "t"], "not --template"),
+        (["--text", "x", "--filename", "a.pdf"], "--filename goes with"),
+        ([], "give --text, --template or --media"),
+    ]:
+        code, _, err = zapq(capsys, "campaign", "create", *ids, *argv)
+        assert code == EXIT_USAGE and reason in err, err

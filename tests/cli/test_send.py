@@ -115,7 +115,7 @@ def test_bad_input_exits_2_and_creates_nothing(
     code, out, err = send(capsys, company, "--text", "Hi", "--template", "promo")
     assert (code, out) == (EXIT_USAGE, "") and "--template: not allowed with argument --text" in err
     code, _, err = send(capsys, company)
-    assert code == EXIT_USAGE and "one of the arguments --text --template is required" in err
+    assert code == EXIT_USAGE and "one of the arguments --text --template" in err
     code, _, err = send(capsys, company, "--text", "Hi", "--variable", "Ana")
     assert code == EXIT_USAGE and "--variable go with --template" in err
     code, _, err = send(capsys, company, "--text", "Hi", "--priority", "asap")
@@ -160,3 +160,89 @@ def test_retry_requeues_a_failed_message_and_refuses_others(
     code, out, err = zapq(capsys, "retry", str(queued["id"]))
     assert (code, out) == (EXIT_USAGE, "") and "is queued; only a failed message can be retried" in err
     assert zapq(capsys, "retry", "999999")[0] == EXIT_NOT_FOUND
+
+
+IMAGE = "https://x.io/a.jpg"
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "content"),
+    [
+        (["--image", IMAGE, "--caption", "New shoe"], "image", {"link": IMAGE, "caption": "New shoe"}),
+        (["--document", "10138596", "--filename", "inv.pdf"], "document", {"id": "10138596", "filename": "inv.pdf"}),
+        (["--audio", "https://x.io/n.ogg", "--voice"], "audio", {"link": "https://x.io/n.ogg", "voice": True}),
+        (["--video", "https://x.io/v.mp4"], "video", {"link": "https://x.io/v.mp4"}),
+        (["--sticker", "https://x.io/s.webp"], "sticker", {"link": "https://x.io/s.webp"}),
+        (["--location", "37.758,-122.4253,HQ"], "location", {"latitude": 37.758, "longitude": -122.4253, "name": "HQ"}),
+        (["--react", "wamid.X:👍"], "reaction", {"message_id": "wamid.X", "emoji": "👍"}),
+        (["--react", "wamid.X:"], "reaction", {"message_id": "wamid.X", "emoji": ""}),
+        (
+            ["--text", "Move it?", "--buttons", "Yes,No"],
+            "interactive",
+            {"type": "button", "body": {"text": "Move it?"}, "action": {"buttons": [
+                {"type": "reply", "reply": {"id": "Yes", "title": "Yes"}},
+                {"type": "reply", "reply": {"id": "No", "title": "No"}}]}},
+        ),
+        (
+            ["--text", "Pick one", "--list", "Options=Express,Ground"],
+            "interactive",
+            {"type": "list", "body": {"text": "Pick one"}, "action": {"button": "Options", "sections": [
+                {"rows": [{"id": "Express", "title": "Express"}, {"id": "Ground", "title": "Ground"}]}]}},
+        ),
+    ],
+)  # fmt: skip
+def test_every_kind_option_sends_that_kind(
+    capsys: pytest.CaptureFixture[str], company: dict[str, Any], argv: list[str], kind: str, content: dict[str, Any]
+) -> None:
+    # When a message of the kind is sent from the command line
+    code, out, err = send(capsys, company, *argv, "--json")
+    # Then the API stored it with its kind and content
+    assert code == EXIT_OK, err
+    message = json.loads(out)
+    assert (message["type"], message["payload"][kind]) == (kind, content)
+
+
+def test_reply_to_quotes_the_message(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:
+    code, out, err = send(capsys, company, "--image", "https://x.io/a.jpg", "--reply-to", "wamid.Q", "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["payload"]["reply_to"] == "wamid.Q"
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--audio", "https://x.io/a.ogg", "--caption", "x"], "--caption goes with"),
+        (["--image", "https://x.io/a.jpg", "--filename", "a.jpg"], "--filename goes with --document"),
+        (["--image", "https://x.io/a.jpg", "--voice"], "--voice goes with --audio"),
+        (["--image", "https://x.io/a.jpg", "--buttons", "A,B"], "need --text"),
+        (["--text", "x", "--buttons", "A", "--list", "B=c"], "not both"),
+        (["--text", "x", "--list", "no-equals"], "BUTTON=ROW"),
+        (["--location", "north"], "LAT,LNG"),
+        (["--react", "no-colon"], "WAMID:EMOJI"),
+        (["--image", "https://x.io/a.jpg", "--video", "https://x.io/a.mp4"], "not allowed with argument"),
+        (["--text", "Pick", "--buttons", "A,B,C,D"], "at most 3 items"),
+        (["--image", "ftp://x.io/a.jpg"], "http"),
+    ],
+)
+def test_bad_kind_options_exit_2_and_create_nothing(
+    capsys: pytest.CaptureFixture[str], company: dict[str, Any], broker: Any, settings: Settings, argv: list[str],
+    reason: str,
+) -> None:  # fmt: skip
+    code, out, err = send(capsys, company, *argv)
+    assert (code, out) == (EXIT_USAGE, "")
+    assert reason in err, err
+    assert waiting(broker, settings) == {"urgent": 0, "normal": 0, "low": 0}
+
+
+def test_zapq_message_shows_the_kind_and_its_media(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:
+    # Given an image and a voice note sent by media id
+    image = json.loads(send(capsys, company, "--image", IMAGE, "--caption", "New shoe", "--json")[1])
+    voice = json.loads(send(capsys, company, "--audio", "1013859600285441", "--voice", "--json")[1])
+    # When each is shown
+    _, out, _ = zapq(capsys, "message", str(image["id"]))
+    _, voice_out, _ = zapq(capsys, "message", str(voice["id"]))
+    # Then its kind and its medium are named; a text message has no media line
+    assert "(out, image)" in out and f"media: {IMAGE}" in out
+    assert "(out, audio)" in voice_out and "media: media id 1013859600285441" in voice_out
+    text = json.loads(send(capsys, company, "--text", "plain", "--json")[1])
+    assert "media:" not in zapq(capsys, "message", str(text["id"]))[1]

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes import evolution_kinds
 from tests.fakes.common import (
     HANG_MS_DEFAULT,
     DropConnection,
@@ -103,12 +104,15 @@ class EvolutionFake:
         self.sends: list[EvolutionSend] = []
         self.webhooks = WebhookPoster()
         self.instance_ids: dict[str, str] = {}
+        #: Sends of the other kinds (:mod:`tests.fakes.evolution_kinds`).
+        self.kind_sends: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         """Back to the start-up config with no sends and no forced errors."""
         self.config = copy.deepcopy(self._initial)
         self.forced.clear()
         self.sends.clear()
+        self.kind_sends.clear()
         self.webhooks.deliveries.clear()
 
     async def gate(self, request: Request) -> tuple[str, Response | None]:
@@ -235,6 +239,7 @@ def create_app(config: EvolutionFakeConfig | None = None) -> Starlette:
             Route("/message/sendText/{instance}", send_text, methods=["POST"]),
             Route("/instance/connectionState/{instance}", connection_state, methods=["GET"]),
             *bridge_media_routes(media, fake),
+            *evolution_kinds.routes(fake),
         ],
         validate=validate,
     )

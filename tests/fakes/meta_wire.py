@@ -12,6 +12,8 @@ import json
 import secrets
 from typing import Any
 
+from tests.fakes import meta_kinds as kinds
+
 MAX_TEXT_BODY = 4096
 MAX_CALLBACK_DATA = 512
 
@@ -118,10 +120,8 @@ def validate_payload(payload: object) -> str | None:
         language = template.get("language")
         if not isinstance(language, dict) or not _non_empty_str(language.get("code")):
             return "template.language.code is required"
-        if not isinstance(template.get("components", []), list):
-            return "template.components must be a list"
-        return None
-    return f"message type {kind!r} is not supported by the fake"
+        return kinds.validate_template_components(template.get("components", []))
+    return kinds.validate_kind(kind, payload)
 
 
 def success_body(to: str, wamid: str, *, template: bool) -> dict[str, Any]:

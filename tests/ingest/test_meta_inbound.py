@@ -59,6 +59,8 @@ def test_documented_text_is_stored_contact_upserted_and_announced(
         "context": None,
         "reply_id": None,
         "reaction": None,
+        "content": None,
+        "errors": None,
         "timestamp": "2025-06-08T20:59:43Z",
     }
 
