@@ -367,7 +367,7 @@ def test_media_references_pass_the_resolve_seam_and_the_stored_payload_stays(
     # Given a resolver that turns zapq media ids into Meta ids (as media storage will), per connection
     seen: list[tuple[dict[str, Any], str]] = []
 
-    async def resolve(ref: dict[str, Any], connection: Any) -> dict[str, Any]:
+    async def resolve(ref: dict[str, Any], connection: Any, *, resolver: Any = None) -> dict[str, Any]:
         seen.append((dict(ref), connection["provider"]))
         return {**ref, "id": "meta-" + ref["id"]} if "id" in ref else ref
 
