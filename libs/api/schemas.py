@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +34,26 @@ def normalize_phone(value: str) -> str:
     if not 7 <= len(digits) <= 15:
         raise ValueError("a phone number needs 7 to 15 digits (E.164, country code first)")
     return digits
+
+
+#: A Meta number's business portfolio (connections create and patch alike).
+PortfolioId = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="meta: the business portfolio whose messaging limit this number shares (empty: its own)",
+    ),
+]
+#: An operator's override of a portfolio's messaging limit (connections create and patch alike).
+MessagingLimit = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=100_000_000,
+        description="meta: override of the portfolio's messaging limit (new recipients per 24 h); null: Meta's tier",
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -201,18 +221,8 @@ class ConnectionIn(_Strict):
         description="enforce: free-form messages only within 24 h of the contact's last message (Meta's rule); "
         "off: for test numbers and load tests. Baileys connections are exempt either way.",
     )
-    portfolio_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        description="meta: the business portfolio whose messaging limit this number shares (empty: its own)",
-    )
-    messaging_limit: int | None = Field(
-        default=None,
-        ge=0,
-        le=100_000_000,
-        description="meta: override of the portfolio's messaging limit (new recipients per 24 h); null: Meta's tier",
-    )
+    portfolio_id: PortfolioId = None
+    messaging_limit: MessagingLimit = None
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ConnectionIn:
@@ -239,18 +249,8 @@ class ConnectionPatch(_Strict):
     bridge_api_key: str | None = Field(default=None, min_length=1)
     rate_per_second: int | None = Field(default=None, ge=1, le=1000)
     service_window: Literal["enforce", "off"] | None = None
-    portfolio_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        description="meta: the business portfolio whose messaging limit this number shares (empty: its own)",
-    )
-    messaging_limit: int | None = Field(
-        default=None,
-        ge=0,
-        le=100_000_000,
-        description="meta: override of the portfolio's messaging limit (new recipients per 24 h); null: Meta's tier",
-    )
+    portfolio_id: PortfolioId = None
+    messaging_limit: MessagingLimit = None
     status: Literal["active"] | None = None
 
     @model_validator(mode="after")
