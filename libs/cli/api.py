@@ -26,7 +26,7 @@ from libs.settings import Settings
 #: Every call but a campaign upload: the API answers from one Postgres query.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 #: API statuses meaning "your input was refused" (exit 2); 404 is "not found" (3); any other error "failed" (1).
-REFUSED_INPUT = frozenset({400, 409, 413, 422})
+REFUSED_INPUT = frozenset({400, 409, 413, 415, 422})
 API_URL_HELP = "zapq API base URL (default: $ZAPQ_API_URL, else http://127.0.0.1:8080)"
 
 

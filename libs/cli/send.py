@@ -48,6 +48,8 @@ def message_body(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_send(args: argparse.Namespace, api: ApiClient) -> int:
     """Create one message; print its id and its send job's id."""
     headers = {"idempotency-key": args.idempotency_key} if args.idempotency_key is not None else {}
+    message_body(args)  # usage errors before anything is uploaded
+    send_kinds.upload_files(args, api)  # a local file → the id of its upload
     message = api.call("POST", "/api/messages", json=message_body(args), headers=headers)
     print_result(message, args.json, lambda m: f"message {m['id']} {m['status']} ({m['priority']}), job {m['job_id']}")
     return EXIT_OK

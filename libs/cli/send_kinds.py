@@ -1,9 +1,11 @@
 """``zapq send`` options for the message kinds besides text and template (:mod:`libs.messages.kinds`).
 
-A medium is given by URL (``https://…`` → ``link``) or by media id (anything without ``://`` → ``id``)::
+A medium is given by URL (``https://…`` → ``link``), by a local file (uploaded first through ``POST /api/media``,
+then sent by the id it answers: :func:`upload_files`), or by media id (anything else → ``id``)::
 
     zapq send --company 1 --to +1… --image https://x.io/a.jpg --caption "New shoe"
     zapq send --company 1 --to +1… --document 1013859600285441 --filename invoice.pdf
+    zapq send --company 1 --to +1… --document ./invoice.pdf --caption "Your invoice"
     zapq send --company 1 --to +1… --audio https://x.io/note.ogg --voice
     zapq send --company 1 --to +1… --text "Move it?" --buttons "Yes,No"
     zapq send --company 1 --to +1… --text "Pick one" --list "Options=Express,Ground"
@@ -17,8 +19,11 @@ The API validates every limit (422 with the field and the limit → exit 2).
 from __future__ import annotations
 
 import argparse
+import mimetypes
+from pathlib import Path
 from typing import Any
 
+from libs.cli.api import ApiClient
 from libs.cli.output import UsageError
 
 MEDIA = ("image", "video", "audio", "document", "sticker")
@@ -27,7 +32,7 @@ MEDIA = ("image", "video", "audio", "document", "sticker")
 def add_arguments(parser: argparse.ArgumentParser, content: Any) -> None:
     """The kind options: the content ones join ``content`` (one of them is required), modifiers go on ``parser``."""
     for kind in MEDIA:
-        content.add_argument(f"--{kind}", metavar="URL|MEDIA_ID", help=f"send an {kind}" if kind[0] in "aeiou"
+        content.add_argument(f"--{kind}", metavar="URL|FILE|MEDIA_ID", help=f"send an {kind}" if kind[0] in "aeiou"
                              else f"send a {kind}")  # fmt: skip
     content.add_argument("--location", metavar="LAT,LNG[,NAME]", help="send a map pin")
     content.add_argument("--react", metavar="WAMID:EMOJI", help="react to a message (no emoji: remove the reaction)")
@@ -37,6 +42,32 @@ def add_arguments(parser: argparse.ArgumentParser, content: Any) -> None:
     parser.add_argument("--buttons", metavar="A,B,C", help="with --text: up to 3 reply buttons")
     parser.add_argument("--list", metavar="BUTTON=ROW,ROW…", help="with --text: a list of up to 10 rows")
     parser.add_argument("--reply-to", metavar="WAMID", help="quote this message (its wamid / key id)")
+
+
+def local_file(value: str) -> Path | None:
+    """The file ``value`` names on this machine, or ``None`` (a URL, a media id)."""
+    if "://" in value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_file() else None
+
+
+def upload_files(args: argparse.Namespace, api: ApiClient) -> None:
+    """Replace a media option that names a local file by the id of that file uploaded to zapq
+    (``POST /api/media``, which checks its size and type against Meta's limits: 413 / 415 → exit 2)."""
+    for kind in MEDIA:
+        value = getattr(args, kind, None)
+        path = local_file(value) if value is not None else None
+        if path is None:
+            continue
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as file:
+            stored = api.call(
+                "POST", "/api/media", params={"company_id": args.company}, files={"file": (path.name, file, mime)}
+            )
+        setattr(args, kind, stored["id"])
+        if kind == "document" and args.filename is None:
+            args.filename = path.name  # what the recipient sees, unless told otherwise
 
 
 def media_ref(value: str) -> dict[str, Any]:

@@ -234,6 +234,26 @@ def test_bad_kind_options_exit_2_and_create_nothing(
     assert waiting(broker, settings) == {"urgent": 0, "normal": 0, "low": 0}
 
 
+def test_a_local_file_is_uploaded_then_sent_by_its_media_id(
+    capsys: pytest.CaptureFixture[str], company: dict[str, Any], tmp_path: Any
+) -> None:
+    # Given a PDF on this machine
+    invoice = tmp_path / "invoice.pdf"
+    invoice.write_bytes(b"%PDF-1.4 an invoice")
+    # When it is sent as a document
+    code, out, err = send(capsys, company, "--document", str(invoice), "--caption", "Your invoice", "--json")
+    # Then it was uploaded to zapq and the message names the upload, with the file's name
+    assert code == EXIT_OK, err
+    document = json.loads(out)["payload"]["document"]
+    assert document["id"].startswith("med_")
+    assert (document["filename"], document["caption"]) == ("invoice.pdf", "Your invoice")
+    # And a file of a type Meta refuses is refused before any message exists
+    script = tmp_path / "run.exe"
+    script.write_bytes(b"MZ not a document")
+    code, out, err = send(capsys, company, "--image", str(script))
+    assert (code, out) == (EXIT_USAGE, "") and "415" in err, err
+
+
 def test_zapq_message_shows_the_kind_and_its_media(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:
     # Given an image and a voice note sent by media id
     image = json.loads(send(capsys, company, "--image", IMAGE, "--caption", "New shoe", "--json")[1])
