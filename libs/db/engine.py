@@ -8,10 +8,12 @@ psycopg ``%(name)s`` SQL through either.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -26,6 +28,18 @@ from libs.settings import Settings
 RECONNECT_TIMEOUT_S = 5.0
 
 
+async def check_if_closed(conn: AsyncConnection[Any]) -> None:
+    """A checkout check that costs a ``poll``, not a round trip: an idle connection has nothing to read unless
+    the server closed it (a restart, a terminated backend) or sent it something; only then does psycopg's own
+    check run (one round trip), raising for a dead connection so that the pool replaces it. A profile of the
+    webhook edge showed the round-trip check at about an eighth of its time (one per group commit)."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def async_pool(
     settings: Settings,
     *,
@@ -37,8 +51,8 @@ def async_pool(
 ) -> AsyncConnectionPool[Any]:
     """The one way a process opens its asyncio Postgres pool (autocommit; call ``await pool.open()``).
 
-    ``check_on_checkout`` replaces a connection broken by an outage when it is handed out (one round trip per
-    checkout: for request handlers that must answer, not for the sender's hot path); reconnection attempts
+    ``check_on_checkout`` replaces a connection broken by an outage when it is handed out
+    (:func:`check_if_closed`: for request handlers that must answer at once); reconnection attempts
     give up after a few seconds and start afresh on the next checkout instead of backing off for minutes.
     """
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
@@ -52,7 +66,7 @@ def async_pool(
         timeout=timeout,
         open=False,
         kwargs=kwargs,
-        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
+        check=check_if_closed if check_on_checkout else None,
         reconnect_timeout=RECONNECT_TIMEOUT_S if check_on_checkout else 5 * 60.0,
     )
 
