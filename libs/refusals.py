@@ -1,14 +1,18 @@
 """Why a domain action (``libs/<aggregate>/actions.py``) refused what it was asked.
 
 Actions raise these; each caller renders them its own way, by type: the API answers ``status`` with the text
-as the reason (one exception handler in :mod:`libs.api.app`), the CLI prints the text and exits non-zero::
+as the reason (one exception handler in :mod:`libs.api.app`), the CLI prints the text and exits non-zero.
+
+A refusal here is about the current state, never about the shape of the input: the request was valid by the
+published schema (an invalid one is a 422 before any action runs), so it answers 409, not 422 — a client
+generated from ``/openapi.json`` can tell "my request is wrong" from "not now, or not with that row"::
 
     ZapqError
     └── RefusedError                 409 unless a subclass says otherwise
         ├── NotFoundError            404  the row asked about does not exist
         ├── ConflictError            409  not in a state that allows it (the text says which)
-        ├── InvalidError             422  the input names something that cannot be used (another company's row)
-        │   └── RuleViolationError   422  a WhatsApp rule forbids it now (``reason``: outside_service_window, …)
+        ├── InvalidError             409  the input names something that cannot be used (another company's row)
+        │   └── RuleViolationError   409  a WhatsApp rule forbids it now (``reason``: outside_service_window, …)
         └── QueueUnavailableError    503  the job could not be enqueued: nothing was done, retry later
 """
 
@@ -42,7 +46,7 @@ class ConflictError(RefusedError):
 class InvalidError(RefusedError):
     """The input names something that cannot be used (a missing company, another company's connection)."""
 
-    status = 422
+    status = 409
 
 
 class RuleViolationError(InvalidError):

@@ -60,7 +60,7 @@ class Endpoints:
         """A new endpoint (enabled); the answer carries its secret — the only time it is shown."""
         company = await (await conn.execute(store.COMPANY_EXISTS, (values["company_id"],))).fetchone()
         if company is None:
-            raise EndpointError(422, f"company {values['company_id']} does not exist")
+            raise EndpointError(409, f"company {values['company_id']} does not exist")
         url = await self._checked_url(values["url"])
         secret = signing.new_secret()
         cursor = conn.cursor(row_factory=dict_row)

@@ -69,7 +69,7 @@ def test_a_baileys_connection_needs_its_bridge_fields(api: TestClient) -> None:
     stray = api.post("/api/connections", json={**body, "bridge_instance": "acme-3", "access_token": "x"})
     assert stray.status_code == 422 and "do not apply" in stray.json()["error"]
     patch = api.patch(f"/api/connections/{created.json()['id']}", json={"access_token": "x"})
-    assert patch.status_code == 422
+    assert patch.status_code == 409
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_connection_conflicts_and_unknown_ids(api: TestClient) -> None:
     unknown_company = api.post(
         "/api/connections", json={"company_id": 999, "provider": "meta", "phone_number_id": "z", "access_token": "t"}
     )
-    assert unknown_company.status_code == 422
+    assert unknown_company.status_code == 409
     assert api.get("/api/connections/999").status_code == 404
     assert api.patch("/api/connections/999", json={"name": "x"}).status_code == 404
     assert api.post("/api/connections/999/deactivate").status_code == 404

@@ -125,15 +125,15 @@ def test_malformed_json_is_400(api: TestClient) -> None:
     assert api.post("/api/messages", json=[1, 2]).status_code == 400
 
 
-def test_unknown_references_are_422(api: TestClient, company: dict[str, Any]) -> None:
+def test_unknown_references_are_409(api: TestClient, company: dict[str, Any]) -> None:
     message = {"to": "14155550100", "text": "x"}
     assert "does not exist" in api.post("/api/messages", json={"company_id": 999, **message}).json()["error"]
     other = make_company(api, "No connection")
     response = api.post("/api/messages", json={"company_id": other["id"], **message})
-    assert response.status_code == 422 and "no active connection" in response.json()["error"]
+    assert response.status_code == 409 and "no active connection" in response.json()["error"]
     foreign = {"company_id": other["id"], "connection_id": company["connection"]["id"], **message}
     response = api.post("/api/messages", json=foreign)
-    assert response.status_code == 422 and "does not belong" in response.json()["error"]
+    assert response.status_code == 409 and "does not belong" in response.json()["error"]
 
 
 def test_a_too_long_idempotency_key_is_400(api: TestClient, company: dict[str, Any]) -> None:

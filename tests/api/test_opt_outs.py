@@ -39,9 +39,10 @@ def test_bad_input_is_refused_with_a_reason(api: TestClient, company: dict[str, 
     bad_phone = api.post("/api/opt-outs", json={"company_id": company["id"], "phones": ["12"]})
     assert bad_phone.status_code == 422 and "7 to 15 digits" in bad_phone.text
     unknown = api.post("/api/opt-outs", json={"company_id": 999_999, "phones": ["5511988887777"]})
-    assert unknown.status_code == 422 and "company 999999 does not exist" in unknown.text
+    assert unknown.status_code == 409 and "company 999999 does not exist" in unknown.text
     assert api.get("/api/opt-outs").status_code == 400
-    assert api.delete("/api/opt-outs/abc", params={"company_id": company["id"]}).status_code == 422
+    # not a phone number: not this route at all
+    assert api.delete("/api/opt-outs/abc", params={"company_id": company["id"]}).status_code == 404
 
 
 def test_csv_import_is_all_or_nothing(api: TestClient, company: dict[str, Any]) -> None:
@@ -71,14 +72,14 @@ def test_direct_sends_to_an_opted_out_number(api: TestClient, db: Database, comp
     # When a message is sent to it
     refused = api.post("/api/messages", json=message)
     # Then it is refused with the reason
-    assert refused.status_code == 422 and refused.json()["details"]["reason"] == "opted_out"
+    assert refused.status_code == 409 and refused.json()["details"]["reason"] == "opted_out"
     # And a template too
     template = {**message, "text": None, "template": {"name": "promo", "language": "pt_BR"}}
-    assert api.post("/api/messages", json=template).status_code == 422
+    assert api.post("/api/messages", json=template).status_code == 409
     # When it says it is a transactional reply but the customer has not written in 24 h
     late = api.post("/api/messages", json={**message, "transactional": True})
     # Then it is refused as well
-    assert late.status_code == 422 and late.json()["details"] == {
+    assert late.status_code == 409 and late.json()["details"] == {
         "reason": "opted_out",
         "transactional": True,
         "window_open": False,
@@ -92,7 +93,7 @@ def test_direct_sends_to_an_opted_out_number(api: TestClient, db: Database, comp
     )
     # Then a transactional reply goes, and a plain message still does not
     assert api.post("/api/messages", json={**message, "transactional": True}).status_code == 201
-    assert api.post("/api/messages", json=message).status_code == 422
+    assert api.post("/api/messages", json=message).status_code == 409
 
 
 def test_a_company_sets_its_own_keywords(api: TestClient) -> None:
@@ -103,5 +104,7 @@ def test_a_company_sets_its_own_keywords(api: TestClient) -> None:
     assert defaults["opt_out_keywords"] is None  # the defaults
     empty = api.post("/api/companies", json={"name": "X", "opt_out_keywords": [" "]})
     assert empty.status_code == 422 and "1 to 64 characters" in empty.text
-    control = api.post("/api/companies", json={"name": "X", "opt_in_keywords": ["st\u0000op"]})
+    control = api.post("/api/companies", json={"name": "X", "opt_in_keywords": ["st\u0007op"]})
     assert control.status_code == 422 and "printable" in control.text
+    nul = api.post("/api/companies", json={"name": "X", "opt_in_keywords": ["st\u0000op"]})
+    assert nul.status_code == 422 and nul.json()["details"][0]["field"] == "opt_in_keywords.0"
