@@ -175,7 +175,8 @@ def build_openapi(
             "version": "1",
             "description": "Producers create messages, campaigns and connections; operators watch queues, "
             "look up jobs and replay dead letters. Authenticate with `Authorization: Bearer <API key>`; each operation "
-            "names the scope its key needs in `x-scopes`.",
+            "names the scope its key needs in `x-scopes`. A 422 answers a body off this document's schemas; "
+            "a 409 a valid request the current state refuses (the reason says why). No text holds U+0000 (422).",
         },
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},

@@ -217,7 +217,7 @@ def test_bad_input_exits_2_with_the_reason(capsys: pytest.CaptureFixture[str], c
     code, _, err = zapq(capsys, *argv, "--url", "ftp://crm.example.com/h")
     assert code == EXIT_USAGE and err.startswith("zapq: url: ") and "(HTTP 422)" in err
     code, _, err = zapq(capsys, "endpoints", "add", "--company", "999", "--url", "https://crm.example.com/h")
-    assert (code, err) == (EXIT_USAGE, "zapq: company 999 does not exist (HTTP 422)\n")
+    assert (code, err) == (EXIT_USAGE, "zapq: company 999 does not exist (HTTP 409)\n")
     # Refused by the CLI: limits below 1, replay without a choice or with both, --only-failed with --event,
     # a --since that is neither a duration nor a time
     code, _, err = zapq(capsys, *argv, "--url", "https://crm.example.com/h", "--rate", "0")

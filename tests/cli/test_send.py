@@ -104,7 +104,7 @@ def test_an_unknown_company_exits_2_with_the_api_reason(
 ) -> None:
     code, out, err = zapq(capsys, "send", "--company", "999", "--to", "14155550100", "--text", "Hi")
     assert (code, out) == (EXIT_USAGE, "")
-    assert err == "zapq: company 999 does not exist (HTTP 422)\n"
+    assert err == "zapq: company 999 does not exist (HTTP 409)\n"
     assert waiting(broker, settings) == {"urgent": 0, "normal": 0, "low": 0}
 
 

@@ -52,7 +52,7 @@ def test_prod_refuses_a_bridge_url_into_zapq_s_network_when_saved(prod_api: Test
     owner = company(prod_api)
     for url in REFUSED_URLS:
         created = prod_api.post("/api/connections", json=baileys_body(owner, url))
-        assert created.status_code == 422, (url, created.text)
+        assert created.status_code == 409, (url, created.text)
         assert created.json()["error"].startswith("bridge_url refused: "), url
     assert connection_count(db) == 0
 
@@ -65,7 +65,7 @@ def test_prod_refuses_such_a_url_in_a_patch_and_keeps_the_old_one(
     assert created.status_code == 201, created.text
     for url in ("https://127.0.0.1:8080", "https://169.254.169.254"):
         patched = prod_api.patch(f"/api/connections/{created.json()['id']}", json={"bridge_url": url})
-        assert patched.status_code == 422 and "bridge_url refused" in patched.json()["error"]
+        assert patched.status_code == 409 and "bridge_url refused" in patched.json()["error"]
     assert prod_api.get(f"/api/connections/{created.json()['id']}").json()["bridge_url"] == "https://93.184.216.34:8443"
 
 
@@ -76,4 +76,4 @@ def test_the_allowlist_lets_a_private_bridge_in(settings: Settings, db: Database
         owner = company(client)
         assert client.post("/api/connections", json=baileys_body(owner, "https://10.1.2.3:8080")).status_code == 201
         metadata = client.post("/api/connections", json=baileys_body(owner, "https://169.254.169.254", "m"))
-        assert metadata.status_code == 422
+        assert metadata.status_code == 409

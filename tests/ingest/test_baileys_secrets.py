@@ -176,7 +176,7 @@ def test_a_new_secret_can_be_issued_and_the_old_one_stops_working(
     ).json()
     assert "webhook_secret" not in meta
     refused = api.post(f"/api/connections/{meta['id']}/webhook-secret")
-    assert refused.status_code == 422 and "baileys" in refused.json()["error"]
+    assert refused.status_code == 409 and "baileys" in refused.json()["error"]
     assert api.post("/api/connections/999999/webhook-secret").status_code == 404
 
 
