@@ -136,6 +136,10 @@ class AddressGuard:
             raise ValueError("the URL has no host")
         if any(c.isspace() for c in parts.hostname):
             raise ValueError("the URL's host holds a space")
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 0 to 65535") from None
         if parts.username or parts.password:
             raise ValueError("credentials in the URL are not accepted")
         literal = _address(parts.hostname)

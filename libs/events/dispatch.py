@@ -178,7 +178,7 @@ async def attempt(
         response = await http.post(url, content=payload, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
-    except (OSError, ValueError, httpx.InvalidURL) as exc:  # a URL httpx refuses, an address the guard refuses
+    except (OSError, ValueError, OverflowError, httpx.InvalidURL) as exc:  # a URL httpx refuses, a refused address
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
     excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace") if response.content else None
     return Attempt(response.status_code, None, _ms(started), excerpt, _retry_after(response))

@@ -24,7 +24,7 @@ from tests.fakes.server import running_app
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Examples per operation in the suite (the full run in the README: 150).
-EXAMPLES = 6
+EXAMPLES = 10
 #: The coverage phase (every boundary of every parameter: about two minutes here, whatever the examples) runs in
 #: the full command only.
 PHASES = "fuzzing,stateful"
