@@ -138,7 +138,7 @@ async def list_events(request: Request) -> Response:
         return _page_response(await read_last(context(request).pool, flt, last))
     after = _cursor(request.query_params.get("after"), 0)
     limit = query_int(request, "limit", default=100, low=1, high=MAX_LIMIT)
-    wait = request.query_params.get("wait", "0")
+    wait = request.query_params.get("wait") or "0"  # empty: as if left out
     try:
         wait_s = float(wait)
     except ValueError:

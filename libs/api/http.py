@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -253,9 +254,13 @@ def path_id(request: Request, name: str = "id") -> int:
     return value
 
 
-def _is_number(value: str) -> bool:
-    """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses)."""
-    return value.isascii() and value.isdigit()
+#: An integer as a query string writes it: ASCII digits (``str.isdigit`` accepts ``²``, which ``int`` refuses),
+#: ``1.0`` included (JSON Schema's integers are numbers without a fraction).
+_INTEGER = re.compile(r"-?[0-9]+(?:\.0+)?")
+
+
+def _integer(value: str) -> int | None:
+    return int(value.partition(".")[0]) if _INTEGER.fullmatch(value) else None
 
 
 def query_value(request: Request, name: str) -> str | None:
@@ -273,9 +278,10 @@ def query_id(request: Request, name: str) -> int | None:
     value = query_value(request, name)
     if value is None or value == "":
         return None
-    if not _is_number(value) or not 0 < int(value) <= MAX_ID:
+    number = _integer(value)
+    if number is None or not 0 < number <= MAX_ID:
         raise ApiError(400, f"{name} must be a positive integer")
-    return int(value)
+    return number
 
 
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -283,6 +289,7 @@ def query_int(request: Request, name: str, *, default: int, low: int, high: int)
     value = query_value(request, name)
     if value is None or value == "":
         return default
-    if not _is_number(value.removeprefix("-")) or not low <= int(value) <= high:
+    number = _integer(value)
+    if number is None or not low <= number <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
-    return int(value)
+    return number

@@ -28,8 +28,12 @@ class Param:
     location: str = "query"
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI parameter object."""
-        out: dict[str, Any] = {"name": self.name, "in": self.location, "required": self.required, "schema": self.schema}
+        """The OpenAPI parameter object. An optional number may be given empty (``limit=``): as if left out, as
+        clients that send ``None`` write it."""
+        schema = self.schema
+        if not self.required and schema.get("type") in ("integer", "number"):
+            schema = {"anyOf": [schema, {"type": "string", "maxLength": 0}], "description": "empty: as if left out"}
+        out: dict[str, Any] = {"name": self.name, "in": self.location, "required": self.required, "schema": schema}
         if self.description:
             out["description"] = self.description
         return out

@@ -74,6 +74,9 @@ def test_query_parameters_are_read_once_and_as_published(api: TestClient, compan
     assert api.get("/api/events?after=\u00b2").status_code == 400
     assert api.get("/api/dead-letters?since=99999999999w").status_code == 400
     assert api.get("/api/dead-letters?since=2026-01-31T00:00:00Z").status_code == 200
+    assert api.get("/api/campaigns?limit=5.0").status_code == 200  # an integer, as JSON Schema counts them
+    assert api.get("/api/campaigns?limit=5.5").status_code == 400
+    assert api.get("/api/campaigns?limit=").status_code == 200  # empty: as if left out (clients sending None)
     both = api.get(f"/api/messages?company_id={company['id']}&after=1&before=5")
     assert both.status_code == 200 and both.json()["order"] == "asc"
 
