@@ -125,11 +125,15 @@ DEAD_LETTERS = (
     Param("state", {"type": "string", "enum": ["all", "dead"], "default": "all"}),
 )
 AUDIT = (Param("since", SINCE), company(), limit(1_000, 100))
+#: A template status as Meta writes it (APPROVED, PENDING_DELETION, …).
+TEMPLATE_STATUS_PATTERN = r"^[A-Za-z_]{1,32}$"
+#: A template page's ``after``: ``<connection_id>:<name>:<language>`` (a name may hold ``:``, a language not).
+TEMPLATE_AFTER_PATTERN = r"^([0-9]{1,18}):([\s\S]+):([^:]+)$"
 TEMPLATES = (
     company(),
     Param("connection_id", ID, "only this connection's catalogue (the answer then has its catalogue state)"),
-    Param("status", {"type": "string", "pattern": "^$|^[A-Za-z_]{1,32}$"}, "APPROVED, PAUSED, … (empty: any)"),
-    Param("after", {"type": "string"}, "the after value of the previous page"),
+    Param("status", {"type": "string", "pattern": f"^$|{TEMPLATE_STATUS_PATTERN}"}, "APPROVED, PAUSED, … (empty: any)"),
+    Param("after", {"type": "string", "pattern": f"^$|{TEMPLATE_AFTER_PATTERN}"}, "the after value of a page"),
     limit(1_000, 100),
 )
 
