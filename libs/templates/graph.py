@@ -82,6 +82,10 @@ def fetch_templates(
             response = http.get(url, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise map_transport_error(exc, provider=PROVIDER) from exc
+        except (UnicodeEncodeError, httpx.InvalidURL):  # a stored token of any text: not sendable in a header
+            raise ProviderPermanentError(
+                "the connection's access token cannot be sent (it is not ASCII text)", provider=PROVIDER
+            ) from None
         if not response.is_success:
             raise redact(map_meta_error(response.status_code, response.content), access_token)
         body = _body(response.content)

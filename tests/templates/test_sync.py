@@ -178,3 +178,15 @@ def test_a_waba_id_of_any_text_is_one_path_segment_not_a_server_error(
     assert refused.value.status == 502
     marker = catalogue_row(db, connection)
     assert marker is not None and marker.synced_at is None and marker.last_error
+
+
+def test_an_access_token_that_is_not_ascii_is_a_provider_failure_not_a_server_error(
+    db: Database, fake_graph: str, graph: Graph, secrets: Secrets, http: httpx.Client
+) -> None:
+    # Given a connection whose token (any text when saved) cannot go in an HTTP header
+    _, connection = meta_connection(db, token="tøkén-ü")
+    # When its catalogue is synced
+    with pytest.raises(ProviderCallError, match="cannot be sent") as refused:
+        actions.sync_connection(db, http, graph, secrets, connection)
+    # Then it is a provider failure (502) naming why, without the token
+    assert refused.value.status == 502 and "tøkén" not in str(refused.value)
