@@ -17,6 +17,7 @@ import orjson
 
 #: A lone (unpaired) surrogate in a decoded Python string; paired ones never survive decoding.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL = re.compile("\x00")
 
 #: The replacement character a lone surrogate becomes on the lenient path.
 REPLACEMENT = "\ufffd"
@@ -56,18 +57,27 @@ def _finite(text: str) -> float:
 def surrogate_paths(data: Any) -> list[str]:
     """The dotted paths (``template.name``, ``phones.3``) of every string, key included, holding a lone
     surrogate, printable (a surrogate in a key is shown as U+FFFD); ``[]`` for clean data."""
+    return _paths_matching(data, _SURROGATE)
+
+
+def nul_paths(data: Any) -> list[str]:
+    """The dotted paths of every string, key included, holding U+0000 (which no Postgres text can hold)."""
+    return _paths_matching(data, _NUL)
+
+
+def _paths_matching(data: Any, pattern: re.Pattern[str]) -> list[str]:
     found: list[str] = []
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:  # iterative: bodies are bounded in size, not in depth
         path, node = stack.pop()
         if isinstance(node, str):
-            if _SURROGATE.search(node):
+            if pattern.search(node):
                 found.append(path or "body")
             continue
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, value in items:
             child = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _SURROGATE.search(key):
+            if isinstance(key, str) and pattern.search(key):
                 found.append(child)
             stack.append((child, value))
     return sorted(_SURROGATE.sub(REPLACEMENT, path) for path in found)

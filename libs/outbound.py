@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: C0 controls and DEL: no URL holds one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Never a customer's server: loopback, private, link-local (cloud metadata 169.254.169.254), shared,
 #: reserved, documentation, multicast and translation ranges (Svix's and smokescreen's lists).
@@ -122,6 +125,8 @@ class AddressGuard:
 
         Raises ``ValueError`` with the reason (the API answers 422).
         """
+        if _CONTROL.search(url):  # urlsplit would drop some silently, httpx refuses them all when it connects
+            raise ValueError("the URL holds a control character")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError("the URL must start with https:// (or http:// outside prod)")
@@ -129,6 +134,12 @@ class AddressGuard:
             raise ValueError("only https URLs are accepted")
         if not parts.hostname:
             raise ValueError("the URL has no host")
+        if any(c.isspace() for c in parts.hostname):
+            raise ValueError("the URL's host holds a space")
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 0 to 65535") from None
         if parts.username or parts.password:
             raise ValueError("credentials in the URL are not accepted")
         literal = _address(parts.hostname)

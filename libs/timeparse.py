@@ -15,6 +15,16 @@ DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+#: What the API's ``since`` accepts: a duration of up to five digits, or a full ISO date-time (the published
+#: schema's pattern, ``libs/api/query.py``: the CLI is laxer).
+SINCE_PATTERN = (
+    r"^\s*[0-9]{1,5}\s*[smhdw]\s*$"
+    r"|^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_SINCE = re.compile(SINCE_PATTERN)
+
+
 class TimeParseError(ValueError):
     """A duration or time that does not parse; the message says what was expected."""
 
@@ -27,6 +37,13 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
 
 
+def parse_since_text(text: str) -> dt.datetime:
+    """:func:`parse_since` for the API: only what :data:`SINCE_PATTERN` allows."""
+    if not _SINCE.search(text):
+        raise TimeParseError(f"bad since {text!r}: give a duration (2h, 30d) or an ISO date-time")
+    return parse_time(text, option="since")
+
+
 def parse_time(text: str, *, ahead: bool = False, option: str = "--since") -> dt.datetime:
     """An ISO timestamp (UTC when it has no offset) or a duration from now: ago (``2h`` = two hours ago), or
     ``ahead`` (``30d`` = in thirty days)."""
@@ -35,6 +52,8 @@ def parse_time(text: str, *, ahead: bool = False, option: str = "--since") -> dt
         return dt.datetime.now(dt.UTC) + (delta if ahead else -delta)
     except TimeParseError:
         pass
+    except OverflowError:  # a duration past year 1 or 9999
+        raise TimeParseError(f"bad {option} {text!r}: that is further than a datetime reaches") from None
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from libs.api.access import check_body_company, check_owner, check_row, principal
 from libs.api.csvstream import CsvError, CsvStream
-from libs.api.http import ApiError, body_chunks, context, json_response, path_id, read_model
+from libs.api.http import ApiError, body_chunks, context, json_response, path_id, query_int, read_model
 from libs.api.kinds import dump
 from libs.api.schemas import CAMPAIGN_MEDIA, CampaignIn, CampaignStartIn, normalize_phone
 from libs.campaigns import actions, store
@@ -53,10 +53,8 @@ async def create_campaign(request: Request) -> Response:
 
 async def list_campaigns(request: Request) -> Response:
     """``GET /api/campaigns[?limit=N]``: newest first, with progress."""
-    limit = request.query_params.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise ApiError(400, "limit must be 1 to 500")
-    rows = await actions.newest_campaigns(context(request).pool, int(limit), principal(request).company_id)
+    limit = query_int(request, "limit", default=20, low=1, high=500)
+    rows = await actions.newest_campaigns(context(request).pool, limit, principal(request).company_id)
     return json_response([_out(row) for row in rows])
 
 

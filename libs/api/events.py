@@ -59,8 +59,6 @@ async def patch_endpoint(request: Request) -> Response:
     """``PATCH /api/webhook-endpoints/{id}``: change url, types, limits, description; enable or disable."""
     body = await read_model(request, EndpointPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    if any(value is None for name, value in changes.items() if name != "description"):
-        raise ApiError(422, "fields given to PATCH may not be null")
     ctx = context(request)
     async with ctx.pool.connection() as conn:
         return json_response(await ctx.endpoints.update(conn, await _owned(request, conn), changes))
@@ -140,7 +138,7 @@ async def list_events(request: Request) -> Response:
         return _page_response(await read_last(context(request).pool, flt, last))
     after = _cursor(request.query_params.get("after"), 0)
     limit = query_int(request, "limit", default=100, low=1, high=MAX_LIMIT)
-    wait = request.query_params.get("wait", "0")
+    wait = request.query_params.get("wait") or "0"  # empty: as if left out
     try:
         wait_s = float(wait)
     except ValueError:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -24,7 +27,7 @@ from libs.events.endpoints import Endpoints
 from libs.events.feed import EventHub
 from libs.events.kicks import Kicks
 from libs.events.runtime import endpoint_http_client
-from libs.jsontext import NotJsonError, loads_keeping_surrogates, surrogate_paths
+from libs.jsontext import NotJsonError, loads_keeping_surrogates, nul_paths, surrogate_paths
 from libs.media.storage import MediaStorage, storage_from_settings
 from libs.outbound import AddressGuard
 from libs.redis_clients import async_redis_client
@@ -51,7 +54,15 @@ class ApiError(Exception):
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """``data`` as JSON (datetimes as ISO 8601)."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # an integer past 64 bits, which a client's JSON (template components) may hold
+        body = json.dumps(data, default=_iso, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
 
 
 def error_response(status: int, reason: str, details: Any = None) -> Response:
@@ -97,10 +108,13 @@ async def read_model(request: Request, model: type[M], empty: M | None = None) -
         raise ApiError(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
-    if paths := surrogate_paths(data):  # valid JSON, but no UTF-8 text (Postgres, Redis, logs) can hold it
-        reason = "a lone UTF-16 surrogate (\\uD800–\\uDFFF) is not text"
-        details = [{"field": path, "reason": reason} for path in paths]
-        raise ApiError(422, "invalid input: " + "; ".join(f"{d['field']}: {reason}" for d in details), details)
+    for paths, reason in (
+        (surrogate_paths(data), "a lone UTF-16 surrogate (\\uD800–\\uDFFF) is not text"),  # no UTF-8 holds it
+        (nul_paths(data), "NUL (\\u0000) is not accepted in text"),  # no Postgres text holds it
+    ):
+        if paths:
+            details = [{"field": path, "reason": reason} for path in paths]
+            raise ApiError(422, "invalid input: " + "; ".join(f"{d['field']}: {reason}" for d in details), details)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -255,6 +269,8 @@ def context(request: Request) -> ApiContext:
 
 #: Largest Postgres ``bigint``.
 MAX_ID = 2**63 - 1
+#: Largest page of messages or contacts.
+MAX_PAGE = 500
 
 
 def path_id(request: Request, name: str = "id") -> int:
@@ -265,21 +281,42 @@ def path_id(request: Request, name: str = "id") -> int:
     return value
 
 
+#: An integer as a query string writes it: ASCII digits (``str.isdigit`` accepts ``²``, which ``int`` refuses),
+#: ``1.0`` included (JSON Schema's integers are numbers without a fraction).
+_INTEGER = re.compile(r"-?[0-9]+(?:\.0+)?")
+
+
+def _integer(value: str) -> int | None:
+    return int(value.partition(".")[0]) if _INTEGER.fullmatch(value) else None
+
+
+def query_value(request: Request, name: str) -> str | None:
+    """A query parameter given at most once (400 when repeated: which one would count?)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, f"{name} is given {len(values)} times")
+    if values and "\x00" in values[0]:
+        raise ApiError(400, f"{name} holds NUL (\\u0000)")
+    return values[0] if values else None
+
+
 def query_id(request: Request, name: str) -> int | None:
     """An optional id in the query string (``company_id=7``): 400 unless a positive integer."""
-    value = request.query_params.get(name)
+    value = query_value(request, name)
     if value is None or value == "":
         return None
-    if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+    number = _integer(value)
+    if number is None or not 0 < number <= MAX_ID:
         raise ApiError(400, f"{name} must be a positive integer")
-    return int(value)
+    return number
 
 
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     """An integer query parameter within ``[low, high]`` (400 otherwise), ``default`` when absent."""
-    value = request.query_params.get(name)
+    value = query_value(request, name)
     if value is None or value == "":
         return default
-    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+    number = _integer(value)
+    if number is None or not low <= number <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
-    return int(value)
+    return number

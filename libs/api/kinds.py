@@ -21,7 +21,10 @@ MAX_LIST_ROWS = 10
 
 
 class _Kind(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """A kind's object: no unknown fields and no type coercion (``"1"`` is not a number, ``"yes"`` not a
+    boolean), as the published schema says (:mod:`libs.api.schema_rules`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 def check_link(value: str | None) -> str | None:
@@ -143,7 +146,7 @@ class ContactIn(_Kind):
 class ReactionIn(_Kind):
     """``reaction``: an emoji on a message (its wamid / key id); ``""`` removes the reaction."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
     message_id: str = Field(min_length=1, max_length=200)
     emoji: str = Field(max_length=16, description="one emoji; empty removes the reaction")

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.api.access import check_body_company, check_owner, check_row, company_filter
-from libs.api.http import ApiError, context, json_response, path_id, query_id, query_int, read_model
-from libs.api.schemas import MessageIn
+from libs.api.http import MAX_PAGE, ApiError, context, json_response, path_id, query_id, query_int, read_model
+from libs.api.schemas import MessageIn, normalize_phone
 from libs.messages import actions, store
 from libs.tracing import annotate, enabled, hashed, span
 
@@ -71,7 +71,6 @@ async def get_message(request: Request) -> Response:
 
 DIRECTIONS = {"in", "out"}
 STATUSES = {"received", "queued", "sending", "sent", "delivered", "read", "played", "failed", "cancelled"}
-MAX_PAGE = 500
 
 
 async def message_page(
@@ -100,9 +99,10 @@ def _message_filter(request: Request) -> store.Filter:
     contact = params.get("contact")
     digits = None
     if contact:
-        digits = "".join(ch for ch in contact if ch.isdigit())
-        if not 7 <= len(digits) <= 15:
-            raise ApiError(400, "contact must be a phone number (7 to 15 digits)")
+        try:
+            digits = normalize_phone(contact)
+        except ValueError:
+            raise ApiError(400, "contact must be a phone number (7 to 15 digits)") from None
     chosen: dict[str, str | None] = {}
     for name, allowed in (("direction", DIRECTIONS), ("status", STATUSES)):
         value = params.get(name)
@@ -125,8 +125,6 @@ def _message_filter(request: Request) -> store.Filter:
 def page_bounds(request: Request) -> tuple[int | None, int | None, int]:
     after = query_id(request, "after")
     before = query_id(request, "before")
-    if after is not None and before is not None:
-        raise ApiError(400, "give after or before, not both")
     return after, before, query_int(request, "limit", default=50, low=1, high=MAX_PAGE)
 
 

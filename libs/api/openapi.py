@@ -10,6 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from libs.api.links import links_from
+from libs.api.query import ID, PATH_SCHEMAS, Param
+from libs.api.schema_rules import model_schemas
+
 CONVERTOR = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
 
@@ -36,6 +40,15 @@ class Endpoint:
     scope: str = ""
     #: Whether a success is written to the audit log (default: every method but GET).
     audit: bool | None = None
+    #: Query (and header) parameters, as :mod:`libs.api.query` publishes them.
+    query: tuple[Param, ...] = ()
+    #: Other success answers (``{status: description}``), e.g. 200 for a repeated idempotent create.
+    also: tuple[tuple[int, str], ...] = ()
+    #: Why a request valid by the schema may still answer 422: what it names cannot be used, or a WhatsApp rule
+    #: forbids it now (:class:`libs.refusals.InvalidError`, ``RuleViolationError``; ``details.reason`` says which).
+    refuses: str = ""
+    #: Other refusals this route answers (``{status: description}``), e.g. 413 / 415 of an upload, 502 of Meta.
+    errors: tuple[tuple[int, str], ...] = ()
 
     @property
     def audited(self) -> bool:
@@ -44,12 +57,13 @@ class Endpoint:
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
+    own = PATH_SCHEMAS.get(path, {})
     return [
         {
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer" if kind == "int" else "string"},
+            "schema": own.get(name, ID if kind == "int" else {"type": "string", "minLength": 1}),
         }
         for name, kind in CONVERTOR.findall(path)
     ]
@@ -84,10 +98,53 @@ def markdown_of(docstring: str) -> str:
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel]]) -> dict[str, Any]:
-    """The document served at ``/openapi.json``."""
+def _responses(endpoint: Endpoint, error: dict[str, Any]) -> dict[str, Any]:
+    """Every answer the route can give: success, then each refusal with what causes it."""
+    success = _success(endpoint)
+    if links := links_from(endpoint.handler.__name__):
+        success["links"] = links
+    out: dict[str, Any] = {str(endpoint.status): success}
+    for status, description in endpoint.also:
+        out[str(status)] = {**_success(endpoint), "description": description}
+    if endpoint.body is not None:
+        out["400"] = {"description": "malformed JSON, or not an object", **error}
+    elif endpoint.content is not None:
+        out["400"] = {"description": "unreadable upload, or a bad query parameter", **error}
+    elif endpoint.query:
+        out["400"] = {"description": "a query parameter out of its schema", **error}
+    if CONVERTOR.search(endpoint.path) or any(p.required for p in endpoint.query):
+        out["404"] = {"description": "unknown id, or a row of another company", **error}
+    if endpoint.auth and (endpoint.method != "GET" or any(p.name == "company_id" for p in endpoint.query)):
+        out["409"] = {"description": "valid, but the row is not in a state that allows it (the reason says why: a "
+                      "campaign already started, a message that is not failed …)", **error}  # fmt: skip
+    if endpoint.body is not None or endpoint.content is not None:
+        out["413"] = {"description": "body too large", **error}
+        invalid = "invalid input (against this schema), with reasons"
+        out["422"] = {"description": f"{invalid}; or {endpoint.refuses}" if endpoint.refuses else invalid, **error}
+    elif endpoint.refuses:
+        out["422"] = {"description": endpoint.refuses, **error}
+    for status, description in endpoint.errors:
+        out[str(status)] = {"description": description, **error}
+    if endpoint.auth:
+        out["401"] = {"description": "missing, invalid, revoked or expired key", **error}
+        out["403"] = {"description": "the key lacks the scope, or names another company", **error}
+        out["429"] = {"description": "the key's rate limit (see Retry-After)", **error}
+    out["503"] = {"description": "Redis or Postgres is unavailable: retry later", **error}
+    return out
+
+
+def build_openapi(
+    endpoints: Sequence[Endpoint],
+    request_models: Sequence[type[BaseModel]],
+    response_models: Sequence[type[BaseModel]] = (),
+) -> dict[str, Any]:
+    """The document served at ``/openapi.json``: request bodies with their cross-field rules
+    (:mod:`libs.api.schema_rules`), every parameter (:mod:`libs.api.query`), every answer, and the links between
+    operations (:mod:`libs.api.links`)."""
     schemas: dict[str, Any] = {}
-    for model in models:
+    for model in request_models:
+        schemas.update(model_schemas(model))
+    for model in response_models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -103,21 +160,18 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             "summary": endpoint.summary,
             "tags": [endpoint.tag],
             "operationId": endpoint.handler.__name__,
-            "responses": {str(endpoint.status): _success(endpoint)},
+            "responses": _responses(endpoint, error),
         }
         doc = markdown_of(endpoint.handler.__doc__ or "")
         if doc:
             operation["description"] = doc
-        if parameters := _parameters(endpoint.path):
+        if parameters := _parameters(endpoint.path) + [p.openapi() for p in endpoint.query]:
             operation["parameters"] = parameters
-            operation["responses"]["404"] = {"description": "unknown id", **error}
         if endpoint.body is not None:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{endpoint.body.__name__}"}}},
             }
-            operation["responses"]["400"] = {"description": "malformed JSON", **error}
-            operation["responses"]["422"] = {"description": "invalid input, with reasons", **error}
         elif endpoint.content is not None:
             body: dict[str, Any] = {"type": "string"}
             if endpoint.content == "multipart/form-data":  # one binary part named ``file`` (an upload)
@@ -127,16 +181,8 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
                     "properties": {"file": {"type": "string", "format": "binary"}},
                 }
             operation["requestBody"] = {"required": True, "content": {endpoint.content: {"schema": body}}}
-            operation["responses"]["400"] = {"description": "unreadable upload", **error}
         operation["x-scopes"] = [] if endpoint.scope in ("public", "authenticated") else [endpoint.scope]
-        if endpoint.auth:
-            operation["security"] = [{"bearer": []}]
-            operation["responses"]["401"] = {"description": "missing, invalid, revoked or expired key", **error}
-            operation["responses"]["403"] = {"description": "the key lacks the scope, or names another company",
-                                             **error}  # fmt: skip
-            operation["responses"]["429"] = {"description": "the key's rate limit (see Retry-After)", **error}
-        else:
-            operation["security"] = []
+        operation["security"] = [{"bearer": []}] if endpoint.auth else []
         paths.setdefault(CONVERTOR.sub(r"{\1}", endpoint.path), {})[endpoint.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -145,7 +191,10 @@ def build_openapi(endpoints: Sequence[Endpoint], models: Sequence[type[BaseModel
             "version": "1",
             "description": "Producers create messages, campaigns and connections; operators watch queues, "
             "look up jobs and replay dead letters. Authenticate with `Authorization: Bearer <API key>`; each operation "
-            "names the scope its key needs in `x-scopes`.",
+            "names the scope its key needs in `x-scopes`. A 422 answers a body off this document's schemas, or "
+            "a valid one naming something that cannot be used or breaking a WhatsApp rule now (an unknown company, "
+            "the service window closed, an opted-out number, a template not approved: `details.reason` says which); "
+            "a 409 a row not in a state that allows the action. No text holds U+0000 (422).",
         },
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},

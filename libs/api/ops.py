@@ -10,12 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from libs.api.http import ApiError, context, error_response, json_response, path_id
+from libs.api.http import ApiError, context, error_response, json_response, path_id, query_int
 from libs.db import store as db_store
 from libs.deadletters import actions
 from libs.deadletters.store import DeadLetterRow, Filter
 from libs.ops.stats import job_lookup_async, queue_stats_async
-from libs.timeparse import TimeParseError, parse_since
+from libs.timeparse import TimeParseError, parse_since_text
 
 #: Longest a readiness probe waits on each dependency.
 READY_TIMEOUT_SECONDS = 2.0
@@ -53,18 +53,16 @@ def dead_letter_dict(row: DeadLetterRow) -> dict[str, Any]:
 async def dead_letters(request: Request) -> Response:
     """``GET /api/dead-letters[?queue=Q&since=2h|ISO&limit=N&state=dead]``: newest first."""
     params = request.query_params
-    limit = params.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise ApiError(400, "limit must be 1 to 1000")
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
     state = params.get("state", "all")
     if state not in ("all", "dead"):
         raise ApiError(400, "state must be all or dead")
     try:
-        since = parse_since(params["since"]) if params.get("since") else None
+        since = parse_since_text(params["since"]) if params.get("since") else None
     except TimeParseError as exc:
         raise ApiError(400, str(exc)) from None
     flt = Filter(queue=params.get("queue") or None, since=since, only_dead=state == "dead")
-    rows = await run_in_threadpool(actions.list_rows, context(request).db, flt, limit=int(limit))
+    rows = await run_in_threadpool(actions.list_rows, context(request).db, flt, limit=limit)
     return json_response([dead_letter_dict(row) for row in rows])
 
 

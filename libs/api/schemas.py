@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import annotated_types
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from libs.access.keys import InvalidKeyRequestError, check_scopes
 from libs.api.http import MAX_ID
 from libs.api.kinds import (
     MAX_CAPTION,
@@ -26,6 +28,11 @@ from libs.api.kinds import (
 from libs.campaigns.expand import bad_placeholder
 
 NON_DIGITS = re.compile(r"\D+")
+#: What a phone number field accepts: 7 to 15 digits, anything else around them (``+55 (11) 98888-7777``).
+PHONE_PATTERN = r"^\D*(?:\d\D*){7,15}$"
+#: C0 and C1 control characters (NUL included): no keyword holds one.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+KEYWORD_MAX = 64
 
 
 def normalize_phone(value: str) -> str:
@@ -56,8 +63,57 @@ MessagingLimit = Annotated[
 ]
 
 
+#: A date-time given as text: ``2030-01-02T03:04:05Z`` (without an offset: UTC). Not a number or a bare date,
+#: which pydantic's lax parsing would read as a Unix time or midnight.
+DATE_TIME_TEXT = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _date_time_text(value: object) -> object:
+    if not isinstance(value, str) or not DATE_TIME_TEXT.match(value):
+        raise ValueError("a date-time is text like 2030-01-02T03:04:05Z")
+    return value
+
+
+DateTime = Annotated[dt.datetime, BeforeValidator(_date_time_text), Field(strict=False)]
+
+
+def _stripped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list):
+        return [_stripped(item) for item in value]
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """A request body: no unknown fields, no type coercion (``"1"`` is not an integer, ``"yes"`` not a boolean),
+    and text stripped of surrounding whitespace *after* the checks, so the published lengths are the real ones
+    (a required text field holds a non-blank character: see :mod:`libs.api.schema_rules`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        """``1.0`` is an integer in JSON Schema (and JSON): it reaches an ``int`` field as ``1``."""
+        if isinstance(data, dict):
+            return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _strip(self) -> Any:
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            stripped = _stripped(value)
+            if stripped == "" and value != "" and _min_length(field.metadata) > 0:
+                raise ValueError(f"{name} is blank")
+            if stripped != value:
+                object.__setattr__(self, name, stripped)  # not pydantic's setattr: that marks the field as given
+        return self
+
+
+def _min_length(metadata: list[Any]) -> int:
+    return max((m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)), default=0)
 
 
 class TemplateIn(_Strict):
@@ -99,7 +155,7 @@ class MessageIn(_Strict):
     (Meta's wire shape; see the README's "Message kinds") — optionally quoting a message (``context``)."""
 
     company_id: int = Field(gt=0, le=MAX_ID)
-    to: str = Field(description="recipient phone number; normalised to digits")
+    to: str = Field(description="recipient phone number (7 to 15 digits); normalised to digits")
     text: str | None = Field(default=None, min_length=1, max_length=4096)
     template: TemplateIn | None = None
     image: ImageIn | None = None
@@ -152,7 +208,9 @@ class OptOutIn(_Strict):
     """``POST /api/opt-outs``: numbers to put on a company's opt-out list."""
 
     company_id: int = Field(gt=0, le=MAX_ID)
-    phones: list[str] = Field(min_length=1, max_length=10_000, description="phone numbers; normalised to digits")
+    phones: list[str] = Field(
+        min_length=1, max_length=10_000, description="phone numbers (7 to 15 digits each); normalised to digits"
+    )
     source: Literal["api", "cli"] = "api"
 
     @field_validator("phones")
@@ -191,15 +249,17 @@ class CompanyIn(_Strict):
     @field_validator("opt_out_keywords", "opt_in_keywords")
     @classmethod
     def _keywords(cls, values: list[str] | None) -> list[str] | None:
-        if values is not None and any(not 0 < len(v.strip()) <= 64 for v in values):
-            raise ValueError("each keyword is 1 to 64 characters")
-        if values is not None and not all(v.isprintable() for v in values):
+        if values is not None and any(len(v) > KEYWORD_MAX or not v.strip() for v in values):
+            raise ValueError(f"each keyword is 1 to {KEYWORD_MAX} characters, not blank")
+        if values is not None and any(CONTROL_CHARACTER.search(v) for v in values):
             raise ValueError("a keyword is printable text (no control characters)")
         return values
 
 
 META_FIELDS = ("phone_number_id", "access_token", "waba_id", "display_phone_number", "portfolio_id", "messaging_limit")
 BAILEYS_FIELDS = ("bridge_url", "bridge_instance", "bridge_api_key")
+#: The fields a meta connection needs (a baileys one needs every one of :data:`BAILEYS_FIELDS`).
+META_REQUIRED = ("phone_number_id", "access_token")
 
 
 class ConnectionIn(_Strict):
@@ -227,7 +287,7 @@ class ConnectionIn(_Strict):
     @model_validator(mode="after")
     def _provider_fields(self) -> ConnectionIn:
         own, other = (META_FIELDS, BAILEYS_FIELDS) if self.provider == "meta" else (BAILEYS_FIELDS, META_FIELDS)
-        required = ("phone_number_id", "access_token") if self.provider == "meta" else BAILEYS_FIELDS
+        required = META_REQUIRED if self.provider == "meta" else BAILEYS_FIELDS
         missing = [name for name in required if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.provider} connection needs {', '.join(missing)}")
@@ -236,6 +296,20 @@ class ConnectionIn(_Strict):
             raise ValueError(f"{', '.join(stray)} do not apply to a {self.provider} connection")
         assert own
         return self
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def _changes(patch: P) -> P:
+    """A PATCH body changes at least one field, and sets none to null (the schema says the same:
+    ``minProperties: 1``, no null type, see :mod:`libs.api.schema_rules`)."""
+    if not patch.model_fields_set:
+        raise ValueError("nothing to change")
+    nulls = sorted(name for name in patch.model_fields_set if getattr(patch, name) is None)
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)}: a field given to PATCH is not null")
+    return patch
 
 
 class ConnectionPatch(_Strict):
@@ -255,11 +329,7 @@ class ConnectionPatch(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> ConnectionPatch:
-        if not self.model_fields_set:
-            raise ValueError("nothing to change")
-        if "service_window" in self.model_fields_set and self.service_window is None:
-            raise ValueError("service_window is enforce or off")
-        return self
+        return _changes(self)
 
 
 class CampaignTemplateIn(TemplateIn):
@@ -328,7 +398,7 @@ class CampaignIn(_Strict):
 class CampaignStartIn(_Strict):
     """``POST /api/campaigns/{id}/start``: now, or at ``start_at`` (the campaign is then ``scheduled``)."""
 
-    start_at: dt.datetime | None = None
+    start_at: DateTime | None = None
 
     @field_validator("start_at")
     @classmethod
@@ -362,16 +432,14 @@ class EndpointPatch(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> EndpointPatch:
-        if not self.model_fields_set:
-            raise ValueError("nothing to change")
-        return self
+        return _changes(self)
 
 
 class ReplayIn(_Strict):
     """``POST /api/webhook-endpoints/{id}/replay``: one event again, or everything since a time."""
 
     event_id: str | None = Field(default=None, max_length=40, description="evt_…")
-    since: dt.datetime | None = Field(default=None, description="every event that occurred since then")
+    since: DateTime | None = Field(default=None, description="every event that occurred since then")
     only_failed: bool = Field(default=False, description="with since: only failed (and never sent) deliveries")
 
     @model_validator(mode="after")
@@ -389,7 +457,7 @@ class KeyIn(_Strict):
     company_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="none: a key for every company")
     scopes: list[str] = Field(min_length=1, max_length=20, description="see x-scopes of each operation")
     name: str = Field(default="", max_length=200)
-    expires_at: dt.datetime | None = Field(default=None, description="none: it never expires")
+    expires_at: DateTime | None = Field(default=None, description="none: it never expires")
 
     @field_validator("expires_at")
     @classmethod
@@ -397,6 +465,14 @@ class KeyIn(_Strict):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value
+
+    @model_validator(mode="after")
+    def _scopes(self) -> KeyIn:
+        try:
+            check_scopes(self.scopes, self.company_id)
+        except InvalidKeyRequestError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (

@@ -15,14 +15,15 @@ from starlette.responses import Response
 
 from libs.api.access import check_owner, check_row, company_filter
 from libs.api.http import ApiError, context, json_response, query_id, query_int, read_model
+from libs.api.query import TEMPLATE_AFTER_PATTERN, TEMPLATE_STATUS_PATTERN
 from libs.api.schemas import TemplateSyncIn
 from libs.connections import store as connections
 from libs.refusals import InvalidError, RefusedError
 from libs.templates import actions
 
 MAX_PAGE = 1_000
-#: A template status as Meta writes it (APPROVED, PENDING_DELETION, …).
-STATUS = re.compile(r"^[A-Za-z_]{1,32}$")
+STATUS = re.compile(TEMPLATE_STATUS_PATTERN)
+AFTER = re.compile(TEMPLATE_AFTER_PATTERN)
 #: The start of the listing: before every (connection, name, language).
 START: tuple[int, str, str] = (0, "", "")
 
@@ -31,11 +32,10 @@ def _after(value: str | None) -> tuple[int, str, str]:
     """``after=<connection_id>:<name>:<language>`` (the previous page's ``after``) as a key."""
     if not value:
         return START
-    connection, _, rest = value.partition(":")
-    name, _, language = rest.rpartition(":")
-    if not connection.isdigit() or not name or not language:
+    found = AFTER.fullmatch(value)
+    if found is None:
         raise ApiError(400, "after must be the after value of the previous page")
-    return int(connection), name, language
+    return int(found.group(1)), found.group(2), found.group(3)
 
 
 async def list_templates(request: Request) -> Response:
@@ -45,7 +45,7 @@ async def list_templates(request: Request) -> Response:
     company = company_filter(request, query_id(request, "company_id"))
     connection_id = query_id(request, "connection_id")
     status = request.query_params.get("status") or None
-    if status is not None and not STATUS.match(status):
+    if status is not None and not STATUS.fullmatch(status):
         raise ApiError(400, "status must be a template status such as APPROVED, PENDING, REJECTED or PAUSED")
     state = None
     if connection_id is not None:

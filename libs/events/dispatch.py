@@ -182,7 +182,7 @@ async def attempt(
         response = await http.post(url, content=payload, headers=headers, timeout_s=timeout_s)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
-    except (OSError, ValueError) as exc:  # a URL httpx refuses, an address the guard refuses
+    except (OSError, ValueError, OverflowError) as exc:  # a URL httpx refuses, an address the guard refuses
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], _ms(started), None)
     excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace") if response.content else None
     return Attempt(response.status_code, None, _ms(started), excerpt, _retry_after(response))

@@ -204,8 +204,9 @@ class Endpoints:
             if event is not None and not reopened:
                 await cursor.execute(store.DELIVERY_STATE, (endpoint_id, params["event"]))
                 found = await cursor.fetchone()
-                if found is None:
-                    raise EndpointError(404, f"no published event {event} for this endpoint's company and types")
+                if found is None:  # the endpoint exists, the event the body names does not: a bad input
+                    why = f"event_id: no published event {event} for this endpoint's company and types"
+                    raise EndpointError(422, why)
                 raise EndpointError(409, f"event {event} is still being delivered to this endpoint ({found[0]})")
             kick: list[int] = []
             if reopened:

@@ -44,7 +44,9 @@ def parse_cursor(value: str | None, *, default: int = 0) -> int:
     if value is None or value == "":
         return default
     text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise BadCursorError(f"bad cursor {value!r}: use the cursor of an event (or of a page)")
     return int(text)
 

@@ -8,6 +8,7 @@ SQL writes against these models, so the two cannot drift apart.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +38,9 @@ EVENT_TYPES: tuple[str, ...] = (
 
 #: Public id of an event: ``evt_`` and 16 hex digits (sortable, no ``.`` as Standard Webhooks requires).
 EVENT_ID_PREFIX = "evt_"
+#: A public event id: the prefix and 16 hex digits, at most a Postgres bigint (the row id).
+EVENT_ID_PATTERN = r"^evt_[0-7][0-9a-fA-F]{15}$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 
 def event_id(internal_id: int) -> str:
@@ -45,14 +49,10 @@ def event_id(internal_id: int) -> str:
 
 
 def parse_event_id(public_id: str) -> int | None:
-    """The row id behind ``evt_…``; ``None`` when ``public_id`` is not one."""
-    digits = public_id.removeprefix(EVENT_ID_PREFIX)
-    if digits == public_id or len(digits) != 16:
+    """The row id behind ``evt_…`` (:data:`EVENT_ID_PATTERN`); ``None`` when ``public_id`` is not one."""
+    if not _EVENT_ID.fullmatch(public_id):
         return None
-    try:
-        return int(digits, 16)
-    except ValueError:
-        return None
+    return int(public_id.removeprefix(EVENT_ID_PREFIX), 16)
 
 
 def unknown_types(types: list[str]) -> list[str]:

@@ -307,16 +307,14 @@ async def direction_by_external_id(conn: AsyncConnection[Any], connection_id: in
 async def page(
     conn: AsyncConnection[Any], flt: Filter, *, after: int | None, before: int | None, limit: int
 ) -> tuple[list[dict[str, Any]], str]:
-    """Up to ``limit + 1`` messages by id and their order: ascending from ``after``, else descending from
-    ``before`` (or the newest)."""
+    """Up to ``limit + 1`` messages by id and their order: ascending from ``after`` (up to ``before`` when both
+    are given), else descending from ``before`` (or the newest)."""
     where, params = flt.where()
     if after is not None:
         where.append("id > %(after)s")
-        order = "ASC"
-    else:
-        if before is not None:
-            where.append("id < %(before)s")
-        order = "DESC"
+    if before is not None:
+        where.append("id < %(before)s")
+    order = "ASC" if after is not None else "DESC"
     sql = f"SELECT {COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} ORDER BY id {order} LIMIT %(limit)s"
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(sql, {**params, "after": after, "before": before, "limit": limit + 1})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -68,7 +69,8 @@ def fetch_templates(
     """Every template of ``waba_id`` (name, language, template_id, status, category, components, reason), asked
     for ``page_size`` (default :data:`PAGE_SIZE`) a page; or a :class:`~libs.errors.ProviderError`."""
     page_size = page_size or PAGE_SIZE
-    url = f"{graph.url.rstrip('/')}/{graph.version}/{waba_id}/message_templates"
+    # quoted: a stored waba_id is any text (a tab in one made httpx refuse the URL: a 500 found by schemathesis)
+    url = f"{graph.url.rstrip('/')}/{graph.version}/{quote(waba_id, safe='')}/message_templates"
     headers = {"Authorization": f"Bearer {access_token}"}
     found: list[dict[str, Any]] = []
     after: str | None = None
@@ -80,6 +82,10 @@ def fetch_templates(
             response = http.get(url, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise map_transport_error(exc, provider=PROVIDER) from exc
+        except (UnicodeEncodeError, httpx.InvalidURL):  # a stored token of any text: not sendable in a header
+            raise ProviderPermanentError(
+                "the connection's access token cannot be sent (it is not ASCII text)", provider=PROVIDER
+            ) from None
         if not response.is_success:
             raise redact(map_meta_error(response.status_code, response.content), access_token)
         body = _body(response.content)

@@ -148,7 +148,7 @@ def test_refused_transitions_and_bad_input_exit_2_with_the_api_reason(
     code, _, err = zapq(capsys, "campaign", "start", str(cid), "--at", "soon")
     assert code == EXIT_USAGE and "start_at" in err and "(HTTP 422)" in err
     code, _, err = zapq(capsys, "campaign", "list", "--limit", "0")
-    assert code == EXIT_USAGE and "limit must be 1 to 500" in err
+    assert code == EXIT_USAGE and "limit must be an integer from 1 to 500" in err
     ids = ["--company", str(company["id"]), "--connection", str(company["connection"]["id"])]
     code, _, err = zapq(capsys, "campaign", "create", *ids, "--name", "x", "--text", "Hi {0}")
     assert code == EXIT_USAGE and "placeholder" in err

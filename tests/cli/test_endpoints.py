@@ -202,10 +202,12 @@ def test_unknown_ids_exit_3(capsys: pytest.CaptureFixture[str], company: dict[st
                  ["replay", "999", "--since", "1h"]):  # fmt: skip
         code, out, err = zapq(capsys, "endpoints", *argv)
         assert (code, out, err) == (EXIT_NOT_FOUND, "", "zapq: no webhook endpoint 999 (HTTP 404)\n"), argv
-    # an event of the right shape that does not exist (for this endpoint)
+    # an event of the right shape that does not exist (for this endpoint): the endpoint exists, the body names
+    # an event that does not — a bad input (HTTP 422), exit 2
     endpoint_id, _ = add(capsys, company, "https://crm.example.com/hooks")
     code, _, err = zapq(capsys, "endpoints", "replay", str(endpoint_id), "--event", "evt_00000000000003e7")
-    assert code == EXIT_NOT_FOUND and "no published event evt_00000000000003e7" in err
+    assert code == EXIT_USAGE and err.endswith("(HTTP 422)\n")
+    assert "no published event evt_00000000000003e7 for this endpoint" in err
 
 
 def test_bad_input_exits_2_with_the_reason(capsys: pytest.CaptureFixture[str], company: dict[str, Any]) -> None:

@@ -163,3 +163,30 @@ def due_campaign(db: Database, company: int, connection: int, name: str) -> int:
         session.flush()
         session.add(CampaignRecipient(campaign_id=row.id, recipient="5511911110001", variables={}))
         return row.id
+
+
+def test_a_waba_id_of_any_text_is_one_path_segment_not_a_server_error(
+    db: Database, fake_graph: str, graph: Graph, secrets: Secrets, http: httpx.Client
+) -> None:
+    # Given a connection whose stored waba_id holds a tab and a slash (the API stores any text; the contract run
+    # found that httpx then refused the URL: a 500)
+    _, connection = meta_connection(db, waba_id="12\t3/../x")
+    # When its catalogue is synced
+    with pytest.raises(ProviderCallError) as refused:
+        actions.sync_connection(db, http, graph, secrets, connection)
+    # Then the id went to Meta as one quoted segment, and Meta's refusal (no such WABA) is a provider failure
+    assert refused.value.status == 502
+    marker = catalogue_row(db, connection)
+    assert marker is not None and marker.synced_at is None and marker.last_error
+
+
+def test_an_access_token_that_is_not_ascii_is_a_provider_failure_not_a_server_error(
+    db: Database, fake_graph: str, graph: Graph, secrets: Secrets, http: httpx.Client
+) -> None:
+    # Given a connection whose token (any text when saved) cannot go in an HTTP header
+    _, connection = meta_connection(db, token="tøkén-ü")
+    # When its catalogue is synced
+    with pytest.raises(ProviderCallError, match="cannot be sent") as refused:
+        actions.sync_connection(db, http, graph, secrets, connection)
+    # Then it is a provider failure (502) naming why, without the token
+    assert refused.value.status == 502 and "tøkén" not in str(refused.value)
