@@ -15,11 +15,11 @@ DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-#: What the API's ``since`` accepts: a duration of up to five digits, or a full ISO date-time (the published
-#: schema's pattern, ``libs/api/query.py``: the CLI is laxer).
+#: What the API's ``since`` accepts: a duration of up to five digits, or a full ISO date-time from year 1 (the
+#: published schema's pattern, ``libs/api/query.py``: the CLI is laxer).
 SINCE_PATTERN = (
     r"^\s*[0-9]{1,5}\s*[smhdw]\s*$"
-    r"|^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"|^(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
     r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
 _SINCE = re.compile(SINCE_PATTERN)
