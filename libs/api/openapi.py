@@ -27,6 +27,8 @@ class Endpoint:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    #: Whether ``body`` may be left out (the handler reads an absent body as the model's defaults).
+    body_optional: bool = False
     #: Media type of a non-JSON body (e.g. ``text/csv``).
     content: str | None = None
     auth: bool = True
@@ -169,7 +171,7 @@ def build_openapi(
             operation["parameters"] = parameters
         if endpoint.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": not endpoint.body_optional,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{endpoint.body.__name__}"}}},
             }
         elif endpoint.content is not None:
