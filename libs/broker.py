@@ -18,6 +18,7 @@ from libs.middleware.liveness import Liveness
 from libs.middleware.tracing import TraceContext
 from libs.redis_broker import OrjsonEncoder, ZapqRedisBroker
 from libs.redis_clients import identity, redis_client
+from libs.runtime import GcTuning
 from libs.settings import Settings
 
 #: Time limit of an actor unless it declares its own (ms).
@@ -30,7 +31,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     Dramatiq's ``AgeLimit``, ``ShutdownNotifications``, ``Callbacks`` and ``Pipelines`` are left out: no
     zapq actor uses them and every middleware costs each job a few hook calls. Add them with ``extra=``.
     """
-    return [
+    stack: list[Middleware] = [
         TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
         CurrentMessage(),
         UvloopAsyncIO(),
@@ -43,6 +44,9 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         Liveness(directory=settings.stack_heartbeat_dir, stall_seconds=settings.worker_stall_seconds or None),
         TraceContext(),
     ]
+    if settings.gc_tuning:
+        stack.append(GcTuning())
+    return stack
 
 
 def build_broker(settings: Settings, *, extra: list[Middleware] | None = None) -> RedisBroker:

@@ -11,6 +11,7 @@ still a placeholder, naming the variable.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -119,6 +120,9 @@ class Settings(BaseSettings):
     #: Share of messages traced while tracing is on (each trace whole or absent).
     otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     sentry_environment: str = ""
+    #: Tune each worker process's garbage collector once it has booted (:func:`libs.runtime.tune_gc`); off in the
+    #: test suite, whose one process boots many in-process workers.
+    gc_tuning: bool = True
 
     #: Largest webhook body accepted at the edge (Meta documents up to 3 MB).
     #: Campaign sends kept in ``messages.low`` itself; the rest wait in per-company lanes, fed round-robin.
@@ -220,6 +224,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_sentinels(cls, value: str) -> str:
         parse_sentinels(value)
+        return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _check_otel_endpoint(cls, value: str) -> str:
+        url = urllib.parse.urlsplit(value)
+        if value and (url.scheme not in ("http", "https") or not url.hostname):
+            raise ValueError(f"ZAPQ_OTEL_ENDPOINT must be an http(s) URL (an OTLP/HTTP traces endpoint), not {value!r}")
         return value
 
     @property

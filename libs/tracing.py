@@ -8,11 +8,14 @@ context object, no string is made — the cost is one global read per call site.
 The trace of an outbound message: ``POST /api/messages`` → ``message.enqueue`` → (the job's ``traceparent``,
 :mod:`libs.middleware.tracing`) ``message.send`` (with a ``throttle.acquired`` event) → ``provider.send`` (HTTP
 status, Meta error code) → later, ``message.status`` spans of the status webhooks, found by the message's wamid
-(the send stores its span's context under the hashed wamid in Redis, :class:`WamidLinks`, for ``WAMID_TTL_S``).
+(the send stores its span's context under the hashed wamid in Redis, :func:`wamid_link`, for ``WAMID_TTL_S``).
 
-A trace sampled out (``ZAPQ_OTEL_SAMPLE_RATIO``) costs its jobs one ``traceparent`` parse: no SDK span is made
-below it. Spans are entered without the SDK's generator and decorator (:class:`_Current`), and a step that is a
-single call is an event on its job's span (:func:`event`), not a span of its own.
+Spans are recorded by zapq itself (:mod:`libs.otlp`: a slotted record per span, exported in batches from a
+thread as OTLP/JSON), not by the OpenTelemetry SDK, whose per-span machinery cost more than the send it traced;
+an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The current span lives in a
+``ContextVar`` (per asyncio task, per thread). A trace sampled out (``ZAPQ_OTEL_SAMPLE_RATIO``) costs its jobs one
+``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
+span (:func:`event`), not a span of its own.
 An inbound message: ``POST /webhooks/<source>`` → ``webhook.store`` → (job) ``webhook.apply`` → ``message.received``
 / ``message.status``.
 
@@ -28,40 +31,39 @@ Attributes carry hashed ids only (:func:`hashed`): never a phone number, a messa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import os
+import random
+import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar, Token
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-from libs import keys
-from libs.batching import Coalescer
+from libs import keys, lua
+from libs.otlp import INTERNAL, SERVER, OtlpJsonExporter, Recorder, Remote, SdkExporter, Span
 
 #: How long a sent message's trace can be found by its wamid (status webhooks come within days).
 WAMID_TTL_S = 7 * 86_400
 #: The W3C header and Dramatiq message option that carry a span's context.
 TRACEPARENT = "traceparent"
-#: Spans waiting for the exporter's thread at most (beyond, new ones are dropped): a few seconds of a busy
-#: sender's spans (the SDK's default, 2,048, drops spans in bursts of ~1,000 sends/s).
-EXPORT_QUEUE = 16_384
 #: How long an event's deliveries can find the span that wrote it (its retries run for about 28 h).
 EVENT_TTL_S = 2 * 86_400
+#: A W3C ``traceparent``: version, trace id, parent id, flags (a later version may append fields).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_LOW_64 = (1 << 64) - 1
 
-_tracer: trace.Tracer | None = None
-_provider: TracerProvider | None = None
-#: Sync Redis client and namespace where status webhooks look up a wamid's trace (:func:`follow_wamids`).
-_wamids: tuple[Any, str] | None = None
-_propagator = TraceContextTextMapPropagator()
+_recorder: Recorder | None = None
+#: A new trace is sampled when its trace id's low 64 bits are below this (OpenTelemetry's TraceIdRatioBased).
+_sample_below = 1 << 64
+#: The current span (recorded) or context (a job's remote parent, a trace sampled out) of this task or thread.
+_current: ContextVar[Span | Remote | None] = ContextVar("zapq_trace", default=None)
+#: Sync Redis client, namespace and ``SET … EX`` script where status webhooks look up a wamid's trace and event
+#: links are written (:func:`follow_wamids`).
+_wamids: tuple[Any, str, Any] | None = None
 _NOOP = contextlib.nullcontext()
 #: The events noted in this thread's open :func:`event_links` block: (subject digest, traceparent).
 _noted = threading.local()
@@ -69,44 +71,47 @@ _noted = threading.local()
 
 def enabled() -> bool:
     """True while tracing is on in this process."""
-    return _tracer is not None
+    return _recorder is not None
 
 
 def configure(
     *,
     endpoint: str = "",
     service: str = "zapq",
-    exporter: SpanExporter | None = None,
+    exporter: Any = None,
     batch: bool = True,
     sample_ratio: float = 1.0,
 ) -> bool:
-    """Turn tracing on (an OTLP/HTTP ``endpoint`` or an ``exporter``); with neither, leave it off. True if on.
+    """Turn tracing on (an OTLP/HTTP ``endpoint``, or an OpenTelemetry SDK ``SpanExporter``); with neither, leave it
+    off. True if on. ``batch=False`` exports each span as it ends (tests).
 
     ``sample_ratio``: the share of new traces recorded (by trace id; a job or status follows its message's
     decision, so a trace is whole or absent)."""
-    global _tracer, _provider
+    global _recorder, _sample_below
     if exporter is None and not endpoint:
         return False
-    if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=endpoint)
-    processor: SpanProcessor = (
-        BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE) if batch else SimpleSpanProcessor(exporter)
-    )
-    sampler = ParentBased(TraceIdRatioBased(sample_ratio))
-    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
-    provider.add_span_processor(processor)
-    _provider, _tracer = provider, provider.get_tracer("zapq")
+    shutdown()
+    chosen = SdkExporter(exporter, service) if exporter is not None else OtlpJsonExporter(endpoint, service)
+    _sample_below = round(min(max(sample_ratio, 0.0), 1.0) * (1 << 64))
+    _recorder = Recorder(chosen, batch=batch)
     return True
 
 
 def shutdown() -> None:
     """Export what is buffered and turn tracing off."""
-    global _tracer, _provider
-    provider, _provider, _tracer = _provider, None, None
-    if provider is not None:
-        provider.shutdown()
+    global _recorder
+    recorder, _recorder = _recorder, None
+    if recorder is not None:
+        recorder.shutdown()
+
+
+def _forked() -> None:
+    if _recorder is not None:
+        _recorder.forked()
+
+
+atexit.register(shutdown)  # a process's last spans are exported as it exits
+os.register_at_fork(after_in_child=_forked)
 
 
 def hashed(value: object) -> str:
@@ -114,20 +119,29 @@ def hashed(value: object) -> str:
     return hashlib.sha256(str(value).encode()).hexdigest()[:16]
 
 
-def context_of(traceparent: str | None) -> Context | None:
-    """The remote parent named by a W3C ``traceparent`` (None: none, or tracing off)."""
-    if _tracer is None or not traceparent:
+def parse(traceparent: str | None) -> Remote | None:
+    """The remote context named by a W3C ``traceparent`` (None: none, malformed, or all-zero ids)."""
+    if not traceparent:
         return None
-    return _propagator.extract({TRACEPARENT: traceparent})
+    found = _TRACEPARENT.fullmatch(traceparent.strip())
+    if found is None or found[1] == "ff" or (found[1] == "00" and found[5]):
+        return None
+    trace_id, span_id = int(found[2], 16), int(found[3], 16)
+    if not trace_id or not span_id:
+        return None
+    return Remote(trace_id, span_id, bool(int(found[4], 16) & 1))
+
+
+def _format(context: Span | Remote) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{'01' if context.sampled else '00'}"
 
 
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span (None when tracing is off or no span is current)."""
-    if _tracer is None:
+    if _recorder is None:
         return None
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get(TRACEPARENT)
+    current = _current.get()
+    return _format(current) if current is not None else None
 
 
 def span(
@@ -147,9 +161,15 @@ def span(
     the current span, when ``parent`` moves the new span to another trace). ``ids``: ids
     to record hashed (hashed only while tracing is on); other attributes must be counts, codes or names.
     """
-    if _tracer is None:
+    if _recorder is None:
         return _NOOP
     return _start(name, parent, headers, link, server, attributes, ids)
+
+
+def _new_id(bits: int) -> int:
+    while not (value := random.getrandbits(bits)):
+        pass
+    return value
 
 
 def _start(
@@ -161,98 +181,104 @@ def _start(
     attributes: Mapping[str, Any] | None,
     ids: Mapping[str, object] | None,
 ) -> contextlib.AbstractContextManager[Any]:
-    assert _tracer is not None
-    context = None
+    remote: Remote | None = None
     if parent:
-        context = _propagator.extract({TRACEPARENT: parent})
-    elif headers is not None and TRACEPARENT in headers:
-        context = _propagator.extract({TRACEPARENT: headers[TRACEPARENT]})
-    # A trace sampled out stays out (ParentBased): no SDK span, no sampler call, no attribute. The remote
-    # parent is made current all the same, so the spans inside see it and return at once too.
-    known = trace.get_current_span(context).get_span_context()
-    if known.is_valid and not known.trace_flags.sampled:
-        return _Current(None, context) if context is not None else _NOOP
-    links: tuple[Link, ...] = ()
+        remote = parse(parent)
+    elif headers is not None and (incoming := headers.get(TRACEPARENT)):
+        remote = parse(incoming)
+    current = _current.get()
+    # A given parent (even a malformed one: then a new trace) replaces the current span as the parent.
+    above = remote if parent or remote is not None else current
+    if above is not None and not above.sampled:
+        # A trace sampled out stays out: no span, no attribute, no hash. The remote parent is made current all
+        # the same, so the spans inside see it and return at once too, and the jobs they enqueue carry it.
+        return _Block(remote) if remote is not None else _NOOP
+    if above is None:  # a new trace: sampled by its id, as OpenTelemetry's TraceIdRatioBased does
+        trace_id = _new_id(128)
+        if (trace_id & _LOW_64) >= _sample_below:
+            return _Block(Remote(trace_id, _new_id(64), False))
+        parent_id = None
+    else:
+        trace_id, parent_id = above.trace_id, above.span_id
+    links: tuple[tuple[int, int, bool], ...] = ()
     if link == "current":
-        links = (Link(trace.get_current_span().get_span_context()),)
-    elif link and (linked := trace.get_current_span(_propagator.extract({TRACEPARENT: link})).get_span_context()):
-        links = (Link(linked),)
-    kind = SpanKind.SERVER if server else SpanKind.INTERNAL
-    current = _tracer.start_span(name, context=context, kind=kind, links=links, record_exception=False)
-    if current.is_recording():  # a trace not sampled costs no attribute, no hash
-        if attributes:
-            current.set_attributes(attributes)
-        if ids:
-            current.set_attributes({key: hashed(value) for key, value in ids.items() if value is not None})
-    return _Current(current)
+        if current is not None:
+            links = ((current.trace_id, current.span_id, current.sampled),)
+    elif link and (linked := parse(link)) is not None:
+        links = ((linked.trace_id, linked.span_id, linked.sampled),)
+    values = dict(attributes) if attributes else {}
+    if ids:
+        values.update({key: hashed(value) for key, value in ids.items() if value is not None})
+    kind = SERVER if server else INTERNAL
+    return _Block(Span(name, trace_id, _new_id(64), parent_id, kind, links, values))
 
 
-class _Current:
-    """Make a started span (or, for a trace sampled out, only its remote parent ``context``) current for a
-    block, and end the span after: what ``start_as_current_span`` does, without its generator, its decorator
-    and its exception event (an exception's text may carry message content)."""
+class _Block:
+    """Make a span (or, for a trace sampled out, only its context) current for a block, and end the span after.
+    An exception fails the span with its type's name only (its text may carry message content)."""
 
-    __slots__ = ("context", "span", "token")
+    __slots__ = ("context", "token")
 
-    def __init__(self, span: trace.Span | None, context: Context | None = None) -> None:
-        self.span = span
+    def __init__(self, context: Span | Remote) -> None:
         self.context = context
-        self.token: object = None
+        self.token: Token[Span | Remote | None] | None = None
 
-    def __enter__(self) -> trace.Span:
-        if self.span is None:
-            self.token = otel_context.attach(self.context)  # type: ignore[arg-type]
-            return trace.get_current_span()
-        self.token = otel_context.attach(trace.set_span_in_context(self.span))
-        return self.span
+    def __enter__(self) -> Span | Remote:
+        self.token = _current.set(self.context)
+        return self.context
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        otel_context.detach(self.token)  # type: ignore[arg-type]
-        span = self.span
-        if span is None:
+        if self.token is not None:
+            _current.reset(self.token)
+        context = self.context
+        if not isinstance(context, Span):
             return
-        if kind is not None and span.is_recording():  # failed by an exception, unless :func:`fail` said why
-            status = getattr(span, "status", None)
-            if status is None or status.status_code is StatusCode.UNSET:
-                span.set_status(Status(StatusCode.ERROR, kind.__name__))
-        span.end()
+        if kind is not None and context.error is None:  # failed by an exception, unless :func:`fail` said why
+            context.error = kind.__name__
+        context.end = time.time_ns()
+        recorder = _recorder
+        if recorder is not None:
+            recorder.finish(context)
+
+
+def _recording() -> Span | None:
+    """The current span if this process records it (tracing on, trace sampled)."""
+    current = _current.get()
+    return current if isinstance(current, Span) else None
 
 
 def annotate(**attributes: Any) -> None:
     """Add attributes to the current span (nothing while tracing is off)."""
-    if _tracer is None:
+    if _recorder is None or (current := _recording()) is None:
         return
-    current = trace.get_current_span()
-    for key, value in attributes.items():
-        if value is not None:
-            current.set_attribute(key, value)
+    current.attributes.update({key: value for key, value in attributes.items() if value is not None})
 
 
 def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: Any) -> None:
     """An event (a point in time, with attributes) on the current span, where a child span would add nothing
     but its start: far cheaper to record and export (nothing while tracing is off or the trace is sampled out).
     ``ids`` are recorded hashed."""
-    if _tracer is None:
-        return
-    current = trace.get_current_span()
-    if not current.is_recording():
+    if _recorder is None or (current := _recording()) is None:
         return
     if ids:
         attributes.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    current.add_event(name, {key: value for key, value in attributes.items() if value is not None})
+    values = {key: value for key, value in attributes.items() if value is not None}
+    if current.events is None:
+        current.events = []
+    current.events.append((name, time.time_ns(), values))
 
 
 def fail(reason: str) -> None:
     """Mark the current span failed with a short reason (never message content)."""
-    if _tracer is None:
+    if _recorder is None or (current := _recording()) is None:
         return
-    trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
+    current.error = reason
 
 
 def status_span(wamid: str, status: str) -> contextlib.AbstractContextManager[Any]:
     """A ``message.status`` span in the trace of the send that got ``wamid`` (found in Redis), linked to the
     current span (the webhook being applied); in the current trace when the send's is not known."""
-    if _tracer is None:
+    if _recorder is None:
         return _NOOP
     return span(
         "message.status",
@@ -268,46 +294,27 @@ def wamid_key(namespace: str, wamid: str) -> str:
     return keys.trace_of_wamid(namespace, hashed(wamid))
 
 
-class WamidLinks:
-    """Keep each sent message's trace context under its wamid, so its status webhooks join the trace.
-
-    Writes of concurrent sends share one pipelined round trip (a :class:`~libs.batching.Coalescer`); a Redis
-    error loses the link (the status spans then start their own trace), never the send.
-    """
-
-    def __init__(self, client: Any, namespace: str) -> None:
-        self.client = client
-        self.namespace = namespace
-        self._writes: Coalescer[tuple[str, str], None] = Coalescer(self._write_many)
-
-    async def remember(self, wamid: str) -> None:
-        """Link ``wamid`` to the current span (nothing while tracing is off)."""
-        if _tracer is None or not trace.get_current_span().is_recording():
-            return
-        traceparent = current_traceparent()
-        if traceparent:
-            with contextlib.suppress(Exception):
-                await self._writes((wamid, traceparent))
-
-    async def _write_many(self, items: list[tuple[str, str]]) -> list[None]:
-        pipe = self.client.pipeline(transaction=False)
-        for wamid, traceparent in items:
-            pipe.set(wamid_key(self.namespace, wamid), traceparent, ex=WAMID_TTL_S)
-        await pipe.execute()
-        return [None] * len(items)
+def wamid_link(namespace: str, wamid: str) -> tuple[str, str, int] | None:
+    """The Redis entry that lets ``wamid``'s status webhooks join the current span's trace: (key, traceparent, TTL
+    in seconds); None while tracing is off or the trace is sampled out. The sender writes it with the send's
+    journal entry, in the same script call (:meth:`libs.sending.journal.Journal.write`): no round trip of its own,
+    and written before the ``sent`` event, whose delivery looks for it."""
+    if _recorder is None or (current := _recording()) is None:
+        return None
+    return wamid_key(namespace, wamid), _format(current), WAMID_TTL_S
 
 
 def follow_wamids(client: Any, namespace: str) -> None:
     """Let this process's status spans find their message's trace by wamid in ``client`` (a sync Redis client)."""
     global _wamids
-    _wamids = (client, namespace)
+    _wamids = (client, namespace, client.register_script(lua.source("set_many")))
 
 
 def traceparent_of_wamid(wamid: str) -> str | None:
-    """The context kept by :func:`remember_wamid`; None when tracing is off, not following wamids, or none kept."""
-    if _tracer is None or _wamids is None:
+    """The context kept by :func:`wamid_link`; None when tracing is off, not following wamids, or none kept."""
+    if _recorder is None or _wamids is None:
         return None
-    client, namespace = _wamids
+    client, namespace, _ = _wamids
     try:
         value = client.get(wamid_key(namespace, wamid))
     except Exception:  # tracing never fails the work it traces
@@ -325,14 +332,12 @@ def note_event(*subject: object) -> None:
 
     Kept in memory until the enclosing :func:`event_links` block ends (nothing outside one, nothing while
     tracing is off or the span is not sampled)."""
-    if _tracer is None or _wamids is None:
+    if _recorder is None or _wamids is None:
         return
     pending: list[tuple[str, str]] | None = getattr(_noted, "pending", None)
-    if pending is None or not trace.get_current_span().is_recording():
+    if pending is None or (current := _recording()) is None:
         return
-    traceparent = current_traceparent()
-    if traceparent:
-        pending.append((event_key(_wamids[1], *subject), traceparent))
+    pending.append((event_key(_wamids[1], *subject), _format(current)))
 
 
 @contextlib.contextmanager
@@ -345,25 +350,24 @@ def _collect_events() -> Iterator[None]:
     finally:
         _noted.pending = None
     if pending:  # the block ended without an error: write before the caller commits the events
-        client = _wamids[0]
+        script = _wamids[2]
         with contextlib.suppress(Exception):  # a lost link loses the delivery spans, never the work
-            pipe = client.pipeline(transaction=False)
-            for key, traceparent in pending:
-                pipe.set(key, traceparent, ex=EVENT_TTL_S)
-            pipe.execute()
+            script(
+                keys=[key for key, _ in pending], args=[part for _, value in pending for part in (EVENT_TTL_S, value)]
+            )
 
 
 def event_links() -> contextlib.AbstractContextManager[Any]:
     """A block whose :func:`note_event` calls are written to Redis in one round trip when it ends without an
     error — end it before committing the events (the shared no-op while tracing is off or wamids not followed)."""
-    if _tracer is None or _wamids is None:
+    if _recorder is None or _wamids is None:
         return _NOOP
     return _collect_events()
 
 
 async def traceparents(client: Any, keys_: Sequence[str]) -> list[str | None]:
     """The contexts kept under ``keys_`` (one ``MGET``; all None on a Redis error or while tracing is off)."""
-    if _tracer is None or not keys_:
+    if _recorder is None or not keys_:
         return [None] * len(keys_)
     try:
         values = await client.mget(list(keys_))

@@ -17,6 +17,7 @@ import pytest
 
 SESSION = uuid.uuid4().hex[:10]
 os.environ.setdefault("ZAPQ_ENV", "test")
+os.environ.setdefault("ZAPQ_GC_TUNING", "false")  # one process, many in-process workers: no heap freezing
 os.environ["ZAPQ_REDIS_URL"] = os.environ.get("ZAPQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ["ZAPQ_REDIS_NAMESPACE"] = f"zapq-test-{SESSION}"
 os.environ["ZAPQ_DATABASE_URL"] = (

@@ -54,6 +54,13 @@ def test_invalid_value_names_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize("endpoint", ["otel-collector:4318", "grpc://otel:4317/v1/traces", "http://"])
+def test_a_tracing_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
+    with pytest.raises(SettingsError, match="ZAPQ_OTEL_ENDPOINT must be an http"):
+        load_settings(otel_endpoint=endpoint)
+    assert load_settings(otel_endpoint="https://api.honeycomb.io/v1/traces").otel_endpoint.startswith("https://")
+
+
 def test_database_url_forms() -> None:
     settings = Settings(database_url="postgresql://u@h:5432/d")
     assert settings.sqlalchemy_url == "postgresql+psycopg://u@h:5432/d"

@@ -162,12 +162,17 @@ def _all_finished(bench: BenchRun, ids: list[int]) -> Callable[[], bool]:
 
 
 def _cancel_rest(bench: BenchRun, ids: list[int], queue: str, namespace: str | None = None) -> int:
-    """Cancel what is still queued and drop the queue, so a timed-out phase does not leak into the next."""
+    """Cancel what is still queued and drop the queue, so a timed-out phase does not leak into the next.
+
+    Rows the running sender holds locked (claiming them) are skipped, not waited for: waiting deadlocked against
+    a claim locking the same rows in another order."""
     ns = namespace or bench.namespace
     bench.redis.delete(f"{ns}:{queue}", f"{ns}:{queue}.msgs")
     with bench.connect() as conn:
         cursor = conn.execute(
-            "UPDATE messages SET status = 'cancelled' WHERE id = ANY(%s) AND status = 'queued'", (ids,)
+            "UPDATE messages SET status = 'cancelled' WHERE id IN (SELECT id FROM messages WHERE id = ANY(%s)"
+            " AND status = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED)",
+            (ids,),
         )
         return cursor.rowcount
 

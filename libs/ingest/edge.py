@@ -17,7 +17,6 @@ Nothing is stored or enqueued for a request that is rejected.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,10 +41,6 @@ from libs.whatsapp.signature import verify_meta_signature, verify_shared_secret
 logger = logging.getLogger(__name__)
 
 META_OBJECT = "whatsapp_business_account"
-#: Allocations between two young-generation collections (CPython's default: 700). Each request allocates
-#: hundreds of short-lived objects, so the default collects several times per request burst; this threshold,
-#: with the start-up heap frozen, took the accept p99 from ~55 to ~25 ms in ``just bench ingest``.
-GC_YOUNG_THRESHOLD = 50_000
 
 
 class BodyTooLarge(Exception):
@@ -218,13 +213,6 @@ class WebhookEdge:
     async def health(self, request: Request) -> Response:
         """Liveness: the process answers."""
         return JSONResponse({"status": "ok"})
-
-
-def tune_gc() -> None:
-    """For a process serving the edge: freeze the start-up heap out of collection, collect the young
-    generation every ``GC_YOUNG_THRESHOLD`` allocations."""
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def create_app(settings: Settings) -> Starlette:

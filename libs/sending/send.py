@@ -68,7 +68,7 @@ from libs.sending.journal import Journal
 from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.tracing import WamidLinks, annotate, event, fail, span
+from libs.tracing import annotate, event, fail, span, wamid_link
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,6 @@ class SenderContext:
     journal: Journal = field(default=None)  # type: ignore[assignment]
     #: Sends parked while their connection is inactive or their campaign paused (in the throttle's Redis).
     holds: Holds = field(init=False)
-    #: Trace contexts of sent messages by wamid (written only while tracing is on).
-    trace_links: WamidLinks = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Coalescer(lambda ids: store.claim_many(self.pool, ids, self.reconcile_seconds))
@@ -123,7 +121,6 @@ class SenderContext:
         if self.journal is None:
             self.journal = Journal(self.throttle.client, self.throttle.namespace)
         self.holds = Holds(self.throttle.namespace)
-        self.trace_links = WamidLinks(self.throttle.client, self.throttle.namespace)
 
 
 async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
@@ -371,7 +368,6 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         raise
     ctx.metrics.outcome(row["company_id"], row["connection_id"], "sent")
     await _record(ctx, message_id, result.external_id)
-    await ctx.trace_links.remember(result.external_id)
     if pair_hits:
         await ctx.throttle.pair_accepted(row["connection_id"], row["recipient"])
     return result.external_id
@@ -389,7 +385,8 @@ def _code(exc: BaseException) -> str:
 
 async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:
     """Journal the provider's answer, record it, then drop the journal entry (kept if the record fails)."""
-    await ctx.journal.write(message_id, provider_id)
+    # with the send's trace link when traced: its status webhooks (and the "sent" event's delivery) join the trace
+    await ctx.journal.write(message_id, provider_id, link=wamid_link(ctx.throttle.namespace, provider_id))
     await ctx.records((message_id, provider_id))
     await ctx.journal.forget(message_id)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from libs.ingest.edge import create_app, tune_gc
+from libs.ingest.edge import create_app
+from libs.runtime import tune_gc
 from services.webhook_ingest import settings
 
 app = create_app(settings)
