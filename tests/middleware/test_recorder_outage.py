@@ -106,6 +106,14 @@ def recorder_failures(broker: Any) -> int:
     return max(counts)
 
 
+def waiting_dead_letters(broker: Any) -> set[str]:
+    """The ids of the jobs whose dead letters wait in Redis. (Not ``qsize``: while a failed recording attempt is
+    retried, its delayed copy exists before the group commit acks the attempt, and both are counted.)"""
+    keys = (f"{contracts.DEAD_LETTER}.msgs", f"{contracts.DEAD_LETTER}.DQ.msgs")
+    letters = [Message.decode(data) for key in keys for data in broker.client.hvals(f"{broker.namespace}:{key}")]
+    return {letter.kwargs["message"]["message_id"] for letter in letters}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_dead_letter_is_recorded_once_postgres_is_back(
@@ -137,7 +145,7 @@ def test_dead_letter_is_recorded_once_postgres_is_back(
     # Then the recorder fails and keeps retrying: the dead letter waits in the `dead-letter` queue
     wait_until(lambda: recorder_failures(broker) >= 3, timeout=30, what="three failed recorder attempts")
     assert ops.poll() is None, processes.logs()
-    assert broker.do_qsize(contracts.DEAD_LETTER) == 1
+    assert waiting_dead_letters(broker) == {message.message_id}
 
     failed_while_down = recorder_failures(broker)
 
