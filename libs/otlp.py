@@ -65,8 +65,7 @@ class Span:
         "start",
         "trace_id",
     )
-    #: A recording span (a :class:`Remote` context is not).
-    recording = True
+    #: A recorded span's trace is sampled (as a :class:`Remote` context's may not be).
     sampled = True
 
     def __init__(
@@ -97,7 +96,6 @@ class Remote:
     out (its ``sampled`` False, so nothing below it records either)."""
 
     __slots__ = ("sampled", "span_id", "trace_id")
-    recording = False
 
     def __init__(self, trace_id: int, span_id: int, sampled: bool) -> None:
         self.trace_id = trace_id
