@@ -62,11 +62,6 @@ def inbound_messages(namespace: str) -> str:
     return f"{zapq_prefix(namespace)}inbound_messages"
 
 
-def trace_of_event(namespace: str, digest: str) -> str:
-    """The trace context of the span that wrote the event hashed to ``digest`` (:mod:`libs.tracing`)."""
-    return f"{zapq_prefix(namespace)}trace{SEP}event{SEP}{digest}"
-
-
 @dataclass(frozen=True, slots=True)
 class BrokerKeys:
     """Dramatiq's own keys in one namespace (the layout of its ``dispatch.lua``)."""

@@ -16,15 +16,15 @@ an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The 
 ``ContextVar`` (per asyncio task, per thread). A trace sampled out (``ZAPQ_OTEL_SAMPLE_RATIO``) costs its jobs one
 ``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
 span (:func:`event`), not a span of its own.
-An inbound message: ``POST /webhooks/<source>`` → ``webhook.store`` → (job) ``webhook.apply`` → ``message.received``
-/ ``message.status``.
+An inbound message: ``POST /webhooks/<source>`` (a ``webhook.stored`` event once its group commit is done) →
+(job) ``webhook.apply`` → ``message.received`` / ``message.status``.
 
-Events: the span that writes an event (``message.received``, ``message.status``) notes it (:func:`note_event`);
-the notes of a transaction are written to Redis in one round trip before it commits (:func:`event_links`), keyed
-by the event's subject (type, wamid, status) hashed, for ``EVENT_TTL_S``. The event dispatcher reads them for the
-deliveries it claims (:func:`traceparents`) and makes each attempt an ``event.deliver`` span under the event's
-span — or, for a ``message.status`` written by the sender, under the send's (its wamid link). A delivery of an
-event no traced span wrote is not traced.
+Events: the span that writes an event (``message.received``, ``message.status``) stores its context in the
+event's own row (``events.traceparent``, :func:`recorded_traceparent`), in the statement that writes the event:
+no round trip of its own, and committed exactly when the event is. The event dispatcher makes each attempt an
+``event.deliver`` span under it — or, for a ``message.status`` written by the sender, under the send's span
+(its wamid link, one ``MGET`` per claimed batch: :func:`traceparents`). A delivery of an event no traced span
+wrote is not traced.
 
 Attributes carry hashed ids only (:func:`hashed`): never a phone number, a message's text or a token.
 """
@@ -37,21 +37,18 @@ import hashlib
 import os
 import random
 import re
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from typing import Any
 
-from libs import keys, lua
+from libs import keys
 from libs.otlp import INTERNAL, SERVER, OtlpJsonExporter, Recorder, Remote, SdkExporter, Span
 
 #: How long a sent message's trace can be found by its wamid (status webhooks come within days).
 WAMID_TTL_S = 7 * 86_400
 #: The W3C header and Dramatiq message option that carry a span's context.
 TRACEPARENT = "traceparent"
-#: How long an event's deliveries can find the span that wrote it (its retries run for about 28 h).
-EVENT_TTL_S = 2 * 86_400
 #: A W3C ``traceparent``: version, trace id, parent id, flags (a later version may append fields).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _LOW_64 = (1 << 64) - 1
@@ -61,12 +58,9 @@ _recorder: Recorder | None = None
 _sample_below = 1 << 64
 #: The current span (recorded) or context (a job's remote parent, a trace sampled out) of this task or thread.
 _current: ContextVar[Span | Remote | None] = ContextVar("zapq_trace", default=None)
-#: Sync Redis client, namespace and ``SET … EX`` script where status webhooks look up a wamid's trace and event
-#: links are written (:func:`follow_wamids`).
-_wamids: tuple[Any, str, Any] | None = None
+#: Sync Redis client and namespace where status webhooks look up a wamid's trace (:func:`follow_wamids`).
+_wamids: tuple[Any, str] | None = None
 _NOOP = contextlib.nullcontext()
-#: The events noted in this thread's open :func:`event_links` block: (subject digest, traceparent).
-_noted = threading.local()
 
 
 def enabled() -> bool:
@@ -134,6 +128,14 @@ def parse(traceparent: str | None) -> Remote | None:
 
 def _format(context: Span | Remote) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{'01' if context.sampled else '00'}"
+
+
+def recorded_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span if this process records it (None: tracing off, no span, or
+    its trace sampled out) — what an event row keeps, so its deliveries join the span's trace."""
+    if _recorder is None or (current := _recording()) is None:
+        return None
+    return _format(current)
 
 
 def current_traceparent() -> str | None:
@@ -307,62 +309,19 @@ def wamid_link(namespace: str, wamid: str) -> tuple[str, str, int] | None:
 def follow_wamids(client: Any, namespace: str) -> None:
     """Let this process's status spans find their message's trace by wamid in ``client`` (a sync Redis client)."""
     global _wamids
-    _wamids = (client, namespace, client.register_script(lua.source("set_many")))
+    _wamids = (client, namespace)
 
 
 def traceparent_of_wamid(wamid: str) -> str | None:
     """The context kept by :func:`wamid_link`; None when tracing is off, not following wamids, or none kept."""
     if _recorder is None or _wamids is None:
         return None
-    client, namespace, _ = _wamids
+    client, namespace = _wamids
     try:
         value = client.get(wamid_key(namespace, wamid))
     except Exception:  # tracing never fails the work it traces
         return None
     return value.decode() if isinstance(value, bytes) else value
-
-
-def event_key(namespace: str, *subject: object) -> str:
-    """Where the context of the span that wrote the event ``subject`` (type, wamid[, status]) is kept."""
-    return keys.trace_of_event(namespace, hashed("\x1f".join(str(part) for part in subject)))
-
-
-def note_event(*subject: object) -> None:
-    """The current span wrote the event ``subject`` (type, wamid[, status]): its deliveries join this trace.
-
-    Kept in memory until the enclosing :func:`event_links` block ends (nothing outside one, nothing while
-    tracing is off or the span is not sampled)."""
-    if _recorder is None or _wamids is None:
-        return
-    pending: list[tuple[str, str]] | None = getattr(_noted, "pending", None)
-    if pending is None or (current := _recording()) is None:
-        return
-    pending.append((event_key(_wamids[1], *subject), _format(current)))
-
-
-@contextlib.contextmanager
-def _collect_events() -> Iterator[None]:
-    assert _wamids is not None
-    pending: list[tuple[str, str]] = []
-    _noted.pending = pending
-    try:
-        yield
-    finally:
-        _noted.pending = None
-    if pending:  # the block ended without an error: write before the caller commits the events
-        script = _wamids[2]
-        with contextlib.suppress(Exception):  # a lost link loses the delivery spans, never the work
-            script(
-                keys=[key for key, _ in pending], args=[part for _, value in pending for part in (EVENT_TTL_S, value)]
-            )
-
-
-def event_links() -> contextlib.AbstractContextManager[Any]:
-    """A block whose :func:`note_event` calls are written to Redis in one round trip when it ends without an
-    error — end it before committing the events (the shared no-op while tracing is off or wamids not followed)."""
-    if _recorder is None or _wamids is None:
-        return _NOOP
-    return _collect_events()
 
 
 async def traceparents(client: Any, keys_: Sequence[str]) -> list[str | None]:

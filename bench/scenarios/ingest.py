@@ -65,6 +65,17 @@ def _processed(bench: BenchRun) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def make_connection(bench: BenchRun) -> None:
+    """The company and Meta connection (``PHONE_NUMBER_ID``) the webhooks are addressed to."""
+    with bench.connect() as conn:
+        company = data.make_company(conn)
+        conn.execute(
+            "INSERT INTO connections (company_id, name, provider, status, phone_number_id, access_token) "
+            "VALUES (%s, 'bench-ingest', 'meta', 'active', %s, %s)",
+            (company, PHONE_NUMBER_ID, data.STORED_TOKEN),
+        )
+
+
 def run(bench: BenchRun, result: ScenarioResult) -> None:
     """Measure and fill ``result``."""
     quick = bench.quick
@@ -87,13 +98,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         bare, bare_process = bench.start_server(
             group, "bare-edge", ["-m", "uvicorn", "bench.bare_ingest:app", *uvicorn], "/healthz"
         )
-        with bench.connect() as conn:
-            company = data.make_company(conn)
-            conn.execute(
-                "INSERT INTO connections (company_id, name, provider, status, phone_number_id, access_token) "
-                "VALUES (%s, 'bench-ingest', 'meta', 'active', %s, %s)",
-                (company, PHONE_NUMBER_ID, data.STORED_TOKEN),
-            )
+        make_connection(bench)
         if not bench.wait_workers(bench.namespace, int(processes), since):
             raise RuntimeError(f"ingest workers did not boot:\n{bench.log_tail('ingest-workers')}")
         url, bare_url = f"{edge}/webhooks/meta", f"{bare}/webhooks/meta"
@@ -122,7 +127,7 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
             processed, stored = _processed(bench)
             worker_cpu_ms = 1000 * (cpu_seconds(worker_pids_) - worker_cpu) / max(1, processed - WARMUP)
     # The same load again with tracing on (edge and worker exporting every span to an OTLP/HTTP sink)
-    traced = _traced(bench, secret, first=WARMUP + n, n=n, load_deadline=load_deadline, before=processed)
+    traced = _traced(bench, secret, first=WARMUP + n, n=n, load_deadline=load_deadline)
 
     result.details.update(
         edge={"statuses": dict(load.statuses), "errors": load.errors, "timed_out": load.timed_out},
@@ -177,36 +182,37 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
     result.add(Figure("ingest worker CPU per webhook, tracing on", traced["worker_cpu_ms"], "ms", worker_cpu_ms))
 
 
-def _traced(bench: BenchRun, secret: str, *, first: int, n: int, load_deadline: float, before: int) -> dict[str, Any]:
-    """The measured load against a fresh edge and worker (own namespace) with ``ZAPQ_OTEL_ENDPOINT`` set."""
-    ns = bench.sub_namespace("traced")
-    with bench.processes() as servers:
-        sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
-        env = {"ZAPQ_REDIS_NAMESPACE": ns, "ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"}
-        with bench.processes(**env) as group:
-            since = now_ms()
-            workers = group.start("traced-workers", ["-m", "dramatiq", "services.webhook_ingest", "-p", "1", "-t", "8"])
-            edge, edge_process = bench.start_server(
-                group,
-                "traced-edge",
-                ["-m", "uvicorn", "services.webhook_ingest.app:app", *UVICORN, "--workers", "1"],
-                "/healthz",
-            )
-            if not bench.wait_workers(ns, 1, since):
-                raise RuntimeError(f"traced ingest workers did not boot:\n{bench.log_tail('traced-workers')}")
-            url = f"{edge}/webhooks/meta"
-            _load(url, build_requests(url, secret, first, WARMUP, bench.token), 10)
-            wait_until(lambda: _processed(bench)[0] >= before + WARMUP, 10, interval=0.1)
-            requests = build_requests(url, secret, first + WARMUP, n, bench.token)
-            edge_pids, pids = server_pids(edge_process.pid), worker_pids(workers.pid)
-            edge_cpu, worker_cpu = cpu_seconds(edge_pids), cpu_seconds(pids)
-            load = _load(url, requests, load_deadline)
-            edge_cpu_ms = 1000 * (cpu_seconds(edge_pids) - edge_cpu) / max(1, load.ok)
-            total = before + WARMUP + load.ok
-            done = wait_until(lambda: _processed(bench)[0] >= total, 10, interval=0.05)
-            processed = _processed(bench)[0] - before - WARMUP
-            worker_cpu_ms = 1000 * (cpu_seconds(pids) - worker_cpu) / max(1, processed)
-        exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+def measure_round(
+    bench: BenchRun, secret: str, *, label: str, env: dict[str, str], first: int, n: int, load_deadline: float
+) -> dict[str, Any]:
+    """The measured load (after a warm-up) against a fresh edge and worker in a namespace of their own, with the
+    extra environment ``env`` (e.g. ``ZAPQ_OTEL_ENDPOINT``): accepted/s, p99, edge and worker CPU per webhook.
+    Uses the webhooks numbered ``first`` … ``first + WARMUP + n``."""
+    ns = bench.sub_namespace(label)
+    before = _processed(bench)[0]
+    with bench.processes(ZAPQ_REDIS_NAMESPACE=ns, **env) as group:
+        since = now_ms()
+        workers = group.start(f"{label}-workers", ["-m", "dramatiq", "services.webhook_ingest", "-p", "1", "-t", "8"])
+        edge, edge_process = bench.start_server(
+            group,
+            f"{label}-edge",
+            ["-m", "uvicorn", "services.webhook_ingest.app:app", *UVICORN, "--workers", "1"],
+            "/healthz",
+        )
+        if not bench.wait_workers(ns, 1, since):
+            raise RuntimeError(f"{label} ingest workers did not boot:\n{bench.log_tail(f'{label}-workers')}")
+        url = f"{edge}/webhooks/meta"
+        _load(url, build_requests(url, secret, first, WARMUP, bench.token), 10)
+        wait_until(lambda: _processed(bench)[0] >= before + WARMUP, 10, interval=0.1)
+        requests = build_requests(url, secret, first + WARMUP, n, bench.token)
+        edge_pids, pids = server_pids(edge_process.pid), worker_pids(workers.pid)
+        edge_cpu, worker_cpu = cpu_seconds(edge_pids), cpu_seconds(pids)
+        load = _load(url, requests, load_deadline)
+        edge_cpu_ms = 1000 * (cpu_seconds(edge_pids) - edge_cpu) / max(1, load.ok)
+        total = before + WARMUP + load.ok
+        done = wait_until(lambda: _processed(bench)[0] >= total, 10, interval=0.05)
+        processed = _processed(bench)[0] - before - WARMUP
+        worker_cpu_ms = 1000 * (cpu_seconds(pids) - worker_cpu) / max(1, processed)
     return {
         "rate": TIMEOUT if load.timed_out else load.rate,
         "edge_cpu_ms": round(edge_cpu_ms, 3),
@@ -214,5 +220,14 @@ def _traced(bench: BenchRun, secret: str, *, first: int, n: int, load_deadline: 
         "processed": processed,
         "all_processed": done,
         "p99_ms": load.percentile_ms(0.99),
-        "otlp_exports": exports,
     }
+
+
+def _traced(bench: BenchRun, secret: str, *, first: int, n: int, load_deadline: float) -> dict[str, Any]:
+    """:func:`measure_round` with every span exported to an OTLP/HTTP sink."""
+    with bench.processes() as servers:
+        sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
+        env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"}
+        traced = measure_round(bench, secret, label="traced", env=env, first=first, n=n, load_deadline=load_deadline)
+        traced["otlp_exports"] = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+    return traced

@@ -1,4 +1,4 @@
-"""``tracing``: the cost of OpenTelemetry tracing on sends, rounds off and on alternately.
+"""``tracing``: the cost of OpenTelemetry tracing on sends and on ingest, rounds off and on alternately.
 
 Each round is the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s, the fake Graph API
 answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``) — with ``ZAPQ_OTEL_ENDPOINT``
@@ -6,6 +6,10 @@ pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200) in the "on" ro
 "sampled" rounds trace one message in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``), "sparse" rounds one in a hundred (0.01,
 the production recommendation). Figures: sends/s and worker CPU per
 send, the median of the three rounds of each mode against that of the three "off" rounds, and the overhead in %.
+
+Then ingest: each round is the ``ingest`` scenario's measured load (``N`` signed single-message webhooks from 32
+connections) against a fresh edge and ingest worker (one process each), tracing off or on (every webhook traced)
+in alternation. Figures: accepted/s, and edge + worker CPU per webhook, medians of each mode's rounds.
 (The ``send`` and ``ingest`` scenarios each carry one tracing-on variant too.)
 """
 
@@ -18,7 +22,8 @@ import httpx
 
 from bench import data
 from bench.harness import BenchRun
-from bench.report import Figure, ScenarioResult, Target
+from bench.report import TIMEOUT, Figure, ScenarioResult, Target
+from bench.scenarios import ingest
 from bench.scenarios.send import FAKE_ARGV, OTLP_SINK_ARGV, Sizes, _throughput_over, configure, span_rate
 
 #: Rounds: tracing off, on with every message traced, on with 1 in 10 and 1 in 100 traced; three of each (this
@@ -28,6 +33,8 @@ from bench.scenarios.send import FAKE_ARGV, OTLP_SINK_ARGV, Sizes, _throughput_o
 ROUNDS = ("off", "on", "sampled", "sparse", "sparse", "sampled", "on", "off", "on", "off", "sparse", "sampled")
 #: ``ZAPQ_OTEL_SAMPLE_RATIO`` of the sampled modes.
 RATIOS = {"sampled": "0.1", "sparse": "0.01"}
+#: Ingest rounds: off and on (every webhook traced), each mode first and last in turn.
+INGEST_ROUNDS = ("off", "on", "on", "off", "off", "on")
 
 
 def run(bench: BenchRun, result: ScenarioResult) -> None:
@@ -72,3 +79,40 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         result.add(Figure(f"throughput lost to tracing, {label}", overhead, "%", target=Target("<=", 5)))
         added = 100 * (cpu_on - cpu_off) / cpu_off if cpu_off else None
         result.add(Figure(f"worker CPU added by tracing, {label}", added, "%", target=Target("<=", 5)))
+    _ingest(bench, result)
+
+
+def _ingest(bench: BenchRun, result: ScenarioResult) -> None:
+    n = 300 if bench.quick else 8_000
+    secret = bench.settings().meta_app_secret
+    ingest.make_connection(bench)
+    rounds: list[dict[str, Any]] = []
+    with bench.processes() as servers:
+        sink, _ = bench.start_server(servers, "otlp-sink", ingest.OTLP_SINK_ARGV, "/healthz")
+        for k, mode in enumerate(INGEST_ROUNDS):
+            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode == "on" else {}
+            first = k * (ingest.WARMUP + n)
+            bench.join_stoppers()  # the previous round's processes have stopped
+            one = ingest.measure_round(bench, secret, label=f"i{k}-{mode}", env=env, first=first, n=n, load_deadline=30)
+            one.update(mode=mode, cpu_ms=one["edge_cpu_ms"] + one["worker_cpu_ms"])
+            rounds.append(one)
+            result.mark(f"ingest round {k} ({mode})")
+        exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
+    result.details.update(ingest_rounds=rounds, ingest_otlp_exports=exports, webhooks_per_round=n)
+    if any(one["rate"] == TIMEOUT or not one["all_processed"] for one in rounds):
+        result.add(Figure("ingest rounds: every webhook accepted and processed", TIMEOUT, ""))
+        return
+
+    def median(mode: str, key: str) -> float:
+        return statistics.median(float(one[key]) for one in rounds if one["mode"] == mode)
+
+    rate_off, rate_on = median("off", "rate"), median("on", "rate")
+    result.add(Figure("webhooks accepted/s, tracing on, every webhook traced (median)", rate_on, "req/s", rate_off))
+    lost = 100 * (rate_off - rate_on) / rate_off
+    result.add(Figure("ingest throughput lost to tracing", lost, "%", target=Target("<=", 5)))
+    for key, label in (("edge_cpu_ms", "edge"), ("worker_cpu_ms", "ingest worker"), ("cpu_ms", "edge + worker")):
+        off, on = median("off", key), median("on", key)
+        result.add(Figure(f"{label} CPU per webhook, tracing on", on, "ms", off))
+    cpu_off, cpu_on = median("off", "cpu_ms"), median("on", "cpu_ms")
+    added = 100 * (cpu_on - cpu_off) / cpu_off
+    result.add(Figure("ingest CPU (edge + worker) added by tracing", added, "%", target=Target("<=", 5)))

@@ -493,6 +493,8 @@ class Event(Base):
     seq: Mapped[int | None] = mapped_column(BigInteger)
     company_seq: Mapped[int | None] = mapped_column(BigInteger)
     published_at: Mapped[dt.datetime | None]
+    #: The W3C context of the traced span that wrote the event: its deliveries join that trace (migration 0015).
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class EventCounter(Base):

@@ -46,7 +46,7 @@ from libs.batching import Coalescer
 from libs.events import signing, store
 from libs.events.client import EndpointClient
 from libs.events.kicks import Kicks
-from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS, event_id
+from libs.events.types import MESSAGE_STATUS, event_id
 
 logger = logging.getLogger(__name__)
 
@@ -485,29 +485,28 @@ async def _claim(ctx: DispatcherContext, endpoint_id: int, limit: int) -> list[d
         return await cursor.fetchall()
 
 
-def trace_keys(namespace: str, claimed: dict[str, Any]) -> tuple[str, ...]:
-    """Where the trace of a claimed delivery's event may be kept, best first (:mod:`libs.tracing`): the span
-    that wrote the event, then — for a ``message.status`` — the send of its wamid. Empty: not traceable."""
-    data, kind = claimed["data"], claimed["type"]
-    wamid = data.get("external_id") if isinstance(data, dict) else None
-    if not wamid:
-        return ()
-    if kind == MESSAGE_RECEIVED:
-        return (tracing.event_key(namespace, kind, wamid),)
-    if kind == MESSAGE_STATUS:
-        return (tracing.event_key(namespace, kind, wamid, data.get("status")), tracing.wamid_key(namespace, wamid))
-    return ()
-
-
 async def trace_parents(ctx: DispatcherContext, claimed: list[dict[str, Any]]) -> list[str | None]:
-    """The ``traceparent`` each claimed delivery's attempt continues (None: not traced); one ``MGET``."""
-    per_row = [trace_keys(ctx.kicks.namespace, row) for row in claimed]
-    found = iter(await tracing.traceparents(ctx.redis, [key for keys in per_row for key in keys]))
-    parents: list[str | None] = []
-    for keys in per_row:
-        values = [next(found) for _ in keys]
-        parents.append(next((value for value in values if value), None))
+    """The ``traceparent`` each claimed delivery's attempt continues (None: not traced): the one its event's row
+    keeps (the span that wrote it), else — a ``message.status`` the sender wrote — its send's, found by wamid
+    (one ``MGET`` for the batch, only while tracing is on)."""
+    if not tracing.enabled():
+        return [None] * len(claimed)
+    parents: list[str | None] = [row.get("traceparent") for row in claimed]
+    missing = [
+        (position, tracing.wamid_key(ctx.kicks.namespace, wamid))
+        for position, row in enumerate(claimed)
+        if parents[position] is None and row["type"] == MESSAGE_STATUS and (wamid := _wamid(row))
+    ]
+    found = await tracing.traceparents(ctx.redis, [key for _, key in missing])
+    for (position, _), value in zip(missing, found, strict=True):
+        parents[position] = value
     return parents
+
+
+def _wamid(claimed: dict[str, Any]) -> str | None:
+    data = claimed["data"]
+    wamid = data.get("external_id") if isinstance(data, dict) else None
+    return wamid if isinstance(wamid, str) and wamid else None
 
 
 async def deliver_one(

@@ -22,6 +22,8 @@ from libs.events.types import (
 
 #: ``events`` columns every fragment fills (``id``, ``created_at`` and the publishing columns are defaulted).
 INSERT_EVENTS = "INSERT INTO events (company_id, type, conversation, occurred_at, data)"
+#: The same with the W3C context of the traced span that wrote the event (its deliveries join that trace).
+INSERT_EVENTS_TRACED = "INSERT INTO events (company_id, type, conversation, occurred_at, data, traceparent)"
 
 
 def conversation_of_contact(recipient: str) -> str:
@@ -51,17 +53,19 @@ def message_status(
     error: str = "NULL",
     pricing: str = "NULL",
     conversation: str = "NULL",
+    traceparent: str = "NULL",
 ) -> str:
     """``message.status`` for each row of ``rows`` (id, company_id, connection_id, campaign_id, external_id,
     recipient, old_status) moved to ``status`` at ``at``; ``error`` / ``pricing`` / ``conversation`` are jsonb
-    SQL expressions (Meta's objects when it sent them)."""
-    return f"""{INSERT_EVENTS}
+    SQL expressions (Meta's objects when it sent them), ``traceparent`` a text one (the span applying it)."""
+    return f"""{INSERT_EVENTS_TRACED}
 SELECT r.company_id, '{MESSAGE_STATUS}', {conversation_of_contact("r.recipient")}, {at},
        jsonb_build_object(
          'message_id', r.id, 'company_id', r.company_id, 'connection_id', r.connection_id,
          'campaign_id', r.campaign_id, 'external_id', r.external_id,
          'contact', jsonb_build_object('wa_id', r.recipient), 'status', {status}, 'previous_status', r.old_status,
-         'error', {error}, 'pricing', {pricing}, 'conversation', {conversation}, 'timestamp', zapq_iso({at}))
+         'error', {error}, 'pricing', {pricing}, 'conversation', {conversation}, 'timestamp', zapq_iso({at})),
+       {traceparent}
 FROM {rows} r ORDER BY r.id"""
 
 

@@ -134,7 +134,7 @@ WHERE d.id IN (SELECT id FROM event_deliveries
                WHERE endpoint_id = %(endpoint)s AND state = 'pending' AND next_attempt_at <= now()
                ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
   AND ev.id = d.event_id
-RETURNING d.id, d.attempts, d.conversation, ev.id AS event_id, ev.type, ev.occurred_at, ev.data
+RETURNING d.id, d.attempts, d.conversation, ev.id AS event_id, ev.type, ev.occurred_at, ev.data, ev.traceparent
 """
 
 #: Record attempt outcomes (only of deliveries still ``delivering``: a replayed or reclaimed one is left alone).

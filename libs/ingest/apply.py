@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 
 from libs.connections import store as connections_store
 from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSource
-from libs.events.types import MESSAGE_RECEIVED, MESSAGE_STATUS
 from libs.ingest import metrics, unmatched
 from libs.media.limits import media_kind
 from libs.messages import store as messages_store
@@ -42,7 +41,7 @@ from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
-from libs.tracing import note_event, span, status_span
+from libs.tracing import recorded_traceparent, span, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -165,6 +164,8 @@ def _store_message(
         "payload": Jsonb(values["payload"]),
         "sent_at": values.get("sent_at"),
         "event": Jsonb(received) if received is not None else None,
+        # the span storing an inbound message (message.received): its event's deliveries join its trace
+        "traceparent": recorded_traceparent() if received is not None else None,
     }
     pending: list[tuple[Outcome, dict[str, Any]]] = session.info.setdefault(_PENDING, [])
     pending.append((outcome, row))
@@ -291,7 +292,6 @@ def apply_meta(
             attributes={"zapq.type": str(item.type)},
         ):
             _store_message(session, outcome, values, _meta_received(values, item, name))
-            note_event(MESSAGE_RECEIVED, item.wamid)
         if item.type not in NOT_FROM_CUSTOMER:
             rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
         if item.type == "text":
@@ -307,8 +307,7 @@ def apply_meta(
             outcome.notes.append(f"no connection for phone_number_id {status.phone_number_id} (status)")
             continue
         with status_span(status.wamid, str(status.status)):
-            outcome.count_status(apply_status(session, _meta_status(status, key[1])))
-            note_event(MESSAGE_STATUS, status.wamid, status.status)
+            outcome.count_status(apply_status(session, _meta_status(status, key[1], recorded_traceparent())))
     for update in batch.template_statuses:
         outcome.template_changes += 1
         templates.apply_status_update(session, update)
@@ -357,7 +356,7 @@ def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | Non
     )
 
 
-def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
+def _meta_status(status: StatusUpdate, connection_id: int, traceparent: str | None) -> StatusChange:
     raw = status.raw
     pricing, conversation = raw.get("pricing"), raw.get("conversation")
     return StatusChange(
@@ -370,6 +369,7 @@ def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
         pricing=pricing if isinstance(pricing, dict) else None,
         conversation=conversation if isinstance(conversation, dict) else None,
         connection_id=connection_id,
+        traceparent=traceparent,
     )
 
 
@@ -407,9 +407,15 @@ def apply_baileys(session: Session, events: list[Any], *, only: frozenset[str] |
         company_id, connection_id, connection_status = connection
         if isinstance(event, BaileysMessageUpdate):
             assert event.status is not None  # checked above
-            change = StatusChange(external_id=event.key_id, status=event.status, connection_id=connection_id)
             write_pending(session)  # it may concern a message sent from the phone, stored by this transaction
-            outcome.count_status(apply_status(session, change))
+            with status_span(event.key_id, event.status):
+                change = StatusChange(
+                    external_id=event.key_id,
+                    status=event.status,
+                    connection_id=connection_id,
+                    traceparent=recorded_traceparent(),
+                )
+                outcome.count_status(apply_status(session, change))
         elif isinstance(event, BaileysMessageUpsert):
             _apply_upsert(session, outcome, event, company_id, connection_id)
         elif isinstance(event, BaileysConnectionUpdate):
@@ -465,7 +471,6 @@ def _apply_upsert(
             attributes={"zapq.type": str(event.message_type)},
         ):
             _store_message(session, outcome, values, received)
-            note_event(MESSAGE_RECEIVED, event.key_id)
     else:
         _store_message(session, outcome, values, received)
     if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional

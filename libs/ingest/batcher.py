@@ -23,7 +23,7 @@ from libs.enqueue import enqueue_many_async
 from libs.ingest import store
 from libs.ingest.store import Accepted
 from libs.middleware.tracing import TraceContext
-from libs.tracing import TRACEPARENT, current_traceparent, span
+from libs.tracing import TRACEPARENT, current_traceparent, event
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ WORKER_GROUP = 32
 def processing_jobs(webhook_ids: list[int], traces: dict[int, str | None] | None = None) -> list[Any]:
     """The jobs that apply ``webhook_ids``: one ``process_webhook`` for a single webhook, else groups of up to
     ``WORKER_GROUP`` (``process_webhooks``: one transaction each). ``traces``: each webhook's trace context
-    (its request's ``webhook.store`` span), carried in the job (:class:`~libs.middleware.tracing.TraceContext`)."""
+    (its request's span), carried in the job (:class:`~libs.middleware.tracing.TraceContext`)."""
     if len(webhook_ids) == 1:
         parent = (traces or {}).get(webhook_ids[0])
         options = {TRACEPARENT: parent} if parent else {}
@@ -72,8 +72,13 @@ class WebhookWriter:
 
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
-        with span("webhook.store", attributes={"zapq.source": source}):
-            return await self._writes(_Webhook(source, meta_dedup_key(body), body, current_traceparent()))
+        accepted = await self._writes(_Webhook(source, meta_dedup_key(body), body, current_traceparent()))
+        # an event on the request's span, not a span of its own: the span would add nothing but its start
+        event(
+            "webhook.stored" if accepted.webhook_id is not None else "webhook.duplicate",
+            ids={"zapq.webhook": accepted.webhook_id},
+        )
+        return accepted
 
     async def drain(self) -> None:
         """Wait until every accepted webhook so far has been handed to Redis (or given up on)."""

@@ -23,7 +23,7 @@ from libs.ingest.unmatched import merge_notes
 from libs.jsontext import NotJsonError, loads_keeping_surrogates, map_strings, replace_surrogates
 from libs.rules import quality
 from libs.rules.quality import apply_account_updates
-from libs.tracing import event_links, span
+from libs.tracing import span
 from libs.whatsapp import parse_baileys_events, parse_meta_webhook
 from libs.whatsapp.meta_account import parse_account_updates
 
@@ -100,7 +100,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        with event_links(), span("webhook.apply", ids={"zapq.webhook": webhook_id}):
+        with span("webhook.apply", ids={"zapq.webhook": webhook_id}):
             applied = _apply_row(session, row)
         if applied is None:
             return None
@@ -123,13 +123,12 @@ def process_webhooks(
         rows = store.lock_many(session, webhook_ids)
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
-        with event_links():  # the events' trace links, written in one round trip before the commit
-            for webhook_id, *row in rows:
-                parent = traces(webhook_id) if traces is not None else None
-                with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
-                    applied = _apply_row(session, row, connections)
-                if applied is not None:
-                    done.append((webhook_id, applied))
+        for webhook_id, *row in rows:
+            parent = traces(webhook_id) if traces is not None else None
+            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
+                applied = _apply_row(session, row, connections)
+            if applied is not None:
+                done.append((webhook_id, applied))
         if done:
             _mark(session, done)
     quality.report(alert for _, applied in done for alert in applied.outcome.alerts)

@@ -49,6 +49,7 @@ STATUS_EVENTS = events.message_status(
     " 'reason', %(reason)s::text) END",
     pricing="%(pricing)s::jsonb",
     conversation="%(conversation)s::jsonb",
+    traceparent="%(traceparent)s::text",
 )
 #: ``message.status`` ``sent`` of the rows the sender recorded.
 SENT_EVENTS = events.message_status("updated", status="'sent'", at="now()")
@@ -193,6 +194,8 @@ class StatusChange:
     connection_id: int | None = None
     #: The WhatsApp rule a ``failed`` one broke (default: from Meta's code, :func:`libs.rules.reasons.rule_reason`).
     reason: str | None = None
+    #: The traced span applying it (:func:`libs.tracing.recorded_traceparent`): kept with its event.
+    traceparent: str | None = None
 
     def params(self, message_id: int | None = None) -> dict[str, Any]:
         """Parameters of the apply statements."""
@@ -210,6 +213,7 @@ class StatusChange:
             "pricing": Jsonb(self.pricing) if self.pricing is not None else None,
             "conversation": Jsonb(self.conversation) if self.conversation is not None else None,
             "connection_id": self.connection_id,
+            "traceparent": self.traceparent,
         }
 
 

@@ -60,9 +60,10 @@ WITH input AS (
   SELECT * FROM unnest(%(ords)s::int[], %(company_ids)s::bigint[], %(connection_ids)s::bigint[],
                        %(names)s::text[], %(directions)s::text[], %(statuses)s::text[], %(recipients)s::text[],
                        %(types)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[], %(external_ids)s::text[],
-                       %(created_ats)s::timestamptz[], %(sent_ats)s::timestamptz[], %(events)s::jsonb[])
+                       %(created_ats)s::timestamptz[], %(sent_ats)s::timestamptz[], %(events)s::jsonb[],
+                       %(traceparents)s::text[])
     AS i(ord, company_id, connection_id, name, direction, status, wa_id, type, body, payload, external_id,
-         created_at, sent_at, event)
+         created_at, sent_at, event, traceparent)
 ), contacts_written AS (
   {contacts.upsert_rows("input")}
 ), firsts AS (
@@ -77,9 +78,9 @@ WITH input AS (
   ON CONFLICT (connection_id, external_id) DO NOTHING
   RETURNING id, company_id, connection_id, recipient, created_at, external_id
 ), events_written AS (
-  {events.INSERT_EVENTS}
+  {events.INSERT_EVENTS_TRACED}
   SELECT s.company_id, '{MESSAGE_RECEIVED}', {events.conversation_of_contact("s.recipient")}, s.created_at,
-         f.event || jsonb_build_object('message_id', s.id)
+         f.event || jsonb_build_object('message_id', s.id), f.traceparent
   FROM stored s JOIN firsts f ON f.connection_id = s.connection_id AND f.external_id = s.external_id
   WHERE f.event IS NOT NULL
   ORDER BY s.id
@@ -102,6 +103,7 @@ RECEIVED_COLUMNS = {
     "created_at": "created_ats",
     "sent_at": "sent_ats",
     "event": "events",
+    "traceparent": "traceparents",
 }
 
 # -- created by campaign expansion ----------------------------------------------------------------------

@@ -210,14 +210,15 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert hook.status.value == "processed"
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
-    # Then one trace runs POST → store → job → apply → received → the event's delivery to the CRM
+    # Then one trace runs POST (stored: an event on it) → job → apply → received → the event's delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
     assert post.parent is None
-    store = one(finished, "webhook.store")
+    [stored] = post.events
+    assert stored.name == "webhook.stored" and stored.attributes == {"zapq.webhook": tracing.hashed(hook.id)}
     job = one(finished, "job process_webhook")
     apply = one(finished, "webhook.apply")
     received = one(finished, "message.received")
-    assert child_of(store, post) and child_of(job, store) and child_of(apply, job) and child_of(received, apply)
+    assert child_of(job, post) and child_of(apply, job) and child_of(received, apply)
     deliver = one(finished, "event.deliver")
     assert child_of(deliver, received)
     assert deliver.attributes is not None and deliver.attributes["zapq.event.type"] == "message.received"
@@ -292,7 +293,7 @@ def test_tracing_off_creates_no_span_and_stamps_no_option(
 ) -> None:
     assert not tracing.enabled()
     assert tracing.span("anything") is tracing.span("other")  # the one shared no-op context manager
-    assert tracing.event_links() is tracing.span("anything")  # no event is noted, nothing is written
+    assert tracing.recorded_traceparent() is None  # no event row keeps a context
     [row] = prepared([contracts.SEND_NORMAL.message(contracts.SendMessage(1))])
     assert tracing.TRACEPARENT not in row.message.options and b"traceparent" not in row.data
 
@@ -320,20 +321,41 @@ def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemoryS
     assert not failed.events  # no exception event: its message may carry a phone number or a text
 
 
-def test_a_delivery_finds_its_trace_by_its_event_then_by_the_wamid() -> None:
-    from libs.events.dispatch import trace_keys
+def test_a_delivery_continues_its_events_span_else_the_send_of_its_wamid(
+    settings: Settings, broker: Any, spans: InMemorySpanExporter
+) -> None:
+    import asyncio
+    import types
 
-    status = {"type": "message.status", "data": {"external_id": "wamid.X", "status": "read"}}
-    assert trace_keys("ns", status) == (
-        tracing.event_key("ns", "message.status", "wamid.X", "read"),
-        tracing.wamid_key("ns", "wamid.X"),
-    )
-    received = {"type": "message.received", "data": {"external_id": "wamid.Y"}}
-    assert trace_keys("ns", received) == (tracing.event_key("ns", "message.received", "wamid.Y"),)
-    assert trace_keys("ns", {"type": "campaign.status", "data": {"campaign_id": 1}}) == ()
-    assert trace_keys("ns", {"type": "message.status", "data": {"external_id": None}}) == ()
-    # the keys hold the hashed wamid, never the wamid
-    assert "wamid" not in trace_keys("ns", status)[0].split("event")[-1]
+    import redis.asyncio as aioredis
+
+    from libs.events.dispatch import trace_parents
+
+    ns = settings.redis_namespace
+    written, sent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
+    # Given the send of wamid.S linked by its wamid, and claimed deliveries of several kinds
+    broker.client.set(tracing.wamid_key(ns, "wamid.S"), sent)
+    claimed = [
+        {"type": "message.received", "data": {"external_id": "wamid.R"}, "traceparent": written},
+        {"type": "message.status", "data": {"external_id": "wamid.S", "status": "sent"}, "traceparent": None},
+        {"type": "message.status", "data": {"external_id": "wamid.S", "status": "read"}, "traceparent": written},
+        {"type": "message.status", "data": {"external_id": "wamid.UNKNOWN"}, "traceparent": None},
+        {"type": "message.status", "data": {"external_id": None}, "traceparent": None},
+        {"type": "campaign.status", "data": {"campaign_id": 1}, "traceparent": None},
+    ]
+
+    async def parents() -> list[str | None]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            ctx = types.SimpleNamespace(redis=client, kicks=types.SimpleNamespace(namespace=ns))
+            return await trace_parents(ctx, claimed)  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    # Then each continues the span that wrote its event, else (a status the sender wrote) its send's
+    assert asyncio.run(parents()) == [written, sent, written, None, None, None]
+    # And the key holds the hashed wamid, never the wamid
+    assert "wamid.S" not in tracing.wamid_key(ns, "wamid.S")
 
 
 def test_a_redis_error_loses_the_delivery_spans_never_the_delivery(spans: InMemorySpanExporter) -> None:
@@ -356,23 +378,13 @@ def test_tracing_off_reads_no_trace_link() -> None:
 
     assert not tracing.enabled()
     assert asyncio.run(tracing.traceparents(Unused(), ["a"])) == [None]
-    tracing.note_event("message.received", "wamid.Z")  # nothing noted, nothing raised
 
 
-def test_event_links_are_written_only_when_their_block_succeeds(
-    settings: Settings, broker: Any, spans: InMemorySpanExporter
-) -> None:
-    ns = settings.redis_namespace
-    # Given a span that writes two events, one in a block that fails (its transaction rolls back)
+def test_an_event_row_keeps_the_context_of_a_recorded_span_only(spans: InMemorySpanExporter) -> None:
+    # A recorded span: its own context
     with tracing.span("message.received"):
-        expected = tracing.current_traceparent()
-        with pytest.raises(RuntimeError), tracing.event_links():
-            tracing.note_event("message.received", "wamid.ROLLED")
-            raise RuntimeError("rolled back")
-        with tracing.event_links():
-            tracing.note_event("message.received", "wamid.KEPT")
-    # Then only the committed one's link is in Redis, with the span's context and an expiry
-    assert broker.client.get(tracing.event_key(ns, "message.received", "wamid.ROLLED")) is None
-    kept = tracing.event_key(ns, "message.received", "wamid.KEPT")
-    assert broker.client.get(kept).decode() == expected
-    assert 0 < broker.client.ttl(kept) <= tracing.EVENT_TTL_S
+        assert tracing.recorded_traceparent() == tracing.current_traceparent() is not None
+    # Outside a span, or under a trace sampled out (nothing below it is recorded): none
+    assert tracing.recorded_traceparent() is None
+    with tracing.span("message.status", parent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"):
+        assert tracing.current_traceparent() is not None and tracing.recorded_traceparent() is None
