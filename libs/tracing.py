@@ -17,9 +17,10 @@ an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The 
 ``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
 span (:func:`event`), not a span of its own.
 An inbound message: ``POST /webhooks/<source>`` (a ``webhook.stored`` event once its group commit is done) →
-(job) ``webhook.apply`` → ``message.received`` / ``message.status``.
+(job) ``webhook.apply`` (a ``message.received`` event per message) → ``message.status`` per status of our sends
+(in the send's trace).
 
-Events: the span that writes an event (``message.received``, ``message.status``) stores its context in the
+Events: the span that writes an event (``webhook.apply``, ``message.status``) stores its context in the
 event's own row (``events.traceparent``, :func:`recorded_traceparent`), in the statement that writes the event:
 no round trip of its own, and committed exactly when the event is. The event dispatcher makes each attempt an
 ``event.deliver`` span under it — or, for a ``message.status`` written by the sender, under the send's span

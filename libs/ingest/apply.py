@@ -41,7 +41,8 @@ from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
-from libs.tracing import recorded_traceparent, span, status_span
+from libs.tracing import event as trace_event
+from libs.tracing import recorded_traceparent, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -164,12 +165,18 @@ def _store_message(
         "payload": Jsonb(values["payload"]),
         "sent_at": values.get("sent_at"),
         "event": Jsonb(received) if received is not None else None,
-        # the span storing an inbound message (message.received): its event's deliveries join its trace
+        # the span applying its webhook: the message.received event's deliveries join that trace
         "traceparent": recorded_traceparent() if received is not None else None,
     }
     pending: list[tuple[Outcome, dict[str, Any]]] = session.info.setdefault(_PENDING, [])
     pending.append((outcome, row))
     outcome.stored += 1
+
+
+def _noted_received(wamid: str, connection_id: int, kind: str) -> None:
+    """A ``message.received`` event on the span applying the webhook (the row is written later, with the
+    transaction's others: a span of its own would time nothing)."""
+    trace_event("message.received", ids={"zapq.wamid": wamid, "zapq.connection": connection_id}, **{"zapq.type": kind})
 
 
 def write_pending(session: Session) -> None:
@@ -286,12 +293,8 @@ def apply_meta(
             "external_id": item.wamid,
             "created_at": received_at,
         }
-        with span(
-            "message.received",
-            ids={"zapq.wamid": item.wamid, "zapq.connection": connection_id},
-            attributes={"zapq.type": str(item.type)},
-        ):
-            _store_message(session, outcome, values, _meta_received(values, item, name))
+        _noted_received(item.wamid, connection_id, str(item.type))
+        _store_message(session, outcome, values, _meta_received(values, item, name))
         if item.type not in NOT_FROM_CUSTOMER:
             rules_store.touch_window(session, connection_id, item.from_wa_id, received_at)
         if item.type == "text":
@@ -465,12 +468,8 @@ def _apply_upsert(
         received = received_data(
             values, contact_name=name, context=event.context, reaction=reaction, content=content, reply_id=reply_id
         )
-        with span(
-            "message.received",
-            ids={"zapq.wamid": event.key_id, "zapq.connection": connection_id},
-            attributes={"zapq.type": str(event.message_type)},
-        ):
-            _store_message(session, outcome, values, received)
+        _noted_received(event.key_id, connection_id, str(event.message_type))
+        _store_message(session, outcome, values, received)
     else:
         _store_message(session, outcome, values, received)
     if not event.from_me:  # the window is not enforced on Baileys; it says whether a reply is transactional

@@ -210,17 +210,20 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert hook.status.value == "processed"
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
-    # Then one trace runs POST (stored: an event on it) → job → apply → received → the event's delivery to the CRM
+    # Then one trace runs POST (stored: an event on it) → job → apply (received: an event on it) → the event's
+    # delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
     assert post.parent is None
     [stored] = post.events
     assert stored.name == "webhook.stored" and stored.attributes == {"zapq.webhook": tracing.hashed(hook.id)}
     job = one(finished, "job process_webhook")
     apply = one(finished, "webhook.apply")
-    received = one(finished, "message.received")
-    assert child_of(job, post) and child_of(apply, job) and child_of(received, apply)
+    assert child_of(job, post) and child_of(apply, job)
+    [received] = apply.events
+    assert received.name == "message.received" and received.attributes is not None
+    assert received.attributes["zapq.type"] == "text" and received.attributes["zapq.wamid"] == tracing.hashed(wamid)
     deliver = one(finished, "event.deliver")
-    assert child_of(deliver, received)
+    assert child_of(deliver, apply)
     assert deliver.attributes is not None and deliver.attributes["zapq.event.type"] == "message.received"
     assert [d.type for d in crm[0].received] == ["message.received"]
     no_secrets(finished, PHONE, TEXT, wamid, crm[1])
@@ -252,10 +255,12 @@ def test_a_bridge_message_is_traced_to_its_event_delivery_too(
     with TestClient(create_edge(settings)) as client:
         Ingest(Edge(client, settings), db, broker, worker).baileys(f.evolution("messages.upsert", data))
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
-    # Then its delivery is a span under the message.received span, in the webhook's trace
-    received = one(finished, "message.received")
-    assert child_of(one(finished, "event.deliver"), received)
-    assert received.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
+    # Then its delivery is a span under the span that applied the webhook (its message.received event), in the
+    # webhook's trace
+    apply = one(finished, "webhook.apply")
+    assert [e.name for e in apply.events] == ["message.received"]
+    assert child_of(one(finished, "event.deliver"), apply)
+    assert apply.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
     no_secrets(finished, PHONE, TEXT, "3EBTRACE1")
 
 
@@ -279,9 +284,9 @@ def test_a_failed_event_delivery_and_its_retry_are_spans_of_the_message_trace(
         Ingest(Edge(client, settings), db, broker, worker).meta(payload)
     finished = wait_for(spans.get_finished_spans, lambda done: len(by_name(done, "event.deliver")) == 2)
     # Then both attempts are spans of the message's trace: the first failed with the CRM's status, the retry not
-    received = one(finished, "message.received")
+    apply = one(finished, "webhook.apply")
     first, retry = sorted(by_name(finished, "event.deliver"), key=lambda s: (s.attributes or {})["zapq.attempt"])
-    assert child_of(first, received) and child_of(retry, received)
+    assert child_of(first, apply) and child_of(retry, apply)
     assert first.attributes is not None and first.attributes["http.response.status_code"] == 500
     assert not first.status.is_ok
     assert retry.attributes is not None and retry.attributes["http.response.status_code"] == 200
@@ -382,7 +387,7 @@ def test_tracing_off_reads_no_trace_link() -> None:
 
 def test_an_event_row_keeps_the_context_of_a_recorded_span_only(spans: InMemorySpanExporter) -> None:
     # A recorded span: its own context
-    with tracing.span("message.received"):
+    with tracing.span("webhook.apply"):
         assert tracing.recorded_traceparent() == tracing.current_traceparent() is not None
     # Outside a span, or under a trace sampled out (nothing below it is recorded): none
     assert tracing.recorded_traceparent() is None
