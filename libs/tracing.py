@@ -16,7 +16,7 @@ an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The 
 ``ContextVar`` (per asyncio task, per thread). A trace sampled out (``ZAPQ_OTEL_SAMPLE_RATIO``) costs its jobs one
 ``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
 span (:func:`event`), not a span of its own.
-An inbound message: ``POST /webhooks/<source>`` (a ``webhook.stored`` event once its group commit is done) →
+An inbound message: ``POST /webhooks/<source>`` (it ends as its row's group commit does) →
 (job) ``webhook.apply`` (a ``message.received`` event per message) → ``message.status`` per status of our sends
 (in the send's trace).
 

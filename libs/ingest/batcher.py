@@ -23,7 +23,7 @@ from libs.enqueue import enqueue_many_async
 from libs.ingest import store
 from libs.ingest.store import Accepted
 from libs.middleware.tracing import TraceContext
-from libs.tracing import TRACEPARENT, current_traceparent, event
+from libs.tracing import TRACEPARENT, annotate, current_traceparent
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,8 @@ class WebhookWriter:
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
         accepted = await self._writes(_Webhook(source, meta_dedup_key(body), body, current_traceparent()))
-        # an event on the request's span, not a span of its own: the span would add nothing but its start
-        event(
-            "webhook.stored" if accepted.webhook_id is not None else "webhook.duplicate",
-            ids={"zapq.webhook": accepted.webhook_id},
-        )
+        if accepted.webhook_id is None:  # the request's span ends as the store does: only a duplicate is told
+            annotate(**{"zapq.duplicate": True})
         return accepted
 
     async def drain(self) -> None:

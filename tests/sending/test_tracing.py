@@ -210,12 +210,10 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert hook.status.value == "processed"
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
-    # Then one trace runs POST (stored: an event on it) → job → apply (received: an event on it) → the event's
-    # delivery to the CRM
+    # Then one trace runs POST (the store: it ends as the INSERT commits) → job → apply (received: an event on
+    # it) → the event's delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
-    assert post.parent is None
-    [stored] = post.events
-    assert stored.name == "webhook.stored" and stored.attributes == {"zapq.webhook": tracing.hashed(hook.id)}
+    assert post.parent is None and post.status.is_ok and "zapq.duplicate" not in (post.attributes or {})
     job = one(finished, "job process_webhook")
     apply = one(finished, "webhook.apply")
     assert child_of(job, post) and child_of(apply, job)
@@ -228,6 +226,11 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert [d.type for d in crm[0].received] == ["message.received"]
     no_secrets(finished, PHONE, TEXT, wamid, crm[1])
     dump("inbound", finished)
+    # And Meta's redelivery of the same webhook is a POST span marked duplicate
+    with TestClient(create_edge(settings)) as client:
+        assert Edge(client, settings).meta(payload).json()["status"] == "duplicate"
+    again = [s for s in by_name(spans.get_finished_spans(), "POST /webhooks/meta") if s is not post]
+    assert len(again) == 1 and (again[0].attributes or {}).get("zapq.duplicate") is True
 
 
 def test_a_bridge_message_is_traced_to_its_event_delivery_too(
