@@ -29,10 +29,18 @@ from libs.ingest.edge import create_app as create_edge
 from libs.settings import Settings
 from tests.events.conftest import crm, make_endpoint  # noqa: F401 - fixture
 from tests.fakes.crm import CrmReceiver
+from tests.fakes.evolution import DEFAULT_INSTANCE
 from tests.helpers import drain
 from tests.ingest import factories as f
 from tests.ingest.conftest import Edge, Ingest
-from tests.sending.conftest import DEFAULT_TOKEN, configure, make_connection, make_messages
+from tests.sending.conftest import (
+    DEFAULT_TOKEN,
+    configure,
+    enqueue,
+    make_baileys_connection,
+    make_connection,
+    make_messages,
+)
 
 PHONE = "5511987654321"
 TEXT = "your order 4711 ships today"
@@ -265,6 +273,40 @@ def test_a_bridge_message_is_traced_to_its_event_delivery_too(
     assert child_of(one(finished, "event.deliver"), apply)
     assert apply.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
     no_secrets(finished, PHONE, TEXT, "3EBTRACE1")
+
+
+def test_a_bridge_status_joins_the_trace_of_its_send(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    sender: Any,
+    fake_evolution: str,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+) -> None:
+    # Given a message sent through the Baileys bridge
+    company, connection = make_baileys_connection(db, fake_evolution)
+    [message_id] = make_messages(db, company, connection, [PHONE], body=TEXT)
+    enqueue(broker, [message_id])
+    drain(broker, worker)
+    with db.session() as session:
+        row = session.get(Message, message_id)
+        assert row is not None and row.external_id, row
+        key_id = row.external_id
+    # When the bridge reports it delivered
+    data = {"keyId": key_id, "remoteJid": f"{PHONE}@s.whatsapp.net", "fromMe": True, "status": "DELIVERY_ACK"}
+    with TestClient(create_edge(settings)) as client:
+        hook = Ingest(Edge(client, settings), db, broker, worker).baileys(
+            f.evolution("messages.update", data, instance=DEFAULT_INSTANCE)
+        )
+    assert hook.status.value == "processed"
+    # Then the status span is a child of the send, found by the bridge's key id, linking the webhook's apply
+    finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "message.status")))
+    status, send = one(finished, "message.status"), one(finished, "message.send")
+    assert child_of(status, send)
+    assert (status.attributes or {})["zapq.status"] == "delivered"
+    assert [link.context.span_id for link in status.links] == [one(finished, "webhook.apply").context.span_id]
+    no_secrets(finished, PHONE, TEXT, key_id)
 
 
 def test_a_failed_event_delivery_and_its_retry_are_spans_of_the_message_trace(
