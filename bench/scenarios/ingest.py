@@ -13,7 +13,10 @@ run.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -56,6 +59,11 @@ def build_requests(url: str, secret: str, first: int, count: int, run_token: str
 
 def _load(url: str, requests: list[bytes], timeout: float) -> loadgen.LoadResult:
     return loadgen.post_all(url, requests, concurrency=CONCURRENCY, timeout=timeout)
+
+
+def processed_count(bench: BenchRun) -> int:
+    """Webhooks processed so far (every namespace of the run)."""
+    return _processed(bench)[0]
 
 
 def _processed(bench: BenchRun) -> tuple[int, int]:
@@ -182,14 +190,25 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
     result.add(Figure("ingest worker CPU per webhook, tracing on", traced["worker_cpu_ms"], "ms", worker_cpu_ms))
 
 
-def measure_round(
-    bench: BenchRun, secret: str, *, label: str, env: dict[str, str], first: int, n: int, load_deadline: float
-) -> dict[str, Any]:
-    """The measured load (after a warm-up) against a fresh edge and worker in a namespace of their own, with the
-    extra environment ``env`` (e.g. ``ZAPQ_OTEL_ENDPOINT``): accepted/s, p99, edge and worker CPU per webhook.
-    Uses the webhooks numbered ``first`` … ``first + WARMUP + n``."""
+@dataclass
+class IngestPair:
+    """One edge and one ingest worker (one process each) in a namespace of their own."""
+
+    label: str
+    url: str
+    edge_pids: list[int]
+    worker_pids: list[int]
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds used so far by the edge and by the worker."""
+        return cpu_seconds(self.edge_pids), cpu_seconds(self.worker_pids)
+
+
+@contextlib.contextmanager
+def ingest_pair(bench: BenchRun, label: str, env: dict[str, str]) -> Iterator[IngestPair]:
+    """Start an edge and a worker with the extra environment ``env`` (e.g. ``ZAPQ_OTEL_ENDPOINT``); stopped on
+    exit."""
     ns = bench.sub_namespace(label)
-    before = _processed(bench)[0]
     with bench.processes(ZAPQ_REDIS_NAMESPACE=ns, **env) as group:
         since = now_ms()
         workers = group.start(f"{label}-workers", ["-m", "dramatiq", "services.webhook_ingest", "-p", "1", "-t", "8"])
@@ -201,18 +220,32 @@ def measure_round(
         )
         if not bench.wait_workers(ns, 1, since):
             raise RuntimeError(f"{label} ingest workers did not boot:\n{bench.log_tail(f'{label}-workers')}")
-        url = f"{edge}/webhooks/meta"
-        _load(url, build_requests(url, secret, first, WARMUP, bench.token), 10)
-        wait_until(lambda: _processed(bench)[0] >= before + WARMUP, 10, interval=0.1)
-        requests = build_requests(url, secret, first + WARMUP, n, bench.token)
-        edge_pids, pids = server_pids(edge_process.pid), worker_pids(workers.pid)
-        edge_cpu, worker_cpu = cpu_seconds(edge_pids), cpu_seconds(pids)
-        load = _load(url, requests, load_deadline)
-        edge_cpu_ms = 1000 * (cpu_seconds(edge_pids) - edge_cpu) / max(1, load.ok)
-        total = before + WARMUP + load.ok
-        done = wait_until(lambda: _processed(bench)[0] >= total, 10, interval=0.05)
-        processed = _processed(bench)[0] - before - WARMUP
-        worker_cpu_ms = 1000 * (cpu_seconds(pids) - worker_cpu) / max(1, processed)
+        yield IngestPair(label, f"{edge}/webhooks/meta", server_pids(edge_process.pid), worker_pids(workers.pid))
+
+
+def warm_up(bench: BenchRun, secret: str, pair: IngestPair, first: int) -> None:
+    """Send ``WARMUP`` webhooks (numbered from ``first``) and wait until they are processed (pools, prepared
+    statements)."""
+    before = _processed(bench)[0]
+    _load(pair.url, build_requests(pair.url, secret, first, WARMUP, bench.token), 10)
+    wait_until(lambda: _processed(bench)[0] >= before + WARMUP, 10, interval=0.1)
+
+
+def measure_round(
+    bench: BenchRun, secret: str, *, label: str, env: dict[str, str], first: int, n: int, load_deadline: float
+) -> dict[str, Any]:
+    """The measured load (after a warm-up) against a fresh :func:`ingest_pair`: accepted/s, p99, edge and worker
+    CPU per webhook. Uses the webhooks numbered ``first`` … ``first + WARMUP + n``."""
+    with ingest_pair(bench, label, env) as pair:
+        warm_up(bench, secret, pair, first)
+        before = _processed(bench)[0]
+        requests = build_requests(pair.url, secret, first + WARMUP, n, bench.token)
+        edge_cpu, worker_cpu = pair.cpu()
+        load = _load(pair.url, requests, load_deadline)
+        edge_cpu_ms = 1000 * (pair.cpu()[0] - edge_cpu) / max(1, load.ok)
+        done = wait_until(lambda: _processed(bench)[0] >= before + load.ok, 10, interval=0.05)
+        processed = _processed(bench)[0] - before
+        worker_cpu_ms = 1000 * (pair.cpu()[1] - worker_cpu) / max(1, processed)
     return {
         "rate": TIMEOUT if load.timed_out else load.rate,
         "edge_cpu_ms": round(edge_cpu_ms, 3),

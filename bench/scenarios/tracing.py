@@ -1,41 +1,45 @@
-"""``tracing``: the cost of OpenTelemetry tracing on sends and on ingest, rounds off and on alternately.
+"""``tracing``: the cost of OpenTelemetry tracing on sends and on ingest, measured side by side.
 
-Each round is the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s, the fake Graph API
-answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``) — with ``ZAPQ_OTEL_ENDPOINT``
-pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200) in the "on" rounds, every message traced.
-"sampled" rounds trace one message in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``), "sparse" rounds one in a hundred (0.01,
-the production recommendation). Figures: sends/s and worker CPU per
-send, the median of the three rounds of each mode against that of the three "off" rounds, and the overhead in %.
+This shared 2-core machine's speed drifts by the minute: rounds of one mode run one after another differed by up
+to ±20 % in CPU per item, more than the cost being measured. So each traced process runs beside an untraced
+twin, loaded at the same time, and the figure is the CPU per item of the one against the other's over the same
+seconds (the median of the repetitions).
 
-Then ingest: each round is the ``ingest`` scenario's measured load (``N`` signed single-message webhooks from 32
-connections) against a fresh edge and ingest worker (one process each), tracing off or on (every webhook traced)
-in alternation (five rounds each). Figures: accepted/s, and edge + worker CPU per webhook (medians).
+Sends: pairs of the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s each, the fake Graph
+API answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``), one sender untraced and one
+with ``ZAPQ_OTEL_ENDPOINT`` pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200): every message
+traced ("on"), one in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``) or one in a hundred (0.01, the production
+recommendation); three pairs of each. Figures: sender CPU per send and the % tracing adds, sends/s of each.
+
+Then ingest, side by side: two edge + ingest worker pairs (one process each, own namespaces), one with tracing
+off and one with every webhook traced, loaded at the same time, each by 32 connections of signed single-message
+webhooks (as the ``ingest`` scenario loads its pair), four times. Figures: edge and worker CPU per webhook, the
+CPU tracing adds, each pair's accepted/s and accept p99.
 (The ``send`` and ``ingest`` scenarios each carry one tracing-on variant too.)
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 from typing import Any
 
 import httpx
 
-from bench import data
-from bench.harness import BenchRun
+from bench import data, loadgen
+from bench.harness import BenchRun, wait_until
 from bench.report import TIMEOUT, Figure, ScenarioResult, Target
 from bench.scenarios import ingest
 from bench.scenarios.send import FAKE_ARGV, OTLP_SINK_ARGV, Sizes, _throughput_over, configure, span_rate
 
-#: Rounds: tracing off, on with every message traced, on with 1 in 10 and 1 in 100 traced; three of each (this
-#: machine's noise between two rounds of one mode reaches ±10 %: a median of three resists one outlier), in an
-#: order that gives each mode early and late places (rounds slow down as the run's tables grow: repeating one
-#: order cost its last mode ~3 %).
-ROUNDS = ("off", "on", "sampled", "sparse", "sparse", "sampled", "on", "off", "on", "off", "sparse", "sampled")
+#: Send pairs: each traced mode beside tracing off, ``SEND_REPS`` times (modes in turn).
+TRACED_MODES = ("on", "sampled", "sparse")
+SEND_REPS = 3
 #: ``ZAPQ_OTEL_SAMPLE_RATIO`` of the sampled modes.
 RATIOS = {"sampled": "0.1", "sparse": "0.01"}
-#: Ingest rounds: off and on (every webhook traced), five of each, each mode first and last in turn (two rounds
-#: of one mode differ by up to ±12 % here: the median of five resists two outliers).
-INGEST_ROUNDS = ("off", "on", "on", "off", "off", "on", "on", "off", "off", "on")
+#: Ingest: webhooks sent to each of the two pairs at once, ``INGEST_REPS`` times.
+INGEST_N = 8_000
+INGEST_REPS = 4
 
 
 def run(bench: BenchRun, result: ScenarioResult) -> None:
@@ -48,16 +52,31 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         sink, _ = bench.start_server(servers, "otlp-sink", OTLP_SINK_ARGV, "/healthz")
         with bench.connect() as conn:
             company = data.make_company(conn)
-        for k, mode in enumerate(ROUNDS):
-            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode != "off" else {}
-            if mode in RATIOS:
-                env["ZAPQ_OTEL_SAMPLE_RATIO"] = RATIOS[mode]
-            prefix, offset = f"14{k}0", 8_000_000 + 1_000_000 * k
-            label = f"r{k}-{mode}"
-            one = _throughput_over(bench, fake, company, "lean", prefix, offset, sizes, label=label, extra_env=env)
-            one["mode"] = mode
-            rounds.append(one)
-            result.mark(f"round {k} ({mode})")
+        k = 0
+        for rep in range(1 if bench.quick else SEND_REPS):
+            for mode in TRACED_MODES:
+                bench.join_stoppers()  # the pair before has stopped
+                pair: dict[str, dict[str, Any]] = {}
+
+                def send(side: str, k: int, mode: str = mode, pair: dict[str, dict[str, Any]] = pair) -> None:
+                    env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if side != "off" else {}
+                    if side in RATIOS:
+                        env["ZAPQ_OTEL_SAMPLE_RATIO"] = RATIOS[side]
+                    prefix, offset, label = f"14{k}0", 8_000_000 + 1_000_000 * k, f"r{k}-{side}"
+                    pair[side] = _throughput_over(
+                        bench, fake, company, "lean", prefix, offset, sizes, label=label, extra_env=env
+                    )
+
+                threads = [threading.Thread(target=send, args=(side, k + j)) for j, side in enumerate(("off", mode))]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                k += 2
+                if len(pair) != 2:
+                    raise RuntimeError(f"a sender of the {mode} pair failed (see the log above)")
+                rounds.extend({**one, "mode": side, "pair": mode, "rep": rep} for side, one in pair.items())
+                result.mark(f"send pair {rep} ({mode})")
         sends = httpx.get(f"{fake}/_fake/sends", timeout=60).json()
         exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
     for one in rounds:
@@ -65,55 +84,105 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
         times = [s["received_at"] for s in sends if s["client_ref"] in refs]
         one["rate"] = span_rate(times)
         one["cpu_ms_per_send"] = round(1000 * one["cpu_s"] / max(1, len(times)), 3)
-    result.details.update(rounds=rounds, otlp_exports=exports, sends_per_round=sizes.main)
-
-    def median(mode: str, key: str) -> float:
-        return statistics.median(float(one[key] or 0) for one in rounds if one["mode"] == mode)
-
-    rate_off, cpu_off = median("off", "rate"), median("off", "cpu_ms_per_send")
+    result.details.update(rounds=rounds, otlp_exports=exports, sends_per_sender=sizes.main)
     labels = {"on": "every message traced", **{mode: f"sample ratio {ratio}" for mode, ratio in RATIOS.items()}}
     for mode, label in labels.items():
-        rate_on, cpu_on = median(mode, "rate"), median(mode, "cpu_ms_per_send")
-        result.add(Figure(f"sends/s, tracing on, {label} (median of 3 rounds)", rate_on, "sends/s", rate_off))
-        result.add(Figure(f"worker CPU per send, {label}", cpu_on, "ms", cpu_off))
-        overhead = 100 * (rate_off - rate_on) / rate_off if rate_off else None
-        result.add(Figure(f"throughput lost to tracing, {label}", overhead, "%", target=Target("<=", 5)))
-        added = 100 * (cpu_on - cpu_off) / cpu_off if cpu_off else None
-        result.add(Figure(f"worker CPU added by tracing, {label}", added, "%", target=Target("<=", 5)))
+        pairs = [
+            ({one["mode"]: one for one in rounds if one["pair"] == mode and one["rep"] == rep})
+            for rep in sorted({one["rep"] for one in rounds if one["pair"] == mode})
+        ]
+        on = statistics.median(float(p[mode]["cpu_ms_per_send"]) for p in pairs)
+        off = statistics.median(float(p["off"]["cpu_ms_per_send"]) for p in pairs)
+        result.add(Figure(f"sender CPU per send, {label} (beside one untraced)", on, "ms", off))
+        added = statistics.median(_added(p[mode]["cpu_ms_per_send"], p["off"]["cpu_ms_per_send"]) for p in pairs)
+        result.add(Figure(f"sender CPU added by tracing, {label}", added, "%", target=Target("<=", 5)))
+        rate_on = statistics.median(float(p[mode]["rate"] or 0) for p in pairs)
+        rate_off = statistics.median(float(p["off"]["rate"] or 0) for p in pairs)
+        result.add(Figure(f"sends/s side by side, {label}", rate_on, "sends/s", rate_off))
     _ingest(bench, result)
 
 
+def _added(on: float, off: float) -> float:
+    """The % ``on`` costs above ``off``."""
+    return 100 * (float(on) - float(off)) / float(off) if off else float("nan")
+
+
 def _ingest(bench: BenchRun, result: ScenarioResult) -> None:
-    n = 300 if bench.quick else 8_000
+    """Two edge + worker pairs side by side, tracing off and on, under the same paced load at the same time."""
+    n, reps = (300, 2) if bench.quick else (INGEST_N, INGEST_REPS)
     secret = bench.settings().meta_app_secret
     ingest.make_connection(bench)
-    rounds: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     with bench.processes() as servers:
         sink, _ = bench.start_server(servers, "otlp-sink", ingest.OTLP_SINK_ARGV, "/healthz")
-        for k, mode in enumerate(INGEST_ROUNDS):
-            env = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"} if mode == "on" else {}
-            first = k * (ingest.WARMUP + n)
-            bench.join_stoppers()  # the previous round's processes have stopped
-            one = ingest.measure_round(bench, secret, label=f"i{k}-{mode}", env=env, first=first, n=n, load_deadline=30)
-            one.update(mode=mode, cpu_ms=one["edge_cpu_ms"] + one["worker_cpu_ms"])
-            rounds.append(one)
-            result.mark(f"ingest round {k} ({mode})")
+        traced = {"ZAPQ_OTEL_ENDPOINT": f"{sink}/v1/traces"}
+        with ingest.ingest_pair(bench, "i-off", {}) as off, ingest.ingest_pair(bench, "i-on", traced) as on:
+            pairs = {"off": off, "on": on}
+            for k, pair in enumerate(pairs.values()):
+                ingest.warm_up(bench, secret, pair, k * ingest.WARMUP)
+            first = 2 * ingest.WARMUP
+            for rep in range(reps):
+                requests = {}
+                for mode, pair in pairs.items():
+                    requests[mode] = ingest.build_requests(pair.url, secret, first, n, bench.token)
+                    first += n
+                rows.extend(_side_by_side(bench, pairs, requests, rep))
+                result.mark(f"ingest side by side {rep}")
         exports = httpx.get(f"{sink}/_bench/stats", timeout=10).json()["total"]
-    result.details.update(ingest_rounds=rounds, ingest_otlp_exports=exports, webhooks_per_round=n)
-    if any(one["rate"] == TIMEOUT or not one["all_processed"] for one in rounds):
-        result.add(Figure("ingest rounds: every webhook accepted and processed", TIMEOUT, ""))
+    result.details.update(ingest_side_by_side=rows, ingest_otlp_exports=exports, ingest_n=n)
+    if not all(row["all_processed"] and not row["timed_out"] for row in rows):
+        result.add(Figure("ingest side by side: every webhook accepted and processed", TIMEOUT, ""))
         return
 
     def median(mode: str, key: str) -> float:
-        return statistics.median(float(one[key]) for one in rounds if one["mode"] == mode)
+        return statistics.median(float(row[key]) for row in rows if row["mode"] == mode)
 
-    rate_off, rate_on = median("off", "rate"), median("on", "rate")
-    result.add(Figure("webhooks accepted/s, tracing on, every webhook traced (median)", rate_on, "req/s", rate_off))
-    lost = 100 * (rate_off - rate_on) / rate_off
-    result.add(Figure("ingest throughput lost to tracing", lost, "%", target=Target("<=", 5)))
     for key, label in (("edge_cpu_ms", "edge"), ("worker_cpu_ms", "ingest worker"), ("cpu_ms", "edge + worker")):
-        off, on = median("off", key), median("on", key)
-        result.add(Figure(f"{label} CPU per webhook, tracing on", on, "ms", off))
-    cpu_off, cpu_on = median("off", "cpu_ms"), median("on", "cpu_ms")
-    added = 100 * (cpu_on - cpu_off) / cpu_off
+        result.add(Figure(f"{label} CPU per webhook, tracing on", median("on", key), "ms", median("off", key)))
+    by_rep = [{row["mode"]: row for row in rows if row["rep"] == rep} for rep in sorted({row["rep"] for row in rows})]
+    added = statistics.median(_added(pair["on"]["cpu_ms"], pair["off"]["cpu_ms"]) for pair in by_rep)
     result.add(Figure("ingest CPU (edge + worker) added by tracing", added, "%", target=Target("<=", 5)))
+    rate_on, rate_off = median("on", "rate"), median("off", "rate")
+    result.add(Figure("webhooks accepted/s side by side, tracing on", rate_on, "req/s", rate_off))
+    p99_on, p99_off = median("on", "p99_ms"), median("off", "p99_ms")
+    result.add(Figure("accept latency p99 side by side, tracing on", p99_on, "ms", p99_off))
+
+
+def _side_by_side(
+    bench: BenchRun, pairs: dict[str, ingest.IngestPair], requests: dict[str, list[bytes]], rep: int
+) -> list[dict[str, Any]]:
+    """Both pairs loaded at once, each by ``CONCURRENCY`` connections (as the ``ingest`` scenario loads its one
+    pair: the same group-commit batches); each one's CPU per webhook once all are processed."""
+    before = ingest.processed_count(bench)
+    cpu = {mode: pair.cpu() for mode, pair in pairs.items()}
+    loads: dict[str, loadgen.LoadResult] = {}
+
+    def load(mode: str) -> None:
+        loads[mode] = loadgen.post_all(pairs[mode].url, requests[mode], concurrency=ingest.CONCURRENCY, timeout=60)
+
+    threads = [threading.Thread(target=load, args=(mode,)) for mode in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted = sum(result.ok for result in loads.values())
+    done = wait_until(lambda: ingest.processed_count(bench) >= before + accepted, 30, interval=0.05)
+    rows = []
+    for mode, pair in pairs.items():
+        (edge0, worker0), (edge1, worker1), ok = cpu[mode], pair.cpu(), max(1, loads[mode].ok)
+        edge_ms, worker_ms = 1000 * (edge1 - edge0) / ok, 1000 * (worker1 - worker0) / ok
+        rows.append(
+            {
+                "mode": mode,
+                "rep": rep,
+                "accepted": loads[mode].ok,
+                "rate": loads[mode].rate,
+                "timed_out": loads[mode].timed_out,
+                "all_processed": done,
+                "edge_cpu_ms": round(edge_ms, 4),
+                "worker_cpu_ms": round(worker_ms, 4),
+                "cpu_ms": round(edge_ms + worker_ms, 4),
+                "p99_ms": loads[mode].percentile_ms(0.99),
+            }
+        )
+    return rows
