@@ -156,6 +156,7 @@ def span(
     server: bool = False,
     ids: Mapping[str, object] | None = None,
     attributes: Mapping[str, Any] | None = None,
+    root: bool = True,
 ) -> contextlib.AbstractContextManager[Any]:
     """A span around a block, current inside it (the shared no-op context manager while tracing is off).
 
@@ -163,10 +164,20 @@ def span(
     ``traceparent``, if any, is continued); ``link``: a ``traceparent`` linked, not parented (``"current"``:
     the current span, when ``parent`` moves the new span to another trace). ``ids``: ids
     to record hashed (hashed only while tracing is on); other attributes must be counts, codes or names.
+    ``root=False``: a step that is only ever part of a trace begun upstream — with neither a ``parent`` nor a
+    current span (none was sent: its trace was sampled out) it is the no-op, never a new trace.
     """
-    if _recorder is None:
+    if _recorder is None or (not root and not parent and _current.get() is None):
         return _NOOP
     return _start(name, parent, headers, link, server, attributes, ids)
+
+
+def detached() -> contextlib.AbstractContextManager[Any]:
+    """A block with no current span — for work started inside one request's span that serves many (a task
+    created in it copies the context, and would stamp that request's trace on everything it enqueues)."""
+    if _recorder is None:
+        return _NOOP
+    return _Block(None)
 
 
 def _new_id(bits: int) -> int:
@@ -222,11 +233,11 @@ class _Block:
 
     __slots__ = ("context", "token")
 
-    def __init__(self, context: Span | Remote) -> None:
+    def __init__(self, context: Span | Remote | None) -> None:
         self.context = context
         self.token: Token[Span | Remote | None] | None = None
 
-    def __enter__(self) -> Span | Remote:
+    def __enter__(self) -> Span | Remote | None:
         self.token = _current.set(self.context)
         return self.context
 
@@ -280,7 +291,8 @@ def fail(reason: str) -> None:
 
 def status_span(wamid: str, status: str) -> contextlib.AbstractContextManager[Any]:
     """A ``message.status`` span in the trace of the send that got ``wamid`` (found in Redis), linked to the
-    current span (the webhook being applied); in the current trace when the send's is not known."""
+    current span (the webhook being applied); in the current trace when the send's is not known; none when
+    neither is traced."""
     if _recorder is None:
         return _NOOP
     return span(
@@ -289,6 +301,7 @@ def status_span(wamid: str, status: str) -> contextlib.AbstractContextManager[An
         link="current",
         ids={"zapq.wamid": wamid},
         attributes={"zapq.status": status},
+        root=False,
     )
 
 

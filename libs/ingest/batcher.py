@@ -23,7 +23,7 @@ from libs.enqueue import enqueue_many_async
 from libs.ingest import store
 from libs.ingest.store import Accepted
 from libs.middleware.tracing import TraceContext
-from libs.tracing import TRACEPARENT, annotate, current_traceparent
+from libs.tracing import TRACEPARENT, annotate, detached, recorded_traceparent
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class WebhookWriter:
 
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
-        accepted = await self._writes(_Webhook(source, meta_dedup_key(body), body, current_traceparent()))
+        # only a recorded request's context goes on: a trace sampled out sends none (its apply is not traced)
+        accepted = await self._writes(_Webhook(source, meta_dedup_key(body), body, recorded_traceparent()))
         if accepted.webhook_id is None:  # the request's span ends as the store does: only a duplicate is told
             annotate(**{"zapq.duplicate": True})
         return accepted
@@ -108,7 +109,8 @@ class WebhookWriter:
                     traces[webhook_id] = webhook.trace
             results.append(Accepted(webhook_id))
         if accepted_ids:
-            task = asyncio.create_task(self._enqueue(accepted_ids, traces))
+            with detached():  # each job carries its webhooks' own contexts, not the request's that ran this batch
+                task = asyncio.create_task(self._enqueue(accepted_ids, traces))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return results

@@ -100,7 +100,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        with span("webhook.apply", ids={"zapq.webhook": webhook_id}):
+        with span("webhook.apply", ids={"zapq.webhook": webhook_id}, root=False):
             applied = _apply_row(session, row)
         if applied is None:
             return None
@@ -125,7 +125,7 @@ def process_webhooks(
         done: list[tuple[int, Applied]] = []
         for webhook_id, *row in rows:
             parent = traces(webhook_id) if traces is not None else None
-            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}):
+            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}, root=False):
                 applied = _apply_row(session, row, connections)
             if applied is not None:
                 done.append((webhook_id, applied))

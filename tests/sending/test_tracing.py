@@ -18,6 +18,7 @@ import dramatiq
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from libs import contracts, tracing
@@ -361,6 +362,45 @@ def test_a_trace_sampled_out_makes_no_span_even_below_it(spans: InMemorySpanExpo
     # Then nothing is recorded and no root trace is started below it
     assert list(spans.get_finished_spans()) == []
     assert tracing.current_traceparent() is None
+
+
+def test_a_step_that_is_never_a_root_is_no_span_without_a_traced_parent(spans: InMemorySpanExporter) -> None:
+    # Without a parent or a current span: the no-op, not a new trace
+    assert tracing.span("webhook.apply", root=False) is tracing.span("x", root=False)
+    # With a current span: its child
+    with tracing.span("job process_webhook"), tracing.span("webhook.apply", root=False):
+        inner = tracing.current_traceparent()
+    job, apply = sorted(spans.get_finished_spans(), key=lambda s: s.name)
+    assert (job.name, apply.name) == ("job process_webhook", "webhook.apply") and child_of(apply, job)
+    assert inner is not None and f"{apply.context.span_id:016x}" in inner
+
+
+def test_a_webhook_whose_trace_is_sampled_out_is_traced_nowhere(
+    settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker
+) -> None:
+    # Given tracing on with every new trace sampled out
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter=exporter, batch=False, sample_ratio=0.0)
+    try:
+        make_connection(db, phone_number_id=f.NUMBER_ID)
+        payload = f.meta_payload(
+            f.meta_change(messages=[f.meta_message("wamid.SAMPLEDOUT1", "text", {"body": TEXT}, sender=PHONE)])
+        )
+        # When a webhook comes in
+        with TestClient(create_edge(settings)) as client:
+            assert Edge(client, settings).meta(payload).status_code == 200
+        # Then its job carries no context (a sampled-out one would cost the worker for nothing)
+        ns = settings.redis_namespace
+        jobs = [json.loads(raw) for raw in broker.client.hvals(f"{ns}:webhooks.msgs")]
+        assert len(jobs) == 1 and not {"traceparent", "traceparents"} & set(jobs[0]["options"]), jobs
+        # And once applied, no span was made anywhere, and its event row keeps no context
+        drain(broker, worker)
+        assert list(exporter.get_finished_spans()) == []
+        with db.session() as session:
+            kept = session.execute(text("SELECT traceparent FROM events WHERE type = 'message.received'")).all()
+        assert [row[0] for row in kept] == [None]
+    finally:
+        tracing.shutdown()
 
 
 def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemorySpanExporter) -> None:
