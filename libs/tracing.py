@@ -315,9 +315,8 @@ def wamid_link(namespace: str, wamid: str) -> tuple[str, str, int] | None:
     in seconds); None while tracing is off or the trace is sampled out. The sender writes it with the send's
     journal entry, in the same script call (:meth:`libs.sending.journal.Journal.write`): no round trip of its own,
     and written before the ``sent`` event, whose delivery looks for it."""
-    if _recorder is None or (current := _recording()) is None:
-        return None
-    return wamid_key(namespace, wamid), _format(current), WAMID_TTL_S
+    traceparent = recorded_traceparent()
+    return (wamid_key(namespace, wamid), traceparent, WAMID_TTL_S) if traceparent is not None else None
 
 
 def follow_wamids(client: Any, namespace: str) -> None:
