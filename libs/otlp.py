@@ -48,7 +48,9 @@ INTERNAL, SERVER = 1, 2
 
 
 class Span:
-    """One recorded span: W3C ids as ints, times in ns since the epoch, attributes of str/bool/int/float.
+    """One recorded span: W3C ids as lowercase hex (32 and 16 digits, as they are written: in a ``traceparent``
+    and in the export, so each id is formatted once), times in ns since the epoch, attributes of
+    str/bool/int/float.
 
     ``error``: the failure's short reason (None: not failed). ``links``: ``(trace_id, span_id, sampled)``."""
 
@@ -71,11 +73,11 @@ class Span:
     def __init__(
         self,
         name: str,
-        trace_id: int,
-        span_id: int,
-        parent_id: int | None,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
         kind: int,
-        links: tuple[tuple[int, int, bool], ...],
+        links: tuple[tuple[str, str, bool], ...],
         attributes: dict[str, Any],
     ) -> None:
         self.name = name
@@ -97,7 +99,7 @@ class Remote:
 
     __slots__ = ("sampled", "span_id", "trace_id")
 
-    def __init__(self, trace_id: int, span_id: int, sampled: bool) -> None:
+    def __init__(self, trace_id: str, span_id: str, sampled: bool) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.sampled = sampled
@@ -129,22 +131,32 @@ def _value(value: Any) -> str:
     return '{"stringValue":' + _string(str(value)) + "}"
 
 
+def _key(key: str) -> str:
+    prefix = _KEYS[key] = '{"key":' + _string(key) + ',"value":'
+    return prefix
+
+
 def _attributes(attributes: Mapping[str, Any]) -> str:
+    keys = _KEYS
     parts = []
     for key, value in attributes.items():
-        prefix = _KEYS.get(key)
-        if prefix is None:
-            prefix = _KEYS[key] = '{"key":' + _string(key) + ',"value":'
-        parts.append(prefix + _value(value) + "}")
+        prefix = keys.get(key) or _key(key)
+        kind = type(value)  # the two kinds nearly every attribute is, without the isinstance chain
+        if kind is str:
+            parts.append(f'{prefix}{{"stringValue":{_string(value)}}}}}')
+        elif kind is int:
+            parts.append(f'{prefix}{{"intValue":"{value}"}}}}')
+        else:
+            parts.append(f"{prefix}{_value(value)}}}")
     return ",".join(parts)
 
 
 def span_json(span: Span) -> str:
     """``span`` in the OTLP JSON encoding, written as text (ids as hex, times as decimal strings): no dict or list
     is made for it, so a traced process's garbage collector has nothing more to walk (strings are not tracked)."""
-    parent = f'"parentSpanId":"{span.parent_id:016x}",' if span.parent_id is not None else ""
+    parent = f'"parentSpanId":"{span.parent_id}",' if span.parent_id is not None else ""
     text = (
-        f'{{"traceId":"{span.trace_id:032x}","spanId":"{span.span_id:016x}",{parent}"name":{_string(span.name)},'
+        f'{{"traceId":"{span.trace_id}","spanId":"{span.span_id}",{parent}"name":{_string(span.name)},'
         f'"kind":{span.kind},"startTimeUnixNano":"{span.start}","endTimeUnixNano":"{span.end}"'
     )
     if span.attributes:
@@ -156,7 +168,7 @@ def span_json(span: Span) -> str:
         ]
         text += ',"events":[' + ",".join(events) + "]"
     if span.links:
-        links = [f'{{"traceId":"{t:032x}","spanId":"{s:016x}"}}' for t, s, _ in span.links]
+        links = [f'{{"traceId":"{t}","spanId":"{s}"}}' for t, s, _ in span.links]
         text += ',"links":[' + ",".join(links) + "]"
     if span.error is not None:
         text += ',"status":{"code":2,"message":' + _string(span.error) + "}"  # STATUS_CODE_ERROR
@@ -281,8 +293,9 @@ class SdkExporter:
         from opentelemetry.sdk.trace import Event, ReadableSpan
         from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-        def context(trace_id: int, span_id: int, sampled: bool = True, remote: bool = False) -> SpanContext:
-            return SpanContext(trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(1 if sampled else 0))
+        def context(trace_id: str, span_id: str, sampled: bool = True, remote: bool = False) -> SpanContext:
+            flags = TraceFlags(1 if sampled else 0)
+            return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=remote, trace_flags=flags)
 
         return ReadableSpan(
             name=span.name,

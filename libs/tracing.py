@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -53,6 +54,7 @@ TRACEPARENT = "traceparent"
 #: A W3C ``traceparent``: version, trace id, parent id, flags (a later version may append fields).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _LOW_64 = (1 << 64) - 1
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 _recorder: Recorder | None = None
 #: A new trace is sampled when its trace id's low 64 bits are below this (OpenTelemetry's TraceIdRatioBased).
@@ -114,6 +116,12 @@ def hashed(value: object) -> str:
     return hashlib.sha256(str(value).encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4_096)
+def hashed_key(value: int) -> str:
+    """:func:`hashed` of an id from a small set (a connection's, a company's): computed once per process."""
+    return hashed(value)
+
+
 def parse(traceparent: str | None) -> Remote | None:
     """The remote context named by a W3C ``traceparent`` (None: none, malformed, or all-zero ids)."""
     if not traceparent:
@@ -121,14 +129,13 @@ def parse(traceparent: str | None) -> Remote | None:
     found = _TRACEPARENT.fullmatch(traceparent.strip())
     if found is None or found[1] == "ff" or (found[1] == "00" and found[5]):
         return None
-    trace_id, span_id = int(found[2], 16), int(found[3], 16)
-    if not trace_id or not span_id:
+    if found[2] == _ZERO_TRACE or found[3] == _ZERO_SPAN:
         return None
-    return Remote(trace_id, span_id, bool(int(found[4], 16) & 1))
+    return Remote(found[2], found[3], bool(int(found[4], 16) & 1))
 
 
 def _format(context: Span | Remote) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{'01' if context.sampled else '00'}"
+    return f"00-{context.trace_id}-{context.span_id}-{'01' if context.sampled else '00'}"
 
 
 def recorded_traceparent() -> str | None:
@@ -180,10 +187,17 @@ def detached() -> contextlib.AbstractContextManager[Any]:
     return _Block(None)
 
 
-def _new_id(bits: int) -> int:
-    while not (value := random.getrandbits(bits)):
+def _new_trace_id() -> tuple[str, int]:
+    """A random trace id in hex, and its low 64 bits (what sampling decides by)."""
+    while not (value := random.getrandbits(128)):
         pass
-    return value
+    return f"{value:032x}", value & _LOW_64
+
+
+def _new_span_id() -> str:
+    while not (value := random.getrandbits(64)):
+        pass
+    return f"{value:016x}"
 
 
 def _start(
@@ -207,14 +221,15 @@ def _start(
         # A trace sampled out stays out: no span, no attribute, no hash. The remote parent is made current all
         # the same, so the spans inside see it and return at once too, and the jobs they enqueue carry it.
         return _Block(remote) if remote is not None else _NOOP
+    parent_id: str | None
     if above is None:  # a new trace: sampled by its id, as OpenTelemetry's TraceIdRatioBased does
-        trace_id = _new_id(128)
-        if (trace_id & _LOW_64) >= _sample_below:
-            return _Block(Remote(trace_id, _new_id(64), False))
+        trace_id, low_bits = _new_trace_id()
+        if low_bits >= _sample_below:
+            return _Block(Remote(trace_id, _new_span_id(), False))
         parent_id = None
     else:
         trace_id, parent_id = above.trace_id, above.span_id
-    links: tuple[tuple[int, int, bool], ...] = ()
+    links: tuple[tuple[str, str, bool], ...] = ()
     if link == "current":
         if current is not None:
             links = ((current.trace_id, current.span_id, current.sampled),)
@@ -223,36 +238,47 @@ def _start(
     values = dict(attributes) if attributes else {}
     if ids:
         values.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    kind = SERVER if server else INTERNAL
-    return _Block(Span(name, trace_id, _new_id(64), parent_id, kind, links, values))
+    return _Span(name, trace_id, _new_span_id(), parent_id, SERVER if server else INTERNAL, links, values)
+
+
+class _Span(Span):
+    """A recorded span that is its own block: current inside it, ended and handed to the recorder after (one
+    object per span, not a span and a block). An exception fails it with its type's name only (its text may
+    carry message content)."""
+
+    __slots__ = ("token",)
+
+    def __enter__(self) -> Span:
+        self.token = _current.set(self)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        _current.reset(self.token)
+        if kind is not None and self.error is None:  # failed by an exception, unless :func:`fail` said why
+            self.error = kind.__name__
+        self.end = time.time_ns()
+        recorder = _recorder
+        if recorder is not None:
+            recorder.finish(self)
 
 
 class _Block:
-    """Make a span (or, for a trace sampled out, only its context) current for a block, and end the span after.
-    An exception fails the span with its type's name only (its text may carry message content)."""
+    """Make a context this process does not record (a trace sampled out, or none: :func:`detached`) current for a
+    block."""
 
     __slots__ = ("context", "token")
 
-    def __init__(self, context: Span | Remote | None) -> None:
+    def __init__(self, context: Remote | None) -> None:
         self.context = context
         self.token: Token[Span | Remote | None] | None = None
 
-    def __enter__(self) -> Span | Remote | None:
+    def __enter__(self) -> Remote | None:
         self.token = _current.set(self.context)
         return self.context
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.token is not None:
             _current.reset(self.token)
-        context = self.context
-        if not isinstance(context, Span):
-            return
-        if kind is not None and context.error is None:  # failed by an exception, unless :func:`fail` said why
-            context.error = kind.__name__
-        context.end = time.time_ns()
-        recorder = _recorder
-        if recorder is not None:
-            recorder.finish(context)
 
 
 def _recording() -> Span | None:
@@ -265,7 +291,10 @@ def annotate(**attributes: Any) -> None:
     """Add attributes to the current span (nothing while tracing is off)."""
     if _recorder is None or (current := _recording()) is None:
         return
-    current.attributes.update({key: value for key, value in attributes.items() if value is not None})
+    kept = current.attributes
+    for key, value in attributes.items():
+        if value is not None:
+            kept[key] = value
 
 
 def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: Any) -> None:
@@ -276,10 +305,11 @@ def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: A
         return
     if ids:
         attributes.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    values = {key: value for key, value in attributes.items() if value is not None}
+    values = {key: value for key, value in attributes.items() if value is not None} if attributes else attributes
     if current.events is None:
-        current.events = []
-    current.events.append((name, time.time_ns(), values))
+        current.events = [(name, time.time_ns(), values)]
+    else:
+        current.events.append((name, time.time_ns(), values))
 
 
 def fail(reason: str) -> None:

@@ -117,7 +117,7 @@ def test_spans_reach_the_collector_as_otlp_json_with_their_chain(
 def test_a_refused_export_is_retried_once_and_a_dead_collector_costs_the_spans_only(collector: Collector) -> None:
     exporter = otlp.OtlpJsonExporter(collector.url, "zapq-test", headers={})
     exporter.RETRY_AFTER_S = 0.01
-    first = otlp.span_json(otlp.Span("one", 1, 2, None, otlp.INTERNAL, (), {}))
+    first = otlp.span_json(otlp.Span("one", f"{1:032x}", f"{2:016x}", None, otlp.INTERNAL, (), {}))
     # A 503 is retried, and the retry lands
     collector.answers[:] = [503]
     exporter.export([first])
@@ -153,7 +153,7 @@ def test_spans_beyond_the_queue_are_dropped_not_buffered_without_bound(monkeypat
     recorder = otlp.Recorder(held)
     recorder._thread = threading.Thread()  # pretend the export thread runs but never drains
     for n in range(5):
-        recorder.finish(otlp.Span(f"s{n}", 1, n + 1, None, otlp.INTERNAL, (), {}))
+        recorder.finish(otlp.Span(f"s{n}", f"{1:032x}", f"{n + 1:016x}", None, otlp.INTERNAL, (), {}))
     assert recorder.dropped == 2 and len(recorder._queue) == 3
     recorder._thread = None
     recorder.shutdown()

@@ -41,8 +41,8 @@ from libs.messages.status_store import StatusChange, apply_status
 from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
+from libs.tracing import enabled, hashed_key, recorded_traceparent, status_span
 from libs.tracing import event as trace_event
-from libs.tracing import recorded_traceparent, status_span
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -176,7 +176,9 @@ def _store_message(
 def _noted_received(wamid: str, connection_id: int, kind: str) -> None:
     """A ``message.received`` event on the span applying the webhook (the row is written later, with the
     transaction's others: a span of its own would time nothing)."""
-    trace_event("message.received", ids={"zapq.wamid": wamid, "zapq.connection": connection_id}, **{"zapq.type": kind})
+    if enabled():
+        attributes = {"zapq.connection": hashed_key(connection_id), "zapq.type": kind}
+        trace_event("message.received", ids={"zapq.wamid": wamid}, **attributes)
 
 
 def write_pending(session: Session) -> None:

@@ -68,7 +68,7 @@ from libs.sending.journal import Journal
 from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.tracing import annotate, event, fail, span, wamid_link
+from libs.tracing import annotate, enabled, event, fail, hashed_key, span, wamid_link
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +300,20 @@ async def send_message(
             raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
 
 
+def _trace_provider(provider: str, row: Any, took_s: float, status: int | None, error_code: int | None = None) -> None:
+    """The provider call's outcome on the send's span (nothing while tracing is off)."""
+    if enabled():
+        annotate(
+            **{
+                "zapq.provider": provider,
+                "zapq.connection": hashed_key(row["connection_id"]),
+                "zapq.provider.ms": int(took_s * 1000),
+                "http.response.status_code": status,
+                "zapq.provider.error_code": error_code,
+            }
+        )
+
+
 async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: bool) -> str | None:
     """Send message ``message_id`` at most once; returns the provider id, or None if nothing was sent."""
     row = await ctx.claims(message_id)
@@ -319,23 +333,25 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         pair_hits = await ctx.throttle.acquire(
             row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
         )
-        # an event, not a span: the acquire is one Redis call (a wait is a deferral, a new job and span)
-        event("throttle.acquired", ids={"zapq.connection": row["connection_id"]})
+        # Events on the job's span, not spans of their own: the acquire is one Redis call (a wait is a deferral, a
+        # new job and span), and the provider call's outcome and duration are attributes (one span per send).
+        event("throttle.acquired")
         started = time.monotonic()
-        with span("provider.send", attributes={"zapq.provider": provider.name}):
-            try:
-                outbound = build_outbound(row)
-                if not isinstance(outbound, OutboundText):  # media ids resolved per connection (text: nothing)
-                    outbound = await media_ref.resolve_outbound(outbound, row, resolver=ctx.media)
-                result = await provider.send(outbound, pair_hits=pair_hits)
-            except ProviderError as exc:
-                code = exc.code if exc.code is not None else exc.http_status
-                ctx.metrics.observe(provider.name, time.monotonic() - started, str(code or "network"))
-                annotate(**{"http.response.status_code": exc.http_status, "zapq.provider.error_code": exc.code})
-                fail(type(exc).__name__)
-                raise
-            ctx.metrics.observe(provider.name, time.monotonic() - started)
-            annotate(**{"http.response.status_code": 200})
+        try:
+            outbound = build_outbound(row)
+            if not isinstance(outbound, OutboundText):  # media ids resolved per connection (text: nothing)
+                outbound = await media_ref.resolve_outbound(outbound, row, resolver=ctx.media)
+            result = await provider.send(outbound, pair_hits=pair_hits)
+        except ProviderError as exc:
+            took = time.monotonic() - started
+            code = exc.code if exc.code is not None else exc.http_status
+            ctx.metrics.observe(provider.name, took, str(code or "network"))
+            _trace_provider(provider.name, row, took, exc.http_status, exc.code)
+            fail(type(exc).__name__)
+            raise
+        took = time.monotonic() - started
+        ctx.metrics.observe(provider.name, took)
+        _trace_provider(provider.name, row, took, 200)
     except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         reason = f"{exc.provider} reported the session closed: {exc}"[:500]

@@ -163,11 +163,14 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and
     send = one(finished, "message.send")
     assert child_of(enqueue, post) and child_of(send, enqueue)
     assert not by_name(finished, "job send_message")  # an async job's span is its own (message.send), not two
-    provider = one(finished, "provider.send")
-    assert child_of(provider, send)
-    assert [e.name for e in send.events] == ["throttle.acquired"]  # an event on the send, not a span of its own
-    assert provider.start_time >= send.events[0].timestamp
-    assert provider.attributes is not None and provider.attributes["http.response.status_code"] == 200
+    # One span per send: the throttle an event on it, the provider call's outcome its attributes
+    assert not by_name(finished, "provider.send")
+    assert [e.name for e in send.events] == ["throttle.acquired"]
+    assert send.attributes is not None and send.attributes["http.response.status_code"] == 200
+    assert send.attributes["zapq.provider"] == "meta" and send.attributes["zapq.connection"] == tracing.hashed(
+        row.connection_id
+    )
+    assert 0 <= float(send.attributes["zapq.provider.ms"]) <= (send.end_time - send.events[0].timestamp) / 1e6
     status = one(finished, "message.status")
     assert child_of(status, send), "the status webhook joins the message's trace through its wamid"
     # And the status span links the webhook that carried it, in the webhook's own trace
@@ -195,9 +198,10 @@ def test_a_failed_send_records_the_meta_error_code(
     configure(sender.settings.meta_graph_url, forced_errors=[131026])
     contracts.SEND_NORMAL.send(contracts.SendMessage(message_id), broker=broker)
     drain(broker, worker)
-    provider = one(list(spans.get_finished_spans()), "provider.send")
-    assert provider.attributes is not None and provider.attributes["zapq.provider.error_code"] == 131026
-    assert not provider.status.is_ok
+    send = one(list(spans.get_finished_spans()), "message.send")
+    assert send.attributes is not None and send.attributes["zapq.provider.error_code"] == 131026
+    assert send.attributes["http.response.status_code"] == 400
+    assert not send.status.is_ok and send.status.description == "InvalidRecipientError"
 
 
 def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_delivery(
