@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 #: Many webhooks in one statement (group commit); an identical body stored before is skipped.
 INSERT_MANY = """
 INSERT INTO webhooks (source, dedup_key, body, status)
-SELECT * FROM unnest(%(sources)s::text[], %(keys)s::text[], %(bodies)s::bytea[], %(statuses)s::text[])
+SELECT * FROM unnest(%(sources)b::text[], %(keys)b::text[], %(bodies)b::bytea[], %(statuses)b::text[])
 ON CONFLICT (source, dedup_key) DO NOTHING
 RETURNING id, source, dedup_key
 """
@@ -48,7 +48,7 @@ MARK_PROCESSED = """
 UPDATE webhooks w SET status = CASE WHEN v.unmatched IS NULL THEN 'processed' ELSE 'unmatched' END,
   unmatched = CASE WHEN v.unmatched IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(v.unmatched)) END,
   item_count = v.items, error = v.error, processed_at = now()
-FROM unnest(%(ids)s::bigint[], %(items)s::int[], %(errors)s::text[], %(unmatched)s::jsonb[])
+FROM unnest(%(ids)b::bigint[], %(items)b::int[], %(errors)b::text[], %(unmatched)b::jsonb[])
   AS v(id, items, error, unmatched)
 WHERE w.id = v.id
 """

@@ -136,7 +136,7 @@ RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code
 #: Same rules as ``APPLY_BY_ID`` with status ``sent``; run after ``LOCK_EXTERNAL_IDS`` in one transaction.
 RECORD_SENT_MANY = f"""
 WITH v AS (
-  SELECT * FROM unnest(%(ids)s::bigint[], %(external_ids)s::text[]) AS v(id, external_id)
+  SELECT * FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[]) AS v(id, external_id)
 ), target AS (
   SELECT m.id, m.status AS old_status, v.external_id FROM messages m JOIN v ON v.id = m.id
   WHERE m.direction = 'out' AND (m.external_id IS NULL OR m.external_id = v.external_id)
@@ -162,14 +162,14 @@ SELECT (SELECT count(*) FROM updated) AS applied, (SELECT count(*) FROM counted)
 #: ``LOCK_EXTERNAL_ID`` for many ids, taken in the order given (callers sort, so two batches never deadlock).
 LOCK_EXTERNAL_IDS = """
 SELECT count(pg_advisory_xact_lock(hashtext(x)))
-FROM unnest(%(external_ids)s::text[]) WITH ORDINALITY AS u(x, n)
+FROM unnest(%(external_ids)b::text[]) WITH ORDINALITY AS u(x, n)
 """
 
 #: ``TAKE_PENDING`` for the messages just recorded (``%(ids)s`` with their ``%(external_ids)s``), each under its
 #: message's own connection.
 TAKE_PENDING_MANY = """
 DELETE FROM pending_statuses p
-USING unnest(%(ids)s::bigint[], %(external_ids)s::text[]) AS v(id, external_id), messages m
+USING unnest(%(ids)b::bigint[], %(external_ids)b::text[]) AS v(id, external_id), messages m
 WHERE m.id = v.id AND p.external_id = v.external_id
   AND (p.connection_id = m.connection_id OR p.connection_id IS NULL)
 RETURNING p.external_id, p.client_ref, p.status, p.occurred_at AS at, p.error_code AS code, p.error_title AS title,

@@ -57,11 +57,11 @@ DIRECTION_BY_EXTERNAL_ID = (
 #: ``ord`` and the new id of each row stored.
 INSERT_RECEIVED_MANY = f"""
 WITH input AS (
-  SELECT * FROM unnest(%(ords)s::int[], %(company_ids)s::bigint[], %(connection_ids)s::bigint[],
-                       %(names)s::text[], %(directions)s::text[], %(statuses)s::text[], %(recipients)s::text[],
-                       %(types)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[], %(external_ids)s::text[],
-                       %(created_ats)s::timestamptz[], %(sent_ats)s::timestamptz[], %(events)s::jsonb[],
-                       %(traceparents)s::text[])
+  SELECT * FROM unnest(%(ords)b::int[], %(company_ids)b::bigint[], %(connection_ids)b::bigint[],
+                       %(names)b::text[], %(directions)b::text[], %(statuses)b::text[], %(recipients)b::text[],
+                       %(types)b::text[], %(bodies)b::text[], %(payloads)b::jsonb[], %(external_ids)b::text[],
+                       %(created_ats)b::timestamptz[], %(sent_ats)b::timestamptz[], %(events)b::jsonb[],
+                       %(traceparents)b::text[])
     AS i(ord, company_id, connection_id, name, direction, status, wa_id, type, body, payload, external_id,
          created_at, sent_at, event, traceparent)
 ), contacts_written AS (
@@ -117,7 +117,7 @@ WITH created AS (
   SELECT %(company_id)s, %(connection_id)s, %(campaign_id)s, 'out', 'low',
          CASE WHEN o.phone IS NULL THEN 'queued' ELSE 'cancelled' END, r.recipient, %(type)s,
          r.body, r.payload, now(), CASE WHEN o.phone IS NOT NULL THEN 'opted_out' END
-  FROM unnest(%(recipients)s::text[], %(bodies)s::text[], %(payloads)s::jsonb[]) AS r(recipient, body, payload)
+  FROM unnest(%(recipients)b::text[], %(bodies)b::text[], %(payloads)b::jsonb[]) AS r(recipient, body, payload)
   LEFT JOIN opt_outs o ON o.company_id = %(company_id)s AND o.phone = r.recipient
   ON CONFLICT (campaign_id, recipient) WHERE campaign_id IS NOT NULL DO NOTHING
   RETURNING id, company_id, connection_id, campaign_id, recipient, type, body, payload, priority, created_at, status
@@ -131,7 +131,7 @@ SELECT id, status = 'queued' AS queued FROM created
 
 QUEUED_IN_SLICE = """
 SELECT id FROM messages
-WHERE campaign_id = %(campaign_id)s AND status = 'queued' AND recipient = ANY(%(recipients)s::text[])
+WHERE campaign_id = %(campaign_id)s AND status = 'queued' AND recipient = ANY(%(recipients)b::text[])
 """
 
 #: A cancelled campaign's sends that are still queued are cancelled with it.

@@ -23,7 +23,7 @@ WINDOW_SECONDS = 86_400
 #: touching the same windows lock them in one order.
 TOUCH_WINDOWS = """
 INSERT INTO service_windows (connection_id, wa_id, last_inbound_at)
-SELECT * FROM unnest(%(connections)s::bigint[], %(wa_ids)s::text[], %(ats)s::timestamptz[])
+SELECT * FROM unnest(%(connections)b::bigint[], %(wa_ids)b::text[], %(ats)b::timestamptz[])
 ON CONFLICT (connection_id, wa_id) DO UPDATE
 SET last_inbound_at = GREATEST(service_windows.last_inbound_at, EXCLUDED.last_inbound_at)
 WHERE service_windows.last_inbound_at < EXCLUDED.last_inbound_at
