@@ -53,6 +53,9 @@ WAMID_TTL_S = 7 * 86_400
 TRACEPARENT = "traceparent"
 #: A W3C ``traceparent``: version, trace id, parent id, flags (a later version may append fields).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+#: The same for version 00 exactly, matched first (no strip, no optional tail).
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_SAMPLED_FLAGS = frozenset({"01"})
 _LOW_64 = (1 << 64) - 1
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
@@ -126,12 +129,16 @@ def parse(traceparent: str | None) -> Remote | None:
     """The remote context named by a W3C ``traceparent`` (None: none, malformed, or all-zero ids)."""
     if not traceparent:
         return None
-    found = _TRACEPARENT.fullmatch(traceparent.strip())
-    if found is None or found[1] == "ff" or (found[1] == "00" and found[5]):
+    if (found := _VERSION_00.fullmatch(traceparent)) is not None:  # what zapq and nearly every tracer write
+        trace_id, span_id, flags = found.groups()
+    else:
+        found = _TRACEPARENT.fullmatch(traceparent.strip())
+        if found is None or found[1] == "ff" or (found[1] == "00" and found[5]):
+            return None
+        trace_id, span_id, flags = found[2], found[3], found[4]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    if found[2] == _ZERO_TRACE or found[3] == _ZERO_SPAN:
-        return None
-    return Remote(found[2], found[3], bool(int(found[4], 16) & 1))
+    return Remote(trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1))
 
 
 def _format(context: Span | Remote) -> str:
@@ -304,8 +311,12 @@ def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: A
     if _recorder is None or (current := _recording()) is None:
         return
     if ids:
-        attributes.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    values = {key: value for key, value in attributes.items() if value is not None} if attributes else attributes
+        for key, value in ids.items():
+            if value is not None:
+                attributes[key] = hashed(value)
+    values = attributes
+    if None in values.values():
+        values = {key: value for key, value in values.items() if value is not None}
     if current.events is None:
         current.events = [(name, time.time_ns(), values)]
     else:
