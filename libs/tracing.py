@@ -6,8 +6,9 @@ collector, e.g. ``http://otel-collector:4318/v1/traces``), or with a given expor
 context object, no string is made — the cost is one global read per call site.
 
 The trace of an outbound message: ``POST /api/messages`` → ``message.enqueue`` → (the job's ``traceparent``,
-:mod:`libs.middleware.tracing`) ``message.send`` (with a ``throttle.acquired`` event) → ``provider.send`` (HTTP
-status, Meta error code) → later, ``message.status`` spans of the status webhooks, found by the message's wamid
+:mod:`libs.middleware.tracing`) ``message.send`` (a ``throttle.acquired`` event; the provider call's HTTP status,
+Meta error code and duration as its attributes: one span per send) → later, ``message.status`` spans of the
+status webhooks, found by the message's wamid
 (the send stores its span's context under the hashed wamid in Redis, :func:`wamid_link`, for ``WAMID_TTL_S``).
 
 Spans are recorded by zapq itself (:mod:`libs.otlp`: a slotted record per span, exported in batches from a

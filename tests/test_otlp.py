@@ -175,6 +175,23 @@ def test_a_new_trace_sampled_out_records_nothing_but_carries_its_decision(collec
 
 
 @pytest.mark.parametrize(
+    ("value", "sampled"),
+    [
+        ("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", True),
+        ("00-" + "ab" * 16 + "-" + "cd" * 8 + "-00", False),
+        ("00-" + "ab" * 16 + "-" + "cd" * 8 + "-03", True),  # the sampled bit among others
+        ("00-" + "ab" * 16 + "-" + "cd" * 8 + "-02", False),
+        (" 00-" + "ab" * 16 + "-" + "cd" * 8 + "-01 ", True),  # surrounding blanks
+        ("cc-" + "ab" * 16 + "-" + "cd" * 8 + "-01-later-fields", True),  # a later version may append fields
+    ],
+)
+def test_a_valid_traceparent_names_its_parent(value: str, sampled: bool) -> None:
+    remote = tracing.parse(value)
+    assert remote is not None
+    assert (remote.trace_id, remote.span_id, remote.sampled) == ("ab" * 16, "cd" * 8, sampled)
+
+
+@pytest.mark.parametrize(
     "value",
     [
         "00-" + "0" * 32 + "-" + "cd" * 8 + "-01",  # all-zero trace id
