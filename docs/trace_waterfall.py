@@ -18,7 +18,9 @@ from html import escape
 from typing import Any
 
 ROW, LEFT, WIDTH, TOP = 26, 330, 640, 40
-SHOWN = ("zapq.type", "zapq.status", "zapq.event.type", "http.response.status_code", "zapq.attempt")
+SHOWN = ("zapq.type", "zapq.status", "zapq.event.type", "http.response.status_code", "zapq.provider.ms", "zapq.attempt")
+#: How an attribute is labelled: its last dotted part, unless named here.
+LABELS = {"zapq.provider.ms": "provider_ms"}
 
 
 def tree(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -64,7 +66,8 @@ def render(spans: list[dict[str, Any]]) -> str:
         w = max(2.0, (span["end"] - span["start"]) * scale)
         failed = span.get("error")
         colour = "#d9534f" if failed else ("#5b8def" if depth < 2 else "#7cc68d")
-        extras = ", ".join(f"{k.split('.')[-1]}={span['attributes'][k]}" for k in SHOWN if k in span["attributes"])
+        shown = [k for k in SHOWN if k in span["attributes"]]
+        extras = ", ".join(f"{LABELS.get(k, k.split('.')[-1])}={span['attributes'][k]}" for k in shown)
         label = ("  " * depth) + span["name"]
         parts.append(f'<text x="10" y="{y + 15}">{escape(label)}</text>')
         parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="14" rx="2" fill="{colour}"/>')
