@@ -39,8 +39,19 @@ def load_object(payload: object) -> JsonObject:
         raise ParseError(f"expected JSON bytes or a dict, got {type(payload).__name__}")
     if not isinstance(data, dict):
         raise ParseError(f"top level must be a JSON object, got {type_name(data)}")
-    check_depth(data)
+    if not _shallow_text(payload):
+        check_depth(data)
     return data
+
+
+def _shallow_text(payload: object) -> bool:
+    """True when raw JSON text cannot nest deeper than :data:`MAX_DEPTH`: it opens no more objects and arrays
+    than that in all (a bracket inside a string counts too, so this only ever sends a body to the full walk)."""
+    if isinstance(payload, str):
+        return payload.count("{") + payload.count("[") <= MAX_DEPTH
+    if isinstance(payload, bytes | bytearray):
+        return payload.count(b"{") + payload.count(b"[") <= MAX_DEPTH
+    return False
 
 
 def check_depth(data: object, limit: int = MAX_DEPTH) -> None:

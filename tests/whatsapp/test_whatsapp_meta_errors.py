@@ -11,6 +11,7 @@ import pytest
 
 from libs.errors import ParseError, PermanentError
 from libs.whatsapp import parse_meta_webhook
+from libs.whatsapp._json import MAX_DEPTH
 from tests.whatsapp.meta_builders import change, entry, envelope, fixture_bytes, message, status
 
 # --- failures -------------------------------------------------------------------------------------
@@ -113,6 +114,20 @@ def test_nesting_deeper_than_the_limit_is_rejected() -> None:
         parse_meta_webhook(payload)
     with pytest.raises(ParseError, match="nested deeper"):
         parse_meta_webhook(orjson.dumps(payload))
+
+
+def test_nesting_at_the_limit_is_read_from_text_and_from_a_dict() -> None:
+    # A body with many brackets but shallow nesting takes the full walk and passes; one at the limit passes too
+    wide = envelope(entry(change(messages=[message(f"wamid.{n}", "text", {"body": "{[" * 40}) for n in range(40)])))
+    assert len(parse_meta_webhook(orjson.dumps(wide)).inbound) == 40
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(MAX_DEPTH - 10):
+        node["x"] = {}
+        node = node["x"]
+    payload = envelope(entry(change(messages=[message("wamid.1", "text", {"body": "x"}, extra=deep)])))
+    assert len(parse_meta_webhook(payload).inbound) == 1
+    assert len(parse_meta_webhook(orjson.dumps(payload)).inbound) == 1
 
 
 def test_a_cyclic_dict_is_rejected_not_looped_on() -> None:
