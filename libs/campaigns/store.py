@@ -34,7 +34,7 @@ STATUS_FOR_UPDATE = "SELECT status FROM campaigns WHERE id = %(id)s FOR UPDATE"
 
 INSERT_RECIPIENTS = """
 INSERT INTO campaign_recipients (campaign_id, recipient, variables)
-SELECT %(campaign_id)s, r, v::jsonb FROM unnest(%(recipients)s::text[], %(variables)s::text[]) AS t(r, v)
+SELECT %(campaign_id)s, r, v::jsonb FROM unnest(%(recipients)b::text[], %(variables)b::text[]) AS t(r, v)
 ON CONFLICT (campaign_id, recipient) DO NOTHING
 """
 ADD_RECIPIENTS = (

@@ -82,7 +82,7 @@ SET_STATUS = SET_CONNECTION_STATUS
 #: The Meta connections of some phone_number_ids (the ingest worker's hot path: plain SQL through the driver).
 META_BY_PHONE_NUMBER_IDS = """
 SELECT phone_number_id, company_id, id FROM connections
-WHERE provider = 'meta' AND phone_number_id = ANY(%(ids)s::text[])
+WHERE provider = 'meta' AND phone_number_id = ANY(%(ids)b::text[])
 """
 #: The Baileys connection of a bridge instance.
 BAILEYS_BY_INSTANCE = (

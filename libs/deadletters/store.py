@@ -63,13 +63,13 @@ GROUP BY queue_name, actor_name, error_type
 DEAD_SENDS = """
 SELECT DISTINCT (kwargs ->> 'message_id')::bigint FROM dead_letters
 WHERE queue_name IN ('messages.urgent', 'messages', 'messages.low') AND replayed_at IS NULL
-  AND kwargs ->> 'message_id' = ANY(%(ids)s::text[])
+  AND kwargs ->> 'message_id' = ANY(%(ids)b::text[])
 """
 
 #: Campaigns among ``%(ids)s`` whose expansion is a dead letter not replayed (the campaign sweep leaves them).
 DEAD_EXPANSIONS = """
 SELECT DISTINCT (kwargs ->> 'campaign_id')::bigint FROM dead_letters
-WHERE queue_name = 'campaigns' AND replayed_at IS NULL AND kwargs ->> 'campaign_id' = ANY(%(ids)s::text[])
+WHERE queue_name = 'campaigns' AND replayed_at IS NULL AND kwargs ->> 'campaign_id' = ANY(%(ids)b::text[])
 """
 
 

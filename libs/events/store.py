@@ -42,7 +42,7 @@ def lock_keys(keys: set[tuple[int, str]]) -> list[int]:
 
 LOCK_CONVERSATIONS = f"""
 SELECT count(pg_advisory_xact_lock({CONVERSATION_LOCK_CLASS}, k))
-FROM unnest(%(locks)s::int[]) WITH ORDINALITY AS u(k, n)
+FROM unnest(%(locks)b::int[]) WITH ORDINALITY AS u(k, n)
 """
 
 # -- publishing -----------------------------------------------------------------------------------------
@@ -55,14 +55,14 @@ ANY_UNPUBLISHED = "SELECT 1 FROM events WHERE seq IS NULL LIMIT 1"
 #: Advance the global counter (company 0) and each company's by how many events it publishes now.
 ADVANCE_COUNTERS = """
 INSERT INTO event_counters (company_id, last_seq)
-SELECT c, n FROM unnest(%(companies)s::bigint[], %(counts)s::bigint[]) AS u(c, n)
+SELECT c, n FROM unnest(%(companies)b::bigint[], %(counts)b::bigint[]) AS u(c, n)
 ON CONFLICT (company_id) DO UPDATE SET last_seq = event_counters.last_seq + EXCLUDED.last_seq
 RETURNING company_id, last_seq
 """
 
 SET_SEQUENCES = """
 UPDATE events e SET seq = v.seq, company_seq = v.company_seq, published_at = now()
-FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[], %(company_seqs)s::bigint[]) AS v(id, seq, company_seq)
+FROM unnest(%(ids)b::bigint[], %(seqs)b::bigint[], %(company_seqs)b::bigint[]) AS v(id, seq, company_seq)
 WHERE e.id = v.id
 """
 
@@ -86,7 +86,7 @@ SELECT m.endpoint_id, m.event_id, m.seq, m.conversation,
                                AND o.state IN ('waiting', 'pending', 'delivering'))
             THEN 'pending' ELSE 'waiting' END,
        now()
-FROM unnest(%(endpoints)s::bigint[], %(events)s::bigint[], %(seqs)s::bigint[], %(conversations)s::text[])
+FROM unnest(%(endpoints)b::bigint[], %(events)b::bigint[], %(seqs)b::bigint[], %(conversations)b::text[])
      AS m(endpoint_id, event_id, seq, conversation)
 ON CONFLICT (event_id, endpoint_id) DO NOTHING
 RETURNING endpoint_id, state
@@ -100,7 +100,7 @@ PROMOTE = """
 UPDATE event_deliveries d SET state = 'pending', next_attempt_at = now()
 FROM (
   SELECT DISTINCT ON (k.endpoint_id, k.conversation) w.id
-  FROM unnest(%(endpoints)s::bigint[], %(conversations)s::text[]) AS k(endpoint_id, conversation)
+  FROM unnest(%(endpoints)b::bigint[], %(conversations)b::text[]) AS k(endpoint_id, conversation)
   JOIN event_deliveries w ON w.endpoint_id = k.endpoint_id AND w.conversation = k.conversation
                          AND w.state = 'waiting'
   WHERE NOT EXISTS (SELECT 1 FROM event_deliveries a
@@ -143,8 +143,8 @@ UPDATE event_deliveries d SET
   state = v.state, attempts = d.attempts + 1, next_attempt_at = COALESCE(v.next_at, d.next_attempt_at),
   lease_until = NULL, last_status = v.status, last_error = v.error, last_attempt_at = v.at,
   delivered_at = CASE WHEN v.state = 'delivered' THEN v.at ELSE d.delivered_at END
-FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(next_at)s::timestamptz[], %(statuses)s::int[],
-            %(errors)s::text[], %(at)s::timestamptz[]) AS v(id, state, next_at, status, error, at)
+FROM unnest(%(ids)b::bigint[], %(states)b::text[], %(next_at)b::timestamptz[], %(statuses)b::int[],
+            %(errors)b::text[], %(at)b::timestamptz[]) AS v(id, state, next_at, status, error, at)
 WHERE d.id = v.id AND d.state = 'delivering'
 RETURNING d.id, d.endpoint_id, d.conversation, d.state, d.attempts
 """
@@ -152,8 +152,8 @@ RETURNING d.id, d.endpoint_id, d.conversation, d.state, d.attempts
 INSERT_ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, endpoint_id, attempt, attempted_at, status_code, error, latency_ms,
                                response_excerpt)
-SELECT * FROM unnest(%(ids)s::bigint[], %(endpoints)s::bigint[], %(attempts)s::int[], %(at)s::timestamptz[],
-                     %(statuses)s::int[], %(errors)s::text[], %(latencies)s::int[], %(excerpts)s::text[])
+SELECT * FROM unnest(%(ids)b::bigint[], %(endpoints)b::bigint[], %(attempts)b::int[], %(at)b::timestamptz[],
+                     %(statuses)b::int[], %(errors)b::text[], %(latencies)b::int[], %(excerpts)b::text[])
 """
 
 ENDPOINTS_SUCCEEDED = """
@@ -163,7 +163,7 @@ UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now() WHERE
 ENDPOINTS_FAILED = """
 UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now()), last_failure_at = now(),
   last_failure_reason = v.reason
-FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS v(id, reason)
+FROM unnest(%(ids)b::bigint[], %(reasons)b::text[]) AS v(id, reason)
 WHERE webhook_endpoints.id = v.id
 """
 
@@ -355,8 +355,8 @@ INSERT INTO dead_letters (message_id, queue_name, actor_name, args, kwargs, mess
                           error_message, attempts, first_failed_at, last_failed_at)
 SELECT v.message_id, %(queue)s, %(actor)s, '[]'::jsonb, v.kwargs, v.message, 'delivery_failed',
        'EventDeliveryError', v.error, v.attempts, v.first_at, v.last_at
-FROM unnest(%(message_ids)s::text[], %(kwargs)s::jsonb[], %(messages)s::jsonb[], %(errors)s::text[],
-            %(attempts)s::int[], %(first_at)s::timestamptz[], %(last_at)s::timestamptz[])
+FROM unnest(%(message_ids)b::text[], %(kwargs)b::jsonb[], %(messages)b::jsonb[], %(errors)b::text[],
+            %(attempts)b::int[], %(first_at)b::timestamptz[], %(last_at)b::timestamptz[])
      AS v(message_id, kwargs, message, error, attempts, first_at, last_at)
 ON CONFLICT (message_id) DO UPDATE SET
   error_message = EXCLUDED.error_message, attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,

@@ -75,7 +75,7 @@ SWEEP_MARK = "UPDATE webhooks SET status = 'enqueued', enqueued_at = %(at)s WHER
 # -- kept webhooks (libs.ingest.unmatched) ----------------------------------------------------------------
 
 #: Taken by the worker for each key it keeps a webhook for (``%(keys)s``: lock keys, sorted).
-LOCK_KEYS_SHARED = "SELECT count(pg_advisory_xact_lock_shared(hashtext(k))) FROM unnest(%(keys)s::text[]) AS u(k)"
+LOCK_KEYS_SHARED = "SELECT count(pg_advisory_xact_lock_shared(hashtext(k))) FROM unnest(%(keys)b::text[]) AS u(k)"
 #: Taken by the API before it looks for the webhooks kept for a new connection's key.
 LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
 

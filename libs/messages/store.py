@@ -206,7 +206,7 @@ WHERE k.status = 'running' AND m.status IN ('queued', 'sending') AND m.direction
 #: Touch the rows still as seen (``%(ids)s`` with their ``%(stamps)s``): a row claimed meanwhile is skipped.
 SWEEP_TOUCH = """
 UPDATE messages m SET updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(stamps)s::timestamptz[]) AS v(id, stamp)
+FROM unnest(%(ids)b::bigint[], %(stamps)b::timestamptz[]) AS v(id, stamp)
 WHERE m.id = v.id AND m.updated_at = v.stamp AND m.status IN ('queued', 'sending') AND m.external_id IS NULL
 RETURNING m.id, m.company_id, m.campaign_id, m.priority, m.created_at
 """

@@ -85,7 +85,7 @@ async def window(conn: AsyncConnection[Any], connection_id: int, wa_id: str) -> 
 OPT_OUT = f"""
 WITH added AS (
   INSERT INTO opt_outs (company_id, phone, source)
-  SELECT %(company_id)s, p, %(source)s FROM unnest(%(phones)s::text[]) AS p
+  SELECT %(company_id)s, p, %(source)s FROM unnest(%(phones)b::text[]) AS p
   ON CONFLICT (company_id, phone) DO NOTHING
   RETURNING company_id, phone
 ), events_written AS (

@@ -13,9 +13,9 @@ from libs.rules.store import WINDOW_SECONDS
 
 #: Which of the given holds still hold (psycopg parameters; run by the sender's pool and the scheduler's engine).
 STILL_HELD = """
-SELECT 'connection:' || id FROM connections WHERE id = ANY(%(connections)s::bigint[]) AND status = 'inactive'
+SELECT 'connection:' || id FROM connections WHERE id = ANY(%(connections)b::bigint[]) AND status = 'inactive'
 UNION ALL
-SELECT 'campaign:' || id FROM campaigns WHERE id = ANY(%(campaigns)s::bigint[]) AND status = 'paused'
+SELECT 'campaign:' || id FROM campaigns WHERE id = ANY(%(campaigns)b::bigint[]) AND status = 'paused'
 """
 
 

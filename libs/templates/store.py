@@ -76,8 +76,8 @@ LOCK = (
 #: Replace one connection's templates with what Meta listed, and mark its catalogue synced.
 REPLACE = """
 WITH listed AS (
-  SELECT * FROM unnest(%(names)s::text[], %(languages)s::text[], %(ids)s::text[], %(statuses)s::text[],
-                       %(categories)s::text[], %(components)s::jsonb[], %(reasons)s::text[])
+  SELECT * FROM unnest(%(names)b::text[], %(languages)b::text[], %(ids)b::text[], %(statuses)b::text[],
+                       %(categories)b::text[], %(components)b::jsonb[], %(reasons)b::text[])
     AS l(name, language, template_id, status, category, components, reason)
 ), upserted AS (
   INSERT INTO whatsapp_templates
