@@ -132,22 +132,22 @@ def _value(value: Any) -> str:
 
 
 def _key(key: str) -> str:
-    prefix = _KEYS[key] = '{"key":' + _string(key) + ',"value":'
-    return prefix
+    head = _KEYS[key] = '{"key":' + _string(key) + ',"value":'
+    return head
 
 
 def _attributes(attributes: Mapping[str, Any]) -> str:
     keys = _KEYS
     parts = []
     for key, value in attributes.items():
-        prefix = keys.get(key) or _key(key)
+        head = keys.get(key) or _key(key)
         kind = type(value)  # the two kinds nearly every attribute is, without the isinstance chain
         if kind is str:
-            parts.append(f'{prefix}{{"stringValue":{_string(value)}}}}}')
+            parts.append(f'{head}{{"stringValue":{_string(value)}}}}}')
         elif kind is int:
-            parts.append(f'{prefix}{{"intValue":"{value}"}}}}')
+            parts.append(f'{head}{{"intValue":"{value}"}}}}')
         else:
-            parts.append(f"{prefix}{_value(value)}}}")
+            parts.append(f"{head}{_value(value)}}}")
     return ",".join(parts)
 
 

@@ -150,6 +150,9 @@ def test_first_hour_from_dev_up_to_a_replayed_dead_letter(
         # Then a message sent to a customer is sent (the fake Meta accepts it)
         sent = _json(capsys, "send", "--company", str(company), "--to", "+5511988887777", "--text", "Hello")
         wait_until(lambda: _status(capsys, sent["id"]) in ("sent", "delivered", "read"), timeout=30, what="sent")
+        # (the row reads sent when the send's record commits; its job is marked done a moment after)
+        job_done = lambda: _json(capsys, "message", str(sent["id"]))["job"]["state"] != "running"  # noqa: E731
+        wait_until(job_done, timeout=30, what="the send's job done")
         shown = _json(capsys, "message", str(sent["id"]))
         assert shown["external_id"] and shown["job"]["state"] == "succeeded"
         job = _json(capsys, "job", str(sent["id"]))
