@@ -267,3 +267,28 @@ def test_overlong_unknown_type_is_clipped_and_does_not_sink_the_batch(
     stored = f.message_by_external_id(db, "wamid.ODD")
     assert (stored.type, stored.payload["raw"]) == ("x" * 32, odd)
     assert f.message_by_external_id(db, "wamid.FINE").body == "ok"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'say "hi" \\ back\\slash',  # quotes and backslashes: escaped in an array literal, not in the binary format
+        "NULL",  # an unquoted NULL in an array literal is a null, not the word
+        "{braces}, commas, and\nnew lines\ttabs",
+        "  leading and trailing blanks  ",
+        "olá, 你好, \U0001f44d",
+    ],
+)
+def test_a_text_arrives_byte_for_byte_whatever_it_holds(
+    ingest: Ingest, db: Database, meta_ids: tuple[int, int], text: str
+) -> None:
+    # Given a customer's text that an array parameter would have to quote or escape
+    change = f.meta_change(messages=[f.meta_message("wamid.ODD", "text", {"body": text})])
+    # When it is delivered through the edge and the worker (its row written with the group's others)
+    row = ingest.meta(f.meta_payload(change))
+    # Then the message, its stored payload and its event hold exactly that text
+    assert row.status == WebhookStatus.PROCESSED
+    [stored] = f.messages(db)
+    assert stored.body == text and stored.payload is not None and stored.payload["raw"]["text"]["body"] == text
+    [event] = f.events(db)
+    assert event["text"] == text
