@@ -56,7 +56,6 @@ TRACEPARENT = "traceparent"
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 #: The same for version 00 exactly, matched first (no strip, no optional tail).
 _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_SAMPLED_FLAGS = frozenset({"01"})
 _LOW_64 = (1 << 64) - 1
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
@@ -139,7 +138,7 @@ def parse(traceparent: str | None) -> Remote | None:
         trace_id, span_id, flags = found[2], found[3], found[4]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return Remote(trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1))
+    return Remote(trace_id, span_id, bool(int(flags, 16) & 1))
 
 
 def _format(context: Span | Remote) -> str:
@@ -319,9 +318,8 @@ def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: A
     if None in values.values():
         values = {key: value for key, value in values.items() if value is not None}
     if current.events is None:
-        current.events = [(name, time.time_ns(), values)]
-    else:
-        current.events.append((name, time.time_ns(), values))
+        current.events = []
+    current.events.append((name, time.time_ns(), values))
 
 
 def fail(reason: str) -> None:
