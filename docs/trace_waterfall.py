@@ -18,9 +18,17 @@ from html import escape
 from typing import Any
 
 ROW, LEFT, WIDTH, TOP = 26, 330, 640, 40
-SHOWN = ("zapq.type", "zapq.status", "zapq.event.type", "http.response.status_code", "zapq.provider.ms", "zapq.attempt")
+SHOWN = (
+    "zapq.type",
+    "zapq.status",
+    "zapq.event.type",
+    "http.response.status_code",
+    "zapq.throttle.ms",
+    "zapq.provider.ms",
+    "zapq.attempt",
+)
 #: How an attribute is labelled: its last dotted part, unless named here.
-LABELS = {"zapq.provider.ms": "provider_ms"}
+LABELS = {"zapq.provider.ms": "provider_ms", "zapq.throttle.ms": "throttle_ms"}
 
 
 def tree(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:

@@ -6,7 +6,7 @@ collector, e.g. ``http://otel-collector:4318/v1/traces``), or with a given expor
 context object, no string is made — the cost is one global read per call site.
 
 The trace of an outbound message: ``POST /api/messages`` → ``message.enqueue`` → (the job's ``traceparent``,
-:mod:`libs.middleware.tracing`) ``message.send`` (a ``throttle.acquired`` event; the provider call's HTTP status,
+:mod:`libs.middleware.tracing`) ``message.send`` (the throttle's answer time and the provider call's HTTP status,
 Meta error code and duration as its attributes: one span per send) → later, ``message.status`` spans of the
 status webhooks, found by the message's wamid
 (the send stores its span's context under the hashed wamid in Redis, :func:`wamid_link`, for ``WAMID_TTL_S``).
@@ -18,8 +18,8 @@ an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The 
 ``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
 span (:func:`event`), not a span of its own.
 An inbound message: ``POST /webhooks/<source>`` (it ends as its row's group commit does) →
-(job) ``webhook.apply`` (a ``message.received`` event per message) → ``message.status`` per status of our sends
-(in the send's trace).
+(job) ``webhook.apply`` (the message received as its attributes, :func:`note`; a second one in the same webhook a
+``message.received`` event) → ``message.status`` per status of our sends (in the send's trace).
 
 Events: the span that writes an event (``webhook.apply``, ``message.status``) stores its context in the
 event's own row (``events.traceparent``, :func:`recorded_traceparent`), in the statement that writes the event:
@@ -194,11 +194,15 @@ def detached() -> contextlib.AbstractContextManager[Any]:
     return _Block(None)
 
 
-def _new_trace_id() -> tuple[str, int]:
-    """A random trace id in hex, and its low 64 bits (what sampling decides by)."""
-    while not (value := random.getrandbits(128)):
-        pass
-    return f"{value:032x}", value & _LOW_64
+def _new_ids() -> tuple[str, str, int]:
+    """A random trace id and span id in hex (one draw for both), and the trace id's low 64 bits (what sampling
+    decides by)."""
+    while True:
+        value = random.getrandbits(192)
+        trace, span_id = value >> 64, value & _LOW_64
+        if trace and span_id:
+            text = f"{value:048x}"
+            return text[:32], text[32:], trace & _LOW_64
 
 
 def _new_span_id() -> str:
@@ -230,12 +234,12 @@ def _start(
         return _Block(remote) if remote is not None else _NOOP
     parent_id: str | None
     if above is None:  # a new trace: sampled by its id, as OpenTelemetry's TraceIdRatioBased does
-        trace_id, low_bits = _new_trace_id()
+        trace_id, span_id, low_bits = _new_ids()
         if low_bits >= _sample_below:
-            return _Block(Remote(trace_id, _new_span_id(), False))
+            return _Block(Remote(trace_id, span_id, False))
         parent_id = None
     else:
-        trace_id, parent_id = above.trace_id, above.span_id
+        trace_id, span_id, parent_id = above.trace_id, _new_span_id(), above.span_id
     links: tuple[tuple[str, str, bool], ...] = ()
     if link == "current":
         if current is not None:
@@ -244,8 +248,10 @@ def _start(
         links = ((linked.trace_id, linked.span_id, linked.sampled),)
     values = dict(attributes) if attributes else {}
     if ids:
-        values.update({key: hashed(value) for key, value in ids.items() if value is not None})
-    return _Span(name, trace_id, _new_span_id(), parent_id, SERVER if server else INTERNAL, links, values)
+        for key, value in ids.items():
+            if value is not None:
+                values[key] = hashed(value)
+    return _Span(name, trace_id, span_id, parent_id, SERVER if server else INTERNAL, links, values)
 
 
 class _Span(Span):
@@ -310,13 +316,36 @@ def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: A
     ``ids`` are recorded hashed."""
     if _recorder is None or (current := _recording()) is None:
         return
+    _add_event(current, name, _details(ids, attributes))
+
+
+def note(name: str, *, ids: Mapping[str, object] | None = None, **attributes: Any) -> None:
+    """Details of one ``name`` on the current span: its attributes — unless the span holds them already (a second
+    ``name`` in the same span), then an :func:`event` ``name``. For what nearly always happens once per span (a
+    webhook carries one message): attributes are cheaper to record and export than an event, and a second one
+    loses nothing. The first key of ``ids`` (else of ``attributes``) tells whether the span has them."""
+    if _recorder is None or (current := _recording()) is None:
+        return
+    first = next(iter(ids or attributes), None)
+    values = _details(ids, attributes)
+    if first in current.attributes:
+        _add_event(current, name, values)
+    else:
+        current.attributes.update(values)
+
+
+def _details(ids: Mapping[str, object] | None, attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` (a call's own keyword dict) with ``ids`` hashed; the None values left out."""
     if ids:
         for key, value in ids.items():
             if value is not None:
                 attributes[key] = hashed(value)
-    values = attributes
-    if None in values.values():
-        values = {key: value for key, value in values.items() if value is not None}
+    if None in attributes.values():
+        return {key: value for key, value in attributes.items() if value is not None}
+    return attributes
+
+
+def _add_event(current: Span, name: str, values: dict[str, Any]) -> None:
     if current.events is None:
         current.events = []
     current.events.append((name, time.time_ns(), values))

@@ -42,7 +42,7 @@ from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
 from libs.tracing import enabled, hashed_key, recorded_traceparent, status_span
-from libs.tracing import event as trace_event
+from libs.tracing import note as trace_note
 from libs.whatsapp import (
     BaileysConnectionUpdate,
     BaileysMessageUpdate,
@@ -174,11 +174,12 @@ def _store_message(
 
 
 def _noted_received(wamid: str, connection_id: int, kind: str) -> None:
-    """A ``message.received`` event on the span applying the webhook (the row is written later, with the
+    """A received message's hashed wamid, connection and type on the span applying its webhook — its attributes;
+    a second message of the same webhook a ``message.received`` event (the row is written later, with the
     transaction's others: a span of its own would time nothing)."""
     if enabled():
         attributes = {"zapq.connection": hashed_key(connection_id), "zapq.type": kind}
-        trace_event("message.received", ids={"zapq.wamid": wamid}, **attributes)
+        trace_note("message.received", ids={"zapq.wamid": wamid}, **attributes)
 
 
 def write_pending(session: Session) -> None:

@@ -68,7 +68,7 @@ from libs.sending.journal import Journal
 from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.tracing import annotate, enabled, event, fail, hashed_key, span, wamid_link
+from libs.tracing import annotate, enabled, fail, hashed_key, span, wamid_link
 
 logger = logging.getLogger(__name__)
 
@@ -300,13 +300,17 @@ async def send_message(
             raise DependencyUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
 
 
-def _trace_provider(provider: str, row: Any, took_s: float, status: int | None, error_code: int | None = None) -> None:
-    """The provider call's outcome on the send's span (nothing while tracing is off)."""
+def _trace_provider(
+    provider: str, row: Any, throttled_s: float, took_s: float, status: int | None, error_code: int | None = None
+) -> None:
+    """The throttle's answer time and the provider call's outcome on the send's span (nothing while tracing is
+    off)."""
     if enabled():
         annotate(
             **{
                 "zapq.provider": provider,
                 "zapq.connection": hashed_key(row["connection_id"]),
+                "zapq.throttle.ms": int(throttled_s * 1000),
                 "zapq.provider.ms": int(took_s * 1000),
                 "http.response.status_code": status,
                 "zapq.provider.error_code": error_code,
@@ -330,13 +334,14 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
         return None
     try:
         provider = build_provider(ctx, row)  # may refuse the connection's settings: release the claim too
+        asked = time.monotonic()
         pair_hits = await ctx.throttle.acquire(
             row["connection_id"], row["recipient"], row["rate_per_second"], TIER_ORDER.get(row["priority"], 10)
         )
-        # Events on the job's span, not spans of their own: the acquire is one Redis call (a wait is a deferral, a
-        # new job and span), and the provider call's outcome and duration are attributes (one span per send).
-        event("throttle.acquired")
+        # Attributes of the job's span, not spans of their own (one span per send): the acquire is one Redis call
+        # (a wait is a deferral: a new job and span), the provider call's outcome and duration.
         started = time.monotonic()
+        throttled = started - asked
         try:
             outbound = build_outbound(row)
             if not isinstance(outbound, OutboundText):  # media ids resolved per connection (text: nothing)
@@ -346,12 +351,12 @@ async def _send_message(ctx: SenderContext, message_id: int, *, final_attempt: b
             took = time.monotonic() - started
             code = exc.code if exc.code is not None else exc.http_status
             ctx.metrics.observe(provider.name, took, str(code or "network"))
-            _trace_provider(provider.name, row, took, exc.http_status, exc.code)
+            _trace_provider(provider.name, row, throttled, took, exc.http_status, exc.code)
             fail(type(exc).__name__)
             raise
         took = time.monotonic() - started
         ctx.metrics.observe(provider.name, took)
-        _trace_provider(provider.name, row, took, 200)
+        _trace_provider(provider.name, row, throttled, took, 200)
     except ConnectionClosed as exc:  # the session dropped: not this message's fault, hold it
         await store.execute(ctx.pool, store.RELEASE_DEFERRED, {"id": message_id})
         reason = f"{exc.provider} reported the session closed: {exc}"[:500]

@@ -163,14 +163,14 @@ def test_an_outbound_message_is_one_trace_from_the_api_to_its_status_webhook_and
     send = one(finished, "message.send")
     assert child_of(enqueue, post) and child_of(send, enqueue)
     assert not by_name(finished, "job send_message")  # an async job's span is its own (message.send), not two
-    # One span per send: the throttle an event on it, the provider call's outcome its attributes
-    assert not by_name(finished, "provider.send")
-    assert [e.name for e in send.events] == ["throttle.acquired"]
+    # One span per send: the throttle's answer and the provider call's outcome are its attributes
+    assert not by_name(finished, "provider.send") and not send.events
     assert send.attributes is not None and send.attributes["http.response.status_code"] == 200
     assert send.attributes["zapq.provider"] == "meta" and send.attributes["zapq.connection"] == tracing.hashed(
         row.connection_id
     )
-    assert 0 <= float(send.attributes["zapq.provider.ms"]) <= (send.end_time - send.events[0].timestamp) / 1e6
+    took = [float(send.attributes[key]) for key in ("zapq.throttle.ms", "zapq.provider.ms")]
+    assert all(ms >= 0 for ms in took) and sum(took) <= (send.end_time - send.start_time) / 1e6
     status = one(finished, "message.status")
     assert child_of(status, send), "the status webhook joins the message's trace through its wamid"
     # And the status span links the webhook that carried it, in the webhook's own trace
@@ -223,16 +223,15 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert hook.status.value == "processed"
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
-    # Then one trace runs POST (the store: it ends as the INSERT commits) → job → apply (received: an event on
-    # it) → the event's delivery to the CRM
+    # Then one trace runs POST (the store: it ends as the INSERT commits) → job → apply (the message received:
+    # its attributes) → the event's delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
     assert post.parent is None and post.status.is_ok and "zapq.duplicate" not in (post.attributes or {})
     job = one(finished, "job process_webhook")
     apply = one(finished, "webhook.apply")
     assert child_of(job, post) and child_of(apply, job)
-    [received] = apply.events
-    assert received.name == "message.received" and received.attributes is not None
-    assert received.attributes["zapq.type"] == "text" and received.attributes["zapq.wamid"] == tracing.hashed(wamid)
+    assert apply.attributes is not None and not apply.events
+    assert apply.attributes["zapq.type"] == "text" and apply.attributes["zapq.wamid"] == tracing.hashed(wamid)
     deliver = one(finished, "event.deliver")
     assert child_of(deliver, apply)
     assert deliver.attributes is not None and deliver.attributes["zapq.event.type"] == "message.received"
@@ -271,10 +270,10 @@ def test_a_bridge_message_is_traced_to_its_event_delivery_too(
     with TestClient(create_edge(settings)) as client:
         Ingest(Edge(client, settings), db, broker, worker).baileys(f.evolution("messages.upsert", data))
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
-    # Then its delivery is a span under the span that applied the webhook (its message.received event), in the
-    # webhook's trace
+    # Then its delivery is a span under the span that applied the webhook (the message received its attributes),
+    # in the webhook's trace
     apply = one(finished, "webhook.apply")
-    assert [e.name for e in apply.events] == ["message.received"]
+    assert apply.attributes is not None and apply.attributes["zapq.wamid"] == tracing.hashed("3EBTRACE1")
     assert child_of(one(finished, "event.deliver"), apply)
     assert apply.context.trace_id == one(finished, "POST /webhooks/baileys").context.trace_id
     no_secrets(finished, PHONE, TEXT, "3EBTRACE1")
@@ -361,11 +360,31 @@ def test_a_trace_sampled_out_makes_no_span_even_below_it(spans: InMemorySpanExpo
         assert tracing.current_traceparent() == unsampled  # the context still travels on (e.g. to a new job)
         with tracing.span("provider.send"):
             tracing.event("throttle.acquired", ids={"zapq.connection": 2})
+            tracing.note("message.received", ids={"zapq.wamid": "w"})
         with tracing.span("any.child", ids={"zapq.wamid": "w"}):
             pass
     # Then nothing is recorded and no root trace is started below it
     assert list(spans.get_finished_spans()) == []
     assert tracing.current_traceparent() is None
+
+
+def test_a_note_is_its_spans_attributes_once_then_an_event_each_time(spans: InMemorySpanExporter) -> None:
+    # Given a span applying a webhook that carries three messages
+    with tracing.span("webhook.apply", ids={"zapq.webhook": 9}):
+        # When each is noted (the last with a value left out)
+        for wamid, kind in (("wamid.A", "text"), ("wamid.B", "image"), ("wamid.C", None)):
+            tracing.note("message.received", ids={"zapq.wamid": wamid}, **{"zapq.type": kind})
+    # Then the first is the span's attributes (beside its own), the others events of the same name
+    [apply] = spans.get_finished_spans()
+    assert apply.attributes == {
+        "zapq.webhook": tracing.hashed(9),
+        "zapq.wamid": tracing.hashed("wamid.A"),
+        "zapq.type": "text",
+    }
+    assert [(e.name, dict(e.attributes or {})) for e in apply.events] == [
+        ("message.received", {"zapq.wamid": tracing.hashed("wamid.B"), "zapq.type": "image"}),
+        ("message.received", {"zapq.wamid": tracing.hashed("wamid.C")}),
+    ]
 
 
 def test_a_step_that_is_never_a_root_is_no_span_without_a_traced_parent(spans: InMemorySpanExporter) -> None:
