@@ -3,10 +3,10 @@ loaded machine's other processes.
 
 ``python -m bench.apply_cost [GROUPS]``: stores ``GROUPS`` × 32 of the ``ingest`` scenario's signed single-message
 webhooks in a database of its own, then applies them with :func:`libs.ingest.process.process_webhooks` group by
-group (as a ``process_webhooks`` job does), alternating untraced groups and groups whose webhooks each carry a
-sampled ``traceparent`` (tracing on, spans written as OTLP JSON and dropped). Each group's figure is this thread's
-CPU time (Postgres's own work is not in it) divided by 32; the medians are printed. Alternating the two in one
-process puts any drift of the machine on both alike: differences of a few µs per webhook show, where
+group (as a ``process_webhooks`` job does), alternating untraced groups and groups whose webhooks each keep a
+sampled ``traceparent`` in their row (tracing on, spans written as OTLP JSON and dropped). Each group's figure is
+this thread's CPU time (Postgres's own work is not in it) divided by 32; the medians are printed. Alternating the
+two in one process puts any drift of the machine on both alike: differences of a few µs per webhook show, where
 ``python -m bench tracing`` (whole processes side by side) resolves a few % at best.
 """
 
@@ -58,21 +58,27 @@ def measure(groups: int) -> dict[str, float]:
         db = Database.from_settings(bench.settings())
         n = groups * GROUP
         bodies = [ingest.webhook(i, f"wamid.COST{bench.token}{i:08d}") for i in range(n)]
-        params = {"sources": ["meta"] * n, "keys": [meta_dedup_key(b) for b in bodies], "bodies": bodies}
+        # the odd groups' webhooks as a traced request stores them: with a sampled context
+        traceparents = [_traceparent() if i // GROUP % 2 else None for i in range(n)]
+        params = {
+            "sources": ["meta"] * n,
+            "keys": [meta_dedup_key(b) for b in bodies],
+            "bodies": bodies,
+            "statuses": ["received"] * n,
+            "traceparents": traceparents,
+        }
         with psycopg.connect(bench.libpq_url) as conn:
-            ids = [row[0] for row in conn.execute(store.INSERT_MANY, {**params, "statuses": ["received"] * n})]
+            ids = [row[0] for row in conn.execute(store.INSERT_MANY, params)]
         costs: dict[str, list[float]] = {"off": [], "on": []}
         tune_gc()  # as a worker process does once booted
         try:
             for g in range(groups):
                 group = ids[g * GROUP : (g + 1) * GROUP]
                 mode = "on" if g % 2 else "off"
-                traces = None
                 if mode == "on":  # the module's recorder, as configure() makes it, with the exporter above
                     tracing._recorder = otlp.Recorder(_Dropped(), batch=False)
-                    traces = {webhook_id: _traceparent() for webhook_id in group}.get
                 started = time.thread_time()
-                process_webhooks(db, group, traces)
+                process_webhooks(db, group)
                 spent = time.thread_time() - started
                 tracing.shutdown()
                 if g >= 4:  # the first groups warm the pool and the prepared statements

@@ -377,6 +377,8 @@ class Webhook(Base):
     received_at: Mapped[dt.datetime] = mapped_column(server_default=_now())
     enqueued_at: Mapped[dt.datetime | None]
     processed_at: Mapped[dt.datetime | None]
+    #: The W3C context of the traced request that stored it: its apply joins that trace (migration 0016).
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class Campaign(Base):

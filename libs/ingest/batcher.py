@@ -22,8 +22,7 @@ from libs.batching import Coalescer
 from libs.enqueue import enqueue_many_async
 from libs.ingest import store
 from libs.ingest.store import Accepted
-from libs.middleware.tracing import TraceContext
-from libs.tracing import TRACEPARENT, annotate, detached, recorded_traceparent
+from libs.tracing import annotate, detached, recorded_traceparent
 from libs.whatsapp import meta_dedup_key
 
 logger = logging.getLogger(__name__)
@@ -34,20 +33,15 @@ MAX_BATCH = 256
 WORKER_GROUP = 32
 
 
-def processing_jobs(webhook_ids: list[int], traces: dict[int, str | None] | None = None) -> list[Any]:
+def processing_jobs(webhook_ids: list[int]) -> list[Any]:
     """The jobs that apply ``webhook_ids``: one ``process_webhook`` for a single webhook, else groups of up to
-    ``WORKER_GROUP`` (``process_webhooks``: one transaction each). ``traces``: each webhook's trace context
-    (its request's span), carried in the job (:class:`~libs.middleware.tracing.TraceContext`)."""
+    ``WORKER_GROUP`` (``process_webhooks``: one transaction each). A webhook's trace context is in its row."""
     if len(webhook_ids) == 1:
-        parent = (traces or {}).get(webhook_ids[0])
-        options = {TRACEPARENT: parent} if parent else {}
-        return [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_ids[0]), **options)]
-    jobs = []
-    for start in range(0, len(webhook_ids), WORKER_GROUP):
-        group = webhook_ids[start : start + WORKER_GROUP]
-        options = TraceContext.group_options({i: traces.get(i) for i in group}) if traces else {}
-        jobs.append(contracts.PROCESS_WEBHOOKS.message(contracts.ProcessWebhooks(group), **options))
-    return jobs
+        return [contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(webhook_ids[0]))]
+    return [
+        contracts.PROCESS_WEBHOOKS.message(contracts.ProcessWebhooks(webhook_ids[start : start + WORKER_GROUP]))
+        for start in range(0, len(webhook_ids), WORKER_GROUP)
+    ]
 
 
 class _Webhook(NamedTuple):
@@ -72,7 +66,8 @@ class WebhookWriter:
 
     async def accept(self, source: str, body: bytes) -> Accepted:
         """Store ``body`` durably; returns its id, or a duplicate marker. Raises when Postgres fails."""
-        # only a recorded request's context goes on: a trace sampled out sends none (its apply is not traced)
+        # only a recorded request's context is kept with the row: a trace sampled out keeps none (its apply is not
+        # traced)
         accepted = await self._writes(_Webhook(source, meta_dedup_key(body), body, recorded_traceparent()))
         if accepted.webhook_id is None:  # the request's span ends as the store does: only a duplicate is told
             annotate(**{"zapq.duplicate": True})
@@ -95,29 +90,30 @@ class WebhookWriter:
         """Insert ``batch`` in one statement; per webhook its id, or ``None`` for a duplicate (raises on failure)."""
         async with self.pool.connection() as conn:
             rows = await store.insert_many(
-                conn, [w.source for w in batch], [w.key for w in batch], [w.body for w in batch]
+                conn,
+                [w.source for w in batch],
+                [w.key for w in batch],
+                [w.body for w in batch],
+                [w.trace for w in batch],
             )
         created = {(source, key): webhook_id for webhook_id, source, key in rows}
         accepted_ids = []
-        traces: dict[int, str | None] = {}
         results = []
         for webhook in batch:
             webhook_id = created.pop((webhook.source, webhook.key), None)  # one request per new row wins
             if webhook_id is not None:
                 accepted_ids.append(webhook_id)
-                if webhook.trace:
-                    traces[webhook_id] = webhook.trace
             results.append(Accepted(webhook_id))
         if accepted_ids:
-            with detached():  # each job carries its webhooks' own contexts, not the request's that ran this batch
-                task = asyncio.create_task(self._enqueue(accepted_ids, traces))
+            with detached():  # no context on the jobs (each webhook keeps its own in its row), not this request's
+                task = asyncio.create_task(self._enqueue(accepted_ids))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return results
 
-    async def _enqueue(self, webhook_ids: list[int], traces: dict[int, str | None]) -> None:
+    async def _enqueue(self, webhook_ids: list[int]) -> None:
         try:
-            await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids, traces))
+            await enqueue_many_async(self.redis, self.namespace, processing_jobs(webhook_ids))
             async with self.pool.connection() as conn:
                 await store.mark_enqueued(conn, webhook_ids)
         except Exception:

@@ -61,20 +61,24 @@ def _apply(
     return apply_baileys(session, parse_baileys_events(payload), only=only)
 
 
-def _apply_row(session: Any, row: Sequence[Any], connections: ConnectionCache | None = None) -> Applied | None:
-    """Apply a locked row (source, status, body, unmatched, item_count, error); ``None`` when there is nothing
+def _apply_row(
+    session: Any, webhook_id: int, row: Sequence[Any], connections: ConnectionCache | None = None
+) -> Applied | None:
+    """Apply a locked row (source, status, body, unmatched, item_count, error, traceparent) in a ``webhook.apply``
+    span of the trace of the request that stored it (none if that was not traced); ``None`` when there is nothing
     left to apply. A row with kept numbers applies only their messages, never again the rest."""
-    source, status, body, kept, item_count, error = row
-    if kept is not None:
-        outcome = _apply(session, source, body, connections, only=frozenset(kept))
-        still = sorted(outcome.unmatched) or None
-        items = item_count if item_count is not None else outcome.items
-        return Applied(outcome, items, merge_notes(error, outcome.notes), still)
-    if status == WebhookStatus.PROCESSED:
-        return None
-    outcome = _apply(session, source, body, connections)
-    note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
-    return Applied(outcome, outcome.items, note, sorted(outcome.unmatched) or None)
+    source, status, body, kept, item_count, error, traceparent = row
+    with span("webhook.apply", parent=traceparent, ids={"zapq.webhook": webhook_id}, root=False):
+        if kept is not None:
+            outcome = _apply(session, source, body, connections, only=frozenset(kept))
+            still = sorted(outcome.unmatched) or None
+            items = item_count if item_count is not None else outcome.items
+            return Applied(outcome, items, merge_notes(error, outcome.notes), still)
+        if status == WebhookStatus.PROCESSED:
+            return None
+        outcome = _apply(session, source, body, connections)
+        note = "; ".join(dict.fromkeys(outcome.notes))[:4000] or None
+        return Applied(outcome, outcome.items, note, sorted(outcome.unmatched) or None)
 
 
 def _mark(session: Any, rows: list[tuple[int, Applied]]) -> None:
@@ -100,8 +104,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        with span("webhook.apply", ids={"zapq.webhook": webhook_id}, root=False):
-            applied = _apply_row(session, row)
+        applied = _apply_row(session, webhook_id, row)
         if applied is None:
             return None
         _mark(session, [(webhook_id, applied)])
@@ -109,9 +112,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
     return applied.outcome
 
 
-def process_webhooks(
-    db: Database, webhook_ids: list[int], traces: Callable[[int], str | None] | None = None
-) -> list[Outcome]:
+def process_webhooks(db: Database, webhook_ids: list[int]) -> list[Outcome]:
     """Apply a group of webhooks in **one** transaction; returns the outcomes of those applied.
 
     The same guarantees as :func:`process_webhook` for each (row locks, processed rows left alone, events
@@ -124,9 +125,7 @@ def process_webhooks(
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
         for webhook_id, *row in rows:
-            parent = traces(webhook_id) if traces is not None else None
-            with span("webhook.apply", parent=parent, ids={"zapq.webhook": webhook_id}, root=False):
-                applied = _apply_row(session, row, connections)
+            applied = _apply_row(session, webhook_id, row, connections)
             if applied is not None:
                 done.append((webhook_id, applied))
         if done:
@@ -139,7 +138,6 @@ def process_group(
     db: Database,
     webhook_ids: list[int],
     process_each: Callable[[list[int]], None],
-    traces: Callable[[int], str | None] | None = None,
 ) -> list[Outcome]:
     """:func:`process_webhooks`, falling back to ``process_each`` (one job per webhook) when the group fails;
     the outcomes of the webhooks applied (none after a fallback).
@@ -149,7 +147,7 @@ def process_group(
     Nothing of the group was applied then (one transaction).
     """
     try:
-        return process_webhooks(db, webhook_ids, traces)
+        return process_webhooks(db, webhook_ids)
     except DependencyUnavailableError:
         raise
     except Exception as exc:

@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 
 #: Many webhooks in one statement (group commit); an identical body stored before is skipped.
 INSERT_MANY = """
-INSERT INTO webhooks (source, dedup_key, body, status)
-SELECT * FROM unnest(%(sources)b::text[], %(keys)b::text[], %(bodies)b::bytea[], %(statuses)b::text[])
+INSERT INTO webhooks (source, dedup_key, body, status, traceparent)
+SELECT * FROM unnest(
+  %(sources)b::text[], %(keys)b::text[], %(bodies)b::bytea[], %(statuses)b::text[], %(traceparents)b::text[]
+)
 ON CONFLICT (source, dedup_key) DO NOTHING
 RETURNING id, source, dedup_key
 """
@@ -37,11 +39,13 @@ WHERE id IN (SELECT id FROM webhooks WHERE id = ANY(%(ids)s) AND status = 'recei
 
 # -- the ingest worker ----------------------------------------------------------------------------------
 
-LOCK_ONE = "SELECT source, status, body, unmatched, item_count, error FROM webhooks WHERE id = %(id)s FOR UPDATE"
+LOCK_ONE = """
+SELECT source, status, body, unmatched, item_count, error, traceparent FROM webhooks WHERE id = %(id)s FOR UPDATE
+"""
 #: In id order, so two groups sharing rows (a sweep's re-enqueue) lock them in the same order.
 LOCK_MANY = """
-SELECT id, source, status, body, unmatched, item_count, error FROM webhooks WHERE id = ANY(%(ids)s) ORDER BY id
-FOR UPDATE
+SELECT id, source, status, body, unmatched, item_count, error, traceparent FROM webhooks WHERE id = ANY(%(ids)s)
+ORDER BY id FOR UPDATE
 """
 #: ``processed``, or ``unmatched`` with the numbers still kept (a JSON array per row, else NULL).
 MARK_PROCESSED = """
@@ -122,11 +126,22 @@ class Accepted:
 
 
 async def insert_many(
-    conn: AsyncConnection[Any], sources: list[str], keys: list[str], bodies: list[bytes]
+    conn: AsyncConnection[Any],
+    sources: list[str],
+    keys: list[str],
+    bodies: list[bytes],
+    traceparents: list[str | None],
 ) -> list[tuple[int, str, str]]:
-    """Store webhooks as ``received`` in one statement; ``(id, source, dedup_key)`` of each row created."""
+    """Store webhooks as ``received`` in one statement (each with the ``traceparent`` of the traced request that
+    stored it, else None); ``(id, source, dedup_key)`` of each row created."""
     cursor = conn.cursor(row_factory=tuple_row)
-    params = {"sources": sources, "keys": keys, "bodies": bodies, "statuses": ["received"] * len(sources)}
+    params = {
+        "sources": sources,
+        "keys": keys,
+        "bodies": bodies,
+        "statuses": ["received"] * len(sources),
+        "traceparents": traceparents,
+    }
     await cursor.execute(INSERT_MANY, params)
     return await cursor.fetchall()
 
@@ -157,12 +172,13 @@ async def mark_kept_enqueued(conn: AsyncConnection[Any], webhook_ids: list[int])
 
 
 def lock_one(session: Session, webhook_id: int) -> Any:
-    """The row ``(source, status, body, unmatched, item_count, error)`` locked, or ``None``."""
+    """The row ``(source, status, body, unmatched, item_count, error, traceparent)`` locked, or ``None``."""
     return session.connection().exec_driver_sql(LOCK_ONE, {"id": webhook_id}).one_or_none()
 
 
 def lock_many(session: Session, webhook_ids: list[int]) -> list[Any]:
-    """The rows ``(id, source, status, body, unmatched, item_count, error)`` that exist, locked in id order."""
+    """The rows ``(id, source, status, body, unmatched, item_count, error, traceparent)`` that exist, locked in id
+    order."""
     return list(session.connection().exec_driver_sql(LOCK_MANY, {"ids": sorted(set(webhook_ids))}).all())
 
 

@@ -9,23 +9,19 @@ The one place a job's trace context is written and read (:mod:`libs.tracing` doe
 * :meth:`TraceContext.before_process_message` — a sync actor's job runs inside a ``job <actor>`` span continuing
   the trace (ended in ``after_process_message`` / ``after_skip_message``).
 
-A group job (``process_webhooks``) carries one context per webhook in ``traceparents`` (id → traceparent).
-While tracing is off every hook returns at its first line and no option is written.
+A stored webhook keeps its request's context in its own row (the ingest worker reads it there, whichever job applies
+it), so webhook jobs carry none. While tracing is off every hook returns at its first line and no option is written.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Broker, Message, Middleware
 
 from libs import tracing
-
-#: Option holding one ``traceparent`` per item of a group job (item id as a string → traceparent).
-GROUP_OPTION = "traceparents"
 
 
 class TraceContext(Middleware):
@@ -44,16 +40,10 @@ class TraceContext(Middleware):
 
     @staticmethod
     def options_for(message: Message[Any]) -> dict[str, str]:
-        """:meth:`options`, unless ``message`` already carries a context (its own, or its items')."""
-        if not tracing.enabled() or tracing.TRACEPARENT in message.options or GROUP_OPTION in message.options:
+        """:meth:`options`, unless ``message`` already carries a context."""
+        if not tracing.enabled() or tracing.TRACEPARENT in message.options:
             return {}
         return TraceContext.options()
-
-    @staticmethod
-    def group_options(traceparents: dict[int, str | None]) -> dict[str, Any]:
-        """The option of a group job from its items' contexts (``{}`` when none has one)."""
-        kept = {str(item): value for item, value in traceparents.items() if value}
-        return {GROUP_OPTION: kept} if kept else {}
 
     @staticmethod
     def parent(message: Any) -> str | None:
@@ -62,27 +52,6 @@ class TraceContext(Middleware):
             return None
         value = message.options.get(tracing.TRACEPARENT)
         return value if isinstance(value, str) else None
-
-    @staticmethod
-    def item_parent(message: Any, item: object) -> str | None:
-        """The ``traceparent`` of one item of a group job."""
-        if not tracing.enabled() or message is None:
-            return None
-        value = message.options.get(GROUP_OPTION, {}).get(str(item))
-        return value if isinstance(value, str) else None
-
-    @staticmethod
-    def item_parents(message: Any) -> Callable[[int], str | None] | None:
-        """Item id → its ``traceparent`` in a group job (None while tracing is off)."""
-        if not tracing.enabled() or message is None:
-            return None
-        return lambda item: TraceContext.item_parent(message, item)
-
-    @staticmethod
-    def single(traces: Callable[[int], str | None] | None, item: int) -> dict[str, str]:
-        """The options of a single job for one item of a group (its ``traceparent``), ``{}`` without one."""
-        parent = traces(item) if traces is not None else None
-        return {tracing.TRACEPARENT: parent} if parent else {}
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         """Stamp the current span's context on a message enqueued through the broker (kept if already there)."""

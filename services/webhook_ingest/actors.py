@@ -10,7 +10,6 @@ from libs.enqueue import enqueue_many
 from libs.errors import PermanentError
 from libs.ingest import metrics, process
 from libs.middleware.retry import is_final_attempt
-from libs.middleware.tracing import TraceContext
 from services.webhook_ingest import broker, resources, settings
 
 
@@ -39,8 +38,7 @@ def process_webhook(webhook_id: int) -> None:
 )
 def process_webhooks(webhook_ids: list[int]) -> None:
     """Apply a group of stored webhooks in one transaction; if it fails, each goes on as its own job."""
-    message = CurrentMessage.get_current_message()
-    outcomes = process.process_group(resources.db, webhook_ids, _process_each, TraceContext.item_parents(message))
+    outcomes = process.process_group(resources.db, webhook_ids, _process_each)
     metrics.record(broker.client, settings.redis_namespace, [outcome.received for outcome in outcomes])
     _fetch_media([m for outcome in outcomes for m in outcome.media])
 
@@ -53,9 +51,5 @@ def _fetch_media(message_ids: list[int]) -> None:
 
 
 def _process_each(webhook_ids: list[int]) -> None:
-    traces = TraceContext.item_parents(CurrentMessage.get_current_message())
-    singles = (
-        contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i), **TraceContext.single(traces, i))
-        for i in webhook_ids
-    )
+    singles = (contracts.PROCESS_WEBHOOK.message(contracts.ProcessWebhook(i)) for i in webhook_ids)
     enqueue_many(broker.client, settings.redis_namespace, singles)

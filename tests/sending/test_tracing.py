@@ -7,6 +7,7 @@ HTTP. Attributes never carry the phone number, the text or the token.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from libs.db.engine import Database
 from libs.db.models import Message
 from libs.enqueue import prepared
 from libs.ingest.edge import create_app as create_edge
+from libs.ingest.sweep import sweep_webhooks
 from libs.settings import Settings
 from tests.events.conftest import crm, make_endpoint  # noqa: F401 - fixture
 from tests.fakes.crm import CrmReceiver
@@ -223,13 +225,12 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
     assert hook.status.value == "processed"
     finished = wait_for(spans.get_finished_spans, lambda done: bool(by_name(done, "event.deliver")))
 
-    # Then one trace runs POST (the store: it ends as the INSERT commits) → job → apply (the message received:
-    # its attributes) → the event's delivery to the CRM
+    # Then one trace runs POST (the store: it ends as the INSERT commits) → apply (the context kept in the
+    # webhook's row; the message received: its attributes) → the event's delivery to the CRM
     post = one(finished, "POST /webhooks/meta")
     assert post.parent is None and post.status.is_ok and "zapq.duplicate" not in (post.attributes or {})
-    job = one(finished, "job process_webhook")
     apply = one(finished, "webhook.apply")
-    assert child_of(job, post) and child_of(apply, job)
+    assert child_of(apply, post) and not by_name(finished, "job process_webhook")  # the job carries no context
     assert apply.attributes is not None and not apply.events
     assert apply.attributes["zapq.type"] == "text" and apply.attributes["zapq.wamid"] == tracing.hashed(wamid)
     deliver = one(finished, "event.deliver")
@@ -243,6 +244,30 @@ def test_an_inbound_message_is_one_trace_from_the_webhook_post_to_its_event_deli
         assert Edge(client, settings).meta(payload).json()["status"] == "duplicate"
     again = [s for s in by_name(spans.get_finished_spans(), "POST /webhooks/meta") if s is not post]
     assert len(again) == 1 and (again[0].attributes or {}).get("zapq.duplicate") is True
+
+
+def test_a_webhook_whose_job_redis_lost_is_applied_in_its_trace_all_the_same(
+    settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+) -> None:
+    # Given a webhook stored and enqueued, then its job lost with Redis's data before a worker took it
+    make_connection(db, phone_number_id=f.NUMBER_ID)
+    payload = f.meta_payload(
+        f.meta_change(messages=[f.meta_message("wamid.TRACESWEPT1", "text", {"body": TEXT}, sender=PHONE)])
+    )
+    worker.pause()
+    with TestClient(create_edge(settings)) as client:  # leaving it waits for the background enqueue
+        assert Edge(client, settings).meta(payload).status_code == 200
+    broker.flush_all()
+    worker.resume()
+    # When the outbox sweep finds it (an hour later) and a worker applies it
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert sweep_webhooks(db, broker.client, settings.redis_namespace, older_than_seconds=60, now=later) == 1
+    drain(broker, worker)
+    # Then its apply is in the trace of the request that stored it: the context was kept in its row
+    finished = list(spans.get_finished_spans())
+    apply = one(finished, "webhook.apply")
+    assert child_of(apply, one(finished, "POST /webhooks/meta"))
+    assert apply.attributes is not None and apply.attributes["zapq.wamid"] == tracing.hashed("wamid.TRACESWEPT1")
 
 
 def test_a_bridge_message_is_traced_to_its_event_delivery_too(
