@@ -17,9 +17,10 @@ an SDK ``SpanExporter`` can still receive them (the suite's in-memory one). The 
 ``ContextVar`` (per asyncio task, per thread). A trace sampled out (``ZAPQ_OTEL_SAMPLE_RATIO``) costs its jobs one
 ``traceparent`` parse: nothing is recorded below it. A step that is a single call is an event on its job's
 span (:func:`event`), not a span of its own.
-An inbound message: ``POST /webhooks/<source>`` (it ends as its row's group commit does) →
-(job) ``webhook.apply`` (the message received as its attributes, :func:`note`; a second one in the same webhook a
-``message.received`` event) → ``message.status`` per status of our sends (in the send's trace).
+An inbound message: ``POST /webhooks/<source>`` (it ends as its row's group commit does; its context is kept in the
+webhook's row) → ``webhook.apply`` in whichever job applies the row (the message received as its attributes,
+:func:`note`; a second one in the same webhook a ``message.received`` event) → ``message.status`` per status of our
+sends (in the send's trace).
 
 Events: the span that writes an event (``webhook.apply``, ``message.status``) stores its context in the
 event's own row (``events.traceparent``, :func:`recorded_traceparent`), in the statement that writes the event:

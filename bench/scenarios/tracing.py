@@ -3,15 +3,15 @@
 This shared 2-core machine's speed drifts by the minute: rounds of one mode run one after another differed by up
 to ±20 % in CPU per item, more than the cost being measured. So each traced process runs beside an untraced
 twin, loaded at the same time, and the figure is the CPU per item of the one against the other's over the same
-seconds (the median of the repetitions).
+seconds (the median of the repetitions). Which side starts first alternates from one repetition to the next (in
+the control pairs the side started second came out ~2 % cheaper).
 
 Sends: pairs of the ``send`` scenario's phase A (``N`` normal sends over 100 numbers at 80/s each, the fake Graph
 API answering after 200 ms, a fresh ``dramatiq services.message_sender -p 1 -t 8``), one sender untraced and one
 with ``ZAPQ_OTEL_ENDPOINT`` pointing at an OTLP/HTTP sink (``bench.receiver``, answering 200): every message
 traced ("on"), one in ten (``ZAPQ_OTEL_SAMPLE_RATIO=0.1``) or one in a hundred (0.01, the production
 recommendation); three pairs of each. Figures: sender CPU per send and the % tracing adds, sends/s of each.
-"control" pairs run both sides untraced: the % they show is the method's own noise and bias (the second
-side started is the traced one in the other pairs).
+"control" pairs run both sides untraced: the % they show is the method's own noise and bias.
 
 Then ingest, side by side: two edge + ingest worker pairs (one process each, own namespaces), one with tracing
 off and one with every webhook traced, loaded at the same time, each by 32 connections of signed single-message
@@ -75,7 +75,8 @@ def run(bench: BenchRun, result: ScenarioResult) -> None:
                         bench, fake, company, "lean", prefix, offset, sizes, label=label, extra_env=env
                     )
 
-                threads = [threading.Thread(target=send, args=(side, k + j)) for j, side in enumerate(("off", mode))]
+                order = ("off", mode) if rep % 2 == 0 else (mode, "off")  # who starts first alternates
+                threads = [threading.Thread(target=send, args=(side, k + j)) for j, side in enumerate(order)]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
@@ -190,7 +191,8 @@ def _side_by_side(
     def load(side: str) -> None:
         loads[side] = loadgen.post_all(pairs[side].url, requests[side], concurrency=ingest.CONCURRENCY, timeout=60)
 
-    threads = [threading.Thread(target=load, args=(side,)) for side in pairs]
+    order = list(pairs) if rep % 2 == 0 else list(reversed(pairs))  # whose load starts first alternates
+    threads = [threading.Thread(target=load, args=(side,)) for side in order]
     for thread in threads:
         thread.start()
     for thread in threads:

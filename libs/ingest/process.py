@@ -61,14 +61,13 @@ def _apply(
     return apply_baileys(session, parse_baileys_events(payload), only=only)
 
 
-def _apply_row(
-    session: Any, webhook_id: int, row: Sequence[Any], connections: ConnectionCache | None = None
-) -> Applied | None:
+def _apply_row(session: Any, row: Sequence[Any], connections: ConnectionCache | None = None) -> Applied | None:
     """Apply a locked row (source, status, body, unmatched, item_count, error, traceparent) in a ``webhook.apply``
-    span of the trace of the request that stored it (none if that was not traced); ``None`` when there is nothing
-    left to apply. A row with kept numbers applies only their messages, never again the rest."""
+    span of the trace of the request that stored it (none if that was not traced: the row names its trace, so the
+    span needs no id of its own); ``None`` when there is nothing left to apply. A row with kept numbers applies
+    only their messages, never again the rest."""
     source, status, body, kept, item_count, error, traceparent = row
-    with span("webhook.apply", parent=traceparent, ids={"zapq.webhook": webhook_id}, root=False):
+    with span("webhook.apply", parent=traceparent, root=False):
         if kept is not None:
             outcome = _apply(session, source, body, connections, only=frozenset(kept))
             still = sorted(outcome.unmatched) or None
@@ -104,7 +103,7 @@ def process_webhook(db: Database, webhook_id: int) -> Outcome | None:
         row = store.lock_one(session, webhook_id)
         if row is None:
             raise RecordNotFoundError(f"webhook {webhook_id} does not exist")
-        applied = _apply_row(session, webhook_id, row)
+        applied = _apply_row(session, row)
         if applied is None:
             return None
         _mark(session, [(webhook_id, applied)])
@@ -125,7 +124,7 @@ def process_webhooks(db: Database, webhook_ids: list[int]) -> list[Outcome]:
         connections: ConnectionCache = {}
         done: list[tuple[int, Applied]] = []
         for webhook_id, *row in rows:
-            applied = _apply_row(session, webhook_id, row, connections)
+            applied = _apply_row(session, row, connections)
             if applied is not None:
                 done.append((webhook_id, applied))
         if done:
