@@ -22,6 +22,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # the edge writes this table continuously: fail fast rather than queue its inserts behind the ALTER's lock
+    op.execute("SET lock_timeout = '10s'")
     op.add_column('webhooks', sa.Column('traceparent', sa.Text(), nullable=True))
 
 
