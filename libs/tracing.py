@@ -321,18 +321,17 @@ def event(name: str, *, ids: Mapping[str, object] | None = None, **attributes: A
 
 
 def note(name: str, *, ids: Mapping[str, object] | None = None, **attributes: Any) -> None:
-    """Details of one ``name`` on the current span: its attributes — unless the span holds them already (a second
-    ``name`` in the same span), then an :func:`event` ``name``. For what nearly always happens once per span (a
-    webhook carries one message): attributes are cheaper to record and export than an event, and a second one
-    loses nothing. The first key of ``ids`` (else of ``attributes``) tells whether the span has them."""
+    """Details of one ``name`` on the current span: its attributes — unless the span holds any of them already (a
+    second ``name`` in the same span), then an :func:`event` ``name``. For what nearly always happens once per span
+    (a webhook carries one message): attributes are cheaper to record and export than an event, and a second one
+    loses nothing."""
     if _recorder is None or (current := _recording()) is None:
         return
-    first = next(iter(ids or attributes), None)
     values = _details(ids, attributes)
-    if first in current.attributes:
-        _add_event(current, name, values)
-    else:
+    if current.attributes.keys().isdisjoint(values):
         current.attributes.update(values)
+    else:
+        _add_event(current, name, values)
 
 
 def _details(ids: Mapping[str, object] | None, attributes: dict[str, Any]) -> dict[str, Any]:
