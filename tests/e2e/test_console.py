@@ -125,6 +125,8 @@ def test_find_a_message_read_its_timeline_and_send_it_again(
             page.fill("#q", f"#{ids['failed']}")
             page.click("#search-button")
             expect(rows).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            # (the wamid search before left one row too: wait for this search's row before opening it)
+            expect(rows.first).to_have_attribute("data-id", str(ids["failed"]), timeout=UI_TIMEOUT_MS)
             rows.first.locator("a").click()
             # Then its error has a name, Meta's title in the tooltip
             error = page.locator("#facts .err")

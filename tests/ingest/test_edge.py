@@ -140,6 +140,7 @@ class TestAcceptance:
         second = post_meta(client, body, signature)
         assert (first.status_code, second.status_code) == (200, 200)
         assert second.json() == {"status": "duplicate"}
+        client.portal.call(client.app.state.edge.writer.drain)  # type: ignore[union-attr,attr-defined]
         assert count_webhooks(db) == 1
         assert queue_length(broker.client, settings.redis_namespace, "webhooks") == 1
 
