@@ -52,11 +52,6 @@ def zapq_prefix(namespace: str) -> str:
     return f"{namespace}{SEP}{ZAPQ}{SEP}"
 
 
-def trace_of_wamid(namespace: str, digest: str) -> str:
-    """The trace context of the send that got the wamid hashed to ``digest`` (:mod:`libs.tracing`)."""
-    return f"{zapq_prefix(namespace)}trace{SEP}wamid{SEP}{digest}"
-
-
 def inbound_messages(namespace: str) -> str:
     """Inbound messages stored, by company, connection and type (:mod:`libs.ingest.metrics`)."""
     return f"{zapq_prefix(namespace)}inbound_messages"

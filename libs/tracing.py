@@ -8,8 +8,9 @@ context object, no string is made — the cost is one global read per call site.
 The trace of an outbound message: ``POST /api/messages`` → ``message.enqueue`` → (the job's ``traceparent``,
 :mod:`libs.middleware.tracing`) ``message.send`` (the throttle's answer time and the provider call's HTTP status,
 Meta error code and duration as its attributes: one span per send) → later, ``message.status`` spans of the
-status webhooks, found by the message's wamid
-(the send stores its span's context under the hashed wamid in Redis, :func:`wamid_link`, for ``WAMID_TTL_S``).
+status webhooks: the sender's record of the send keeps its span's context in the message row
+(``messages.traceparent``), and the statement applying a status reads it from the row it updates
+(:func:`late_span`: no lookup of its own).
 
 Spans are recorded by zapq itself (:mod:`libs.otlp`: a slotted record per span, exported in batches from a
 thread as OTLP/JSON), not by the OpenTelemetry SDK, whose per-span machinery cost more than the send it traced;
@@ -22,12 +23,10 @@ webhook's row) → ``webhook.apply`` in whichever job applies the row (the messa
 :func:`note`; a second one in the same webhook a ``message.received`` event) → ``message.status`` per status of our
 sends (in the send's trace).
 
-Events: the span that writes an event (``webhook.apply``, ``message.status``) stores its context in the
-event's own row (``events.traceparent``, :func:`recorded_traceparent`), in the statement that writes the event:
-no round trip of its own, and committed exactly when the event is. The event dispatcher makes each attempt an
-``event.deliver`` span under it — or, for a ``message.status`` written by the sender, under the send's span
-(its wamid link, one ``MGET`` per claimed batch: :func:`traceparents`). A delivery of an event no traced span
-wrote is not traced.
+Events: the span that writes an event (``webhook.apply``, ``message.status``, the send for its ``sent`` event)
+stores its context in the event's own row (``events.traceparent``), in the statement that writes the event: no
+round trip of its own, and committed exactly when the event is. The event dispatcher makes each attempt an
+``event.deliver`` span under it. A delivery of an event no traced span wrote is not traced.
 
 Attributes carry hashed ids only (:func:`hashed`): never a phone number, a message's text or a token.
 """
@@ -42,15 +41,12 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-from libs import keys
 from libs.otlp import INTERNAL, SERVER, OtlpJsonExporter, Recorder, Remote, SdkExporter, Span
 
-#: How long a sent message's trace can be found by its wamid (status webhooks come within days).
-WAMID_TTL_S = 7 * 86_400
 #: The W3C header and Dramatiq message option that carry a span's context.
 TRACEPARENT = "traceparent"
 #: A W3C ``traceparent``: version, trace id, parent id, flags (a later version may append fields).
@@ -65,8 +61,6 @@ _recorder: Recorder | None = None
 _sample_below = 1 << 64
 #: The current span (recorded) or context (a job's remote parent, a trace sampled out) of this task or thread.
 _current: ContextVar[Span | Remote | None] = ContextVar("zapq_trace", default=None)
-#: Sync Redis client and namespace where status webhooks look up a wamid's trace (:func:`follow_wamids`).
-_wamids: tuple[Any, str] | None = None
 _NOOP = contextlib.nullcontext()
 
 
@@ -358,60 +352,55 @@ def fail(reason: str) -> None:
     current.error = reason
 
 
-def status_span(wamid: str, status: str) -> contextlib.AbstractContextManager[Any]:
-    """A ``message.status`` span in the trace of the send that got ``wamid`` (found in Redis), linked to the
-    current span (the webhook being applied); in the current trace when the send's is not known; none when
-    neither is traced."""
+class Late:
+    """A span whose parent is learnt only once its work is done (:func:`late_span`, :func:`end_late`)."""
+
+    __slots__ = ("attributes", "link", "name", "parent_id", "span_id", "start", "trace_id")
+
+    def __init__(
+        self,
+        name: str,
+        span_id: str,
+        current: Span | Remote | None,
+        attributes: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.span_id = span_id
+        recorded = current if isinstance(current, Span) else None
+        #: The trace and parent it has when no parent is learnt: the current span, if recorded.
+        self.trace_id = recorded.trace_id if recorded is not None else None
+        self.parent_id = recorded.span_id if recorded is not None else None
+        self.link: tuple[tuple[str, str, bool], ...] = (
+            ((current.trace_id, current.span_id, current.sampled),) if current is not None else ()
+        )
+        self.attributes = attributes
+        self.start = time.time_ns()
+
+
+def late_span(name: str, *, ids: Mapping[str, object], attributes: dict[str, Any]) -> Late | None:
+    """Begin a span whose parent is read by the work it times — a ``message.status`` span, in the trace of the send
+    that got the message its provider id, which the statement applying the status reads from the message row.
+    Its id is drawn now, so that statement can write it into the status event it writes (the event's deliveries
+    are its children). None while tracing is off. End it with :func:`end_late`."""
     if _recorder is None:
-        return _NOOP
-    return span(
-        "message.status",
-        parent=traceparent_of_wamid(wamid),
-        link="current",
-        ids={"zapq.wamid": wamid},
-        attributes={"zapq.status": status},
-        root=False,
-    )
-
-
-def wamid_key(namespace: str, wamid: str) -> str:
-    """Where the trace context of the send that got ``wamid`` is kept (the wamid hashed)."""
-    return keys.trace_of_wamid(namespace, hashed(wamid))
-
-
-def wamid_link(namespace: str, wamid: str) -> tuple[str, str, int] | None:
-    """The Redis entry that lets ``wamid``'s status webhooks join the current span's trace: (key, traceparent, TTL
-    in seconds); None while tracing is off or the trace is sampled out. The sender writes it with the send's
-    journal entry, in the same script call (:meth:`libs.sending.journal.Journal.write`): no round trip of its own,
-    and written before the ``sent`` event, whose delivery looks for it."""
-    traceparent = recorded_traceparent()
-    return (wamid_key(namespace, wamid), traceparent, WAMID_TTL_S) if traceparent is not None else None
-
-
-def follow_wamids(client: Any, namespace: str) -> None:
-    """Let this process's status spans find their message's trace by wamid in ``client`` (a sync Redis client)."""
-    global _wamids
-    _wamids = (client, namespace)
-
-
-def traceparent_of_wamid(wamid: str) -> str | None:
-    """The context kept by :func:`wamid_link`; None when tracing is off, not following wamids, or none kept."""
-    if _recorder is None or _wamids is None:
         return None
-    client, namespace = _wamids
-    try:
-        value = client.get(wamid_key(namespace, wamid))
-    except Exception:  # tracing never fails the work it traces
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+    return Late(name, _new_span_id(), _current.get(), _details(ids, attributes))
 
 
-async def traceparents(client: Any, keys_: Sequence[str]) -> list[str | None]:
-    """The contexts kept under ``keys_`` (one ``MGET``; all None on a Redis error or while tracing is off)."""
-    if _recorder is None or not keys_:
-        return [None] * len(keys_)
-    try:
-        values = await client.mget(list(keys_))
-    except Exception:  # tracing never fails the work it traces
-        return [None] * len(keys_)
-    return [value.decode() if isinstance(value, bytes) else value for value in values]
+def end_late(late: Late | None, parent: str | None) -> None:
+    """Record ``late`` as a child of ``parent`` (a ``traceparent``), linked to the span current when it began (the
+    webhook being applied); with no traced parent, as a child of that span; with neither, not at all."""
+    if late is None or (recorder := _recorder) is None:
+        return
+    remote = parse(parent)
+    parent_id: str | None
+    if remote is not None and remote.sampled:
+        trace_id, parent_id, links = remote.trace_id, remote.span_id, late.link
+    elif late.trace_id is not None:
+        trace_id, parent_id, links = late.trace_id, late.parent_id, ()
+    else:
+        return
+    span = Span(late.name, trace_id, late.span_id, parent_id, INTERNAL, links, late.attributes)
+    span.start = late.start
+    span.end = time.time_ns()
+    recorder.finish(span)

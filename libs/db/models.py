@@ -316,6 +316,9 @@ class Message(Base):
     read_at: Mapped[dt.datetime | None]
     failed_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=_now(), onupdate=_now())
+    #: The W3C context of the traced send that got its provider id: its status spans join that trace (migration
+    #: 0017).
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class PendingStatus(Base):

@@ -46,7 +46,7 @@ from libs.batching import Coalescer
 from libs.events import signing, store
 from libs.events.client import EndpointClient
 from libs.events.kicks import Kicks
-from libs.events.types import MESSAGE_STATUS, event_id
+from libs.events.types import event_id
 
 logger = logging.getLogger(__name__)
 
@@ -485,30 +485,6 @@ async def _claim(ctx: DispatcherContext, endpoint_id: int, limit: int) -> list[d
         return await cursor.fetchall()
 
 
-async def trace_parents(ctx: DispatcherContext, claimed: list[dict[str, Any]]) -> list[str | None]:
-    """The ``traceparent`` each claimed delivery's attempt continues (None: not traced): the one its event's row
-    keeps (the span that wrote it), else — a ``message.status`` the sender wrote — its send's, found by wamid
-    (one ``MGET`` for the batch, only while tracing is on)."""
-    if not tracing.enabled():
-        return [None] * len(claimed)
-    parents: list[str | None] = [row.get("traceparent") for row in claimed]
-    missing = [
-        (position, tracing.wamid_key(ctx.kicks.namespace, wamid))
-        for position, row in enumerate(claimed)
-        if parents[position] is None and row["type"] == MESSAGE_STATUS and (wamid := _wamid(row))
-    ]
-    found = await tracing.traceparents(ctx.redis, [key for _, key in missing])
-    for (position, _), value in zip(missing, found, strict=True):
-        parents[position] = value
-    return parents
-
-
-def _wamid(claimed: dict[str, Any]) -> str | None:
-    data = claimed["data"]
-    wamid = data.get("external_id") if isinstance(data, dict) else None
-    return wamid if isinstance(wamid, str) and wamid else None
-
-
 async def deliver_one(
     ctx: DispatcherContext, endpoint: Endpoint, claimed: dict[str, Any], trace: str | None = None
 ) -> None:
@@ -626,10 +602,10 @@ async def _run(ctx: DispatcherContext, endpoint_id: int, generation: int) -> boo
                     claimed = await _claim(ctx, endpoint_id, room)
                     last_claim = loop.time()
                     claim = len(claimed) == room
-                    parents = await trace_parents(ctx, claimed) if tracing.enabled() and claimed else None
-                    for i, row in enumerate(claimed):
+                    traced = tracing.enabled()  # an attempt continues the context its event's row keeps
+                    for row in claimed:
                         await pacer.wait()
-                        trace = parents[i] if parents else None
+                        trace = row.get("traceparent") if traced else None
                         in_flight.add(loop.create_task(deliver_one(ctx, endpoint, row, trace)))
             if not in_flight:
                 if stopping:

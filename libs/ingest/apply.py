@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import Counter
@@ -37,11 +38,11 @@ from libs.db.models import ConnectionStatus, Direction, MessageStatus, WebhookSo
 from libs.ingest import metrics, unmatched
 from libs.media.limits import media_kind
 from libs.messages import store as messages_store
-from libs.messages.status_store import StatusChange, apply_status
+from libs.messages.status_store import StatusChange, apply_status, apply_status_traced
 from libs.rules import optouts
 from libs.rules import store as rules_store
 from libs.templates import actions as templates
-from libs.tracing import enabled, hashed_key, recorded_traceparent, status_span
+from libs.tracing import enabled, end_late, hashed_key, late_span, recorded_traceparent
 from libs.tracing import note as trace_note
 from libs.whatsapp import (
     BaileysConnectionUpdate,
@@ -312,8 +313,7 @@ def apply_meta(
             outcome.skipped += 1
             outcome.notes.append(f"no connection for phone_number_id {status.phone_number_id} (status)")
             continue
-        with status_span(status.wamid, str(status.status)):
-            outcome.count_status(apply_status(session, _meta_status(status, key[1], recorded_traceparent())))
+        outcome.count_status(_apply_status(session, _meta_status(status, key[1])))
     for update in batch.template_statuses:
         outcome.template_changes += 1
         templates.apply_status_update(session, update)
@@ -362,7 +362,21 @@ def _meta_received(values: dict[str, Any], item: InboundMessage, name: str | Non
     )
 
 
-def _meta_status(status: StatusUpdate, connection_id: int, traceparent: str | None) -> StatusChange:
+def _apply_status(session: Session, change: StatusChange) -> str:
+    """:func:`apply_status`, in a ``message.status`` span of its send's trace while tracing is on (the statement
+    reads the send's context from the message row, and writes the span's into the status event)."""
+    late = late_span(
+        "message.status", ids={"zapq.wamid": change.external_id}, attributes={"zapq.status": change.status}
+    )
+    if late is None:
+        return apply_status(session, change)
+    change = dataclasses.replace(change, span_id=late.span_id, trace_id=late.trace_id)
+    result, send_trace = apply_status_traced(session, change)
+    end_late(late, send_trace)
+    return result
+
+
+def _meta_status(status: StatusUpdate, connection_id: int) -> StatusChange:
     raw = status.raw
     pricing, conversation = raw.get("pricing"), raw.get("conversation")
     return StatusChange(
@@ -375,7 +389,6 @@ def _meta_status(status: StatusUpdate, connection_id: int, traceparent: str | No
         pricing=pricing if isinstance(pricing, dict) else None,
         conversation=conversation if isinstance(conversation, dict) else None,
         connection_id=connection_id,
-        traceparent=traceparent,
     )
 
 
@@ -414,14 +427,8 @@ def apply_baileys(session: Session, events: list[Any], *, only: frozenset[str] |
         if isinstance(event, BaileysMessageUpdate):
             assert event.status is not None  # checked above
             write_pending(session)  # it may concern a message sent from the phone, stored by this transaction
-            with status_span(event.key_id, event.status):
-                change = StatusChange(
-                    external_id=event.key_id,
-                    status=event.status,
-                    connection_id=connection_id,
-                    traceparent=recorded_traceparent(),
-                )
-                outcome.count_status(apply_status(session, change))
+            change = StatusChange(external_id=event.key_id, status=event.status, connection_id=connection_id)
+            outcome.count_status(_apply_status(session, change))
         elif isinstance(event, BaileysMessageUpsert):
             _apply_upsert(session, outcome, event, company_id, connection_id)
         elif isinstance(event, BaileysConnectionUpdate):

@@ -40,6 +40,13 @@ def _rank(column: str) -> str:
     return f"(CASE {column} {cases} ELSE -1 END)"
 
 
+#: The context a status event keeps (its deliveries' parent): the ``message.status`` span ``%(span_id)s`` that
+#: applies it (:func:`libs.tracing.late_span`) — in the trace of the send that got the message its provider id
+#: (the row's ``traceparent``), else in ``%(trace_id)s`` (the webhook being applied); NULL when neither is traced.
+#: No span (``%(span_id)s`` NULL: the sender applying a status kept pending): the send's own context.
+STATUS_TRACEPARENT = """CASE WHEN %(span_id)s::text IS NULL THEN r.traceparent
+       ELSE '00-' || COALESCE(substr(r.traceparent, 4, 32), %(trace_id)s::text) || '-' || %(span_id)s::text || '-01'
+       END"""
 #: ``message.status`` of the rows an apply statement moved (its ``updated`` CTE), with Meta's extras.
 STATUS_EVENTS = events.message_status(
     "updated",
@@ -49,10 +56,10 @@ STATUS_EVENTS = events.message_status(
     " 'reason', %(reason)s::text) END",
     pricing="%(pricing)s::jsonb",
     conversation="%(conversation)s::jsonb",
-    traceparent="%(traceparent)s::text",
+    traceparent=STATUS_TRACEPARENT,
 )
-#: ``message.status`` ``sent`` of the rows the sender recorded.
-SENT_EVENTS = events.message_status("updated", status="'sent'", at="now()")
+#: ``message.status`` ``sent`` of the rows the sender recorded, in the trace of the send (the row's context).
+SENT_EVENTS = events.message_status("updated", status="'sent'", at="now()", traceparent="r.traceparent")
 
 
 def _apply_sql(key: str) -> str:
@@ -66,7 +73,7 @@ def _apply_sql(key: str) -> str:
     old = _rank("t.old_status")
     return f"""
 WITH target AS (
-  SELECT id, status AS old_status FROM messages
+  SELECT id, status AS old_status, traceparent FROM messages
   WHERE {key} AND direction = 'out'
   FOR UPDATE
 ), updated AS (
@@ -87,7 +94,8 @@ WITH target AS (
   WHERE m.id = t.id AND (
     (%(status)s <> 'failed' AND {old} >= 0 AND {old} < %(rank)s)
     OR (%(status)s = 'failed' AND t.old_status IN ('queued', 'sending', 'sent')))
-  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status
+  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status,
+            m.traceparent
 ), events_written AS (
 {STATUS_EVENTS}
 ), counted AS (
@@ -101,7 +109,7 @@ WITH target AS (
   RETURNING k.id
 )
 SELECT (SELECT count(*) FROM target) AS found, (SELECT count(*) FROM updated) AS applied,
-       (SELECT count(*) FROM counted) AS counted
+       (SELECT count(*) FROM counted) AS counted, (SELECT traceparent FROM target LIMIT 1) AS send_trace
 """
 
 
@@ -132,22 +140,25 @@ RETURNING external_id, client_ref, status, occurred_at AS at, error_code AS code
 """
 
 
-#: The sender's record of many accepted sends at once (``queued``/``sending`` → ``sent``, campaigns counted).
+#: The sender's record of many accepted sends at once (``queued``/``sending`` → ``sent``, campaigns counted), each
+#: with its send's trace context (``%(traceparents)s``, NULL: not traced), kept in the row for its statuses.
 #: Same rules as ``APPLY_BY_ID`` with status ``sent``; run after ``LOCK_EXTERNAL_IDS`` in one transaction.
 RECORD_SENT_MANY = f"""
 WITH v AS (
-  SELECT * FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[]) AS v(id, external_id)
+  SELECT * FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(traceparents)b::text[])
+    AS v(id, external_id, traceparent)
 ), target AS (
-  SELECT m.id, m.status AS old_status, v.external_id FROM messages m JOIN v ON v.id = m.id
+  SELECT m.id, m.status AS old_status, v.external_id, v.traceparent FROM messages m JOIN v ON v.id = m.id
   WHERE m.direction = 'out' AND (m.external_id IS NULL OR m.external_id = v.external_id)
   FOR UPDATE OF m
 ), updated AS (
   UPDATE messages m SET
     status = 'sent', external_id = COALESCE(m.external_id, t.external_id), sent_at = COALESCE(m.sent_at, now()),
-    updated_at = now()
+    updated_at = now(), traceparent = COALESCE(t.traceparent, m.traceparent)
   FROM target t
   WHERE m.id = t.id AND t.old_status IN ('queued', 'sending')
-  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status
+  RETURNING m.id, m.campaign_id, m.company_id, m.connection_id, m.external_id, m.recipient, t.old_status,
+            m.traceparent
 ), events_written AS (
 {SENT_EVENTS}
 ), counted AS (
@@ -194,8 +205,10 @@ class StatusChange:
     connection_id: int | None = None
     #: The WhatsApp rule a ``failed`` one broke (default: from Meta's code, :func:`libs.rules.reasons.rule_reason`).
     reason: str | None = None
-    #: The traced span applying it (:func:`libs.tracing.recorded_traceparent`): kept with its event.
-    traceparent: str | None = None
+    #: The ``message.status`` span applying it (:func:`libs.tracing.late_span`): its id, and the trace it is in when
+    #: the message's send was not traced (the webhook's); the status event keeps that span's context.
+    span_id: str | None = None
+    trace_id: str | None = None
 
     def params(self, message_id: int | None = None) -> dict[str, Any]:
         """Parameters of the apply statements."""
@@ -213,7 +226,8 @@ class StatusChange:
             "pricing": Jsonb(self.pricing) if self.pricing is not None else None,
             "conversation": Jsonb(self.conversation) if self.conversation is not None else None,
             "connection_id": self.connection_id,
-            "traceparent": self.traceparent,
+            "span_id": self.span_id,
+            "trace_id": self.trace_id,
         }
 
 
@@ -229,22 +243,28 @@ def _sorted(changes: list[dict[str, Any]]) -> list[StatusChange]:
 def apply_status(session: Session, change: StatusChange) -> str:
     """Apply ``change`` (reported on ``change.connection_id``) in the session's transaction; returns
     ``applied``, ``unchanged`` or ``pending``."""
+    return apply_status_traced(session, change)[0]
+
+
+def apply_status_traced(session: Session, change: StatusChange) -> tuple[str, str | None]:
+    """:func:`apply_status`, and the trace context of the message's send, read by the same statement (None: no
+    message found, or its send not traced)."""
     if change.connection_id is None:
         raise ValueError("a status is applied for the connection that reported it: connection_id is required")
     conn = session.connection()
     if change.status not in RANKS and change.status != FAILED:
-        return "unchanged"
-    found, applied, _ = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
+        return "unchanged", None
+    found, applied, _, trace = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
     if not found and (message_id := _client_id(change.client_ref)) is not None:
-        found, applied, _ = conn.exec_driver_sql(APPLY_BY_ID, change.params(message_id)).one()
+        found, applied, _, trace = conn.exec_driver_sql(APPLY_BY_ID, change.params(message_id)).one()
     if found:
-        return "applied" if applied else "unchanged"
+        return ("applied" if applied else "unchanged"), trace
     conn.exec_driver_sql(LOCK_EXTERNAL_ID, {"external_id": change.external_id})
-    found, applied, _ = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
+    found, applied, _, trace = conn.exec_driver_sql(APPLY_BY_EXTERNAL_ID, change.params()).one()
     if found:
-        return "applied" if applied else "unchanged"
+        return ("applied" if applied else "unchanged"), trace
     conn.exec_driver_sql(INSERT_PENDING, change.params())
-    return "pending"
+    return "pending", None
 
 
 def apply_pending(session: Session, connection_id: int, external_id: str) -> int:
@@ -259,17 +279,23 @@ def apply_pending(session: Session, connection_id: int, external_id: str) -> int
     return applied
 
 
-async def record_sent_async(pool: AsyncConnectionPool, message_id: int, external_id: str) -> None:
+async def record_sent_async(
+    pool: AsyncConnectionPool, message_id: int, external_id: str, traceparent: str | None = None
+) -> None:
     """:func:`record_sent_many_async` for one send."""
-    await record_sent_many_async(pool, [(message_id, external_id)])
+    await record_sent_many_async(pool, [(message_id, external_id, traceparent)])
 
 
-async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> None:
-    """The sender's record of accepted sends, ``(message id, provider id)`` pairs, in one transaction:
-    ``sending`` → ``sent`` with campaigns counted, then any statuses that came early."""
-    ordered = sorted(sent, key=lambda pair: pair[1])
-    external_ids = [external_id for _, external_id in ordered]
-    params = {"ids": [message_id for message_id, _ in ordered], "external_ids": external_ids}
+async def record_sent_many_async(pool: AsyncConnectionPool, sent: list[tuple[int, str, str | None]]) -> None:
+    """The sender's record of accepted sends, ``(message id, provider id, send's traceparent)``, in one
+    transaction: ``sending`` → ``sent`` with campaigns counted, then any statuses that came early."""
+    ordered = sorted(sent, key=lambda one: one[1])
+    external_ids = [external_id for _, external_id, _ in ordered]
+    params = {
+        "ids": [message_id for message_id, _, _ in ordered],
+        "external_ids": external_ids,
+        "traceparents": [traceparent for _, _, traceparent in ordered],
+    }
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(LOCK_EXTERNAL_IDS, {"external_ids": sorted(set(external_ids))}, prepare=True)
         await conn.execute(RECORD_SENT_MANY, params, prepare=True)

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 #: of Postgres outage) and than the replay of a job dead-lettered meanwhile is likely to take.
 JOURNAL_TTL_S = 3 * 86_400
 
-#: Writes journal entries, and the trace links that go with them (``libs/lua/set_many.lua``).
+#: Writes journal entries, each with its TTL (``libs/lua/set_many.lua``).
 WRITE = lua.source("set_many")
 
 
@@ -47,7 +47,7 @@ class Journal:
         #: This process's entries, until recorded: read first, and kept when Redis refused a write.
         self.memory: dict[int, str] = {}
         self._script = client.register_script(WRITE)
-        self._writes: Coalescer[tuple[int, str, tuple[str, str, int] | None], None] = Coalescer(self._write_many)
+        self._writes: Coalescer[tuple[int, str], None] = Coalescer(self._write_many)
         self._reads: Coalescer[int, str | None] = Coalescer(self._read_many)
         self._forgets: Coalescer[int, None] = Coalescer(self._forget_many)
 
@@ -55,16 +55,15 @@ class Journal:
         """The Redis key of one message's entry."""
         return self.names.sent(message_id)
 
-    async def write(self, message_id: int, provider_id: str, *, link: tuple[str, str, int] | None = None) -> None:
+    async def write(self, message_id: int, provider_id: str) -> None:
         """Journal the provider's id for ``message_id`` (call right after the provider accepted the send).
 
-        ``link``: another entry written in the same call — (key, value, TTL in seconds): the send's trace link
-        (:func:`libs.tracing.wamid_link`). A Redis error is logged, not raised: the send happened, and the record
-        that follows is what matters; the entry stays in this process's memory.
+        A Redis error is logged, not raised: the send happened, and the record that follows is what matters; the
+        entry stays in this process's memory.
         """
         self.memory[message_id] = provider_id
         try:
-            await self._writes((message_id, provider_id, link))
+            await self._writes((message_id, provider_id))
         except Exception:
             logger.warning("could not journal the provider id of message %s", message_id, exc_info=True)
 
@@ -82,15 +81,12 @@ class Journal:
         except Exception:
             logger.info("could not drop the journal entry of message %s; it expires", message_id, exc_info=True)
 
-    async def _write_many(self, items: list[tuple[int, str, tuple[str, str, int] | None]]) -> Sequence[None]:
+    async def _write_many(self, items: list[tuple[int, str]]) -> Sequence[None]:
         keys: list[str] = []
         args: list[str | int] = []
-        for message_id, provider_id, link in items:
+        for message_id, provider_id in items:
             keys.append(self.key(message_id))
             args += (self.ttl_s, provider_id)
-            if link is not None:
-                keys.append(link[0])
-                args += (link[2], link[1])
         await self._script(keys=keys, args=args)
         return [None] * len(items)
 

@@ -68,7 +68,7 @@ from libs.sending.journal import Journal
 from libs.sending.media_ref import MediaResolver
 from libs.sending.metrics import ProviderMetrics
 from libs.sending.throttle import Throttle
-from libs.tracing import annotate, enabled, fail, hashed_key, span, wamid_link
+from libs.tracing import annotate, enabled, fail, hashed_key, recorded_traceparent, span
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class SenderContext:
     media: MediaResolver | None = None
     #: Claims and records of the sends in flight, each batch in one statement (see ``libs.batching``).
     claims: Coalescer[int, store.Claimed | None] = field(init=False)
-    records: Coalescer[tuple[int, str], None] = field(init=False)
+    #: (message id, provider id, the send's traceparent or None).
+    records: Coalescer[tuple[int, str, str | None], None] = field(init=False)
     #: Provider clients by connection settings: built once, not per send.
     providers: dict[tuple[Any, ...], Provider] = field(init=False, default_factory=dict)
     #: Provider ids of accepted sends until their record commits (default: in the throttle's Redis).
@@ -123,7 +124,9 @@ class SenderContext:
         self.holds = Holds(self.throttle.namespace)
 
 
-async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
+async def record_sent_batch(
+    pool: AsyncConnectionPool, sent: list[tuple[int, str, str | None]]
+) -> Sequence[BaseException | None]:
     """Record accepted sends in one transaction; if that fails, one by one, so a conflict (a deadlock with an
     ingest transaction) or a bad row costs only itself and an outage fails each caller with its own error."""
     try:
@@ -132,7 +135,7 @@ async def record_sent_batch(pool: AsyncConnectionPool, sent: list[tuple[int, str
     except psycopg.Error:
         if len(sent) == 1:
             raise
-    return await asyncio.gather(*(record_sent_async(pool, m, e) for m, e in sent), return_exceptions=True)
+    return await asyncio.gather(*(record_sent_async(pool, *one) for one in sent), return_exceptions=True)
 
 
 #: The claimed row's columns a provider client is built from.
@@ -406,9 +409,9 @@ def _code(exc: BaseException) -> str:
 
 async def _record(ctx: SenderContext, message_id: int, provider_id: str) -> None:
     """Journal the provider's answer, record it, then drop the journal entry (kept if the record fails)."""
-    # with the send's trace link when traced: its status webhooks (and the "sent" event's delivery) join the trace
-    await ctx.journal.write(message_id, provider_id, link=wamid_link(ctx.throttle.namespace, provider_id))
-    await ctx.records((message_id, provider_id))
+    await ctx.journal.write(message_id, provider_id)
+    # with the send's trace context when traced: the row keeps it for its status webhooks and the "sent" event
+    await ctx.records((message_id, provider_id, recorded_traceparent()))
     await ctx.journal.forget(message_id)
 
 
@@ -429,7 +432,7 @@ async def _recorded_from_journal(
     if provider_id is None:
         return None
     logger.info("message %s was accepted by the provider before its record failed: recording it", message_id)
-    await ctx.records((message_id, provider_id))
+    await ctx.records((message_id, provider_id, recorded_traceparent()))
     await ctx.journal.forget(message_id)
     return provider_id
 

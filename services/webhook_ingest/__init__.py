@@ -5,7 +5,6 @@ Setup order: settings → Sentry → broker → actors. The ASGI edge lives in :
 
 from __future__ import annotations
 
-from libs import tracing
 from libs.broker import setup_broker
 from libs.observability import init_sentry, init_tracing, setup_logging
 from libs.runtime import install_resources
@@ -17,7 +16,6 @@ init_sentry(settings, service="webhook-ingest")
 init_tracing(settings, service="webhook-ingest")
 broker = setup_broker(settings)
 resources = install_resources(broker, settings)
-tracing.follow_wamids(broker.client, settings.redis_namespace)  # status spans join their message's trace
 
 from services.webhook_ingest.actors import process_webhook, process_webhooks  # noqa: E402
 

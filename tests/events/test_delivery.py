@@ -73,7 +73,7 @@ def test_every_event_type_is_delivered_signed_and_verifiable(
     second = api.post("/api/messages", json={"company_id": company["id"], "to": "5511977776666", "text": "yo"}).json()
 
     async def sender(pool: AsyncConnectionPool) -> None:
-        await record_sent_many_async(pool, [(first["id"], "wamid.OUT1")])
+        await record_sent_many_async(pool, [(first["id"], "wamid.OUT1", None)])
         await record_failed_async(pool, second["id"], code=131026, title="Message undeliverable")
 
     run(settings, sender)

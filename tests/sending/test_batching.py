@@ -53,7 +53,11 @@ def test_a_batch_record_counts_campaigns_and_applies_early_statuses(db: Database
         "INSERT INTO pending_statuses (external_id, status, occurred_at) VALUES ('wamid.B', 'delivered', now())",
     )
     # When their sends are recorded in one batch
-    results = on_loop(record_sent_batch(context.pool, [(ids[0], "wamid.A"), (ids[1], "wamid.B"), (ids[2], "wamid.C")]))
+    results = on_loop(
+        record_sent_batch(
+            context.pool, [(ids[0], "wamid.A", None), (ids[1], "wamid.B", None), (ids[2], "wamid.C", None)]
+        )
+    )
     assert results == [None, None, None]
     # Then each has its provider id and is sent (the early status applied), and the campaign counted both
     rows = {m.id: m for m in messages(db, ids)}
@@ -66,7 +70,7 @@ def test_a_batch_record_counts_campaigns_and_applies_early_statuses(db: Database
     assert campaign_counters(db, campaign) == {"sent": 2, "failed": 0}
     assert execute_scalar(db, "SELECT delivered_count FROM campaigns WHERE id = :id", id=campaign) == 1
     # And recording the same batch again (a redelivered job) changes nothing
-    on_loop(record_sent_batch(context.pool, [(ids[0], "wamid.A"), (ids[1], "wamid.B")]))
+    on_loop(record_sent_batch(context.pool, [(ids[0], "wamid.A", None), (ids[1], "wamid.B", None)]))
     assert campaign_counters(db, campaign)["sent"] == 2
     assert [m.status for m in messages(db, ids[:2])] == [MessageStatus.SENT, MessageStatus.DELIVERED]
 
@@ -77,7 +81,7 @@ def test_a_batch_record_that_fails_is_retried_one_by_one(db: Database, context: 
     good, bad = make_messages(db, company, connection, ["16505550001", "16505550002"])
     execute(db, "UPDATE messages SET status = 'sending' WHERE id = ANY(:ids)", ids=[good, bad])
     # When they are recorded in one batch
-    results = on_loop(record_sent_batch(context.pool, [(good, "wamid.GOOD"), (bad, "wamid." + "x" * 300)]))
+    results = on_loop(record_sent_batch(context.pool, [(good, "wamid.GOOD", None), (bad, "wamid." + "x" * 300, None)]))
     # Then the good one is recorded and only the bad one reports an error
     assert results[0] is None and isinstance(results[1], Exception)
     rows = {m.id: m for m in messages(db, [good, bad])}

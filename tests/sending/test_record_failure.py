@@ -36,12 +36,14 @@ from tests.sending.conftest import (
 
 
 @pytest.fixture
-def record_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, str]]]:
+def record_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, str, str | None]]]:
     """The first record of accepted sends fails as a dropped Postgres connection does; returns what it refused."""
     original = send_module.record_sent_batch
-    refused: list[list[tuple[int, str]]] = []
+    refused: list[list[tuple[int, str, str | None]]] = []
 
-    async def record(pool: AsyncConnectionPool, sent: list[tuple[int, str]]) -> Sequence[BaseException | None]:
+    async def record(
+        pool: AsyncConnectionPool, sent: list[tuple[int, str, str | None]]
+    ) -> Sequence[BaseException | None]:
         if not refused:
             refused.append(list(sent))
             raise psycopg.OperationalError("server closed the connection unexpectedly")
@@ -72,7 +74,7 @@ def test_an_unrecorded_send_taken_back_by_the_claim_is_recorded_not_sent_again(
     context: SenderContext,
     fast_retries: RetryPolicy,
     outcomes: Outcomes,
-    record_fails_once: list[list[tuple[int, str]]],
+    record_fails_once: list[list[tuple[int, str, str | None]]],
     provider: str,
 ) -> None:
     # Given a sender whose claim takes an unconfirmed send back at once (the reconcile window is over)
@@ -83,7 +85,7 @@ def test_an_unrecorded_send_taken_back_by_the_claim_is_recorded_not_sent_again(
     enqueue(broker, [message_id])
     drain(broker, worker)
     # Then the failed record deferred the job, and its next attempt recorded the provider's answer
-    [[(refused_id, provider_id)]] = record_fails_once
+    [[(refused_id, provider_id, _)]] = record_fails_once
     assert refused_id == message_id
     assert isinstance(outcomes.of(message_id)[0].exception, DependencyUnavailableError)
     # And the provider got the message once, the row carries that send's id
@@ -100,7 +102,7 @@ def test_an_unrecorded_send_is_recorded_without_waiting_for_the_reconcile_window
     worker: dramatiq.Worker,
     context: SenderContext,
     fast_retries: RetryPolicy,
-    record_fails_once: list[list[tuple[int, str]]],
+    record_fails_once: list[list[tuple[int, str, str | None]]],
 ) -> None:
     # Given the production reconcile window (30 s) and a record that fails once after Meta accepted the send
     assert context.reconcile_seconds == 30

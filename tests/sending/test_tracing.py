@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from libs import contracts, tracing
 from libs.api.app import create_app as create_api
 from libs.db.engine import Database
-from libs.db.models import Message
+from libs.db.models import Message, MessageStatus
 from libs.enqueue import prepared
 from libs.ingest.edge import create_app as create_edge
 from libs.ingest.sweep import sweep_webhooks
@@ -455,63 +455,119 @@ def test_an_exception_fails_the_span_without_recording_its_text(spans: InMemoryS
     assert not failed.events  # no exception event: its message may carry a phone number or a text
 
 
-def test_a_delivery_continues_its_events_span_else_the_send_of_its_wamid(
-    settings: Settings, broker: Any, spans: InMemorySpanExporter
+def test_the_send_keeps_its_context_in_the_message_row_and_its_sent_event(
+    settings: Settings,
+    db: Database,
+    broker: Any,
+    sender: Any,
+    fake_meta: str,
+    worker: dramatiq.Worker,
+    spans: InMemorySpanExporter,
+) -> None:
+    # Given a traced send
+    company, connection = make_connection(db)
+    [message_id] = make_messages(db, company, connection, [PHONE], body=TEXT)
+    with tracing.span("test.enqueue"):
+        enqueue(broker, [message_id])
+    drain(broker, worker)
+    send = one(spans.get_finished_spans(), "message.send")
+    context = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-01"
+    # Then its row and its "sent" event keep the send's context (its statuses and the event's deliveries join it)
+    with db.session() as session:
+        kept = session.execute(text("SELECT traceparent FROM messages WHERE id = :id"), {"id": message_id}).scalar()
+        event = session.execute(
+            text("SELECT traceparent FROM events WHERE type = 'message.status' AND data->>'status' = 'sent'")
+        ).scalar()
+    assert kept == event == context
+    # And nothing of the trace is kept in Redis
+    assert not list(broker.client.scan_iter(match=f"{settings.redis_namespace}:zapq:trace*"))
+
+
+def test_a_status_of_an_untraced_send_is_a_span_of_the_webhook_applying_it(
+    settings: Settings, db: Database, broker: Any, worker: dramatiq.Worker, spans: InMemorySpanExporter
+) -> None:
+    # Given a message whose send was not traced (its row keeps no context)
+    company = f.company(db)
+    connection = f.meta_connection(db, company)
+    f.outbound(db, company, connection, external_id="wamid.UNTRACED")
+    # When its status webhook comes, traced
+    with TestClient(create_edge(settings)) as client:
+        Ingest(Edge(client, settings), db, broker, worker).meta(
+            f.meta_statuses(f.meta_status("wamid.UNTRACED", "read"))
+        )
+    # Then the status span is a child of the webhook's apply, in the webhook's trace, linking nothing
+    finished = spans.get_finished_spans()
+    status, apply = one(finished, "message.status"), one(finished, "webhook.apply")
+    assert child_of(status, apply) and not status.links
+    assert (status.attributes or {})["zapq.status"] == "read"
+    # And the status event keeps the status span's context
+    with db.session() as session:
+        event = session.execute(text("SELECT traceparent FROM events WHERE type = 'message.status'")).scalar()
+    assert event == f"00-{status.context.trace_id:032x}-{status.context.span_id:016x}-01"
+
+
+def test_a_status_that_came_before_the_send_was_recorded_joins_the_send_when_the_sender_applies_it(
+    settings: Settings, db: Database, spans: InMemorySpanExporter
 ) -> None:
     import asyncio
-    import types
 
-    import redis.asyncio as aioredis
+    from psycopg_pool import AsyncConnectionPool
 
-    from libs.events.dispatch import trace_parents
+    from libs.messages.status_store import StatusChange, apply_status, record_sent_async
 
-    ns = settings.redis_namespace
-    written, sent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
-    # Given the send of wamid.S linked by its wamid, and claimed deliveries of several kinds
-    broker.client.set(tracing.wamid_key(ns, "wamid.S"), sent)
-    claimed = [
-        {"type": "message.received", "data": {"external_id": "wamid.R"}, "traceparent": written},
-        {"type": "message.status", "data": {"external_id": "wamid.S", "status": "sent"}, "traceparent": None},
-        {"type": "message.status", "data": {"external_id": "wamid.S", "status": "read"}, "traceparent": written},
-        {"type": "message.status", "data": {"external_id": "wamid.UNKNOWN"}, "traceparent": None},
-        {"type": "message.status", "data": {"external_id": None}, "traceparent": None},
-        {"type": "campaign.status", "data": {"campaign_id": 1}, "traceparent": None},
-    ]
+    # Given a status kept pending (its message had no provider id yet), and the send's context
+    company = f.company(db)
+    connection = f.meta_connection(db, company)
+    message_id = f.outbound(db, company, connection, status=MessageStatus.SENDING)
+    with db.session() as session:
+        change = StatusChange("wamid.EARLY", "delivered", connection_id=connection)
+        assert apply_status(session, change) == "pending"
+        session.commit()
+    sent = "00-" + "5" * 32 + "-" + "6" * 16 + "-01"
 
-    async def parents() -> list[str | None]:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            ctx = types.SimpleNamespace(redis=client, kicks=types.SimpleNamespace(namespace=ns))
-            return await trace_parents(ctx, claimed)  # type: ignore[arg-type]
-        finally:
-            await client.aclose()
+    # When the sender records the send
+    async def record() -> None:
+        pool = AsyncConnectionPool(settings.libpq_url, min_size=1, max_size=1, open=False, kwargs={"autocommit": True})
+        async with pool:
+            await record_sent_async(pool, message_id, "wamid.EARLY", sent)
 
-    # Then each continues the span that wrote its event, else (a status the sender wrote) its send's
-    assert asyncio.run(parents()) == [written, sent, written, None, None, None]
-    # And the key holds the hashed wamid, never the wamid
-    assert "wamid.S" not in tracing.wamid_key(ns, "wamid.S")
+    asyncio.run(record())
+    # Then both the "sent" and the "delivered" events keep the send's context
+    with db.session() as session:
+        rows = session.execute(text("SELECT data->>'status', traceparent FROM events ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [("sent", sent), ("delivered", sent)]
 
 
-def test_a_redis_error_loses_the_delivery_spans_never_the_delivery(spans: InMemorySpanExporter) -> None:
-    import asyncio
+def test_a_late_span_joins_the_parent_it_learns_else_the_span_current_when_it_began(
+    spans: InMemorySpanExporter,
+) -> None:
+    sent = "00-" + "7" * 32 + "-" + "8" * 16 + "-01"
+    with tracing.span("webhook.apply") as apply:
+        # A parent learnt: its child, linking the span current when it began
+        late = tracing.late_span("message.status", ids={"zapq.wamid": "wamid.L"}, attributes={"zapq.status": "read"})
+        assert late is not None and late.trace_id == apply.trace_id
+        tracing.end_late(late, sent)
+        # None learnt (or one sampled out): a child of the span current when it began
+        tracing.end_late(tracing.late_span("message.status", ids={}, attributes={}), None)
+        tracing.end_late(tracing.late_span("message.status", ids={}, attributes={}), sent[:-2] + "00")
+    joined, fallback, unsampled = by_name(spans.get_finished_spans(), "message.status")
+    assert (joined.context.trace_id, joined.parent.span_id if joined.parent else None) == (
+        int("7" * 32, 16),
+        int("8" * 16, 16),
+    )
+    assert [link.context.span_id for link in joined.links] == [int(apply.span_id, 16)]
+    assert joined.attributes == {"zapq.status": "read", "zapq.wamid": tracing.hashed("wamid.L")}
+    assert child_of(fallback, one(spans.get_finished_spans(), "webhook.apply"))
+    assert child_of(unsampled, one(spans.get_finished_spans(), "webhook.apply"))
+    # With neither a parent nor a recorded span current: no span
+    tracing.end_late(tracing.late_span("message.status", ids={}, attributes={}), None)
+    assert len(by_name(spans.get_finished_spans(), "message.status")) == 3
 
-    class Broken:
-        async def mget(self, keys: list[str]) -> list[Any]:
-            raise ConnectionError("redis down")
 
-    assert asyncio.run(tracing.traceparents(Broken(), ["a", "b"])) == [None, None]
-    assert asyncio.run(tracing.traceparents(Broken(), [])) == []
-
-
-def test_tracing_off_reads_no_trace_link() -> None:
-    import asyncio
-
-    class Unused:
-        async def mget(self, keys: list[str]) -> list[Any]:
-            raise AssertionError("tracing is off: no Redis call")
-
+def test_tracing_off_begins_no_late_span() -> None:
     assert not tracing.enabled()
-    assert asyncio.run(tracing.traceparents(Unused(), ["a"])) == [None]
+    assert tracing.late_span("message.status", ids={"zapq.wamid": "w"}, attributes={}) is None
+    tracing.end_late(None, "00-" + "7" * 32 + "-" + "8" * 16 + "-01")  # nothing to record, nothing raised
 
 
 def test_an_event_row_keeps_the_context_of_a_recorded_span_only(spans: InMemorySpanExporter) -> None:
