@@ -95,18 +95,23 @@ RETURNING endpoint_id, state
 NOTIFY_PUBLISHED = "SELECT pg_notify('zapq_events', %(seq)s)"
 
 #: Promote the next ``waiting`` delivery of each (endpoint, conversation) that has nothing pending or in flight.
-#: Run after ``LOCK_CONVERSATIONS`` over the same keys.
+#: Run after ``LOCK_CONVERSATIONS`` over the same (distinct) keys. Each key is its own probe of
+#: ``ix_event_deliveries_open`` (``LATERAL … LIMIT 1``): joined to the keys as a set, the planner — expecting few open
+#: deliveries — read that whole partial index instead, with every dead entry the churn of delivered rows leaves in
+#: it until a vacuum (34 ms and 200,000 buffers a call on a table with 200,000 delivered rows, against 0.2 ms).
 PROMOTE = """
 UPDATE event_deliveries d SET state = 'pending', next_attempt_at = now()
 FROM (
-  SELECT DISTINCT ON (k.endpoint_id, k.conversation) w.id
+  SELECT h.id
   FROM unnest(%(endpoints)b::bigint[], %(conversations)b::text[]) AS k(endpoint_id, conversation)
-  JOIN event_deliveries w ON w.endpoint_id = k.endpoint_id AND w.conversation = k.conversation
-                         AND w.state = 'waiting'
+  CROSS JOIN LATERAL (
+    SELECT w.id FROM event_deliveries w
+    WHERE w.endpoint_id = k.endpoint_id AND w.conversation = k.conversation AND w.state = 'waiting'
+    ORDER BY w.seq LIMIT 1
+  ) h
   WHERE NOT EXISTS (SELECT 1 FROM event_deliveries a
                     WHERE a.endpoint_id = k.endpoint_id AND a.conversation = k.conversation
                       AND a.state IN ('pending', 'delivering'))
-  ORDER BY k.endpoint_id, k.conversation, w.seq
 ) h
 WHERE d.id = h.id
 RETURNING d.endpoint_id
@@ -156,8 +161,13 @@ SELECT * FROM unnest(%(ids)b::bigint[], %(endpoints)b::bigint[], %(attempts)b::i
                      %(statuses)b::int[], %(errors)b::text[], %(latencies)b::int[], %(excerpts)b::text[])
 """
 
+#: An endpoint that took a delivery is not failing. Its ``last_success_at`` is kept to the second: every batch of
+#: outcomes rewrote the row (and held its lock until the batch committed, so the dispatcher's transactions for one
+#: endpoint queued behind each other); now only a batch that changes something does.
 ENDPOINTS_SUCCEEDED = """
-UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now() WHERE id = ANY(%(ids)s)
+UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now()
+WHERE id = ANY(%(ids)s)
+  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 second')
 """
 
 ENDPOINTS_FAILED = """
