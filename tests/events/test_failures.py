@@ -274,6 +274,48 @@ def test_an_endpoint_failing_for_the_whole_disable_period_is_disabled(
     assert listed[0]["enabled"] is False and listed[0]["backlog"] == 1
 
 
+def _set_endpoint(db: Database, endpoint_id: int, *, failing: bool, last_success: str) -> None:
+    with db.session() as session:
+        session.execute(
+            text(
+                "UPDATE webhook_endpoints SET failing_since = CASE WHEN :failing THEN now() END, "
+                f"last_success_at = {last_success} WHERE id = :id"
+            ),
+            {"failing": failing, "id": endpoint_id},
+        )
+
+
+def test_a_success_clears_failing_and_rewrites_the_endpoint_only_when_that_changes_something(
+    api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
+) -> None:
+    receiver, url = crm
+    company_id = company_with_number(api, NUMBER_ID)
+    endpoint = make_endpoint(api, company_id, url)
+    # Given an endpoint marked failing, whose last success is recent (stamped in the future: recent however slow
+    # the machine)
+    _set_endpoint(db, endpoint["id"], failing=True, last_success="now() + interval '1 hour'")
+    # When a delivery succeeds, the endpoint is no longer failing
+    customer_writes(db, NUMBER_ID, "5511900000001", "one", 0)
+    receiver.wait_for(1)
+    wait_until(lambda: endpoint_row(db, endpoint["id"])["failing_since"] is None, timeout=10, what="failing cleared")
+    cleared = endpoint_row(db, endpoint["id"])
+    assert cleared["last_success_at"] is not None
+    # Given a healthy endpoint whose last success is recent
+    _set_endpoint(db, endpoint["id"], failing=False, last_success="now() + interval '1 hour'")
+    stamped = endpoint_row(db, endpoint["id"])["last_success_at"]
+    # When another delivery succeeds, the row is left as it was (each batch of outcomes rewrote it before)
+    customer_writes(db, NUMBER_ID, "5511900000002", "two", 0)
+    receiver.wait_for(2)
+    wait_until(lambda: [r["state"] for r in delivery_rows(db)] == ["delivered"] * 2, timeout=10, what="both recorded")
+    assert endpoint_row(db, endpoint["id"])["last_success_at"] == stamped
+    # And with a last success over a second old, a success stamps it again
+    _set_endpoint(db, endpoint["id"], failing=False, last_success="now() - interval '5 seconds'")
+    stale = endpoint_row(db, endpoint["id"])["last_success_at"]
+    customer_writes(db, NUMBER_ID, "5511900000003", "three", 0)
+    receiver.wait_for(3)
+    wait_until(lambda: endpoint_row(db, endpoint["id"])["last_success_at"] > stale, timeout=10, what="a new stamp")
+
+
 def test_replaying_a_given_up_event_from_its_endpoint_settles_its_dead_letter(
     api: TestClient, db: Database, crm: tuple[CrmReceiver, str], policy: Any
 ) -> None:
