@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
+import psycopg
+
 from libs.db.engine import Database
 from libs.db.models import WebhookStatus
+from libs.ingest import store
 from libs.ingest.sweep import sweep_webhooks
 from libs.settings import Settings
 from tests.ingest import factories as f
@@ -71,3 +75,29 @@ def test_periodic_actor_sweeps_with_the_configured_threshold(db: Database, broke
     f.webhook_row(db, body(2))  # just received: the edge is still enqueueing it
     periodic.fn()
     assert queued_ids(broker, settings) == [older]
+
+
+def test_the_edges_mark_moves_only_free_received_rows_and_never_waits_for_a_worker(
+    db: Database, settings: Settings
+) -> None:
+    # Given webhooks received, one of them held by a worker (its row locked), one processed, one already enqueued
+    free = [f.webhook_row(db, body(n)) for n in (10, 11)]
+    held = f.webhook_row(db, body(12))
+    processed = f.webhook_row(db, body(13), status=WebhookStatus.PROCESSED)
+    enqueued = f.webhook_row(db, body(14), status=WebhookStatus.ENQUEUED, enqueued_at=ago(minutes=5))
+    with psycopg.connect(settings.libpq_url) as worker:
+        worker.execute("SELECT id FROM webhooks WHERE id = %s FOR UPDATE", (held,))
+
+        # When the edge marks them all enqueued (its jobs are in Redis) while the worker holds its row
+        async def mark() -> None:
+            async with await psycopg.AsyncConnection.connect(settings.libpq_url, autocommit=True) as conn:
+                await conn.execute("SET statement_timeout = '5s'")  # a wait on the worker's lock fails the test
+                await store.mark_enqueued(conn, [*free, held, processed, enqueued, 10**12])
+
+        asyncio.run(mark())
+    # Then the free received rows are enqueued; the held one is left to its worker; the others are untouched
+    assert [f.webhook(db, i).status for i in free] == [WebhookStatus.ENQUEUED] * 2
+    assert all(f.webhook(db, i).enqueued_at is not None for i in free)
+    assert f.webhook(db, held).status == WebhookStatus.RECEIVED
+    assert f.webhook(db, processed).status == WebhookStatus.PROCESSED
+    assert f.webhook(db, enqueued).enqueued_at == ago(minutes=5)
