@@ -343,6 +343,13 @@ def _report(
                 (world.inbound,),
             ).fetchall()
         )
+        # when each urgent message was claimed (its last claim: a retried one is claimed again)
+        claimed = dict(
+            conn.execute(
+                "SELECT id, extract(epoch FROM sending_at) FROM messages WHERE id = ANY(%s) AND sending_at IS NOT NULL",
+                (list(outbound.urgent),),
+            ).fetchall()
+        )
         inbound_rows = _count(
             conn, "SELECT count(*) FROM messages WHERE company_id = %s AND direction = 'in'", world.inbound
         )
@@ -353,6 +360,10 @@ def _report(
                 ([world.inbound, world.company], timing["settled"]),
             )
         }
+    claim_ms = [(float(claimed[i]) - at) * 1000 for i, at in outbound.urgent.items() if i in claimed]
+    to_fake_ms = [
+        (arrival[str(i)] - float(claimed[i])) * 1000 for i in outbound.urgent if i in claimed and str(i) in arrival
+    ]
     campaign_times = sorted(arrival[str(i)] for i in campaign_ids if str(i) in arrival)
     stored_ms = [(float(stored[w]) - at) * 1000 for w, at in accepted.items() if w in stored]
     paths = {f"/crm{world.inbound}", f"/crm{world.company}"}
@@ -374,12 +385,17 @@ def _report(
         usage=usage,
         cpu_percent={name: round(100 * s / seconds, 1) for name, s in usage["cpu_s"].items()},
         urgent_ms=sorted(round(x, 1) for x in urgent_ms),
+        urgent_claim_ms=sorted(round(x, 1) for x in claim_ms),
+        urgent_claim_to_send_ms=sorted(round(x, 1) for x in to_fake_ms),
     )  # fmt: skip
     fakes = result.details["fakes"]
     nan = float("nan")
     result.add(Figure("urgent enqueue → send p99", percentile(urgent_ms, 0.99) if urgent_ms else nan, "ms",
                       target=Target("<=", 1_000), note="send = the fake Graph API's arrival"))  # fmt: skip
     result.add(Figure("urgent enqueue → send p50", percentile(urgent_ms, 0.5) if urgent_ms else nan, "ms"))
+    for name, values in (("enqueue → claim", claim_ms), ("claim → send", to_fake_ms)):
+        result.add(Figure(f"urgent {name} p50 / p99", percentile(values, 0.5) if values else nan, "ms",
+                          note=f"p99 {percentile(values, 0.99):,.0f} ms" if values else ""))  # fmt: skip
     result.add(Figure("inbound accepted → stored p99", percentile(stored_ms, 0.99) if stored_ms else nan, "ms",
                       note="stored = start of the ingest transaction"))  # fmt: skip
     result.add(Figure("inbound accepted/s (paced)", len(accepted) / load.seconds, "req/s",
