@@ -79,7 +79,7 @@ WHERE ev.id = ANY(%(ids)s)
 #: Run after ``LOCK_CONVERSATIONS`` over the same keys (a fresh snapshot after the locks).
 #: Whether a conversation has an open delivery is one probe of ``ix_event_deliveries_open`` per row (``LATERAL …
 #: LIMIT 1``). As a ``NOT EXISTS`` in the select list, the prepared statement's generic plan — made while the table
-#: held few open deliveries — hashed every open delivery once per batch instead: a backlog of 30,000 made each
+#: held few open deliveries — could hash every open delivery once per batch instead: a backlog of 30,000 made each
 #: batch of 200 read all 30,000 (26 ms against 0.7), so the publisher slowed as the backlog grew.
 INSERT_DELIVERIES = """
 INSERT INTO event_deliveries (endpoint_id, event_id, seq, conversation, state, next_attempt_at)
@@ -103,7 +103,7 @@ NOTIFY_PUBLISHED = "SELECT pg_notify('zapq_events', %(seq)s)"
 #: Promote the next ``waiting`` delivery of each (endpoint, conversation) that has nothing pending or in flight.
 #: Run after ``LOCK_CONVERSATIONS`` over the same (distinct) keys. Each key is its own probe of
 #: ``ix_event_deliveries_open`` (``LATERAL … LIMIT 1``): joined to the keys as a set, the planner — expecting few open
-#: deliveries — read that whole partial index instead, with every dead entry the churn of delivered rows leaves in
+#: deliveries — could read that whole partial index instead, with every dead entry the churn of delivered rows leaves in
 #: it until a vacuum (34 ms and 200,000 buffers a call on a table with 200,000 delivered rows, against 0.2 ms).
 PROMOTE = """
 UPDATE event_deliveries d SET state = 'pending', next_attempt_at = now()

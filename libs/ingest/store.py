@@ -33,9 +33,9 @@ RETURNING id, source, dedup_key
 #: worker marks them processed, or, if it fails, they stay ``received`` and the outbox sweep enqueues them
 #: again. Waiting would tie a pool connection of the edge to the worker's transaction.
 #: Each id is its own primary-key probe (``LATERAL``): asked as ``id = ANY(…) AND status = 'received'``, the planner
-#: read the whole ``ix_webhooks_unfinished`` instead — every unfinished row and every dead entry the churn leaves
-#: in it until a vacuum — and filtered by id (70 ms and 10,000 buffers for 20 rows with 50,000 dead entries; in the
-#: peak, 144–213 µs of Postgres CPU per row marked, 12 % of its statement CPU).
+#: could read the whole ``ix_webhooks_unfinished`` instead — every unfinished row and every dead entry the churn leaves
+#: in it until a vacuum — and filtered by id (70 ms and 10,000 buffers for 20 rows with 50,000 dead entries; in one
+#: peak run, 144–213 µs of Postgres CPU per row marked, 12 % of its statement CPU).
 MARK_ENQUEUED = """
 UPDATE webhooks w SET status = 'enqueued', enqueued_at = now()
 FROM (
