@@ -257,9 +257,9 @@ def test_hooks_never_touch_redis_and_a_flush_is_one_round_trip(broker: Any, sett
         per_job_us = (time.thread_time() - cpu_started) / jobs * 1e6  # this thread's CPU: immune to a busy machine
         wall_us = (time.perf_counter() - started) / jobs * 1e6
         print(f"\nlifecycle hooks: {per_job_us:.1f} µs CPU ({wall_us:.1f} µs wall) per job (3 hooks), no Redis call")
-        # Then the hooks reached Redis not once, and cost a small fraction of one Redis round trip each
+        # Then the hooks reached Redis not once (their cost is printed, not asserted: timings belong to the bench —
+        # thread CPU still swells on a loaded machine, 72 µs against a quiet 20-odd)
         assert client.direct == [] and client.round_trips == 0
-        assert per_job_us < 50
         # And one flush writes everything in one round trip (one pipeline of Lua calls)
         flush_started = time.perf_counter()
         assert lifecycle.flush() == 3 * jobs
