@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,11 +19,36 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: Where :func:`free_port` looks when the kernel does not say its ephemeral range starts higher.
+_PORTS_FROM = 10_000
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing is bound to right now, below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: once a test lets it go (a proxy that stops listening, a
+    Redis or Postgres it restarts) any outgoing connection on the machine may be given it as its local port,
+    and binding it again fails with "address already in use". Ports below the range are never handed out
+    that way, so a process that stops and starts again gets its port back.
+    """
+    top = _ephemeral_range_start()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(_PORTS_FROM, top) if top > _PORTS_FROM + 100 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port on {host} below {top} after 200 tries")
 
 
 def wait_http(url: str, *, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:

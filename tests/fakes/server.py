@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from libs.ops.processes import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 15.0
 STOP_DEADLINE_S = 5.0
@@ -46,16 +48,20 @@ class _ThreadedServer(uvicorn.Server):
 
 
 def _bound_socket(host: str, port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for subprocesses, which must bind it themselves)."""
-    with contextlib.closing(_bound_socket(host)) as sock:
-        return int(sock.getsockname()[1])
+    """``port``, or (0) a free one below the ephemeral range, so a server stopped and brought back where it
+    was finds its port free (see :func:`free_port`)."""
+    for attempt in range(20):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port or free_port(host)))
+        except OSError:
+            sock.close()
+            if port or attempt == 19:
+                raise
+            continue
+        return sock
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

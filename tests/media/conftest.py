@@ -20,13 +20,14 @@ from libs.db.models import Company, Connection, ConnectionStatus, Provider
 from libs.media.fetch import FetchContext
 from libs.media.runtime import media_http_client
 from libs.media.storage import LocalStorage, MediaStorage, S3Storage
+from libs.ops.processes import free_port
 from libs.secrets import Secrets
 from libs.settings import Settings
 from tests.fakes.evolution import DEFAULT_API_KEY, DEFAULT_INSTANCE, EvolutionFakeConfig
 from tests.fakes.evolution import create_app as create_evolution_app
 from tests.fakes.meta import DEFAULT_TOKEN, MetaFakeConfig
 from tests.fakes.meta import create_app as create_meta_app
-from tests.fakes.server import free_port, running_app
+from tests.fakes.server import running_app
 
 T = TypeVar("T")
 #: How long moto's server may take to answer its first request.

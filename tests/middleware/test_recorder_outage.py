@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,16 +23,10 @@ from libs import contracts
 from libs.db.engine import Database
 from libs.db.migrate import upgrade
 from libs.middleware.deadletter import FAILURES
+from libs.ops.processes import free_port
 from tests.middleware.support import Probe, Processes, dramatiq_argv, ledger_rows, subprocess_env, wait_until
 
 PG_BIN = Path(os.environ.get("ZAPQ_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresInstance:

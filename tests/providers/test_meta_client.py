@@ -14,8 +14,8 @@ from libs.errors import (
     ProviderTransientError,
     TemplateError,
 )
+from libs.ops.processes import free_port
 from libs.providers import MetaCloudClient, OutboundTemplate, OutboundText, Provider
-from tests.fakes.server import free_port
 from tests.providers.conftest import PHONE_NUMBER_ID, configure, meta_client, recorded_sends
 
 pytestmark = pytest.mark.anyio

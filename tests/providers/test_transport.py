@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from libs.errors import ProviderTimeoutError, ProviderTransientError
+from libs.ops.processes import free_port
 from libs.providers import OutboundText
 from libs.providers.transport import (
     DEFAULT_MAX_DECODED_BYTES,
@@ -35,7 +36,6 @@ from libs.providers.transport import (
     NoCookieJar,
     provider_http_client,
 )
-from tests.fakes.server import free_port
 from tests.providers.conftest import configure, meta_client, recorded_sends
 
 pytestmark = pytest.mark.anyio

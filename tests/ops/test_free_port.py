@@ -1,0 +1,32 @@
+"""``free_port`` hands out ports the kernel never gives to outgoing connections, so a listener that stops
+and starts again (a proxy that refuses for a while, a restarted Redis or Postgres) gets its port back."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from libs.ops.processes import free_port
+
+
+def _ephemeral_start() -> int:
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
+    ports = {free_port() for _ in range(50)}
+    assert all(1024 < port < _ephemeral_start() for port in ports)
+    assert len(ports) > 40  # spread out, so two tests rarely pick the same one
+    for port in list(ports)[:5]:
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+
+
+def test_a_port_someone_listens_on_is_never_handed_out() -> None:
+    taken = [socket.create_server(("127.0.0.1", free_port())) for _ in range(20)]
+    try:
+        held = {sock.getsockname()[1] for sock in taken}
+        assert not held & {free_port() for _ in range(500)}
+    finally:
+        for sock in taken:
+            sock.close()
