@@ -48,6 +48,13 @@ def served(settings: Settings, db: Database) -> Iterator[str]:
         yield url
 
 
+def _as_in_a_terminal() -> None:
+    """Give the child Ctrl-C's default disposition, as a terminal gives a foreground command: a test run started
+    in the background (``pytest … &``, CI under ``nohup``) has SIGINT ignored, the child would inherit that and
+    the test's Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Tail:
     """``zapq events tail …`` in a subprocess; its stdout and stderr lines as they arrive."""
 
@@ -58,6 +65,7 @@ class Tail:
         self.process = subprocess.Popen(
             command,
             env=os.environ.copy(),
+            preexec_fn=_as_in_a_terminal,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
