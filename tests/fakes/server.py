@@ -47,21 +47,26 @@ class _ThreadedServer(uvicorn.Server):
             self.ready.set()
 
 
-def _bound_socket(host: str, port: int = 0) -> socket.socket:
-    """``port``, or (0) a free one below the ephemeral range, so a server stopped and brought back where it
-    was finds its port free (see :func:`free_port`)."""
-    for attempt in range(20):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port or free_port(host)))
-        except OSError:
-            sock.close()
-            if port or attempt == 19:
-                raise
-            continue
-        return sock
-    raise AssertionError("unreachable")
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound_socket(host: str, port: int = 0) -> socket.socket:
+    """A listening-to-be socket on ``port``; with 0, on a free port below the ephemeral range (see
+    :func:`libs.ops.processes.free_port`), so a server stopped and brought back on it finds it free."""
+    if port:
+        return _bind(host, port)
+    for _ in range(19):  # another process may take a port between free_port's check and this bind
+        with contextlib.suppress(OSError):
+            return _bind(host, free_port(host))
+    return _bind(host, free_port(host))
 
 
 @contextlib.contextmanager
