@@ -39,9 +39,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     that way, so a process that stops and starts again gets its port back.
     """
     top = _ephemeral_range_start()
+    if top <= _PORTS_FROM + 100:  # a kernel whose ephemeral range starts low: nothing safer to pick from
+        top = 0
     rng = random.SystemRandom()
     for _ in range(200):
-        port = rng.randrange(_PORTS_FROM, top) if top > _PORTS_FROM + 100 else 0
+        port = rng.randrange(_PORTS_FROM, top) if top else 0
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
